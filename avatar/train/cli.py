@@ -14,6 +14,16 @@ def _gen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from .fit import FitConfig, fit
+    config = FitConfig(cell=args.cell, n_hidden=args.hidden, n_layers=args.layers, lookahead=args.lookahead,
+                       batch=args.batch, segment=args.segment, lr=args.lr,
+                       minutes=None if args.steps else args.minutes, steps=args.steps, seed=args.seed,
+                       threads=args.threads, device=args.device)
+    fit(config, Path(args.data), Path(args.out), val=Path(args.val) if args.val else None)
+    return 0
+
+
 def add_cli(subparsers) -> None:
     """Register `avatar train ...` on the top-level argparse subparsers."""
     train = subparsers.add_parser("train", help="make training data, train and evaluate the lip-sync model")
@@ -31,3 +41,22 @@ def add_cli(subparsers) -> None:
     gen.add_argument("--text", default=None,
                      help="an unpacked `fortunes` .deb (dpkg -x); default: installed fortunes, else built-in text")
     gen.set_defaults(func=_gen)
+
+    from .fit import BATCH, LEARNING_RATE, SEGMENT
+    fit = sub.add_parser("fit", help="train with truncated BPTT over long streams, the state carried between segments")
+    fit.add_argument("--data", required=True, help="training dataset folder (from `avatar train gen`)")
+    fit.add_argument("--val", help="validation dataset folder (e.g. --split eval), evaluated during training")
+    fit.add_argument("--out", required=True, help="weights to write (.safetensors)")
+    fit.add_argument("--cell", choices=["gru", "lstm", "rnn"], default="gru")
+    fit.add_argument("--hidden", type=int, default=128)
+    fit.add_argument("--layers", type=int, default=2)
+    fit.add_argument("--lookahead", type=int, default=2, help="output delay in 10 ms frames (0..4)")
+    fit.add_argument("--minutes", type=float, default=35.0, help="wall-clock budget")
+    fit.add_argument("--steps", type=int, help="a fixed number of steps instead of a time budget")
+    fit.add_argument("--batch", type=int, default=BATCH)
+    fit.add_argument("--segment", type=int, default=SEGMENT, help="frames per truncated-BPTT segment")
+    fit.add_argument("--lr", type=float, default=LEARNING_RATE)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    fit.set_defaults(func=_fit)
