@@ -24,6 +24,27 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from .evaluate import run_evaluation
+    from .realspeech import RealSpeechUnavailable
+    try:
+        results, report = run_evaluation([Path(m) for m in args.models], Path(args.synthetic) if args.synthetic else None,
+                                         not args.no_real, Path(args.real_cache) if args.real_cache else None,
+                                         limit=args.limit, bench=not args.no_bench)
+    except (RealSpeechUnavailable, FileNotFoundError) as e:
+        print(f"avatar train evaluate: {e}", file=sys.stderr)
+        return 1
+    print(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(report)
+    return 0
+
+
 def add_cli(subparsers) -> None:
     """Register `avatar train ...` on the top-level argparse subparsers."""
     train = subparsers.add_parser("train", help="make training data, train and evaluate the lip-sync model")
@@ -60,3 +81,14 @@ def add_cli(subparsers) -> None:
     fit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     fit.set_defaults(func=_fit)
+
+    ev = sub.add_parser("evaluate", help="metrics on held-out synthetic voices and real speech, beside an energy baseline")
+    ev.add_argument("models", nargs="+", help="trained weights (.safetensors)")
+    ev.add_argument("--synthetic", help="held-out synthetic dataset (`avatar train gen --split eval`)")
+    ev.add_argument("--no-real", action="store_true", help="skip the asterisk real-speech set")
+    ev.add_argument("--real-cache", default=None, help="JSON file caching the pocketsphinx alignments")
+    ev.add_argument("--limit", type=int, help="only the first N real-speech prompts")
+    ev.add_argument("--no-bench", action="store_true", help="skip the per-step timing")
+    ev.add_argument("--json", help="write all results here")
+    ev.add_argument("--markdown", help="write the report tables here")
+    ev.set_defaults(func=_evaluate)

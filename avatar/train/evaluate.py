@@ -18,8 +18,9 @@ from avatar.visemes import PARAM_NAMES, VISEME_INDEX, VISEME_POSE, VISEMES
 from .phonemes import BILABIALS
 from .targets import frame_phones, mouth_targets, viseme_targets
 
-JAW = PARAM_NAMES.index("jaw_open")
-CLOSED_JAW = 0.15  # a mouth counts as shown closed below this jaw opening (about a "nn" or less)
+JAW, PRESS = PARAM_NAMES.index("jaw_open"), PARAM_NAMES.index("lip_press")
+CLOSED_JAW = 0.15  # a mouth counts as shown closed below this jaw opening (about a "nn" or less)...
+CLOSED_PRESS = 0.5  # ...or with the lips pressed together at least this much (the renderer shuts the lips)
 BILABIAL_TOLERANCE = 2  # frames either side of an aligned p/b/m where its closure may show (aligner error)
 SILENCE_MARGIN = 3  # silence frames this close to speech are left out of "silence shown closed"
 MAX_LAG = 15  # frames searched either way for the best-aligning lag
@@ -38,6 +39,12 @@ class Track:
     """Predicted or labelled mouth of one clip, frame by frame."""
     visemes: np.ndarray  # (T,) int viseme index
     jaw: np.ndarray  # (T,) jaw_open
+    press: np.ndarray | None = None  # (T,) lip_press, None for predictors without one
+
+    @property
+    def closed(self) -> np.ndarray:
+        shut = self.jaw < CLOSED_JAW
+        return shut if self.press is None else shut | (self.press > CLOSED_PRESS)
 
 
 @dataclass
@@ -117,13 +124,13 @@ def mouth_metrics(tracks: list[Track], labels: list[Labels]) -> dict:
     jaw = np.concatenate([t.jaw for t in tracks])
     lab_vis = np.concatenate([y.visemes for y in labels])
     lab_jaw = np.concatenate([y.params[:, JAW] for y in labels])
-    closed = jaw < CLOSED_JAW
+    closed = np.concatenate([t.closed for t in tracks])
     shown, total = 0, 0
     quiet = []
     for t, y in zip(tracks, labels):
         for a, b in _segments(y.bilabial):
             total += 1
-            shown += bool(np.any(t.jaw[max(a - BILABIAL_TOLERANCE, 0):b + BILABIAL_TOLERANCE] < CLOSED_JAW))
+            shown += bool(np.any(t.closed[max(a - BILABIAL_TOLERANCE, 0):b + BILABIAL_TOLERANCE]))
         speech = y.visemes != VISEME_INDEX["sil"]
         near = np.convolve(speech, np.ones(2 * SILENCE_MARGIN + 1), "same") > 0
         quiet.append(~near)
@@ -147,7 +154,7 @@ def mouth_metrics(tracks: list[Track], labels: list[Labels]) -> dict:
 
 def model_track(model, audio: np.ndarray) -> Track:
     v, p = predict(model, audio)
-    return Track(v.argmax(-1), p[:, JAW])
+    return Track(v.argmax(-1), p[:, JAW], p[:, PRESS])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -226,3 +233,53 @@ def markdown_table(results: dict) -> str:
         cells = [fmt.format(m[key]) if m[key] == m[key] else "n/a" for key, _, fmt in METRIC_COLUMNS]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def step_time_ms(model, chunk: int = 4, iters: int = 300) -> dict:
+    """Median and p99 wall time of one streaming step of `chunk` frames (PyTorch, this process's threads)."""
+    import time
+
+    import torch
+    x = torch.zeros(1, chunk, model.dims.n_mels)
+    state = model.initial_state(1)
+    times = []
+    with torch.inference_mode():
+        for i in range(iters + 20):
+            t = time.perf_counter()
+            _, _, state = model(x, state)
+            if i >= 20:
+                times.append((time.perf_counter() - t) * 1000)
+    return dict(median=float(np.median(times)), p99=float(np.percentile(times, 99)))
+
+
+def run_evaluation(model_paths: list[Path], synthetic: Path | None, real: bool, real_cache: Path | None,
+                   limit: int | None = None, bench: bool = True) -> tuple[dict, str]:
+    """Every model (and the energy baseline) on each available set; (results dict, markdown report)."""
+    import torch
+
+    from avatar.model import load_model
+    torch.set_num_threads(1)
+    models = {}
+    for p in model_paths:
+        model = load_model(p)
+        name = f"{p.stem} ({model.dims.cell}, look-ahead {model.dims.lookahead * 10} ms)"
+        models[name] = model
+    sets = []
+    if synthetic is not None:
+        sets.append(synthetic_set(synthetic))
+    if real:
+        sets.append(real_set(real_cache, limit))
+    results, lines = {"sets": {}, "models": {}}, []
+    for evalset in sets:
+        res = evaluate_models(models, evalset)
+        results["sets"][evalset.name] = dict(note=evalset.note, metrics=res)
+        lines += [f"### {evalset.name}", "", evalset.note, "", markdown_table(res), ""]
+    lines += ["### models", "", "| model | parameters | step of 40 ms (median / p99 ms, 1 CPU thread) |", "|---|---|---|"]
+    for name, model in models.items():
+        info = dict(parameters=sum(p.numel() for p in model.parameters()))
+        if bench:
+            info["step_ms"] = step_time_ms(model)
+        results["models"][name] = info
+        step = f"{info['step_ms']['median']:.3f} / {info['step_ms']['p99']:.3f}" if bench else "n/a"
+        lines.append(f"| {name} | {info['parameters']:,} | {step} |")
+    return results, "\n".join(lines) + "\n"

@@ -31,6 +31,8 @@ GRAD_CLIP = 1.0
 PARAM_WEIGHT = 10.0  # mouth-parameter MSE, next to a viseme cross-entropy of ~1
 SMOOTH_WEIGHT = 20.0  # frame-to-frame velocity MSE against the target's: no jitter, no lag
 SILENCE = VISEME_INDEX["sil"]
+BILABIAL = VISEME_INDEX["PP"]
+BILABIAL_WEIGHT = 3.0  # p/b/m closures are short but the most visible error: weigh their frames up
 HISTORY_EVERY = 10  # steps between loss records
 
 
@@ -105,11 +107,13 @@ def lane_indices(n: int, batch: int, segment: int, rng: np.random.Generator):
 
 
 def losses(torch, v_logits, p_logits, vis, params):
-    """(total, cross-entropy, param MSE, velocity MSE)."""
+    """(total, cross-entropy, param MSE, velocity MSE); bilabial frames weigh BILABIAL_WEIGHT times more."""
     f = torch.nn.functional
-    ce = f.cross_entropy(v_logits.reshape(-1, v_logits.shape[-1]), vis.reshape(-1))
+    weight = 1.0 + (BILABIAL_WEIGHT - 1.0) * (vis == BILABIAL).float()
+    norm = weight.mean()
+    ce = (f.cross_entropy(v_logits.transpose(1, 2), vis, reduction="none") * weight).mean() / norm
     pred = torch.sigmoid(p_logits)
-    mse = f.mse_loss(pred, params)
+    mse = (((pred - params) ** 2).mean(-1) * weight).mean() / norm
     smooth = f.mse_loss(pred[:, 1:] - pred[:, :-1], params[:, 1:] - params[:, :-1])
     return ce + PARAM_WEIGHT * mse + SMOOTH_WEIGHT * smooth, ce, mse, smooth
 
