@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,7 +70,9 @@ def shard_features(path: Path) -> np.ndarray:
     if cache.exists() and cache.stat().st_mtime >= path.stat().st_mtime:
         return np.load(cache)
     feats = log_mel(load_shard(path)["audio"]).astype(np.float16)
-    np.save(cache, feats)
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, feats)
+    os.replace(tmp, cache)  # concurrent trainings may cache the same shard: never read a half-written file
     return feats
 
 
