@@ -132,3 +132,31 @@ def test_cli_writes_and_reports(engine, tmp_path, capsys, monkeypatch):
     args = parser.parse_args(["lipsync", str(path), "-o", str(tmp_path / "o.txt")])
     assert args.func(args) == 2 and "must end in" in capsys.readouterr().err
     assert lipsync.FORMATS == (".json", ".csv", ".tsv")
+
+
+def test_shipped_model_on_real_speech_closes_in_silence_and_opens_on_vowels(tmp_path):
+    """A real human prompt (Debian's asterisk sounds) between half-seconds of room silence."""
+    from avatar.audio import load_audio
+    from avatar.engine import create_engine, default_model_path
+    from avatar.train.realspeech import ASTERISK_SOUNDS, Aligner, normalize_transcript
+    if not default_model_path().is_file():
+        pytest.skip(f"no shipped model at {default_model_path()}")
+    prompt = ASTERISK_SOUNDS / "agent-pass.g722"
+    if not prompt.is_file():
+        pytest.skip("asterisk prompts not installed (apt-get install asterisk-core-sounds-en-g722)")
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx not installed (pip install '.[train]')")
+    speech = load_audio(prompt)
+    units = Aligner().align(speech, normalize_transcript("Please enter your password followed by the pound key."))
+    pad = np.random.default_rng(0).normal(0, 3e-4, 8000).astype(np.float32)  # 0.5 s of quiet room
+    path = _write_wav(tmp_path / "real.wav", np.concatenate([pad, speech, pad]))
+    out = tmp_path / "real.json"
+    write_track(track_audio_file(path, create_engine("onnxruntime")), out)
+    jaw = np.array(json.loads(out.read_text())["params"]["jaw_open"])
+    assert len(jaw) == (len(speech) + 16000) // 160
+    silence = np.concatenate([jaw[5:45], jaw[-45:-5]])
+    assert np.mean(silence < 0.15) >= 0.95, silence.round(2)
+    vowels = [(50 + int(s) // 10 + 1, 50 + int(e) // 10 - 1) for s, e, p in units
+              if p in ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "EY", "OW") and e - s >= 60]
+    assert len(vowels) >= 4
+    peaks = np.array([jaw[a:b].max() for a, b in vowels])
+    assert np.mean(peaks > 0.3) >= 0.75, peaks.round(2)

@@ -8,7 +8,8 @@ from pathlib import Path
 def _gen(args: argparse.Namespace) -> int:
     from .datagen import GenConfig, generate
     config = GenConfig(seed=args.seed, split=args.split, piper_share=args.piper_share,
-                       shard_seconds=args.shard_seconds, text_root=args.text)
+                       shard_seconds=args.shard_seconds, text_root=args.text,
+                       speed_range=(args.speed_min, args.speed_max))
     paths = generate(config, Path(args.out), args.hours, procs=args.procs)
     print(f"{len(paths)} shard(s) in {args.out}")
     return 0
@@ -19,8 +20,8 @@ def _fit(args: argparse.Namespace) -> int:
     config = FitConfig(cell=args.cell, n_hidden=args.hidden, n_layers=args.layers, lookahead=args.lookahead,
                        batch=args.batch, segment=args.segment, lr=args.lr,
                        minutes=None if args.steps else args.minutes, steps=args.steps, seed=args.seed,
-                       threads=args.threads, device=args.device)
-    fit(config, Path(args.data), Path(args.out), val=Path(args.val) if args.val else None)
+                       threads=args.threads, device=args.device, init=args.init)
+    fit(config, [Path(d) for d in args.data], Path(args.out), val=Path(args.val) if args.val else None)
     return 0
 
 
@@ -45,6 +46,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ship(args: argparse.Namespace) -> int:
+    import shutil
+
+    import numpy as np
+
+    from avatar.engine import create_engine
+    from avatar.model import export_onnx, load_model
+    assets = Path(args.assets)
+    weights, onnx_path = assets / f"{args.name}.safetensors", assets / f"{args.name}.onnx"
+    model = load_model(args.model)
+    shutil.copyfile(args.model, weights)
+    export_onnx(model, onnx_path)
+    # the shipped pair must give the same numbers: step both through a stream in uneven chunks
+    torch_engine, ort_engine = create_engine("torch", weights), create_engine("onnxruntime", onnx_path)
+    x = np.random.default_rng(0).normal(-4, 2, (300, model.dims.n_mels)).astype(np.float32)
+    worst = 0.0
+    for a, b in [(0, 1), (1, 5), (5, 64), (64, 300)]:
+        t, o = torch_engine.step(x[a:b]), ort_engine.step(x[a:b])
+        worst = max(worst, float(np.abs(t.params - o.params).max()), float(np.abs(t.visemes - o.visemes).max()))
+    print(f"{weights} ({weights.stat().st_size // 1024} KiB), {onnx_path} ({onnx_path.stat().st_size // 1024} KiB); "
+          f"onnxruntime vs torch max difference {worst:.2e}")
+    return 0 if worst < 1e-4 else 1
+
+
 def add_cli(subparsers) -> None:
     """Register `avatar train ...` on the top-level argparse subparsers."""
     train = subparsers.add_parser("train", help="make training data, train and evaluate the lip-sync model")
@@ -58,6 +83,9 @@ def add_cli(subparsers) -> None:
                      help="eval: held-out sentences and espeak voices")
     gen.add_argument("--piper-share", type=float, default=0.3, help="share of utterances from piper TTS")
     gen.add_argument("--shard-seconds", type=float, default=300.0)
+    gen.add_argument("--speed-min", type=float, default=0.9, help="slowest resampling speed factor")
+    gen.add_argument("--speed-max", type=float, default=1.1,
+                     help="fastest resampling speed factor (1.2 moves a male voice's formants towards a female's)")
     gen.add_argument("--procs", type=int, default=2, help="worker processes")
     gen.add_argument("--text", default=None,
                      help="an unpacked `fortunes` .deb (dpkg -x); default: installed fortunes, else built-in text")
@@ -65,7 +93,7 @@ def add_cli(subparsers) -> None:
 
     from .fit import BATCH, LEARNING_RATE, SEGMENT
     fit = sub.add_parser("fit", help="train with truncated BPTT over long streams, the state carried between segments")
-    fit.add_argument("--data", required=True, help="training dataset folder (from `avatar train gen`)")
+    fit.add_argument("--data", required=True, nargs="+", help="training dataset folder(s) (from `avatar train gen`)")
     fit.add_argument("--val", help="validation dataset folder (e.g. --split eval), evaluated during training")
     fit.add_argument("--out", required=True, help="weights to write (.safetensors)")
     fit.add_argument("--cell", choices=["gru", "lstm", "rnn"], default="gru")
@@ -80,6 +108,7 @@ def add_cli(subparsers) -> None:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    fit.add_argument("--init", help="start from these weights (fine-tuning; same dims)")
     fit.set_defaults(func=_fit)
 
     ev = sub.add_parser("evaluate", help="metrics on held-out synthetic voices and real speech, beside an energy baseline")
@@ -92,3 +121,9 @@ def add_cli(subparsers) -> None:
     ev.add_argument("--json", help="write all results here")
     ev.add_argument("--markdown", help="write the report tables here")
     ev.set_defaults(func=_evaluate)
+
+    ship = sub.add_parser("ship", help="copy trained weights into assets/ and export the ONNX beside them")
+    ship.add_argument("model", help="trained weights (.safetensors)")
+    ship.add_argument("--assets", default=str(Path(__file__).resolve().parents[2] / "assets"))
+    ship.add_argument("--name", default="lipsync_gru")
+    ship.set_defaults(func=_ship)

@@ -39,6 +39,7 @@ class GenConfig:
     split: str = "train"  # 'train' or 'eval' (held-out sentences and espeak voices)
     piper_share: float = 0.25  # share of utterances from piper (the rest from espeak)
     shard_seconds: float = SHARD_SECONDS
+    speed_range: tuple = augment.SPEED_RANGE  # resampling speed: >1 raises pitch and formants (shorter tract)
     text_root: str | None = None  # an unpacked fortunes .deb; None: the system's fortunes or built-in text
 
 
@@ -95,7 +96,7 @@ def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
         utt, meta = _synthesize(rng, sentences, voices, config, piper_state, index)
         if len(utt.audio) == 0:
             continue
-        speed = float(rng.uniform(*augment.SPEED_RANGE))
+        speed = float(rng.uniform(*config.speed_range))
         speech = augment.to_16k(utt.audio.astype(np.float32) / 32768.0, utt.sample_rate, speed, rng)
         if rng.random() < P_EQ:
             speech = augment.microphone_eq(speech, rng)

@@ -191,7 +191,9 @@ def synthetic_set(folder: Path, clip_seconds: float = 30.0) -> EvalSet:
 
 def real_set(cache: Path | None = None, limit: int | None = None) -> EvalSet:
     """The asterisk prompts with pocketsphinx labels (alignments cached as JSON in `cache`)."""
-    from .realspeech import ASTERISK_SOUNDS, asterisk_clips, decode_g722
+    from avatar.audio import load_audio
+
+    from .realspeech import ASTERISK_SOUNDS, asterisk_clips
     aligned = None
     if cache is not None and cache.exists():
         aligned = json.loads(cache.read_text())
@@ -202,7 +204,7 @@ def real_set(cache: Path | None = None, limit: int | None = None) -> EvalSet:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(aligned))
     entries = aligned["clips"][:limit]
-    audios = [decode_g722(ASTERISK_SOUNDS / f"{c['name']}.g722") for c in entries]
+    audios = [load_audio(ASTERISK_SOUNDS / f"{c['name']}.g722") for c in entries]
     labels = [Labels.from_units([tuple(u) for u in c["units"]], len(a) // HOP_LENGTH) for c, a in zip(entries, audios)]
     seconds = sum(len(a) for a in audios) / 16000
     return EvalSet("real speech (asterisk prompts)", audios, labels,

@@ -52,6 +52,7 @@ class FitConfig:
     threads: int = 1
     eval_every: int = 500
     device: str = "auto"
+    init: str | None = None  # start from these weights (same dims) instead of random: fine-tuning
 
 
 @dataclass
@@ -76,10 +77,12 @@ def shard_features(path: Path) -> np.ndarray:
     return feats
 
 
-def load_stream(folder: Path, max_shards: int | None = None) -> Stream:
-    paths = sorted(Path(folder).glob("shard-*[0-9].npz"))[:max_shards]
+def load_stream(folders, max_shards: int | None = None) -> Stream:
+    """All shards of one dataset folder (or several) joined into one stream."""
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    paths = [p for folder in folders for p in sorted(Path(folder).glob("shard-*[0-9].npz"))[:max_shards]]
     if not paths:
-        raise FileNotFoundError(f"no shards in {folder} (make them with `avatar train gen --out {folder}`)")
+        raise FileNotFoundError(f"no shards in {', '.join(map(str, folders))} (make them with `avatar train gen`)")
     feats, vis, params = [], [], []
     for p in paths:
         shard = load_shard(p)
@@ -133,7 +136,7 @@ def evaluate_stream(model, stream: Stream, lookahead: int, device, max_frames: i
                 param_mae=float(np.abs(p - target.params[:n]).mean()))
 
 
-def fit(config: FitConfig, data: Path, out: Path, val: Path | None = None, log=print, max_shards=None) -> dict:
+def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, max_shards=None) -> dict:
     """Train; save the weights (safetensors) to `out` with the training record in their metadata."""
     import torch
 
@@ -147,11 +150,18 @@ def fit(config: FitConfig, data: Path, out: Path, val: Path | None = None, log=p
     t_load = time.time()
     stream = load_stream(data, max_shards)
     val_stream = load_stream(val) if val else None
-    log(f"data: {len(stream) / 360000:.2f} h ({len(stream)} frames) from {data}; loaded in {time.time() - t_load:.0f} s")
+    log(f"data: {len(stream) / 360000:.2f} h ({len(stream)} frames); loaded in {time.time() - t_load:.0f} s")
     dims = ModelDims(n_hidden=config.n_hidden, n_layers=config.n_layers, cell=config.cell, lookahead=config.lookahead)
     model = LipSyncNet(dims).to(device)
-    model.feature_mean.copy_(torch.from_numpy(stream.features.mean(0)))
-    model.feature_std.copy_(torch.from_numpy(stream.features.std(0) + 1e-3))
+    if config.init:
+        from avatar.model import load_model
+        start = load_model(config.init)
+        if start.dims != dims:
+            raise ValueError(f"{config.init} has dims {start.dims}, not {dims}")
+        model.load_state_dict(start.state_dict())  # its feature normalisation included
+    else:
+        model.feature_mean.copy_(torch.from_numpy(stream.features.mean(0)))
+        model.feature_std.copy_(torch.from_numpy(stream.features.std(0) + 1e-3))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=WEIGHT_DECAY)
     lanes = lane_indices(len(stream), config.batch, config.segment, np.random.default_rng(config.seed))
     target = delayed(stream, config.lookahead)

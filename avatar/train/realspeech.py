@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.audio import load_audio
+
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds/en")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 SAMPLE_RATE = 16000
@@ -72,17 +74,6 @@ def read_transcripts(path: Path = ASTERISK_TRANSCRIPTS) -> dict[str, str]:
     return out
 
 
-def decode_g722(path: Path) -> np.ndarray:
-    """float32 mono 16 kHz samples of a raw G.722 file."""
-    import av
-    with av.open(str(path), format="g722") as container:
-        frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
-    if not frames:
-        return np.zeros(0, np.float32)
-    x = np.concatenate(frames)
-    return (x.astype(np.float32) / 32768.0) if x.dtype == np.int16 else x.astype(np.float32)
-
-
 class Aligner:
     """pocketsphinx 5 forced alignment (en-us model and dictionary inside the wheel)."""
 
@@ -133,7 +124,7 @@ def asterisk_clips(limit: int | None = None, sounds: Path = ASTERISK_SOUNDS,
         if not words or not aligner.known(words):
             skipped["oov"] += 1
             continue
-        audio = decode_g722(path)
+        audio = load_audio(path)  # PyAV reads raw G.722 by its extension
         try:
             units = aligner.align(audio, words)
         except RuntimeError:
