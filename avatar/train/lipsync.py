@@ -99,6 +99,14 @@ def shape_changes(shapes: list[str]) -> list[tuple[float, str]]:
     return [(i / FRAMES_PER_SECOND, s) for i, s in enumerate(shapes) if i == 0 or s != shapes[i - 1]]
 
 
+def _write_json_numbers(f, values: np.ndarray, block: int = 10000) -> None:
+    f.write("[")
+    for i in range(0, len(values), block):
+        text = ", ".join(f"{x:.{DECIMALS}f}".rstrip("0").rstrip(".") for x in values[i:i + block])
+        f.write(("" if i == 0 else ", ") + text)
+    f.write("]")
+
+
 def write_track(track: MouthTrack, out: Path) -> None:
     kind = out.suffix.lower()
     if kind not in FORMATS:
@@ -106,11 +114,15 @@ def write_track(track: MouthTrack, out: Path) -> None:
     shapes = mouth_shapes(track.visemes)
     tmp = out.with_name(out.name + ".part")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        if kind == ".json":
-            json.dump(dict(fps=FRAMES_PER_SECOND,
-                           params={n: np.round(track.params[:, k], DECIMALS).tolist() for k, n in enumerate(PARAM_NAMES)},
-                           visemes={n: np.round(track.visemes[:, k], DECIMALS).tolist() for k, n in enumerate(VISEMES)},
-                           mouth_shapes=[[round(t, 2), s] for t, s in shape_changes(shapes)]), f)
+        if kind == ".json":  # written column by column: an hour of frames never becomes Python lists
+            f.write(f'{{"fps": {FRAMES_PER_SECOND}, ')
+            for key, names, values in (("params", PARAM_NAMES, track.params), ("visemes", VISEMES, track.visemes)):
+                f.write(f'"{key}": {{')
+                for k, name in enumerate(names):
+                    f.write(("" if k == 0 else ", ") + f'"{name}": ')
+                    _write_json_numbers(f, values[:, k])
+                f.write("}, ")
+            f.write('"mouth_shapes": ' + json.dumps([[round(t, 2), s] for t, s in shape_changes(shapes)]) + "}")
         elif kind == ".csv":
             w = csv.writer(f)
             w.writerow(["time", *PARAM_NAMES, *VISEMES, "mouth_shape"])
