@@ -152,3 +152,28 @@ def write_wav(path, audio, samplerate: int) -> None:
         w.setsampwidth(2)
         w.setframerate(samplerate)
         w.writeframes(pcm.tobytes())
+
+
+def decode_mp4(path):
+    """Decode an MP4 with PyAV: codecs, pixel format, video frames with their times, audio samples (mono)."""
+    import av
+    import numpy as np
+
+    frames, times, audio = [], [], []
+    with av.open(str(path)) as c:
+        info = {"video_codec": c.streams.video[0].codec_context.name if c.streams.video else None,
+                "audio_codec": c.streams.audio[0].codec_context.name if c.streams.audio else None,
+                "pix_fmt": c.streams.video[0].codec_context.pix_fmt if c.streams.video else None}
+        audio_start = None
+        for fr in c.decode(*c.streams.video, *c.streams.audio):
+            if isinstance(fr, av.VideoFrame):
+                frames.append(fr.to_ndarray(format="rgb24"))
+                times.append(float(fr.time))
+            else:
+                if audio_start is None:
+                    audio_start = float(fr.time)
+                info["sample_rate"] = fr.sample_rate
+                audio.append(fr.to_ndarray().reshape(-1) if fr.format.is_planar else fr.to_ndarray()[0])
+    info.update(frames=frames, times=np.array(times), audio=np.concatenate(audio) if audio else np.zeros(0),
+                audio_start=audio_start)
+    return info
