@@ -1,0 +1,200 @@
+"""Audio front end: loading files, streaming resampling, and streaming log-mel features.
+
+Every feature frame looks only at the past: frame i covers the WIN_LENGTH samples that end at sample
+(i + 1) * HOP_LENGTH, with zeros before the start of the stream. So N samples give exactly N // HOP_LENGTH
+frames, and feeding audio in chunks of any size gives the same frames as the whole file.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+# hard-coded audio hyper-parameters
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160  # 10 ms
+WIN_LENGTH = 400  # 25 ms analysis window
+N_FFT = 512
+N_MELS = 40
+F_MIN, F_MAX = 40.0, 7600.0
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 frames/s, one every 10 ms
+HISTORY = WIN_LENGTH - HOP_LENGTH  # 240 samples a frame shares with the previous ones
+LOG_FLOOR = 1e-10  # power floor before log10: -100 dB, below any real microphone
+
+
+class AudioError(ValueError):
+    """An audio file or stream that cannot be used, with a sentence a person can act on."""
+
+
+def sanitize(audio: np.ndarray) -> np.ndarray:
+    """float32 mono in [-1, 1]: int PCM scaled, NaN/inf zeroed, overs clipped, so nothing non-finite
+    ever reaches the features (and from there the recurrent state)."""
+    a = np.asarray(audio)
+    if a.dtype.kind in "iu":
+        info = np.iinfo(a.dtype)
+        a = (a.astype(np.float64) - (info.min + info.max + 1) / 2) / ((info.max - info.min + 1) / 2)
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim == 2:  # (samples, channels)
+        a = a.mean(axis=1, dtype=np.float32)
+    if a.ndim != 1:
+        raise AudioError(f"expected mono or (samples, channels) audio, got shape {a.shape}")
+    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(a, -1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# log-mel
+
+
+def _hz_to_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+@lru_cache(maxsize=None)
+def mel_filters(n_mels: int = N_MELS) -> np.ndarray:
+    """Triangular HTK-mel filterbank, (n_mels, N_FFT // 2 + 1), each filter's area normalised."""
+    fft_hz = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(F_MIN), _hz_to_mel(F_MAX), n_mels + 2))
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (fft_hz - lower) / (centre - lower)
+    falling = (upper - fft_hz) / (upper - centre)
+    fb = np.maximum(0.0, np.minimum(rising, falling))
+    fb *= 2.0 / (upper - lower)  # equal area: a flat spectrum gives flat mel energies
+    fb.flags.writeable = False
+    return fb
+
+
+@lru_cache(maxsize=None)
+def _window() -> np.ndarray:
+    w = np.hanning(WIN_LENGTH + 1)[:-1]  # periodic Hann
+    w.flags.writeable = False
+    return w
+
+
+def _frames_to_log_mel(frames: np.ndarray) -> np.ndarray:
+    """(n, WIN_LENGTH) float64 sample frames -> (n, N_MELS) float32 log10 mel power."""
+    spec = np.fft.rfft(frames * _window(), n=N_FFT, axis=-1)
+    power = spec.real**2 + spec.imag**2
+    mel = power @ mel_filters().T
+    return np.log10(np.maximum(mel, LOG_FLOOR)).astype(np.float32)
+
+
+def _frame(padded: np.ndarray, n_frames: int) -> np.ndarray:
+    """Frames i = 0..n_frames-1 of `padded`, frame i = padded[i*HOP : i*HOP + WIN]."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    return sliding_window_view(padded[: (n_frames - 1) * HOP_LENGTH + WIN_LENGTH], WIN_LENGTH)[::HOP_LENGTH]
+
+
+def log_mel(audio: np.ndarray) -> np.ndarray:
+    """Log-mel features of a whole 16 kHz signal: (len(audio) // HOP_LENGTH, N_MELS) float32."""
+    a = sanitize(audio).astype(np.float64)
+    n_frames = len(a) // HOP_LENGTH
+    if n_frames == 0:
+        return np.zeros((0, N_MELS), np.float32)
+    padded = np.concatenate([np.zeros(HISTORY), a])
+    return _frames_to_log_mel(_frame(padded, n_frames))
+
+
+class LogMelStream:
+    """Streaming log-mel: push 16 kHz audio in chunks of any size, get every frame as soon as it is complete."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._buffer = np.zeros(HISTORY, np.float64)  # the last HISTORY samples plus any partial hop
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """Append samples; return the (n, N_MELS) frames they completed (n may be 0)."""
+        self._buffer = np.concatenate([self._buffer, sanitize(audio).astype(np.float64)])
+        n_frames = (len(self._buffer) - HISTORY) // HOP_LENGTH
+        if n_frames == 0:
+            return np.zeros((0, N_MELS), np.float32)
+        out = _frames_to_log_mel(_frame(self._buffer, n_frames))
+        self._buffer = self._buffer[n_frames * HOP_LENGTH :]
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# resampling and files
+
+
+class StreamResampler:
+    """Streaming sample-rate conversion (libsoxr, high quality), e.g. a 48 kHz microphone to 16 kHz."""
+
+    def __init__(self, in_rate: int, out_rate: int = SAMPLE_RATE) -> None:
+        if in_rate <= 0 or out_rate <= 0:
+            raise AudioError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
+        self.in_rate, self.out_rate = int(in_rate), int(out_rate)
+        self.reset()
+
+    def reset(self) -> None:
+        import soxr
+
+        self._passthrough = self.in_rate == self.out_rate
+        self._stream = None if self._passthrough else soxr.ResampleStream(
+            self.in_rate, self.out_rate, 1, dtype="float32", quality="HQ")
+
+    def process(self, audio: np.ndarray, last: bool = False) -> np.ndarray:
+        """Resample the next block; `last=True` flushes what the filter still holds."""
+        a = sanitize(audio)
+        if self._passthrough:
+            return a
+        return self._stream.resample_chunk(a, last=last)
+
+
+def iter_audio(path: str | Path, block: int = SAMPLE_RATE, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Decode any audio file (wav, flac, mp3, m4a/aac, ogg, g722...) to mono float32 at `sr`, `block`
+    samples at a time (the last block may be shorter): constant memory, however long the file."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as e:
+        raise AudioError(f"{path}: not a readable audio file ({e})") from e
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"{path}: the file has no audio track")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        pending: list[np.ndarray] = []
+        n_pending = 0
+
+        def converted(frame):
+            for out in resampler.resample(frame):
+                yield out.to_ndarray().reshape(-1)
+
+        try:
+            for frame in container.decode(stream):
+                for piece in converted(frame):
+                    pending.append(piece)
+                    n_pending += len(piece)
+                    while n_pending >= block:
+                        joined = np.concatenate(pending)
+                        yield sanitize(joined[:block])
+                        pending, n_pending = [joined[block:]], n_pending - block
+            for piece in converted(None):
+                pending.append(piece)
+                n_pending += len(piece)
+        except av.error.FFmpegError as e:
+            raise AudioError(f"{path}: the audio could not be decoded ({e})") from e
+        while n_pending > 0:
+            joined = np.concatenate(pending)
+            yield sanitize(joined[:block])
+            pending, n_pending = [joined[block:]], max(0, n_pending - block)
+
+
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """A whole audio file as mono float32 at `sr` Hz."""
+    blocks = list(iter_audio(path, block=sr * 30, sr=sr))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)

@@ -1,0 +1,103 @@
+"""`avatar`: the desktop app with no arguments, tools as subcommands."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _engine_info(args) -> int:
+    from avatar.engine import probe_backends
+
+    rows = probe_backends()
+    width = max(len(r.backend) for r in rows)
+    for r in rows:
+        print(f"{r.backend:<{width}}  {'yes' if r.available else 'no ':3}  {r.detail}")
+    if args.select:
+        from avatar.engine import EngineError, create_engine
+
+        try:
+            engine = create_engine("auto", args.model)
+        except EngineError as e:
+            print(f"\nauto: {e}", file=sys.stderr)
+            return 1
+        print("\nauto selection:")
+        for backend, outcome in engine.selection:
+            print(f"  {backend:<{width}}  {outcome}")
+    return 0
+
+
+def _engine_build(args) -> int:
+    import time
+
+    from avatar.engine import EngineError, create_engine
+
+    t0 = time.perf_counter()
+    try:
+        engine = create_engine(args.backend, args.model)
+    except (EngineError, ValueError) as e:
+        print(f"avatar engine build: {e}", file=sys.stderr)
+        return 1
+    built = getattr(engine, "built_now", None)
+    what = {True: "built and cached", False: "loaded from the cache", None: "ready (nothing to build)"}[built]
+    print(f"{engine.label}: {what} in {time.perf_counter() - t0:.2f} s")
+    cache = getattr(engine, "cache", None)
+    if cache is not None:
+        print(f"engine cache: {cache.folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from avatar import __version__
+    from avatar.engine import BACKENDS
+
+    parser = argparse.ArgumentParser(prog="avatar", description="A single face photo that talks, live, from your microphone. "
+                                     "Run without arguments to open the app.")
+    parser.add_argument("--version", action="version", version=f"talking-avatar {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    engine = sub.add_parser("engine", help="inference backends: what this machine has, building TensorRT engines")
+    engine_sub = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
+    info = engine_sub.add_parser("info", help="which backends this machine has, and why not the others")
+    info.add_argument("--select", action="store_true", help="also show what `auto` picks for the model")
+    info.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    info.set_defaults(func=_engine_info)
+    build = engine_sub.add_parser("build", help="build and cache the engine for a backend (TensorRT by default)")
+    build.add_argument("--backend", default="tensorrt", help=f"one of: {', '.join(BACKENDS)}")
+    build.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    build.set_defaults(func=_engine_build)
+
+    bench = sub.add_parser("bench", help="benchmarks: medians and p99")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    be = bench_sub.add_parser("engine", help="per-step latency of every available backend, side by side")
+    be.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    be.add_argument("--cell", default="gru", choices=["gru", "lstm", "rnn"],
+                    help="cell of the untrained stand-in network when no model ships yet")
+    be.add_argument("--chunk", type=int, default=4, help="frames per step (default 4 = 40 ms)")
+    be.add_argument("--iters", type=int, default=2000)
+    be.add_argument("--backends", nargs="*", help="only these backends")
+    be.set_defaults(func=lambda a: __import__("avatar.bench", fromlist=["x"]).run_engine_bench(a))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        try:
+            from avatar.gui import run_app
+        except ImportError as e:
+            print(f"avatar: the desktop app is not available in this install ({e})", file=sys.stderr)
+            return 1
+        return run_app(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""Inference engines behind one interface, and the choice between them.
+
+    engine = create_engine("auto")          # TensorRT -> ONNX Runtime CUDA -> ONNX Runtime CPU -> PyTorch
+    out = engine.step(features)             # (T, n_mels) -> EngineOutput(visemes (T, 15), params (T, 4))
+    engine.reset()
+    print(engine.label, engine.selection)   # what was picked, and why each backend before it was skipped
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from avatar.engine.base import MAX_CHUNK, EngineError, EngineOutput, StatefulEngine
+from avatar.paths import assets_dir, cache_dir
+
+__all__ = ["BACKENDS", "MAX_CHUNK", "EngineError", "EngineOutput", "StatefulEngine", "BackendStatus",
+           "create_engine", "probe_backends", "default_model_path", "resolve_onnx"]
+
+# in the order `auto` tries them
+AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime", "torch")
+BACKENDS = ("auto", *AUTO_ORDER, "torch-cuda", "torch-cudagraph")
+ALIASES = {"trt": "tensorrt", "tensorrt-rtx": "tensorrt", "ort": "onnxruntime", "onnx": "onnxruntime",
+           "onnxruntime-cpu": "onnxruntime", "ort-cuda": "onnxruntime-cuda", "pytorch": "torch", "cpu": "onnxruntime"}
+DEFAULT_MODEL = "lipsync_gru.safetensors"
+
+ModelSource = Union[str, Path, "LipSyncNet", None]  # noqa: F821 (torch is optional)
+
+
+def default_model_path() -> Path:
+    return assets_dir() / DEFAULT_MODEL
+
+
+def normalize_backend(name: str) -> str:
+    key = ALIASES.get(name.lower().strip(), name.lower().strip())
+    if key not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}")
+    return key
+
+
+@dataclass
+class BackendStatus:
+    backend: str
+    available: bool
+    detail: str  # the device it would use, or why it cannot be used
+
+
+def _have(module: str) -> str:
+    """'' if `module` imports, else why not."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+        return ""
+    except ImportError as e:
+        return f"{module} not installed ({e.name or e})"
+    except Exception as e:  # a broken install raises anything at import
+        return f"{module} failed to import ({e})"
+
+
+def probe_backends() -> list[BackendStatus]:
+    """Which backends this machine can run, without building anything; the reason for each that it cannot."""
+    from avatar.engine.gpu import gpu_info
+
+    gpu, no_gpu = gpu_info()
+    rows = []
+    # TensorRT
+    try:
+        from avatar.engine.tensorrt_engine import import_tensorrt, runnable_reason
+
+        trt, flavour = import_tensorrt()
+        if gpu is None:
+            rows.append(BackendStatus("tensorrt", False, f"{flavour} {trt.__version__} installed, but {no_gpu}"))
+        else:
+            why = runnable_reason(flavour, gpu)
+            rows.append(BackendStatus("tensorrt", not why, why or f"{flavour} {trt.__version__} on {gpu.name}"))
+    except EngineError as e:
+        rows.append(BackendStatus("tensorrt", False, str(e)))
+    # ONNX Runtime
+    why_ort = _have("onnxruntime")
+    if why_ort:
+        rows += [BackendStatus("onnxruntime-cuda", False, why_ort), BackendStatus("onnxruntime", False, why_ort)]
+    else:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            rows.append(BackendStatus("onnxruntime-cuda", False,
+                                      f"onnxruntime {ort.__version__} is a CPU-only build (pip onnxruntime-gpu)"))
+        elif gpu is None:
+            rows.append(BackendStatus("onnxruntime-cuda", False, no_gpu))
+        else:
+            rows.append(BackendStatus("onnxruntime-cuda", True, f"onnxruntime {ort.__version__} on {gpu.name}"))
+        rows.append(BackendStatus("onnxruntime", True, f"onnxruntime {ort.__version__} on the CPU"))
+    # PyTorch
+    why_torch = _have("torch")
+    if why_torch:
+        rows += [BackendStatus(b, False, why_torch) for b in ("torch", "torch-cuda", "torch-cudagraph")]
+    else:
+        import torch
+
+        rows.append(BackendStatus("torch", True, f"torch {torch.__version__} on the CPU"))
+        cuda_ok = gpu is not None and gpu.via == "torch"
+        detail = f"torch {torch.__version__} on {gpu.name}" if cuda_ok else f"torch {torch.__version__}: no CUDA GPU"
+        rows += [BackendStatus("torch-cuda", cuda_ok, detail), BackendStatus("torch-cudagraph", cuda_ok, detail)]
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# model files
+
+
+def _load_torch_model(model: ModelSource):
+    from avatar.model import LipSyncNet, load_model
+
+    if isinstance(model, LipSyncNet):
+        return model
+    path = Path(model) if model is not None else default_model_path()
+    if path.suffix == ".onnx":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise EngineError(f"{path}: model weights not found (the torch backend needs the .safetensors file)")
+    return load_model(path)
+
+
+def resolve_onnx(model: ModelSource) -> Path:
+    """The ONNX file for a model: given directly, beside its .safetensors, or exported into the cache."""
+    from_torch = model is not None and not isinstance(model, (str, Path))
+    if not from_torch:
+        path = Path(model) if model is not None else default_model_path()
+        if path.suffix == ".onnx":
+            if not path.is_file():
+                raise EngineError(f"{path}: model file not found")
+            return path
+        sibling = path.with_suffix(".onnx")
+        if sibling.is_file() and (not path.is_file() or sibling.stat().st_mtime >= path.stat().st_mtime):
+            return sibling
+        if not path.is_file():
+            raise EngineError(f"{path}: model file not found (neither it nor {sibling.name} exists)")
+    try:
+        from avatar.model import export_onnx
+    except ImportError:
+        raise EngineError("this model has no exported .onnx beside it, and exporting needs torch") from None
+    net = _load_torch_model(model)
+    digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in net.state_dict().values()))
+    digest.update(repr(net.dims).encode())
+    out = cache_dir() / "onnx" / f"{digest.hexdigest()[:24]}.onnx"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp.onnx")
+        export_onnx(net, tmp)
+        tmp.replace(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def _create(backend: str, model: ModelSource) -> StatefulEngine:
+    if backend == "tensorrt":
+        from avatar.engine.onnx_engine import onnx_dims
+        from avatar.engine.tensorrt_engine import TensorRTEngine, import_tensorrt
+
+        import_tensorrt()  # fail fast with the clear reason before any export work
+        path = resolve_onnx(model)
+        return TensorRTEngine(path, onnx_dims(path))
+    if backend in ("onnxruntime", "onnxruntime-cuda"):
+        from avatar.engine.onnx_engine import OnnxEngine
+
+        return OnnxEngine(resolve_onnx(model), provider="cuda" if backend == "onnxruntime-cuda" else "cpu")
+    if backend.startswith("torch"):
+        from avatar.engine.torch_engine import TorchEngine
+
+        device = "cpu" if backend == "torch" else "cuda"
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise EngineError("torch sees no CUDA GPU")
+        return TorchEngine(_load_torch_model(model), device=device, cuda_graph=backend == "torch-cudagraph")
+    raise AssertionError(backend)
+
+
+def create_engine(backend: str = "auto", model: ModelSource = None) -> StatefulEngine:
+    """An engine for `model` (a .safetensors or .onnx path, a LipSyncNet, or None for the shipped default).
+
+    The returned engine's `.selection` lists (backend, outcome) for every backend tried: the chosen one
+    with its device, each skipped one with the reason."""
+    backend = normalize_backend(backend)
+    if backend != "auto":
+        engine = _create(backend, model)
+        engine.selection = [(backend, f"chosen: {engine.label}")]
+        return engine
+    available = {s.backend: s for s in probe_backends()}
+    selection = []
+    for candidate in AUTO_ORDER:
+        status = available[candidate]
+        if not status.available:
+            selection.append((candidate, f"skipped: {status.detail}"))
+            continue
+        try:
+            engine = _create(candidate, model)
+        except (EngineError, ImportError, OSError) as e:
+            selection.append((candidate, f"skipped: {e}"))
+            continue
+        selection.append((candidate, f"chosen: {engine.label}"))
+        engine.selection = selection
+        return engine
+    raise EngineError("no backend could run the model:\n" + "\n".join(f"  {b}: {r}" for b, r in selection))

@@ -1,0 +1,128 @@
+"""The lip-sync network: log-mel frames -> recurrent core -> viseme posteriors and mouth parameters.
+
+Strictly causal: the output at frame t sees input frames <= t only. The look-ahead the product needs is an
+*output delay*: the model is trained so that its output at frame t describes frame t - lookahead, so the
+caller shifts time by `lookahead` frames and the network itself never peeks ahead.
+
+The recurrent state is explicit: forward(x, state) -> (..., new_state). Streaming inference carries it from
+chunk to chunk; training carries it across truncated-BPTT segments the same way; the ONNX graph takes it as an
+input and returns it as an output (h, and c for the LSTM).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from avatar.dims import CELLS, FEATURES, MAX_LOOKAHEAD, OUTPUTS, ModelDims, state_io_names  # noqa: F401
+
+State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (n_layers, batch, n_hidden)
+
+
+class LipSyncNet(nn.Module):
+    def __init__(self, dims: ModelDims = ModelDims()):
+        super().__init__()
+        self.dims = dims
+        # feature normalisation, set from training data, part of the graph so every backend applies it
+        self.register_buffer("feature_mean", torch.zeros(dims.n_mels))
+        self.register_buffer("feature_std", torch.ones(dims.n_mels))
+        self.input = nn.Sequential(nn.Linear(dims.n_mels, dims.n_hidden), nn.Tanh())
+        rnn = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[dims.cell]
+        self.rnn = rnn(dims.n_hidden, dims.n_hidden, dims.n_layers, batch_first=True)
+        self.viseme_head = nn.Linear(dims.n_hidden, dims.n_visemes)
+        self.param_head = nn.Linear(dims.n_hidden, dims.n_params)
+
+    def initial_state(self, batch: int = 1) -> State:
+        shape = (self.dims.n_layers, batch, self.dims.n_hidden)
+        return tuple(torch.zeros(shape, device=self.feature_mean.device) for _ in self.dims.state_names)
+
+    def forward(self, x: torch.Tensor, state: State | None = None, logits: bool = False):
+        """x: (B, T, n_mels) log-mel frames. Returns (visemes, params, new_state):
+        visemes (B, T, n_visemes) posteriors (or logits if `logits`), params (B, T, n_params) in 0..1
+        (or pre-sigmoid if `logits`)."""
+        if state is None:
+            state = self.initial_state(x.shape[0])
+        x = (x - self.feature_mean) / self.feature_std  # non-finite input is stopped before this (engine.base)
+        y, new_state = self.rnn(self.input(x), state if self.dims.cell == "lstm" else state[0])
+        new_state = tuple(new_state) if self.dims.cell == "lstm" else (new_state,)
+        v, p = self.viseme_head(y), self.param_head(y)
+        if not logits:
+            v, p = torch.softmax(v, dim=-1), torch.sigmoid(p)
+        return v, p, new_state
+
+
+# ----------------------------------------------------------------------------------------------------
+# weights: safetensors with the dimensions in the metadata, never pickle
+
+
+def save_model(model: LipSyncNet, path: str | Path, extra: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    meta = {"dims": json.dumps(asdict(model.dims)), "format": "talking-avatar/lipsync-1"}
+    if extra:
+        meta["extra"] = json.dumps(extra)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def read_dims(path: str | Path) -> ModelDims:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "dims" not in meta:
+        raise ValueError(f"{path}: not a talking-avatar model (no dims in its metadata)")
+    return ModelDims.from_dict(json.loads(meta["dims"]))
+
+
+def load_model(path: str | Path, device: str = "cpu") -> LipSyncNet:
+    from safetensors.torch import load_file
+
+    model = LipSyncNet(read_dims(path))
+    model.load_state_dict(load_file(str(path), device=device))
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------------------------------
+# ONNX: state as explicit graph inputs/outputs (names in avatar.dims), time axis dynamic, batch 1
+
+class _OnnxWrapper(nn.Module):
+    """Flattens the state tuple into separate tensors, as ONNX wants them."""
+
+    def __init__(self, model: LipSyncNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, *state):
+        v, p, new_state = self.model(x, tuple(state))
+        return (v, p, *new_state)
+
+
+def export_onnx(model: LipSyncNet, path: str | Path, chunk: int = 4) -> Path:
+    import warnings
+
+    dims = model.dims
+    model = model.cpu().eval()
+    state_in, state_out = state_io_names(dims)
+    x = torch.zeros(1, chunk, dims.n_mels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and batch-size notes
+        torch.onnx.export(
+            _OnnxWrapper(model), (x, *model.initial_state(1)), str(path),
+            dynamo=False,  # the TorchScript exporter emits the native ONNX GRU/LSTM/RNN ops TensorRT parses
+            opset_version=17,
+            input_names=[FEATURES, *state_in],
+            output_names=[*OUTPUTS, *state_out],
+            dynamic_axes={FEATURES: {1: "frames"}, OUTPUTS[0]: {1: "frames"}, OUTPUTS[1]: {1: "frames"}},
+        )
+    import onnx
+
+    proto = onnx.load(str(path))
+    for k, v in {"dims": json.dumps(asdict(dims)), "format": "talking-avatar/lipsync-1"}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(path))
+    return Path(path)

@@ -1,0 +1,155 @@
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+
+from avatar.audio import (HOP_LENGTH, N_MELS, SAMPLE_RATE, AudioError, LogMelStream, StreamResampler,
+                          iter_audio, load_audio, log_mel, sanitize)
+
+
+def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    return (0.3 * envelope * np.sin(2 * np.pi * 220 * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def _stream(audio, sizes):
+    stream, out, i = LogMelStream(), [], 0
+    for n in sizes:
+        out.append(stream.push(audio[i:i + n]))
+        i += n
+    out.append(stream.push(audio[i:]))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("chunk", [1, 160, 320, 512, 640, 333])
+def test_streaming_log_mel_equals_whole_file(chunk):
+    audio = _speechlike(3.0 if chunk == 1 else 10.0)
+    whole = log_mel(audio)
+    assert whole.shape == (len(audio) // HOP_LENGTH, N_MELS)
+    streamed = _stream(audio, [chunk] * (len(audio) // chunk))
+    assert streamed.shape == whole.shape
+    assert np.abs(streamed - whole).max() <= 1e-6
+
+
+def test_streaming_random_chunk_sizes_equals_whole_file():
+    audio = _speechlike(30.0, seed=1)
+    sizes = np.random.default_rng(2).integers(1, 1500, size=1000)
+    streamed = _stream(audio, sizes)
+    assert np.abs(streamed - log_mel(audio)).max() <= 1e-6
+
+
+def test_features_are_causal():
+    audio = _speechlike(2.0)
+    later = audio.copy()
+    later[16000:] = 0.9  # change only the future after sample 16000
+    a, b = log_mel(audio), log_mel(later)
+    assert np.array_equal(a[:100], b[:100])  # frames ending at or before sample 16000 never see it
+    assert not np.array_equal(a[100:], b[100:])
+
+
+def test_log_mel_responds_to_frequency():
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    low, high = log_mel(np.sin(2 * np.pi * 200 * t)), log_mel(np.sin(2 * np.pi * 4000 * t))
+    assert low[50].argmax() < N_MELS // 3 < 2 * N_MELS // 3 < high[50].argmax()
+
+
+def test_non_finite_audio_is_sanitized():
+    audio = _speechlike(1.0)
+    bad = audio.copy()
+    bad[100:200] = np.nan
+    bad[300] = np.inf
+    bad[400] = -np.inf
+    assert np.isfinite(sanitize(bad)).all()
+    feats = _stream(bad, [37] * 400)
+    assert np.isfinite(feats).all()
+    assert np.array_equal(feats, log_mel(bad))
+
+
+def test_sanitize_scales_int_pcm_and_downmixes():
+    pcm = np.array([[-32768, 32767], [0, 0], [16384, 16384]], dtype=np.int16)
+    out = sanitize(pcm)
+    assert out.dtype == np.float32 and out.shape == (3,)
+    assert abs(out[0]) < 1e-4 and out[1] == 0 and abs(out[2] - 0.5) < 1e-3
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000])
+def test_stream_resampler_keeps_a_tone(rate):
+    t = np.arange(rate * 2) / rate
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    resampler = StreamResampler(rate)
+    blocks = [resampler.process(tone[i:i + 441]) for i in range(0, len(tone), 441)]
+    out = np.concatenate(blocks + [resampler.process(np.zeros(0, np.float32), last=True)])
+    assert abs(len(out) - 2 * SAMPLE_RATE) <= 2
+    spectrum = np.abs(np.fft.rfft(out[4000:20000]))
+    assert abs(spectrum.argmax() * SAMPLE_RATE / 16000 - 440) < 2
+
+
+def _write_wav(path, audio, rate, channels=1):
+    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    if channels == 2:
+        pcm = np.stack([pcm, pcm], axis=1)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def _encode(src, dst, codec):
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream(codec, rate=inp.streams.audio[0].rate)
+        for frame in inp.decode(audio=0):
+            frame.pts = None
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("ext,codec", [("flac", "flac"), ("mp3", "libmp3lame"), ("m4a", "aac")])
+def test_load_audio_formats(tmp_path, ext, codec):
+    import av
+
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {codec} encoder to make the test file")
+    t = np.arange(48000 * 2) / 48000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    wav = tmp_path / "tone.wav"
+    _write_wav(wav, tone, 48000, channels=2)
+    target = tmp_path / f"tone.{ext}"
+    _encode(wav, target, codec)
+    for path in (wav, target):
+        audio = load_audio(path)
+        assert audio.dtype == np.float32 and audio.ndim == 1
+        assert abs(len(audio) - 2 * SAMPLE_RATE) < 0.1 * SAMPLE_RATE  # encoder padding is allowed
+        spectrum = np.abs(np.fft.rfft(audio[4000:20000]))
+        assert abs(spectrum.argmax() * SAMPLE_RATE / 16000 - 440) < 3
+
+
+def test_iter_audio_blocks_cover_the_file(tmp_path):
+    audio = _speechlike(3.0)
+    path = tmp_path / "a.wav"
+    _write_wav(path, audio, SAMPLE_RATE)
+    blocks = list(iter_audio(path, block=1000))
+    assert all(len(b) == 1000 for b in blocks[:-1])
+    joined = np.concatenate(blocks)
+    assert len(joined) == len(audio)
+    assert np.abs(joined - audio).max() < 1e-3
+
+
+def test_bad_audio_files_give_clear_errors(tmp_path):
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio(tmp_path / "missing.wav")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not audio at all" * 100)
+    with pytest.raises(AudioError):
+        load_audio(junk)
+    empty = tmp_path / "empty.wav"
+    _write_wav(empty, np.zeros(0), SAMPLE_RATE)
+    assert len(load_audio(empty)) == 0
+    assert log_mel(load_audio(empty)).shape == (0, N_MELS)

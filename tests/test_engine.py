@@ -1,0 +1,194 @@
+import numpy as np
+import pytest
+import torch
+
+from avatar.dims import CELLS, ModelDims
+from avatar.engine import BACKENDS, EngineError, create_engine, probe_backends, resolve_onnx
+from avatar.engine.cache import EngineCache
+from avatar.model import LipSyncNet, export_onnx, save_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", params=CELLS)
+def model_files(request, tmp_path_factory):
+    torch.manual_seed(1)
+    net = LipSyncNet(ModelDims(cell=request.param, n_hidden=96)).eval()
+    with torch.no_grad():
+        net.feature_mean.fill_(-4.0)
+        net.feature_std.fill_(1.5)
+    folder = tmp_path_factory.mktemp(request.param)
+    save_model(net, folder / "m.safetensors")
+    export_onnx(net, folder / "m.onnx")
+    return folder / "m.safetensors", folder / "m.onnx"
+
+
+def _features(frames, seed=0):
+    return (np.random.default_rng(seed).standard_normal((frames, 40)) * 2 - 4).astype(np.float32)
+
+
+def _run(engine, x, sizes):
+    outs, i = [], 0
+    for n in sizes:
+        if i >= len(x):
+            break
+        outs.append(engine.step(x[i:i + n]))
+        i += n
+    return np.concatenate([o.visemes for o in outs]), np.concatenate([o.params for o in outs])
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, 7, 64])
+def test_onnxruntime_equals_torch(model_files, chunk):
+    weights, onnx = model_files
+    x = _features(300)
+    ref = create_engine("torch", weights)
+    ort = create_engine("onnxruntime", onnx)
+    v_ref, p_ref = _run(ref, x, [chunk] * 300)
+    v_ort, p_ort = _run(ort, x, [chunk] * 300)
+    assert np.abs(v_ref - v_ort).max() <= 1e-5
+    assert np.abs(p_ref - p_ort).max() <= 1e-5
+
+
+def test_random_chunks_equal_one_pass(model_files):
+    weights, onnx = model_files
+    x = _features(500, seed=3)
+    sizes = np.random.default_rng(4).integers(1, 20, 500)
+    for backend, path in (("torch", weights), ("onnxruntime", onnx)):
+        whole = create_engine(backend, path).step(x)  # > MAX_CHUNK frames: split internally, state carried
+        v, p = _run(create_engine(backend, path), x, sizes)
+        assert np.abs(whole.params - p).max() <= 1e-5
+        assert np.abs(whole.visemes - v).max() <= 1e-5
+
+
+def test_reset_gives_a_fresh_engine(model_files):
+    weights, onnx = model_files
+    x = _features(40, seed=5)
+    for backend, path in (("torch", weights), ("onnxruntime", onnx)):
+        engine = create_engine(backend, path)
+        first = engine.step(x).params
+        second = engine.step(x).params
+        assert not np.allclose(first, second)  # the state carried over changed the output
+        engine.reset()
+        assert np.array_equal(engine.step(x).params, create_engine(backend, path).step(x).params)
+
+
+def test_non_finite_features_never_reach_the_state(model_files):
+    weights, onnx = model_files
+    x = _features(20)
+    bad = x.copy()
+    bad[3, 5], bad[7, :], bad[9, 0] = np.nan, np.inf, -np.inf
+    for backend, path in (("torch", weights), ("onnxruntime", onnx)):
+        engine = create_engine(backend, path)
+        out = engine.step(bad)
+        assert np.isfinite(out.params).all() and np.isfinite(out.visemes).all()
+        after = engine.step(x)  # the state is still healthy afterwards
+        assert np.isfinite(after.params).all()
+
+
+def test_bad_feature_shapes_are_reported(model_files):
+    engine = create_engine("onnxruntime", model_files[1])
+    with pytest.raises(ValueError, match="features must be"):
+        engine.step(np.zeros((4, 13), np.float32))
+    assert engine.step(np.zeros((0, 40), np.float32)).params.shape == (0, 4)
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    with pytest.raises(ValueError) as info:
+        create_engine("tensorflow")
+    for name in BACKENDS:
+        assert name in str(info.value)
+
+
+def test_auto_reports_its_choice_and_reasons(model_files):
+    engine = create_engine("auto", model_files[0])
+    tried = [b for b, _ in engine.selection]
+    assert engine.selection[-1][1].startswith("chosen")
+    assert all(outcome.startswith("skipped: ") and len(outcome) > 12 for _, outcome in engine.selection[:-1])
+    status = {s.backend: s for s in probe_backends()}
+    first_available = next(b for b in ("tensorrt", "onnxruntime-cuda", "onnxruntime", "torch") if status[b].available)
+    assert tried[-1] == first_available
+
+
+def test_onnx_is_exported_on_demand_into_the_cache(model_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path))
+    weights, _ = model_files
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes(weights.read_bytes())
+    path = resolve_onnx(lone)
+    assert path.parent == tmp_path / "onnx" and path.suffix == ".onnx"
+    x = _features(30)
+    assert np.abs(create_engine("onnxruntime", path).step(x).params
+                  - create_engine("torch", lone).step(x).params).max() <= 1e-5
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    with pytest.raises(EngineError, match="not found"):
+        create_engine("onnxruntime", tmp_path / "nothing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(EngineError, match="cannot load"):
+        create_engine("onnxruntime", junk)
+
+
+# ---- engine cache: corrupt or mismatched plans are detected and rebuilt, never crashed on -----------------
+
+
+class _Builder:
+    """Stands in for TensorRT's builder/runtime so the cache logic runs everywhere; the plan is plain bytes."""
+
+    def __init__(self, plan=b"PLAN:model-a"):
+        self.plan, self.builds = plan, 0
+
+    def build(self):
+        self.builds += 1
+        return self.plan
+
+    def deserialize(self, data):
+        if not data.startswith(b"PLAN:"):
+            raise RuntimeError("Serialization assertion failed: magic tag mismatch")
+        return data.decode()
+
+
+PARTS = {"model": "abc", "trt": "10.0", "gpu": "RTX 4090", "sm": "8.9"}
+
+
+def test_cache_builds_once_then_loads(tmp_path):
+    cache, builder = EngineCache(tmp_path), _Builder()
+    obj, built = cache.get_or_build(PARTS, builder.build, builder.deserialize)
+    assert built and obj == "PLAN:model-a"
+    obj, built = cache.get_or_build(PARTS, builder.build, builder.deserialize)
+    assert not built and builder.builds == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "sidecar", "no-sidecar", "runtime-rejects"])
+def test_damaged_cached_engine_is_rebuilt(tmp_path, damage):
+    cache, builder = EngineCache(tmp_path), _Builder()
+    cache.get_or_build(PARTS, builder.build, builder.deserialize)
+    engine_path, meta_path = cache.paths(PARTS)
+    if damage == "truncate":
+        engine_path.write_bytes(engine_path.read_bytes()[:3])
+    elif damage == "flip":
+        data = bytearray(engine_path.read_bytes())
+        data[-1] ^= 0xFF
+        engine_path.write_bytes(bytes(data))
+    elif damage == "sidecar":
+        meta_path.write_text("{not json")
+    elif damage == "no-sidecar":
+        meta_path.unlink()
+    else:  # checksums fine, but the runtime refuses the blob (e.g. written by another TensorRT build)
+        cache.store(PARTS, b"XXXX-not-a-plan")
+    obj, built = cache.get_or_build(PARTS, builder.build, builder.deserialize)
+    assert built and obj == "PLAN:model-a" and builder.builds == 2
+    assert cache.load(PARTS) == b"PLAN:model-a"
+
+
+def test_cache_key_separates_models_and_gpus(tmp_path):
+    cache = EngineCache(tmp_path)
+    other_gpu = dict(PARTS, gpu="RTX 3060", sm="8.6")
+    assert cache.paths(PARTS)[0] != cache.paths(other_gpu)[0]
+    cache.store(PARTS, b"PLAN:a")
+    assert cache.load(other_gpu) is None
+    # a plan stored under one key but claiming other parts in its sidecar is not trusted
+    engine_path, meta_path = cache.paths(PARTS)
+    meta_path.write_text(meta_path.read_text().replace("RTX 4090", "RTX 3060"))
+    assert cache.load(PARTS) is None and not engine_path.exists()

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from avatar.dims import CELLS, ModelDims
+from avatar.model import LipSyncNet, load_model, read_dims, save_model
+
+torch.set_num_threads(1)
+
+
+def _net(cell, **kw):
+    torch.manual_seed(0)
+    net = LipSyncNet(ModelDims(cell=cell, **kw)).eval()
+    with torch.no_grad():  # non-trivial normalisation so the buffers are exercised too
+        net.feature_mean.uniform_(-6, -2)
+        net.feature_std.uniform_(0.5, 2)
+    return net
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_chunked_with_carried_state_equals_full_pass(cell):
+    net = _net(cell)
+    frames = 3000  # 30 s at 100 frames/s
+    x = torch.randn(1, frames, net.dims.n_mels) * 2 - 4
+    with torch.no_grad():
+        v_full, p_full, _ = net(x)
+        sizes = np.random.default_rng(0).integers(1, 40, size=frames)
+        state, vs, ps, i = None, [], [], 0
+        for n in sizes:
+            if i >= frames:
+                break
+            v, p, state = net(x[:, i:i + n], state)
+            vs.append(v)
+            ps.append(p)
+            i += n
+    v_chunks, p_chunks = torch.cat(vs, 1), torch.cat(ps, 1)
+    assert v_chunks.shape == v_full.shape
+    assert (v_chunks - v_full).abs().max() <= 1e-5
+    assert (p_chunks - p_full).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_outputs_are_posteriors_and_unit_params(cell):
+    net = _net(cell)
+    with torch.no_grad():
+        v, p, state = net(torch.randn(2, 20, net.dims.n_mels))
+    assert v.shape == (2, 20, 15) and p.shape == (2, 20, 4)
+    assert torch.allclose(v.sum(-1), torch.ones(2, 20), atol=1e-5)
+    assert (p >= 0).all() and (p <= 1).all()
+    assert len(state) == (2 if cell == "lstm" else 1)
+
+
+def test_network_is_causal():
+    net = _net("gru")
+    x = torch.randn(1, 50, net.dims.n_mels)
+    y = x.clone()
+    y[:, 30:] += 5.0
+    with torch.no_grad():
+        a, b = net(x)[1], net(y)[1]
+    assert torch.equal(a[:, :30], b[:, :30])
+    assert not torch.allclose(a[:, 30:], b[:, 30:])
+
+
+def test_safetensors_round_trip_keeps_dims_and_outputs(tmp_path):
+    net = _net("lstm", n_hidden=64, n_layers=1, lookahead=4)
+    path = tmp_path / "m.safetensors"
+    save_model(net, path)
+    assert read_dims(path) == net.dims
+    again = load_model(path)
+    x = torch.randn(1, 10, net.dims.n_mels)
+    with torch.no_grad():
+        assert torch.equal(net(x)[1], again(x)[1])
+    assert b"pickle" not in path.read_bytes()[:64]
+
+
+def test_invalid_dims_are_rejected():
+    with pytest.raises(ValueError, match="valid cells: gru, lstm, rnn"):
+        ModelDims(cell="transformer")
+    with pytest.raises(ValueError, match="lookahead"):
+        ModelDims(lookahead=9)
+
+
+def test_load_rejects_foreign_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path))
+    with pytest.raises(ValueError, match="not a talking-avatar model"):
+        load_model(path)
