@@ -538,7 +538,7 @@ def render_offline(audio: np.ndarray, engine, renderer, path, fps: int = 30, smo
     lipsync.flush()
     n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * fps))
     first = renderer.render(lipsync.track.at(0.0), 0.0)
-    sink = BackgroundRecorder(Recorder(path, first.shape[1], first.shape[0], fps=fps, live=False))
+    sink = BackgroundRecorder(Recorder(path, first.shape[1], first.shape[0], fps=fps, live=False), wait=True)
     try:
         for k in range(n_frames):
             if cancelled is not None and cancelled():

@@ -232,15 +232,17 @@ def drop_incomplete_fragment(path: Path) -> None:
 class BackgroundRecorder:
     """A `Recorder` fed through a queue and encoded on its own thread, so rendering never waits for x264.
 
-    Audio is never dropped; video frames are dropped (and counted) when the encoder falls behind.
+    Audio is never dropped. When the encoder falls behind, live recordings drop video frames (counted in
+    `dropped_frames`); offline ones (`wait=True`) make the producer wait instead.
     The first error stops the recording: `error` holds the message and the file keeps what was written.
     """
 
-    def __init__(self, recorder: Recorder):
+    def __init__(self, recorder: Recorder, wait: bool = False):
         self.recorder = recorder
         self.error: str | None = None
         self.dropped_frames = 0
-        self._pending_frames = 0
+        self._wait = wait
+        self._slots = threading.Semaphore(MAX_PENDING_FRAMES)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
@@ -250,12 +252,13 @@ class BackgroundRecorder:
         return self.recorder.path
 
     def add_frame(self, frame: np.ndarray, pts: float) -> None:
-        if self.error is None:
-            if self._pending_frames >= MAX_PENDING_FRAMES:
+        while self.error is None:
+            if self._slots.acquire(timeout=0.1 if self._wait else 0):
+                self._queue.put(("v", frame, pts))
+                return
+            if not self._wait:
                 self.dropped_frames += 1
                 return
-            self._pending_frames += 1
-            self._queue.put(("v", frame, pts))
 
     def add_audio(self, block: np.ndarray, pts: float) -> None:
         if self.error is None:
@@ -267,17 +270,17 @@ class BackgroundRecorder:
             if item is None:
                 return
             kind, data, pts = item
-            if kind == "v":
-                self._pending_frames -= 1
-            if self.error is not None:
-                continue
             try:
-                if kind == "v":
-                    self.recorder.add_frame(data, pts)
-                else:
-                    self.recorder.add_audio(data, pts)
+                if self.error is None:
+                    if kind == "v":
+                        self.recorder.add_frame(data, pts)
+                    else:
+                        self.recorder.add_audio(data, pts)
             except RecordError as e:
                 self.error = str(e)
+            finally:
+                if kind == "v":
+                    self._slots.release()
 
     def close(self) -> Path:
         """Encode what is queued, finish the file; raises RecordError if the recording failed."""
