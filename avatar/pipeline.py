@@ -89,7 +89,8 @@ class LipSync:
         self.frames_out = 0  # engine output frames so far; output j describes feature frame j - lookahead
 
     def reset(self) -> None:
-        self.engine.reset()
+        if self.engine is not None:
+            self.engine.reset()
         self.mel.reset()
         self.track = ParamTrack()
         self.samples_in = self.frames_out = 0
@@ -102,8 +103,11 @@ class LipSync:
         features = self.mel.push(audio)
         if len(features) == 0:
             return 0
-        params = self.engine.step(features).params
-        first = self.frames_out - self.engine.lookahead  # feature frame the first output row describes
+        if self.engine is None:  # no model: a closed mouth, the face still alive
+            params, lookahead = np.zeros((len(features), N_PARAMS), np.float32), 0
+        else:
+            params, lookahead = self.engine.step(features).params, self.engine.lookahead
+        first = self.frames_out - lookahead  # feature frame the first output row describes
         self.frames_out += len(params)
         if first < 0:  # the network's warm-up rows describe nothing before the start
             params, first = params[-first:], 0
@@ -116,7 +120,8 @@ class LipSync:
 
     def flush(self) -> None:
         """Push the lookahead's worth of silence so the last real audio gets its parameters (files only)."""
-        self.push(np.zeros(self.engine.lookahead * HOP_LENGTH + WIN_LENGTH, np.float32))
+        lookahead = self.engine.lookahead if self.engine is not None else 0
+        self.push(np.zeros(lookahead * HOP_LENGTH + WIN_LENGTH, np.float32))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -275,6 +280,7 @@ class Frame:
     params: np.ndarray  # the mouth parameters it was rendered with
     latency: float | None  # s from capture of that audio to the frame being ready
     seq: int
+    ready: float  # time.monotonic() when the frame was ready
 
 
 @dataclass
@@ -304,6 +310,7 @@ class LivePipeline:
         self._frame_times: deque = deque(maxlen=STATS_WINDOW)
         self._latencies: deque = deque(maxlen=STATS_WINDOW)
         self._lock = threading.Lock()
+        self._engine_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: deque = deque(maxlen=20)  # audio/render worker failures, for the GUI to show
@@ -324,6 +331,12 @@ class LivePipeline:
 
     def use_silence(self) -> None:
         self.set_source(SilenceSource())
+
+    def set_engine(self, engine) -> None:
+        """Swap the inference backend between two audio blocks; the audio clock runs on."""
+        with self._engine_lock:
+            engine.reset()
+            self.lipsync.engine = engine
 
     # -- threads --------------------------------------------------------------------------------------
 
@@ -367,17 +380,18 @@ class LivePipeline:
             if source.finished:
                 self.use_silence()
             return 0
-        start = self.lipsync.samples_in
-        self.lipsync.push(audio)
+        with self._engine_lock:
+            start = self.lipsync.samples_in
+            self.lipsync.push(audio)
         with self._rec_lock:
             if self._recording is not None:
                 self._recording.add_audio(audio, start)
         return len(audio)
 
     def _render_loop(self) -> None:
-        period = 1.0 / self.fps
         deadline = time.monotonic()
         while not self._stop.is_set():
+            period = 1.0 / self.fps  # read each time: the display rate can change while running
             deadline += period
             delay = deadline - time.monotonic()
             if delay > 0:
@@ -411,7 +425,8 @@ class LivePipeline:
             return None
         params = self.lipsync.track.at(t)
         image = self.renderer.render(params, t)
-        frame = Frame(image, t, params, self._latency(t), (self.latest.seq + 1) if self.latest else 0)
+        frame = Frame(image, t, params, self._latency(t), (self.latest.seq + 1) if self.latest else 0,
+                      time.monotonic())
         self.latest = frame
         self._frame_times.append(time.monotonic())
         if frame.latency is not None:

@@ -223,3 +223,19 @@ def loudness_engine():
     from avatar.engine import create_engine
 
     return create_engine("torch", model=loudness_model())
+
+
+class SimpleFrames:
+    """Test frame source until the face renderer is joined: a mouth-sized dark box that opens with jaw_open."""
+
+    def __init__(self, size=128):
+        self.size = size
+
+    def render(self, params, t):
+        import numpy as np
+
+        img = np.full((self.size, self.size, 3), 200, np.uint8)
+        h = int(params[0] * self.size / 3)
+        c = self.size // 2
+        img[c + self.size // 6 - h // 2:c + self.size // 6 + h // 2 + 1, c - 20:c + 20] = 20
+        return img

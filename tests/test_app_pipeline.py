@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from avatar.pipeline import FEATURE_RATE, FRAME_CENTER_OFFSET, LipSync, ParamTrack, render_offline
-from tests.conftest import decode_mp4, tone_bursts
+from tests.conftest import SimpleFrames, decode_mp4, tone_bursts
 
 SR = 16000
 
@@ -35,20 +35,6 @@ def test_lipsync_puts_the_mouth_on_the_audio_clock(loudness_engine, block):
     rises = times[1:][(jaw[1:] > 0.5) & (jaw[:-1] <= 0.5)]
     # a 25 ms analysis window centred on its frame: the mouth may open up to half a window early
     np.testing.assert_allclose(rises, onsets, atol=0.0135)
-
-
-class SimpleFrames:
-    """Test frame source until the face renderer is joined: a mouth-sized dark box that opens with jaw_open."""
-
-    def __init__(self, size=128):
-        self.size = size
-
-    def render(self, params, t):
-        img = np.full((self.size, self.size, 3), 200, np.uint8)
-        h = int(params[0] * self.size / 3)
-        c = self.size // 2
-        img[c + self.size // 6 - h // 2:c + self.size // 6 + h // 2 + 1, c - 20:c + 20] = 20
-        return img
 
 
 def mouth_opening(frame, neutral):
