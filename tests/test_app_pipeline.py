@@ -1,8 +1,10 @@
+import os
+
 import numpy as np
 import pytest
 
 from avatar.pipeline import FEATURE_RATE, FRAME_CENTER_OFFSET, LipSync, ParamTrack, render_offline
-from tests.conftest import SimpleFrames, decode_mp4, tone_bursts
+from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
 
 SR = 16000
 
@@ -69,3 +71,72 @@ def test_offline_render_lips_match_the_tone_within_a_frame(tmp_path, loudness_en
     tones = tone_onsets(info)
     assert len(opened) == len(tones) == 3
     np.testing.assert_allclose(opened, tones, atol=1 / fps)
+
+
+def test_live_mic_to_recording_lips_match_voice_within_a_frame(virtual_mic, tmp_path, loudness_engine):
+    """Through the real virtual microphone: tone bursts → engine → frames; the MP4's mouth opens with each tone."""
+    import time
+
+    from avatar.pipeline import LivePipeline, MicSource
+
+    onsets = [0.6, 1.4, 2.1]
+    write_wav(tmp_path / "bursts.wav", tone_bursts(onsets, 2.8), SR)
+    renderer = SimpleFrames()
+    pipeline = LivePipeline(loudness_engine, renderer, fps=60).start()
+    try:
+        pipeline.set_source(MicSource())
+        time.sleep(0.3)
+        recording = pipeline.start_recording(tmp_path / "live.mp4", fps=30)
+        virtual_mic(tmp_path / "bursts.wav")
+        time.sleep(0.3)
+        path = pipeline.stop_recording()
+        stats = pipeline.stats()
+    finally:
+        pipeline.stop()
+    assert path == recording.path and not pipeline.errors
+    assert stats.fps > 40 and stats.latency_ms is not None and 0 < stats.latency_ms < 500
+    info = decode_mp4(path)
+    assert (info["video_codec"], info["audio_codec"], info["pix_fmt"]) == ("h264", "aac", "yuv420p")
+    video_seconds = info["times"][-1] - info["times"][0] + 1 / 30
+    assert abs(video_seconds - len(info["audio"]) / info["sample_rate"]) < 0.15
+    neutral = renderer.render(np.zeros(4, np.float32), 0.0)
+    opened = open_frame_times(info, neutral, threshold=5.0)
+    tones = tone_onsets(info)
+    assert len(tones) == 3 and len(opened) == 3
+    np.testing.assert_allclose(opened, tones, atol=1 / 30)
+
+
+def test_lost_microphone_gives_a_message_and_the_view_runs_on(virtual_mic, monkeypatch):
+    """A second, private sound server is killed mid-stream: the pipeline says so and keeps making frames."""
+    import time
+
+    from avatar.mic import rescan_devices
+    from avatar.pipeline import LivePipeline, MicSource, SilenceSource
+    from tests.conftest import _AvEnv
+
+    for key in ("PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH"):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # restored afterwards
+    doomed = _AvEnv("pulse")
+    messages = []
+    pipeline = None
+    try:
+        rescan_devices()
+        pipeline = LivePipeline(None, SimpleFrames(), fps=30, on_event=messages.append).start()
+        pipeline.set_source(MicSource())
+        time.sleep(0.3)
+        assert pipeline.source.alive
+        doomed.down()
+        deadline = time.monotonic() + 3
+        while not messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert messages and "stopped delivering sound" in messages[0]
+        assert isinstance(pipeline.source, SilenceSource)
+        seq = pipeline.latest.seq
+        time.sleep(0.3)
+        assert pipeline.latest.seq > seq + 3  # still animating
+    finally:
+        if pipeline is not None:
+            pipeline.stop()
+        doomed.down()
+    monkeypatch.undo()
+    rescan_devices()
