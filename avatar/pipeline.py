@@ -278,7 +278,8 @@ class Frame:
     image: np.ndarray  # HxWx3 uint8 RGB
     t: float  # audio time it depicts (s since the pipeline started)
     params: np.ndarray  # the mouth parameters it was rendered with
-    latency: float | None  # s from capture of that audio to the frame being ready
+    captured: float | None  # when the audio at t was captured (or heard, for files), on the source's clock
+    latency: float | None  # s from then to the frame being ready
     seq: int
     ready: float  # time.monotonic() when the frame was ready
 
@@ -425,7 +426,8 @@ class LivePipeline:
             return None
         params = self.lipsync.track.at(t)
         image = self.renderer.render(params, t)
-        frame = Frame(image, t, params, self._latency(t), (self.latest.seq + 1) if self.latest else 0,
+        captured, latency = self._capture_clock(t)
+        frame = Frame(image, t, params, captured, latency, (self.latest.seq + 1) if self.latest else 0,
                       time.monotonic())
         self.latest = frame
         self._frame_times.append(time.monotonic())
@@ -436,14 +438,13 @@ class LivePipeline:
                 self._recording.add_frame(image, t)
         return frame
 
-    def _latency(self, t: float) -> float | None:
+    def _capture_clock(self, t: float) -> tuple[float | None, float | None]:
+        """(when the audio at t was captured, how long ago that is), on the source's clock."""
         with self._lock:
             source, base = self._source, self._source_base
         index = int(round(t * SAMPLE_RATE)) - base
-        if index < 0:
-            return None
-        captured = source.capture_time(index)
-        return None if captured is None else source.now() - captured
+        captured = source.capture_time(index) if index >= 0 else None
+        return (None, None) if captured is None else (captured, source.now() - captured)
 
     def _report(self, message: str) -> None:
         self.errors.append(message)

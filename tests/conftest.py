@@ -183,39 +183,7 @@ def decode_mp4(path):
 # a real engine whose behaviour is known exactly: the mouth opens while the input is loud
 
 
-def loudness_model():
-    """A LipSyncNet whose weights are set by hand: jaw_open ≈ 1 while the mean log-mel is above -8.5 (a 0.5-amplitude
-    tone gives -7.1, digital silence -10), ≈ 0 otherwise; memoryless, so lookahead 0 is its true delay."""
-    import torch
-
-    from avatar.dims import ModelDims
-    from avatar.model import LipSyncNet
-    from avatar.visemes import VISEME_INDEX
-
-    net = LipSyncNet(ModelDims(n_hidden=8, n_layers=1, cell="rnn", lookahead=0))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.input[0].weight[0, :] = 1.0 / net.dims.n_mels  # u0 = tanh(mean log-mel + 8.5)
-        net.input[0].bias[0] = 8.5
-        net.rnn.weight_ih_l0[0, 0] = 3.0  # h0 = tanh(3 u0): ±0.99
-        net.param_head.weight[0, 0] = 6.0  # jaw_open = sigmoid(6 h0)
-        net.param_head.bias[1:] = -6.0  # the other parameters stay near 0
-        net.viseme_head.weight[VISEME_INDEX["aa"], 0] = 6.0
-        net.viseme_head.weight[VISEME_INDEX["sil"], 0] = -6.0
-    return net.eval()
-
-
-def tone_bursts(onsets, seconds, sr=16000, length=0.25, freq=1000.0, amplitude=0.5):
-    """Silence with tone bursts starting at `onsets` (s)."""
-    import numpy as np
-
-    t = np.arange(int(seconds * sr)) / sr
-    out = np.zeros_like(t)
-    for onset in onsets:
-        k = (t >= onset) & (t < onset + length)
-        out[k] = amplitude * np.sin(2 * np.pi * freq * (t[k] - onset))
-    return out.astype(np.float32)
+from avatar.render_cli import loudness_probe_model as loudness_model, tone_bursts  # noqa: E402
 
 
 @pytest.fixture
