@@ -103,9 +103,11 @@ def x_display():
             pytest.skip(f"no X display: {', '.join(missing)} not installed (see .ci/av-env.sh install)")
         display = os.environ.get("AVATAR_TEST_DISPLAY", f":{90 + os.getpid() % 9}")
         started = _AvEnv("x", {"XDISP": display})
+        # stopped at exit, after Qt has let go of the display (a fixture teardown would come first)
+        import atexit
+
+        atexit.register(started.down)
     yield os.environ["DISPLAY"]
-    if started:
-        started.down()
 
 
 @pytest.fixture(scope="session")
