@@ -17,7 +17,7 @@ TEETH_RGB = (236.0, 230.0, 212.0)  # well-lit natural teeth
 TONGUE_RGB = (168.0, 82.0, 84.0)
 REFERENCE_SKIN_LUMA = 165.0  # skin this bright gets the teeth colour above unchanged
 UPPER_TEETH = 0.13  # visible upper-incisor height below the upper lip, in mouth widths
-LOWER_TEETH = 0.075
+LOWER_TEETH = 0.06
 TONGUE_MAX = 0.16
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
@@ -63,19 +63,14 @@ def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
     chroma = float(np.abs(fpx - fpx.mean(1, keepdims=True)).mean())
     saturation = float(np.clip(chroma / FULL_SATURATION_CHROMA, 0, 1))
     light = float(np.clip(luma / REFERENCE_SKIN_LUMA, 0.35, 1.1))
-    tint = (skin / max(skin.mean(), 1.0)) ** 0.25
+    tint = (skin / max(skin.mean(), 1.0)) ** 0.4
     teeth = np.array(TEETH_RGB) * light * tint
     tongue = (0.55 * np.array(TONGUE_RGB) * light + 0.45 * lip) * 0.8
     cavity_edge = lip * 0.38
     cavity_deep = lip * 0.10 + 4.0
     own = bool(g.mouth_open)
-    if own and inner.sum() > 8:
-        dark = img[inner]
-        lum = dark @ np.array([0.299, 0.587, 0.114])
-        darkest = dark[lum <= np.percentile(lum, 25)]
-        cavity_deep = darkest.mean(0)
-        cavity_edge = np.maximum(cavity_deep * 1.6, cavity_deep + 10)
-
+    if own:  # behind the photo's own teeth the new opening is deep: keep it dark
+        cavity_edge, cavity_deep = lip * 0.22, lip * 0.06 + 3.0
     def desaturate(c):
         grey = float(c @ np.array([0.299, 0.587, 0.114]))
         return np.clip(grey + saturation * (c - grey), 0, 255).astype(np.float32)
@@ -117,8 +112,8 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
         upper_h=(UPPER_TEETH * W * np.sqrt(prof_u)).astype(np.float32),
         lower_h=(LOWER_TEETH * W * np.sqrt(prof_l)).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
-        upper_shade=(lat * (1 - 0.5 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
-        lower_shade=(0.72 * lat * (1 - 0.5 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
+        upper_shade=(0.92 * lat * (1 - 0.3 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
+        lower_shade=(0.6 * lat * (1 - 0.3 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
         side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
         teeth_on=0.0 if app.own_interior else 1.0,
     )
@@ -152,7 +147,8 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     top, bot = center - length / 2, center + length / 2
     d_top, d_bot = rows - top, bot - rows
     cu = ops.clip(top + st.upper_h - rows + 0.5, 0.0, 1.0) * st.teeth_on
-    cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on
+    # lower teeth hide behind the lower lip until the jaw is well open
+    cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W))
     tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
     ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w * st.teeth_on
     vis_up = cu
@@ -168,6 +164,7 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     teeth_w = (vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
                + vis_lo * st.lower_shade)
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01((rows - (bot - tongue_h)) / (tongue_h + 1)))
+    teeth_w = teeth_w * (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
     c = ops.channels
     return c(occl) * (c(edge_w) * cav_edge + c(deep_w) * cav_deep + c(teeth_w) * teeth + c(tongue_w) * tongue)
 

@@ -13,9 +13,10 @@ import numpy as np
 
 from avatar.face.liveliness import Liveliness, LivelinessConfig
 from avatar.face.mouth import NumpyOps, gap_coverage, interior, mouth_statics
-from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, Rig
+from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, SIDEWAYS_FIELDS, Rig
 from avatar.visemes import PARAM_NAMES
 
+SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
 TEARING = np.array([n in ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press") for n in LOCAL_FIELDS])
 SPREAD_SHOWS_TEETH = 0.45  # lip_spread also raises the upper lip this much ("ee" shows the upper teeth)
 MIN_COVERAGE = 1.0 / 512  # below this the lips are closed: no interior to draw
@@ -97,6 +98,24 @@ class CpuRenderer(Renderer):
         self._mouth = (slice(y0 - lb.y0, y1 - lb.y0), slice(x0 - lb.x0, x1 - lb.x0))
         self._line_t_mouth = rig.line_t[self._mouth]
         self._origin = np.array([lb.x0, lb.y0], np.float32)
+        rows, cols = rig.local_fields.shape[2:4]
+        gy, gx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+        self._coarse_grid = np.ascontiguousarray(np.dstack([gx, gy]))
+
+    def _blend_local(self, local: np.ndarray, branches: int) -> np.ndarray:
+        """Coarse backward field per branch: sideways fields composed after the others (see SIDEWAYS_FIELDS)."""
+        fields = self.rig.local_fields[:, :branches]
+        other = local.copy()
+        other[SIDEWAYS] = 0
+        blend = np.tensordot(other, fields, axes=1)
+        side = local[SIDEWAYS]
+        if np.any(side):
+            sblend = np.tensordot(side, fields[SIDEWAYS], axes=1)
+            for b in range(branches):
+                coords = self._coarse_grid + sblend[b] * (1.0 / self.rig.step)
+                blend[b] = sblend[b] + cv2.remap(blend[b], coords, None, cv2.INTER_LINEAR,
+                                                 borderMode=cv2.BORDER_REPLICATE)
+        return blend
 
     def _upsample(self, field: np.ndarray, box) -> np.ndarray:
         h, w = field.shape[:2]
@@ -120,15 +139,13 @@ class CpuRenderer(Renderer):
         rig = self.rig
         box = rig.local_box
         tearing = bool(np.any(local[TEARING]))
+        blend = self._blend_local(local, 2 if tearing else 1)  # (branches, rows, cols, 2)
+        disp = self._upsample(blend[0], box)
         if tearing:
-            blend = np.tensordot(local, rig.local_fields, axes=1)  # (2, rows, cols, 2)
-            disp = self._upsample(blend[0], box)
             lower = self._upsample(blend[1], box)
             b0, b1 = rig.band
             disp[b1:] = lower[b1:]
             disp[b0:b1] = np.where(rig.below[b0:b1, :, None], lower[b0:b1], disp[b0:b1])
-        else:
-            disp = self._upsample(np.tensordot(local, rig.local_fields[:, 0], axes=1), box)
         maps = self._local_base + disp
         warped = cv2.remap(rig.image, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if tearing:

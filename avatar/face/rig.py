@@ -22,6 +22,9 @@ from avatar.face import landmarks as lm
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
 
 LOCAL_FIELDS = ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press", "blink_r", "blink_l", "brow_raise")
+# Fields that move the mouth sideways; the renderer applies them after the others (composed, not added), so a
+# rounded mouth also narrows the opening the jaw makes.
+SIDEWAYS_FIELDS = ("lip_spread", "lip_round")
 HEAD_FIELDS = ("head_yaw", "head_pitch", "head_roll", "head_rise")
 GRID_CELLS = 128  # the coarse grid has about this many cells across the canvas's longer side
 MIN_STEP = 2  # pixels per grid cell, at least
@@ -177,13 +180,16 @@ def lip_round(g: FaceGeometry, x, y, lower: bool):
 
 
 def lip_press(g: FaceGeometry, x, y, lower: bool):
+    """Pressed lips roll in: each lip's body slides toward the line while the crease itself stays (and a photo's
+    open lips first meet at the line)."""
     u, t = g.mouth_ut(x, y)
     half_gap = g.photo_gap / 2 * np.clip(g.slit(u) * 1.5, 0, 1)
     thick = g.lower_thick if lower else g.upper_thick
-    amount = PRESS_ROLL * thick + half_gap + 0.5
-    reach = max(1.2 * thick, 2.0 * (PRESS_ROLL * thick + g.photo_gap / 2 + 0.5))
-    tt = np.maximum(t, 0) if lower else np.minimum(t, 0)
-    dv = amount * np.sqrt(g.slit(u)) * np.exp(-(tt / reach) ** 2) * _beyond(g, t, lower)
+    roll = PRESS_ROLL * thick
+    tt = np.abs(np.maximum(t, 0) if lower else np.minimum(t, 0))
+    body = smoothstep(0, 0.7 * thick, tt) * np.exp(-(np.maximum(tt - 0.5 * thick, 0) / thick) ** 2)
+    reach = max(thick, 2.0 * g.photo_gap / 2 + 1)
+    dv = (roll * body + half_gap * np.exp(-(tt / reach) ** 2)) * np.sqrt(g.slit(u)) * _beyond(g, t, lower)
     return g.to_xy(np.zeros_like(u), -dv if lower else dv)
 
 
@@ -201,7 +207,7 @@ def _eye_field(g: FaceGeometry, upper_idx, lower_idx):
         vu = np.interp(u, up[:, 0], up[:, 1])
         h = np.clip(np.interp(u, lo[:, 0], lo[:, 1]) - vu, 0, None) * ((u > u0) & (u < u1))
         s = v - vu
-        above = BLINK_CLOSE * h * (1 - smoothstep(0, 1.1 * half_w, -s))
+        above = BLINK_CLOSE * h * (1 - smoothstep(0, 0.8 * half_w, -s))  # short: spares glasses' rims
         between = BLINK_CLOSE * h - BLINK_SQUASH * s
         below = (BLINK_CLOSE - BLINK_SQUASH) * h * (1 - smoothstep(0, 0.8 * half_w, s - h))
         dv = np.where(s < 0, above, np.where(s <= h, between, below))
