@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from avatar.audio import HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH, LogMelStream, StreamResampler
-from avatar.visemes import N_PARAMS
+from avatar.visemes import N_PARAMS, PARAM_NAMES
 
 FEATURE_RATE = SAMPLE_RATE // HOP_LENGTH  # 100 parameter frames per second
 # feature frame i covers samples [(i+1)*HOP - WIN, (i+1)*HOP): its centre is this far from i / FEATURE_RATE
@@ -33,6 +33,11 @@ DEFAULT_DISPLAY_FPS = 60
 DEFAULT_RECORD_FPS = 30
 STATS_WINDOW = 120  # frames the fps / latency statistics look back over
 OFFLINE_BLOCK = SAMPLE_RATE  # 1 s of audio per engine pass when rendering a file
+ANALYSIS_SHARE = 0.05  # of an offline render's progress bar: the audio → parameters pass
+# The mouth follows the network's 100 Hz targets through avatar.face.ParamSmoother (a critically damped spring).
+# Live, its lag adds straight to mic→pixel latency, so the app runs it faster than the face module's default:
+SMOOTHING_OMEGA = 90.0  # rad/s: 11 ms time constant; still removes the 100 Hz staircase and frame-to-frame jitter
+SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA  # 22 ms: the spring's group delay; frames are stamped this much earlier
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -54,6 +59,13 @@ class ParamTrack:
                 self._first = first_index
             self._params = np.concatenate([self._params, params])[-self.capacity:]
             self._first = first_index + len(params) - len(self._params)
+
+    def rows_from(self, index: int, until: float) -> tuple[np.ndarray, int]:
+        """Rows from frame `index` (or the oldest kept) to time `until`, and the frame index of the first."""
+        with self._lock:
+            start = max(index, self._first)
+            end = int(np.floor((until - FRAME_CENTER_OFFSET) * FEATURE_RATE)) + 1
+            return self._params[start - self._first:max(start, end) - self._first].copy(), start
 
     @staticmethod
     def time_of(index: float) -> float:
@@ -78,11 +90,10 @@ class ParamTrack:
 
 
 class LipSync:
-    """16 kHz audio in, smoothed mouth parameters on the audio clock out (`track`)."""
+    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`)."""
 
-    def __init__(self, engine, smoother=None):
+    def __init__(self, engine):
         self.engine = engine
-        self.smoother = smoother  # avatar.face ParamSmoother or None
         self.mel = LogMelStream()
         self.track = ParamTrack()
         self.samples_in = 0
@@ -94,8 +105,6 @@ class LipSync:
         self.mel.reset()
         self.track = ParamTrack()
         self.samples_in = self.frames_out = 0
-        if self.smoother is not None:
-            self.smoother.reset()
 
     def push(self, audio: np.ndarray) -> int:
         """Feed audio; returns how many new parameter frames reached the track."""
@@ -113,8 +122,6 @@ class LipSync:
             params, first = params[-first:], 0
         if len(params) == 0:
             return 0
-        if self.smoother is not None:
-            params = np.stack([self.smoother(p, 1.0 / FEATURE_RATE) for p in params])
         self.track.append(np.asarray(params, np.float32), first)
         return len(params)
 
@@ -122,6 +129,36 @@ class LipSync:
         """Push the lookahead's worth of silence so the last real audio gets its parameters (files only)."""
         lookahead = self.engine.lookahead if self.engine is not None else 0
         self.push(np.zeros(lookahead * HOP_LENGTH + WIN_LENGTH, np.float32))
+
+
+class ParamSampler:
+    """Smoothed parameters by time, for one consumer (the render thread, or the offline loop).
+
+    Feeds the track's new 100 Hz rows to the smoother as targets and samples it at the asked time; `delay` is
+    how far behind that time the smoothed mouth is (its frames depict t - delay)."""
+
+    def __init__(self, track: ParamTrack, smooth: bool = True):
+        self.track = track
+        self.smoother = None
+        if smooth:
+            from avatar.face import ParamSmoother
+
+            self.smoother = ParamSmoother(omega=SMOOTHING_OMEGA)
+        self.delay = SMOOTHING_DELAY if smooth else 0.0
+        self._next = 0  # first track frame not yet given to the smoother
+
+    def at(self, t: float) -> dict[str, float]:
+        if self.smoother is None:
+            return dict(zip(PARAM_NAMES, map(float, self.track.at(t))))
+        rows, first = self.track.rows_from(self._next, until=t)
+        for k, row in enumerate(rows):
+            self.smoother.push(self.track.time_of(first + k), dict(zip(PARAM_NAMES, map(float, row))))
+        self._next = first + len(rows)
+        return {**neutral_params(), **self.smoother.sample(t)}
+
+
+def neutral_params() -> dict[str, float]:
+    return dict.fromkeys(PARAM_NAMES, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -277,7 +314,7 @@ class FileSource:
 class Frame:
     image: np.ndarray  # HxWx3 uint8 RGB
     t: float  # audio time it depicts (s since the pipeline started)
-    params: np.ndarray  # the mouth parameters it was rendered with
+    params: dict  # the mouth parameters it was rendered with (avatar.visemes.PARAM_NAMES)
     captured: float | None  # when the audio at t was captured (or heard, for files), on the source's clock
     latency: float | None  # s from then to the frame being ready
     seq: int
@@ -296,9 +333,10 @@ class Stats:
 class LivePipeline:
     """Audio worker + render worker; the GUI reads `latest` and `stats()` and never runs the model or renderer."""
 
-    def __init__(self, engine, renderer, smoother=None, fps: int = DEFAULT_DISPLAY_FPS,
+    def __init__(self, engine, renderer, fps: int = DEFAULT_DISPLAY_FPS, smooth: bool = True,
                  on_event: Callable[[str], None] | None = None):
-        self.lipsync = LipSync(engine, smoother)
+        self.lipsync = LipSync(engine)
+        self.sampler = ParamSampler(self.lipsync.track, smooth)
         self.renderer = renderer
         self.fps = fps
         self.on_event = on_event or (lambda message: None)
@@ -416,16 +454,17 @@ class LivePipeline:
         with self._lock:
             source, base = self._source, self._source_base
         heard = _source_time_now(source)
-        if heard is not None:
-            latest = min(latest, base / SAMPLE_RATE + heard)
+        if heard is not None:  # a file being played: depict what is heard now (the spring lags `delay` behind)
+            latest = min(latest, base / SAMPLE_RATE + heard + self.sampler.delay)
         return latest
 
     def render_once(self) -> Frame | None:
-        t = self.display_time()
-        if t is None:
+        now = self.display_time()
+        if now is None:
             return None
-        params = self.lipsync.track.at(t)
-        image = self.renderer.render(params, t)
+        params = self.sampler.at(now)
+        image = self.renderer.render(params, now)
+        t = now - self.sampler.delay  # the audio time the smoothed mouth depicts
         captured, latency = self._capture_clock(t)
         frame = Frame(image, t, params, captured, latency, (self.latest.seq + 1) if self.latest else 0,
                       time.monotonic())
@@ -465,8 +504,7 @@ class LivePipeline:
     def start_recording(self, path, fps: int = DEFAULT_RECORD_FPS) -> "LiveRecording":
         from avatar.record import BackgroundRecorder, Recorder
 
-        frame = self.latest.image if self.latest is not None else self.renderer.render(
-            np.zeros(N_PARAMS, np.float32), 0.0)
+        frame = self.latest.image if self.latest is not None else self.renderer.render(neutral_params(), 0.0)
         height, width = frame.shape[:2]
         recording = LiveRecording(BackgroundRecorder(Recorder(path, width, height, fps=fps, live=True)),
                                   self.lipsync.samples_in, fps)
@@ -540,20 +578,28 @@ class Cancelled(Exception):
     """The user cancelled an offline render; the partial file was removed."""
 
 
-def render_offline(audio: np.ndarray, engine, renderer, path, fps: int = 30, smoother=None,
+def render_offline(audio: np.ndarray, engine, renderer, path, fps: int = 30, smooth: bool = True,
                    progress: Callable[[float], None] | None = None,
                    cancelled: Callable[[], bool] | None = None) -> Path:
-    """Render 16 kHz `audio` to an MP4 as fast as the machine allows (encoder on its own thread)."""
+    """Render 16 kHz `audio` to an MP4 as fast as the machine allows (encoder on its own thread).
+
+    Frame k shows the audio at k / fps: the smoother is sampled `delay` later, which offline is already known."""
     from avatar.record import BackgroundRecorder, Recorder
 
-    engine.reset()
-    lipsync = LipSync(engine, smoother)
+    if engine is not None:
+        engine.reset()
+    lipsync = LipSync(engine)
     lipsync.track = ParamTrack(seconds=len(audio) / SAMPLE_RATE + 1.0)  # keep the whole file's parameters
     for i in range(0, len(audio), OFFLINE_BLOCK):
+        if cancelled is not None and cancelled():
+            raise Cancelled("Export cancelled.")
         lipsync.push(audio[i:i + OFFLINE_BLOCK])
+        if progress is not None:
+            progress(ANALYSIS_SHARE * min(1.0, (i + OFFLINE_BLOCK) / len(audio)))
     lipsync.flush()
+    sampler = ParamSampler(lipsync.track, smooth)
     n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * fps))
-    first = renderer.render(lipsync.track.at(0.0), 0.0)
+    first = renderer.render(sampler.at(sampler.delay), 0.0)
     sink = BackgroundRecorder(Recorder(path, first.shape[1], first.shape[0], fps=fps, live=False), wait=True)
     try:
         for k in range(n_frames):
@@ -563,11 +609,11 @@ def render_offline(audio: np.ndarray, engine, renderer, path, fps: int = 30, smo
             # audio up to the end of this frame, so the muxer gets the two streams interleaved
             a, b = int(round(t * SAMPLE_RATE)), int(round((k + 1) / fps * SAMPLE_RATE))
             sink.add_audio(audio[a:b], a / SAMPLE_RATE)
-            sink.add_frame(first if k == 0 else renderer.render(lipsync.track.at(t), t), t)
+            sink.add_frame(first if k == 0 else renderer.render(sampler.at(t + sampler.delay), t), t)
             if sink.error:
                 break
             if progress is not None:
-                progress((k + 1) / n_frames)
+                progress(ANALYSIS_SHARE + (1 - ANALYSIS_SHARE) * (k + 1) / n_frames)
     except Cancelled:
         try:
             sink.close()
@@ -575,3 +621,49 @@ def render_offline(audio: np.ndarray, engine, renderer, path, fps: int = 30, smo
             Path(path).unlink(missing_ok=True)
         raise
     return sink.close()
+
+
+def liveliness_config(switches: dict | None = None):
+    """avatar.face.LivelinessConfig with the user's on/off switches applied (unknown names ignored)."""
+    from dataclasses import fields
+
+    from avatar.face import LivelinessConfig
+
+    known = {f.name for f in fields(LivelinessConfig)}
+    return LivelinessConfig(**{k: bool(v) for k, v in (switches or {}).items() if k in known})
+
+
+def open_renderer(photo, size: int = 512, background: tuple[int, int, int] | None = None,
+                  liveliness: dict | None = None, landmarks=None, device: str = "auto"):
+    """The face renderer for a photo: rig (landmarks found, or the hand-placed ones), liveliness, background.
+
+    Raises avatar.face.PhotoError / NoFaceError with a message for the user."""
+    from avatar.face import build_rig, create_renderer
+
+    rig = build_rig(photo, canvas=size, landmarks=landmarks)
+    renderer = create_renderer(rig, device, liveliness_config(liveliness))
+    if background is not None:
+        renderer = BackgroundFill(renderer, person_mask(rig.image), background)
+    return renderer
+
+
+def person_mask(image: np.ndarray) -> np.ndarray:
+    """Soft (H, W, 1) float32 mask of the person in a photo (MediaPipe selfie segmentation, bundled model)."""
+    import mediapipe as mp
+
+    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+        mask = seg.process(np.ascontiguousarray(image)).segmentation_mask
+    return np.clip(mask, 0.0, 1.0).astype(np.float32)[..., None]
+
+
+class BackgroundFill:
+    """Wraps a renderer: everything outside the person becomes one colour (e.g. green for keying in OBS)."""
+
+    def __init__(self, renderer, mask: np.ndarray, rgb: tuple[int, int, int]):
+        self.renderer = renderer
+        self.mask = mask
+        self.fill = (1.0 - mask) * np.array(rgb, np.float32)
+
+    def render(self, params, t: float = 0.0) -> np.ndarray:
+        frame = self.renderer.render(params, t)
+        return (frame * self.mask + self.fill + 0.5).astype(np.uint8)

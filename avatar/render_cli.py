@@ -191,13 +191,13 @@ def bench_latency(args) -> int:
     import torch
 
     from avatar.mic import rescan_devices
-    from avatar.pipeline import LivePipeline, MicSource
+    from avatar.pipeline import LivePipeline, MicSource, neutral_params
 
     torch.set_num_threads(1)
     rescan_devices()
     engine, renderer = _bench_engine(args), _bench_renderer(args)
-    closed = renderer.render(np.zeros(4, np.float32), 0.0)[::4, ::4].astype(np.int16)
-    wide = renderer.render(np.array([1.0, 0, 0, 0], np.float32), 0.0)[::4, ::4].astype(np.int16)
+    closed = renderer.render(neutral_params(), 0.0)[::4, ::4].astype(np.int16)
+    wide = renderer.render({**neutral_params(), "jaw_open": 1.0}, 0.0)[::4, ::4].astype(np.int16)
     threshold = 0.5 * np.abs(wide - closed).mean()
     frames = []  # (t, capture time of t, stream time when ready, opening)
 

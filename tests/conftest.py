@@ -189,10 +189,12 @@ from avatar.render_cli import loudness_probe_model as loudness_model, tone_burst
 
 
 @pytest.fixture
-def loudness_engine():
+def loudness_engine(tmp_path_factory, monkeypatch):
+    """The loudness network on ONNX Runtime (the app's CPU backend); its ONNX export goes to a temporary cache."""
     from avatar.engine import create_engine
 
-    return create_engine("torch", model=loudness_model())
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path_factory.mktemp("engine-cache")))
+    return create_engine("onnxruntime", model=loudness_model())
 
 
 class SimpleFrames:
@@ -205,7 +207,7 @@ class SimpleFrames:
         import numpy as np
 
         img = np.full((self.size, self.size, 3), 200, np.uint8)
-        h = int(params[0] * self.size / 3)
+        h = int(params["jaw_open"] * self.size / 3)
         c = self.size // 2
         img[c + self.size // 6 - h // 2:c + self.size // 6 + h // 2 + 1, c - 20:c + 20] = 20
         return img

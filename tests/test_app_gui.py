@@ -5,14 +5,15 @@ from tests.conftest import SimpleFrames, loudness_model, tone_bursts, write_wav
 
 
 @pytest.fixture
-def window(qtbot, qsettings, tmp_path):
+def window(qtbot, qsettings, tmp_path, monkeypatch):
     from avatar.engine import create_engine
     from avatar.gui.settings import load_preferences
     from avatar.gui.window import MainWindow
 
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
     prefs = load_preferences()
     prefs.output_folder = str(tmp_path)
-    w = MainWindow(prefs, lambda backend: create_engine("torch", model=loudness_model()),
+    w = MainWindow(prefs, lambda backend: create_engine("onnxruntime", model=loudness_model()),
                    lambda photo, prefs: SimpleFrames(prefs.size // 4))
     qtbot.addWidget(w)
     w.show()
@@ -28,7 +29,7 @@ def test_window_shows_frames_made_off_the_gui_thread(window, qtbot):
     qtbot.wait(600)
     fps, _ = window.view_stats()
     assert fps > 20
-    assert "PyTorch" in window.backend_label.text()
+    assert "ONNX Runtime" in window.backend_label.text()
     assert window.fps_label.text().endswith("fps")
 
 
@@ -119,5 +120,5 @@ def test_unreadable_audio_file_is_a_message(window, tmp_path):
 def test_playing_an_audio_file_moves_the_mouth(window, qtbot, tmp_path):
     write_wav(tmp_path / "speech.wav", tone_bursts([0.2], 0.8, length=0.5), 16000)
     assert window.play_audio_file(str(tmp_path / "speech.wav"))
-    qtbot.waitUntil(lambda: window.pipeline.latest.params[0] > 0.9, timeout=3000)
-    qtbot.waitUntil(lambda: window.pipeline.latest.params[0] < 0.1, timeout=3000)
+    qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] > 0.9, timeout=3000)
+    qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] < 0.1, timeout=3000)

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from avatar.pipeline import FEATURE_RATE, FRAME_CENTER_OFFSET, LipSync, ParamTrack, render_offline
+from avatar.pipeline import FEATURE_RATE, FRAME_CENTER_OFFSET, LipSync, ParamTrack, neutral_params, render_offline
 from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
 
 SR = 16000
@@ -66,7 +66,7 @@ def test_offline_render_lips_match_the_tone_within_a_frame(tmp_path, loudness_en
     assert (info["video_codec"], info["audio_codec"], info["pix_fmt"]) == ("h264", "aac", "yuv420p")
     assert len(info["frames"]) == 3 * fps
     assert abs(len(info["audio"]) / info["sample_rate"] - 3.0) < 0.05
-    neutral = renderer.render(np.zeros(4, np.float32), 0.0)
+    neutral = renderer.render(neutral_params(), 0.0)
     opened = open_frame_times(info, neutral, threshold=5.0)
     tones = tone_onsets(info)
     assert len(opened) == len(tones) == 3
@@ -99,7 +99,7 @@ def test_live_mic_to_recording_lips_match_voice_within_a_frame(virtual_mic, tmp_
     assert (info["video_codec"], info["audio_codec"], info["pix_fmt"]) == ("h264", "aac", "yuv420p")
     video_seconds = info["times"][-1] - info["times"][0] + 1 / 30
     assert abs(video_seconds - len(info["audio"]) / info["sample_rate"]) < 0.15
-    neutral = renderer.render(np.zeros(4, np.float32), 0.0)
+    neutral = renderer.render(neutral_params(), 0.0)
     opened = open_frame_times(info, neutral, threshold=5.0)
     tones = tone_onsets(info)
     assert len(tones) == 3 and len(opened) == 3
