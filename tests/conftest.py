@@ -125,7 +125,7 @@ def qapp_cls(request):
 
 
 @pytest.fixture
-def real_window(qapp):
+def x_platform(qapp):
     """Skip unless the QApplication draws onto a real X server (screenshots need one)."""
     if qapp.platformName() != "xcb":
         pytest.skip(f"needs an X display; Qt runs on '{qapp.platformName()}' (Xvfb not installed?)")

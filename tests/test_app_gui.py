@@ -14,7 +14,7 @@ def window(qtbot, qsettings, tmp_path, monkeypatch):
     prefs = load_preferences()
     prefs.output_folder = str(tmp_path)
     w = MainWindow(prefs, lambda backend: create_engine("onnxruntime", model=loudness_model()),
-                   lambda photo, prefs: SimpleFrames(prefs.size // 4))
+                   lambda photo, prefs, landmarks=None: SimpleFrames(prefs.size // 4))
     qtbot.addWidget(w)
     w.show()
     w.open_photo(str(tmp_path / "face.png"))

@@ -14,10 +14,11 @@ def real_engine_factory(backend: str):
     return create_engine(backend)
 
 
-def real_renderer_factory(photo: str, prefs):
+def real_renderer_factory(photo: str, prefs, landmarks=None):
     from avatar.pipeline import open_renderer
 
-    return open_renderer(photo, size=prefs.size, background=prefs.background_rgb, liveliness=prefs.liveliness)
+    return open_renderer(photo, size=prefs.size, background=prefs.background_rgb, liveliness=prefs.liveliness,
+                         landmarks=landmarks)
 
 
 def main_window(prefs=None, engine_factory=None, renderer_factory=None):

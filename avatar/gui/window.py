@@ -32,10 +32,10 @@ SILENCE = "No microphone (silence)"
 
 
 class Worker(QThread):
-    """Runs one slow call off the GUI thread; `done(result)` or `failed(message)` arrive on the GUI thread."""
+    """Runs one slow call off the GUI thread; `done(result)` or `failed(exception)` arrive on the GUI thread."""
 
     done = Signal(object)
-    failed = Signal(str)
+    failed = Signal(object)
     progress = Signal(float)
 
     def __init__(self, fn, parent=None):
@@ -48,7 +48,7 @@ class Worker(QThread):
             self.done.emit(self._fn(self))
         except Exception as e:  # every failure becomes a sentence for a dialog
             log.debug("worker failed", exc_info=True)
-            self.failed.emit(str(e) or type(e).__name__)
+            self.failed.emit(e)
 
 
 class _Events(QObject):
@@ -230,7 +230,7 @@ class MainWindow(QMainWindow):
         worker = Worker(fn, self)
         self._workers.add(worker)
         worker.done.connect(on_done)
-        worker.failed.connect(on_failed or self.show_error)
+        worker.failed.connect(on_failed or (lambda e: self.show_error(_sentence(e))))
         worker.finished.connect(lambda: self._workers.discard(worker))
         worker.start()
         return worker
@@ -313,8 +313,9 @@ class MainWindow(QMainWindow):
         if path:
             self.open_photo(path)
 
-    def open_photo(self, path: str, on_ready=None) -> Worker:
-        """Build the renderer for `path` off the GUI thread; the view switches to it when it is ready."""
+    def open_photo(self, path: str, on_ready=None, landmarks=None) -> Worker:
+        """Build the renderer for `path` off the GUI thread; the view switches to it when it is ready.
+        No face found: the manual placement dialog opens, and OK builds the rig from the placed points."""
         prefs = self.prefs
 
         def done(renderer):
@@ -328,11 +329,34 @@ class MainWindow(QMainWindow):
             if on_ready:
                 on_ready(renderer)
 
-        def failed(message):
-            self.show_error(message, "Cannot use this photo")
+        def failed(error):
+            if type(error).__name__ == "NoFaceError" and getattr(error, "image", None) is not None:
+                self.place_face(path, error)
+            else:
+                self.show_error(_sentence(error), "Cannot use this photo")
 
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
-        return self._run(lambda w: self.renderer_factory(path, prefs), done, failed)
+        return self._run(lambda w: self.renderer_factory(path, prefs, landmarks=landmarks), done, failed)
+
+    def place_face(self, path: str, error) -> None:
+        from avatar.gui.placement import PlacementDialog
+
+        dialog = PlacementDialog(error.image, str(error), self)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        self.placement_dialog = dialog
+
+        def placed():
+            from avatar.face import fit_template
+
+            try:
+                points = fit_template(dialog.handles())
+            except ValueError as e:
+                self.show_error(str(e), "Cannot place the face")
+                return
+            self.open_photo(path, landmarks=points)
+
+        dialog.accepted.connect(placed)
+        dialog.open()
 
     def reload_renderer(self):
         if self.prefs.photo:
@@ -488,12 +512,12 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Exported {path}", 10000)
             self.last_export = path
 
-        def failed(message):
+        def failed(error):
             dialog.close()
-            if message != str(Cancelled("Export cancelled.")):
-                self.show_error(message, "Export failed")
-            else:
+            if isinstance(error, Cancelled):
                 self.statusBar().showMessage("Export cancelled", 5000)
+            else:
+                self.show_error(_sentence(error), "Export failed")
 
         worker = self._run(job, done, failed)
         worker.progress.connect(lambda f: dialog.setValue(int(f * 1000)))
@@ -579,7 +603,13 @@ class _Blank:
         return self._frame
 
 
+def _sentence(error: Exception) -> str:
+    return str(error) or type(error).__name__
+
+
 def _backend_text(engine) -> str:
+    if engine is None:
+        return "no model (mouth stays closed)"
     name = getattr(engine, "name", "?")
     device = getattr(engine, "device", "cpu")
     pretty = {"tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime", "torch": "PyTorch"}.get(name, name)
