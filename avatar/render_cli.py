@@ -46,6 +46,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=30, help="frames per second (default 30)")
     p.add_argument("--backend", default="auto", help="inference backend: auto, tensorrt, onnxruntime, torch, ...")
     p.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    p.add_argument("--no-liveliness", action="store_true", help="no blinks, head sway or breathing: only the mouth moves")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_render)
 
@@ -75,7 +76,7 @@ def run_render(args) -> int:
     if len(audio) == 0:
         return _fail(f"{args.audio}: the audio is empty", EXIT_BAD_INPUT)
     try:
-        renderer = open_renderer(args.face, size=args.size)
+        renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness})
     except Exception as e:
         kind = type(e).__name__
         if kind == "NoFaceError":
