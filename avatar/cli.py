@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "Run without arguments to open the app.")
     parser.add_argument("--version", action="version", version=f"talking-avatar {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--self-test", action="store_true",
+                        help="run the whole app path headless (photo, engine, frames, MP4) and exit 0 if it works")
+    parser.add_argument("--backend", default="auto", help=f"inference backend for the app and --self-test: {', '.join(BACKENDS)}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     engine = sub.add_parser("engine", help="inference backends: what this machine has, building TensorRT engines")
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.self_test:
+        from avatar.selftest import run
+
+        return run(backend=args.backend)
     if args.command is None:
         try:
             from avatar.gui import run_app

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the one-folder desktop bundle from a clean checkout, then checks it headless.
+#   bash packaging/build.sh            -> dist/talking-avatar/ (run dist/talking-avatar/talking-avatar)
+#                                         dist/talking-avatar-linux-x86_64.tar.gz
+# Needs: python3 (3.10-3.12) with venv; Debian/Ubuntu: libportaudio2 (bundled from the build machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${VENV:-build/pkg-venv}
+
+# a runtime-only environment: the app's own dependencies, no torch, no training extras
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q -U pip
+"$VENV/bin/pip" install -q . "pyinstaller>=6.10"
+if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  echo "torch leaked into the runtime environment" >&2; exit 1
+fi
+
+"$VENV/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
+  packaging/talking-avatar.spec
+cp packaging/talking-avatar.desktop packaging/talking-avatar.png packaging/install-desktop-entry.sh dist/talking-avatar/
+
+echo "bundle size: $(du -sm dist/talking-avatar | cut -f1) MB"
+# the bundle must pass its own self-test headless (offscreen Qt, no sound server needed)
+QT_QPA_PLATFORM=offscreen AVATAR_CACHE_DIR="$ROOT/build/selftest-cache" \
+  dist/talking-avatar/talking-avatar --self-test
+tar -C dist -czf dist/talking-avatar-linux-$(uname -m).tar.gz talking-avatar
+echo "archive: $(du -sm dist/talking-avatar-linux-$(uname -m).tar.gz | cut -f1) MB"
