@@ -202,7 +202,7 @@ def bench_latency(args) -> int:
     threshold = 0.5 * np.abs(wide - closed).mean()
     frames = []  # (t, capture time of t, stream time when ready, opening)
 
-    pipeline = LivePipeline(engine, renderer, fps=args.fps)
+    pipeline = LivePipeline(engine, renderer, fps=args.fps, smooth=not args.no_smoothing)
     original_render = pipeline.render_once
 
     def render_and_measure():
@@ -255,7 +255,9 @@ def bench_latency(args) -> int:
         print("bench latency: no tone onset was seen through the microphone (is .ci/av-env.sh up?)",
               file=sys.stderr)
         return 1
-    print(f"mic→pixel latency at {args.fps} fps, {engine.label}, {args.size}² ({len(latencies)} tone onsets): "
+    smoothing = "raw parameters" if args.no_smoothing else "smoothed"
+    print(f"mic→pixel latency at {args.fps} fps, {engine.label}, {args.size}², {smoothing} "
+          f"({len(latencies)} tone onsets): "
           f"{_summary(latencies)}")
     return 0
 
@@ -299,6 +301,7 @@ def add_bench_cli(bench_subparsers) -> None:
             p.add_argument("--bursts", type=int, default=30)
             p.add_argument("--device", default=None, help="input device (default: the system default)")
             p.add_argument("--sink", default="vmic_out", help="PulseAudio sink that feeds the microphone")
+            p.add_argument("--no-smoothing", action="store_true", help="show the network's raw output (no spring)")
         else:
             p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=30)
             p.add_argument("--seconds", type=float, default=10.0)

@@ -43,10 +43,20 @@ def test_preferences_are_remembered(window):
     assert prefs.recent_photos and prefs.recent_photos[0].endswith("face.png")
 
 
-def test_record_button_and_shortcut_write_an_mp4(window, qtbot):
+def test_record_button_and_shortcut_write_an_mp4(window, qtbot, tmp_path):
     from PySide6.QtCore import Qt
 
+    from avatar.gui.settings import load_preferences
     from tests.conftest import decode_mp4
+
+    from PySide6.QtWidgets import QMessageBox
+
+    assert not window.set_name_prefix("../")
+    assert "at least one letter" in window.last_error
+    for box in window.findChildren(QMessageBox):
+        box.close()
+    assert window.set_name_prefix("my talk/1")
+    assert load_preferences().name_prefix == "my talk1"
 
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow, timeout=3000)  # shortcuts go to the active window
@@ -57,6 +67,7 @@ def test_record_button_and_shortcut_write_an_mp4(window, qtbot):
     assert window.elapsed.text().strip() == "00:01"
     qtbot.mouseClick(window.record_button, Qt.LeftButton)
     assert window.pipeline.recording is None and not window.record_button.isChecked()
+    assert window.last_recording.parent == tmp_path and window.last_recording.name.startswith("my talk1-")
     info = decode_mp4(window.last_recording)
     assert (info["video_codec"], info["audio_codec"]) == ("h264", "aac")
     assert len(info["frames"]) > 30

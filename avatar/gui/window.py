@@ -153,6 +153,7 @@ class MainWindow(QMainWindow):
         self._action(m, "&Export video from audio file…", "Ctrl+E", self.choose_export)
         m.addSeparator()
         self._action(m, "Recording &folder…", None, self.choose_output_folder)
+        self._action(m, "Recording &name…", None, self.choose_name_prefix)
         self.record_action = self._action(m, "&Record", "Ctrl+R", self.record_button.toggle)
         m.addSeparator()
         self._action(m, "&Quit", QKeySequence.Quit, self.close)
@@ -408,6 +409,23 @@ class MainWindow(QMainWindow):
             self.prefs.output_folder = folder
             save_preferences(self.prefs)
 
+    def choose_name_prefix(self):
+        from PySide6.QtWidgets import QInputDialog
+
+        text, ok = QInputDialog.getText(self, "Recording name", "File names start with:", text=self.prefs.name_prefix)
+        if ok:
+            self.set_name_prefix(text)
+
+    def set_name_prefix(self, text: str) -> bool:
+        """Remember the start of recordings' file names (letters, digits, space, - and _ only)."""
+        clean = "".join(c for c in text.strip() if c.isalnum() or c in " -_").strip()
+        if not clean:
+            self.show_error("A recording name needs at least one letter or digit.")
+            return False
+        self.prefs.name_prefix = clean
+        save_preferences(self.prefs)
+        return True
+
     # -- recording ------------------------------------------------------------------------------------
 
     def next_recording_path(self) -> Path:
@@ -432,6 +450,7 @@ class MainWindow(QMainWindow):
             self.show_error(str(e), "Cannot record")
             return False
         self._set_record_button(True)
+        self.statusBar().showMessage(f"Recording to {self.pipeline.recording.path}", 5000)
         return True
 
     def stop_recording(self) -> Path | None:
