@@ -133,3 +133,34 @@ def test_playing_an_audio_file_moves_the_mouth(window, qtbot, tmp_path):
     assert window.play_audio_file(str(tmp_path / "speech.wav"))
     qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] > 0.9, timeout=3000)
     qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] < 0.1, timeout=3000)
+
+
+def test_dropping_files_opens_photos_and_plays_audio(window, qtbot, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    from avatar.pipeline import FileSource
+
+    def drop(path):
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(path))])
+        window.dropEvent(QDropEvent(QPointF(20, 20), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
+
+    (tmp_path / "other.jpg").write_bytes(b"")  # the test renderer factory does not read it
+    drop(tmp_path / "other.jpg")
+    qtbot.waitUntil(lambda: window.prefs.photo.endswith("other.jpg"), timeout=5000)
+    write_wav(tmp_path / "talk.wav", tone_bursts([0.1], 1.0), 16000)
+    drop(tmp_path / "talk.wav")
+    assert isinstance(window.pipeline.source, FileSource)
+    assert window.device_box.currentIndex() == 0
+
+
+def test_lost_device_message_resets_the_picker(window, qtbot):
+    window.device_box.blockSignals(True)
+    window.device_box.addItem("Some mic", "Some mic")
+    window.device_box.setCurrentIndex(window.device_box.count() - 1)
+    window.device_box.blockSignals(False)
+    window.pipeline.use_silence()
+    window.pipeline.on_event("The microphone 'Some mic' stopped delivering sound")  # as the audio worker does
+    qtbot.waitUntil(lambda: window.device_box.currentIndex() == 0, timeout=2000)
+    assert "stopped delivering sound" in window.last_error

@@ -69,7 +69,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Talking Avatar")
         self.setAcceptDrops(True)
         self._events = _Events()
-        self._events.message.connect(self.show_error)
+        self._events.message.connect(self._pipeline_event)
         self._workers: set[Worker] = set()
         self._last_seq = -1
         self._shown_times: list[float] = []
@@ -226,6 +226,16 @@ class MainWindow(QMainWindow):
         box.setAttribute(Qt.WA_DeleteOnClose)
         box.open()  # non-blocking: the view keeps running while the message is up
         self.last_error = message
+
+    def _pipeline_event(self, message: str) -> None:
+        """A message from the pipeline's workers (e.g. the microphone was lost): say it, show what runs now."""
+        from avatar.pipeline import SilenceSource
+
+        if isinstance(self.pipeline.source, SilenceSource):
+            self.device_box.blockSignals(True)
+            self.device_box.setCurrentIndex(0)
+            self.device_box.blockSignals(False)
+        self.show_error(message)
 
     def _run(self, fn, on_done, on_failed=None) -> Worker:
         worker = Worker(fn, self)
