@@ -63,7 +63,7 @@ def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
     chroma = float(np.abs(fpx - fpx.mean(1, keepdims=True)).mean())
     saturation = float(np.clip(chroma / FULL_SATURATION_CHROMA, 0, 1))
     light = float(np.clip(luma / REFERENCE_SKIN_LUMA, 0.35, 1.1))
-    tint = (skin / max(skin.mean(), 1.0)) ** 0.4
+    tint = (skin / max(skin.mean(), 1.0)) ** 0.15  # a hint of the photo's colour cast
     teeth = np.array(TEETH_RGB) * light * tint
     tongue = (0.55 * np.array(TONGUE_RGB) * light + 0.45 * lip) * 0.8
     cavity_edge = lip * 0.38
