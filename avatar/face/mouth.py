@@ -63,7 +63,7 @@ def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
     chroma = float(np.abs(fpx - fpx.mean(1, keepdims=True)).mean())
     saturation = float(np.clip(chroma / FULL_SATURATION_CHROMA, 0, 1))
     light = float(np.clip(luma / REFERENCE_SKIN_LUMA, 0.35, 1.1))
-    tint = (skin / max(skin.mean(), 1.0)) ** 0.4
+    tint = (skin / max(skin.mean(), 1.0)) ** 0.15  # a hint of the photo's colour cast
     teeth = np.array(TEETH_RGB) * light * tint
     tongue = (0.55 * np.array(TONGUE_RGB) * light + 0.45 * lip) * 0.8
     cavity_edge = lip * 0.38
@@ -117,6 +117,14 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
         side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
         teeth_on=0.0 if app.own_interior else 1.0,
     )
+
+
+def crop_statics(st: MouthStatics, rows: slice, cols: slice) -> MouthStatics:
+    """The statics of a sub-box (row indices keep their values: the interior's geometry is unchanged)."""
+    crop = {k: (v[rows, cols] if isinstance(v, np.ndarray) and v.shape[1] > 1 else v)
+            for k, v in vars(st).items()}
+    crop["rows"] = st.rows[rows]
+    return MouthStatics(**crop)
 
 
 class NumpyOps:

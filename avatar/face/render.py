@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from avatar.face.liveliness import Liveliness, LivelinessConfig
-from avatar.face.mouth import NumpyOps, gap_coverage, interior, mouth_statics
+from avatar.face.mouth import NumpyOps, crop_statics, gap_coverage, interior, mouth_statics
 from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, SIDEWAYS_FIELDS, Rig
 from avatar.visemes import PARAM_NAMES
 
@@ -95,69 +95,110 @@ class CpuRenderer(Renderer):
         self._head_base = _base_grid(rig.head_box)
         lb = rig.local_box
         x0, y0, x1, y1 = rig.mouth_box
-        self._mouth = (slice(y0 - lb.y0, y1 - lb.y0), slice(x0 - lb.x0, x1 - lb.x0))
-        self._line_t_mouth = rig.line_t[self._mouth]
+        self._mouth = (y0 - lb.y0, y1 - lb.y0, x0 - lb.x0, x1 - lb.x0)  # rows, cols within the local box
         self._origin = np.array([lb.x0, lb.y0], np.float32)
-        rows, cols = rig.local_fields.shape[2:4]
+        k, _, rows, cols, _ = rig.local_fields.shape
+        self._coarse_shape = (rows, cols)
+        # blending is one matrix-vector product over contiguous fields
+        self._local_both = rig.local_fields.reshape(k, -1)
+        self._local_upper = np.ascontiguousarray(rig.local_fields[:, 0]).reshape(k, -1)
+        self._head_matrix = rig.head_fields.reshape(len(HEAD_FIELDS), -1)
         gy, gx = np.mgrid[0:rows, 0:cols].astype(np.float32)
         self._coarse_grid = np.ascontiguousarray(np.dstack([gx, gy]))
+        # per field, the coarse cells it moves: a frame warps only the union of its active fields' cells
+        step = rig.step
+        mags = np.abs(rig.local_fields).max(axis=(1, 4))
+        self._field_cells = [_cells(m > SUPPORT_EPS_CELLS) for m in mags]
+        my0, my1, mx0, mx1 = self._mouth
+        self._mouth_cells = (my0 // step, -(-my1 // step), mx0 // step, -(-mx1 // step))
 
     def _blend_local(self, local: np.ndarray, branches: int) -> np.ndarray:
         """Coarse backward field per branch: sideways fields composed after the others (see SIDEWAYS_FIELDS)."""
-        fields = self.rig.local_fields[:, :branches]
+        rows, cols = self._coarse_shape
+        matrix = self._local_both if branches == 2 else self._local_upper
         other = local.copy()
         other[SIDEWAYS] = 0
-        blend = np.tensordot(other, fields, axes=1)
-        side = local[SIDEWAYS]
+        blend = (other @ matrix).reshape(branches, rows, cols, 2)
+        side = np.zeros_like(local)
+        side[SIDEWAYS] = local[SIDEWAYS]
         if np.any(side):
-            sblend = np.tensordot(side, fields[SIDEWAYS], axes=1)
+            sblend = (side @ matrix).reshape(branches, rows, cols, 2)
             for b in range(branches):
                 coords = self._coarse_grid + sblend[b] * (1.0 / self.rig.step)
                 blend[b] = sblend[b] + cv2.remap(blend[b], coords, None, cv2.INTER_LINEAR,
                                                  borderMode=cv2.BORDER_REPLICATE)
         return blend
 
-    def _upsample(self, field: np.ndarray, box) -> np.ndarray:
+    @staticmethod
+    def _upsample(field: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
         h, w = field.shape[:2]
-        full = cv2.resize(field, (w * box.step, h * box.step), interpolation=cv2.INTER_LINEAR)
-        return full[:box.shape[0], :box.shape[1]]
+        full = cv2.resize(field, (w * step, h * step), interpolation=cv2.INTER_LINEAR)
+        return full[:shape[0], :shape[1]]
 
     def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
         rig = self.rig
         frame = rig.image.copy()
+        local = local.astype(np.float32)
         if np.any(local):
             self._local_pass(frame, local)
         if np.any(head):
             box = rig.head_box
-            disp = self._upsample(np.tensordot(head, rig.head_fields, axes=1), box)
-            maps = self._head_base + disp
+            rows, cols = rig.head_fields.shape[1:3]
+            coarse = (head.astype(np.float32) @ self._head_matrix).reshape(rows, cols, 2)
+            maps = self._head_base + self._upsample(coarse, box.step, box.shape)
             frame[box.y0:box.y1, box.x0:box.x1] = cv2.remap(frame, maps, None, cv2.INTER_LINEAR,
                                                             borderMode=cv2.BORDER_REPLICATE)
         return frame
 
     def _local_pass(self, frame: np.ndarray, local: np.ndarray):
         rig = self.rig
-        box = rig.local_box
+        box, step = rig.local_box, rig.step
         tearing = bool(np.any(local[TEARING]))
-        blend = self._blend_local(local, 2 if tearing else 1)  # (branches, rows, cols, 2)
-        disp = self._upsample(blend[0], box)
+        cells = [self._field_cells[k] for k in np.nonzero(local)[0]] + ([self._mouth_cells] if tearing else [])
+        r0, r1 = min(c[0] for c in cells), max(c[1] for c in cells)
+        c0, c1 = min(c[2] for c in cells), max(c[3] for c in cells)
+        if r1 <= r0 or c1 <= c0:
+            return
+        y0, y1 = r0 * step, min(r1 * step, box.shape[0])  # active pixels within the local box
+        x0, x1 = c0 * step, min(c1 * step, box.shape[1])
+        shape = (y1 - y0, x1 - x0)
+        blend = self._blend_local(local, 2 if tearing else 1)[:, r0:r1, c0:c1]  # (branches, rows, cols, 2)
+        disp = self._upsample(blend[0], step, shape)
         if tearing:
-            lower = self._upsample(blend[1], box)
-            b0, b1 = rig.band
+            lower = self._upsample(blend[1], step, shape)
+            b0, b1 = (min(max(b - y0, 0), shape[0]) for b in rig.band)
             disp[b1:] = lower[b1:]
-            disp[b0:b1] = np.where(rig.below[b0:b1, :, None], lower[b0:b1], disp[b0:b1])
-        maps = self._local_base + disp
+            disp[b0:b1] = np.where(rig.below[y0 + b0:y0 + b1, x0:x1, None], lower[b0:b1], disp[b0:b1])
+        maps = self._local_base[y0:y1, x0:x1] + disp
         warped = cv2.remap(rig.image, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if tearing:
-            mouth_maps = maps[self._mouth] - self._origin
-            t_src = cv2.remap(rig.line_t, mouth_maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            alpha = gap_coverage(NumpyOps, self._line_t_mouth, t_src)
-            if alpha.max() > MIN_COVERAGE:
-                rgb = interior(NumpyOps, alpha, self.statics, rig.appearance, self.colors)
-                region = warped[self._mouth]
-                a = alpha[..., None]
-                warped[self._mouth] = np.clip(region * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
-        frame[box.y0:box.y1, box.x0:box.x1] = warped
+            my0, my1, mx0, mx1 = self._mouth
+            mouth = (slice(my0 - y0, my1 - y0), slice(mx0 - x0, mx1 - x0))
+            t_src = cv2.remap(rig.line_t, maps[mouth] - self._origin, None, cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+            alpha = gap_coverage(NumpyOps, rig.line_t[my0:my1, mx0:mx1], t_src)
+            rows = np.nonzero(alpha.max(1) > MIN_COVERAGE)[0]
+            if len(rows):
+                cols = np.nonzero(alpha.max(0) > MIN_COVERAGE)[0]
+                gr = slice(rows[0], rows[-1] + 1)  # the opening's box: the interior is computed there only
+                gc = slice(cols[0], cols[-1] + 1)
+                a = alpha[gr, gc]
+                rgb = interior(NumpyOps, a, crop_statics(self.statics, gr, gc), rig.appearance, self.colors)
+                region = warped[mouth][gr, gc]
+                a = a[..., None]
+                warped[mouth][gr, gc] = np.clip(region * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
+        frame[box.y0 + y0:box.y0 + y1, box.x0 + x0:box.x0 + x1] = warped
+
+
+SUPPORT_EPS_CELLS = 0.02  # pixels: a coarse cell moving less than this is left out of a frame's warp
+
+
+def _cells(mask: np.ndarray, pad: int = 2) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if len(rows) == 0:
+        return (0, 0, 0, 0)
+    return (max(rows[0] - pad, 0), min(rows[-1] + pad + 1, mask.shape[0]),
+            max(cols[0] - pad, 0), min(cols[-1] + pad + 1, mask.shape[1]))
 
 
 def create_renderer(rig: Rig, device: str = "auto", liveliness: LivelinessConfig | None = None) -> Renderer:

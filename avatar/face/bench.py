@@ -1,0 +1,103 @@
+"""`avatar bench render`: frame render times (median, p99) at 512² and 1024², CPU and GPU, and rig build time."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avatar.face.liveliness import LivelinessConfig
+from avatar.paths import assets_dir
+
+BENCH_FRAMES = 200
+WARMUP_FRAMES = 10
+CANVASES = (512, 1024)
+
+
+def speech_params(i: int, fps: float = 60.0) -> dict[str, float]:
+    """Hand-made parameter curves that look like talking: a syllable every ~180 ms, rounding and spreading."""
+    t = i / fps
+    jaw = max(0.0, math.sin(2 * math.pi * 2.7 * t)) ** 1.5 * (0.55 + 0.4 * math.sin(0.9 * t))
+    return {"jaw_open": jaw, "lip_spread": 0.5 + 0.5 * math.sin(1.3 * t), "lip_round": max(0.0, math.sin(0.7 * t)),
+            "lip_press": max(0.0, -math.sin(2 * math.pi * 2.7 * t)) ** 4}
+
+
+def time_renderer(renderer, frames: int = BENCH_FRAMES, sync=None) -> np.ndarray:
+    """Seconds per render over `frames` frames of speech-like parameters (liveliness as configured)."""
+    for i in range(WARMUP_FRAMES):
+        renderer.render(speech_params(i), i / 60)
+    times = np.empty(frames)
+    for i in range(frames):
+        params = speech_params(i)
+        t0 = time.perf_counter()
+        renderer.render(params, i / 60)
+        if sync is not None:
+            sync()
+        times[i] = time.perf_counter() - t0
+    return times
+
+
+def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = BENCH_FRAMES,
+              gpu: bool = True, threads: int | None = None) -> dict[str, dict[str, float]]:
+    """Times in milliseconds: {'<device> <size>': {'median': ms, 'p99': ms}, 'rig build': {...}}."""
+    import cv2
+
+    from avatar.face import build_rig, create_renderer
+    from avatar.face.landmarks import detect_faces
+    from avatar.face.photo import load_photo
+
+    if threads:
+        cv2.setNumThreads(threads)
+    photo = photo or assets_dir() / "default_face.jpg"
+    results: dict[str, dict[str, float]] = {}
+    image = load_photo(photo)
+    t0 = time.perf_counter()
+    detect_faces(image)
+    results["first landmarks (incl. mediapipe start)"] = {"median": (time.perf_counter() - t0) * 1e3, "p99": math.nan}
+    builds = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        build_rig(image, canvas=512)
+        builds.append(time.perf_counter() - t0)
+    results["landmarks + rig build 512"] = _stats(np.array(builds))
+    live = LivelinessConfig(enabled=True, seed=0)
+    rigs = {size: build_rig(image, canvas=size) for size in canvases}
+    for size, rig in rigs.items():
+        results[f"cpu {size}"] = _stats(time_renderer(create_renderer(rig, "cpu", live), frames))
+    if gpu:
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None and torch.cuda.is_available():
+            for size, rig in rigs.items():
+                r = create_renderer(rig, "cuda", live)
+                results[f"cuda {size} (incl. copy to host)"] = _stats(time_renderer(r, frames, torch.cuda.synchronize))
+    return results
+
+
+def _stats(seconds: np.ndarray) -> dict[str, float]:
+    return {"median": float(np.median(seconds) * 1e3), "p99": float(np.percentile(seconds, 99) * 1e3)}
+
+
+def format_results(results: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'stage':<44} {'median ms':>10} {'p99 ms':>10}"]
+    for name, r in results.items():
+        p99 = "" if math.isnan(r["p99"]) else f"{r['p99']:10.2f}"
+        lines.append(f"{name:<44} {r['median']:10.2f} {p99:>10}")
+    return "\n".join(lines)
+
+
+def run_bench_render(args=None) -> int:
+    """Entry for `avatar bench render [--photo P] [--frames N]`."""
+    photo = getattr(args, "photo", None)
+    frames = getattr(args, "frames", None) or BENCH_FRAMES
+    print(format_results(benchmark(photo, frames=frames)))
+    return 0
+
+
+def add_bench_arguments(parser) -> None:
+    """Options of `avatar bench render` (the lead's bench parser calls this, then run_bench_render)."""
+    parser.add_argument("--photo", help="face photo (default: the shipped default face)")
+    parser.add_argument("--frames", type=int, default=BENCH_FRAMES, help="frames timed per size")
