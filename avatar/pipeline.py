@@ -504,8 +504,11 @@ class LivePipeline:
     def start_recording(self, path, fps: int = DEFAULT_RECORD_FPS) -> "LiveRecording":
         from avatar.record import BackgroundRecorder, Recorder
 
-        frame = self.latest.image if self.latest is not None else self.renderer.render(neutral_params(), 0.0)
-        height, width = frame.shape[:2]
+        from avatar.record import RecordError
+
+        if self.latest is None:  # the frame size comes from the view; the GUI thread never renders
+            raise RecordError("The avatar is not showing yet; try again in a moment.")
+        height, width = self.latest.image.shape[:2]
         recording = LiveRecording(BackgroundRecorder(Recorder(path, width, height, fps=fps, live=True)),
                                   self.lipsync.samples_in, fps)
         with self._rec_lock:

@@ -101,7 +101,10 @@ def x_display():
         missing = _missing(X_BINARIES)
         if missing:
             pytest.skip(f"no X display: {', '.join(missing)} not installed (see .ci/av-env.sh install)")
-        display = os.environ.get("AVATAR_TEST_DISPLAY", f":{90 + os.getpid() % 9}")
+        free = [n for n in range(90, 100) if not os.path.exists(f"/tmp/.X{n}-lock")]
+        if not free:
+            pytest.skip("no free X display number between :90 and :99 for Xvfb")
+        display = os.environ.get("AVATAR_TEST_DISPLAY", f":{free[os.getpid() % len(free)]}")
         started = _AvEnv("x", {"XDISP": display})
         # stopped at exit, after Qt has let go of the display (a fixture teardown would come first)
         import atexit
