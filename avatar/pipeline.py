@@ -519,10 +519,15 @@ class LivePipeline:
     def recording(self) -> "LiveRecording | None":
         return self._recording
 
-    def stop_recording(self) -> Path | None:
-        """Finish the file (raises RecordError with a message if writing failed; the file keeps what was written)."""
+    def detach_recording(self) -> "LiveRecording | None":
+        """Stop feeding the recording and hand it over (to be closed, e.g. on another thread)."""
         with self._rec_lock:
             recording, self._recording = self._recording, None
+        return recording
+
+    def stop_recording(self) -> Path | None:
+        """Finish the file (raises RecordError with a message if writing failed; the file keeps what was written)."""
+        recording = self.detach_recording()
         return recording.close() if recording is not None else None
 
 

@@ -214,3 +214,17 @@ class SimpleFrames:
         c = self.size // 2
         img[c + self.size // 6 - h // 2:c + self.size // 6 + h // 2 + 1, c - 20:c + 20] = 20
         return img
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB tmpfs: a disk that fills up within seconds of video (needs root to mount)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if not (shutil.which("mount") and shutil.which("umount")):
+        pytest.skip("mount/umount not available to make a small disk")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)

@@ -67,6 +67,7 @@ def test_record_button_and_shortcut_write_an_mp4(window, qtbot, tmp_path):
     assert window.elapsed.text().strip() == "00:01"
     qtbot.mouseClick(window.record_button, Qt.LeftButton)
     assert window.pipeline.recording is None and not window.record_button.isChecked()
+    qtbot.waitUntil(lambda: hasattr(window, "last_recording"), timeout=10000)  # finished off the GUI thread
     assert window.last_recording.parent == tmp_path and window.last_recording.name.startswith("my talk1-")
     info = decode_mp4(window.last_recording)
     assert (info["video_codec"], info["audio_codec"]) == ("h264", "aac")
@@ -164,3 +165,23 @@ def test_lost_device_message_resets_the_picker(window, qtbot):
     window.pipeline.on_event("The microphone 'Some mic' stopped delivering sound")  # as the audio worker does
     qtbot.waitUntil(lambda: window.device_box.currentIndex() == 0, timeout=2000)
     assert "stopped delivering sound" in window.last_error
+
+
+def test_full_disk_stops_the_recording_with_a_message(window, qtbot, tiny_disk):
+    from tests.conftest import decode_mp4
+
+    class Noise:  # incompressible frames fill the small disk within a couple of seconds
+        def render(self, params, t):
+            return np.random.default_rng(int(t * 1000)).integers(0, 255, (128, 128, 3), np.uint8)
+
+    window.pipeline.renderer = Noise()
+    window.prefs.output_folder = str(tiny_disk)
+    qtbot.wait(100)
+    assert window.start_recording()
+    path = window.pipeline.recording.path
+    qtbot.waitUntil(lambda: "disk is full" in getattr(window, "last_error", ""), timeout=20000)
+    assert window.pipeline.recording is None and not window.record_button.isChecked()
+    assert len(decode_mp4(path)["frames"]) >= 15  # what was written before the disk filled is kept
+    seq = window.pipeline.latest.seq
+    qtbot.wait(200)
+    assert window.pipeline.latest.seq > seq  # the app runs on

@@ -463,21 +463,32 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Recording to {self.pipeline.recording.path}", 5000)
         return True
 
-    def stop_recording(self) -> Path | None:
+    def stop_recording(self, wait: bool = False) -> Path | None:
+        """Stop recording; the file is finished on a worker thread (or here when `wait`, e.g. while closing)."""
         from avatar.record import RecordError
 
         self._set_record_button(False)
-        recording = self.pipeline.recording
+        recording = self.pipeline.detach_recording()
         if recording is None:
             return None
-        try:
-            path = self.pipeline.stop_recording()
-        except RecordError as e:
-            self.show_error(str(e), "Recording stopped")
-            return recording.path
-        self.statusBar().showMessage(f"Saved {path}", 10000)
-        self.last_recording = path
-        return path
+
+        def saved(path):
+            self.statusBar().showMessage(f"Saved {path}", 10000)
+            self.last_recording = path
+
+        def failed(error):
+            self.show_error(f"{_sentence(error)}", "Recording stopped")
+            self.last_recording = recording.path
+
+        if wait:
+            try:
+                saved(recording.close())
+            except RecordError as e:
+                failed(e)
+        else:
+            self.statusBar().showMessage(f"Finishing {recording.path.name}…")
+            self._run(lambda w: recording.close(), saved, failed)
+        return recording.path
 
     def _set_record_button(self, on: bool):
         self.record_button.blockSignals(True)
@@ -611,7 +622,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event):
         self.display_timer.stop()
         self.status_timer.stop()
-        self.stop_recording()  # finalize the file before anything else goes away
+        self.stop_recording(wait=True)  # finalize the file before anything else goes away
         for worker in list(self._workers):
             worker.cancel_requested = True
             worker.wait(10000)
