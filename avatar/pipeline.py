@@ -334,12 +334,14 @@ class LivePipeline:
     """Audio worker + render worker; the GUI reads `latest` and `stats()` and never runs the model or renderer."""
 
     def __init__(self, engine, renderer, fps: int = DEFAULT_DISPLAY_FPS, smooth: bool = True,
-                 on_event: Callable[[str], None] | None = None):
+                 on_event: Callable[[str], None] | None = None,
+                 on_frame: Callable[["Frame"], None] | None = None):
         self.lipsync = LipSync(engine)
         self.sampler = ParamSampler(self.lipsync.track, smooth)
         self.renderer = renderer
         self.fps = fps
         self.on_event = on_event or (lambda message: None)
+        self.on_frame = on_frame or (lambda frame: None)  # called on the render thread as each frame is ready
         self.latest: Frame | None = None
         self.dropped_frames = 0
         self._source = SilenceSource()
@@ -475,6 +477,7 @@ class LivePipeline:
         with self._rec_lock:
             if self._recording is not None:
                 self._recording.add_frame(image, t)
+        self.on_frame(frame)
         return frame
 
     def _capture_clock(self, t: float) -> tuple[float | None, float | None]:

@@ -12,7 +12,7 @@ import time
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence
-from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
+from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar, QToolButton,
                                QVBoxLayout, QWidget)
 
@@ -52,13 +52,14 @@ class Worker(QThread):
 
 
 class _Events(QObject):
-    """Carries pipeline messages from worker threads to the GUI thread."""
+    """Carries pipeline messages and new frames from worker threads to the GUI thread."""
 
     message = Signal(str)
+    frame = Signal()
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, prefs: Preferences, engine_factory, renderer_factory, pipeline_factory=None):
+    def __init__(self, prefs: Preferences, engine_factory, renderer_factory):
         """engine_factory(backend) -> StatefulEngine; renderer_factory(photo_path, prefs) -> renderer."""
         super().__init__()
         from avatar.pipeline import LivePipeline
@@ -78,15 +79,14 @@ class MainWindow(QMainWindow):
         self.view = AvatarView()
         self.engine = engine_factory(prefs.backend)
         self.renderer = None
-        self.pipeline = (pipeline_factory or LivePipeline)(self.engine, _Blank(prefs.size), fps=prefs.fps,
-                                                           on_event=self._events.message.emit)
+        # each frame is painted as soon as the render worker has it (no second timer between it and the screen)
+        self._events.frame.connect(self._show_latest)
+        self.pipeline = LivePipeline(self.engine, _Blank(prefs.size), fps=prefs.fps,
+                                     on_event=self._events.message.emit,
+                                     on_frame=lambda frame: self._events.frame.emit())
         self._build_ui()
         self.pipeline.start()
 
-        self.display_timer = QTimer(self)
-        self.display_timer.setTimerType(Qt.PreciseTimer)
-        self.display_timer.timeout.connect(self._show_latest)
-        self.display_timer.start(1000 // prefs.fps)
         self.status_timer = QTimer(self)
         self.status_timer.timeout.connect(self._update_status)
         self.status_timer.start(STATUS_INTERVAL_MS)
@@ -384,7 +384,6 @@ class MainWindow(QMainWindow):
     def set_display_rate(self, fps: int):
         self.prefs.fps = fps
         self.pipeline.fps = fps
-        self.display_timer.setInterval(1000 // fps)
         save_preferences(self.prefs)
 
     def set_background(self, key: str):
@@ -626,7 +625,7 @@ class MainWindow(QMainWindow):
     # -- closing --------------------------------------------------------------------------------------
 
     def closeEvent(self, event):
-        self.display_timer.stop()
+        self._events.frame.disconnect(self._show_latest)
         self.status_timer.stop()
         self.stop_recording(wait=True)  # finalize the file before anything else goes away
         for worker in list(self._workers):
