@@ -119,14 +119,6 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     )
 
 
-def crop_statics(st: MouthStatics, rows: slice, cols: slice) -> MouthStatics:
-    """The statics of a sub-box (row indices keep their values: the interior's geometry is unchanged)."""
-    crop = {k: (v[rows, cols] if isinstance(v, np.ndarray) and v.shape[1] > 1 else v)
-            for k, v in vars(st).items()}
-    crop["rows"] = st.rows[rows]
-    return MouthStatics(**crop)
-
-
 class NumpyOps:
     clip = staticmethod(np.clip)
     minimum = staticmethod(np.minimum)
