@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.face import (HANDLE_NAMES, NoFaceError, ParamSmoother, build_rig, create_renderer, default_handles,
-                         fit_template)
+from avatar.face import (HANDLE_NAMES, LivelinessConfig, NoFaceError, ParamSmoother, build_rig, create_renderer,
+                         default_handles, fit_template)
 from avatar.face.landmarks import HANDLES, detect_faces, load_template
 
+OFF = LivelinessConfig(enabled=False)  # frames that move only as commanded
 ROOT = Path(__file__).resolve().parent.parent
 CAT = Path(__file__).parent / "data" / "face" / "cat.jpg"
 
@@ -76,7 +77,7 @@ def test_manual_placement_animates_a_photo_without_face():
                "left_eye_outer": (280, 115), "mouth_right": (195, 215), "mouth_left": (235, 215),
                "chin": (215, 250)}
     rig = build_rig(image, canvas=256, landmarks=fit_template(handles))
-    r = create_renderer(rig, "cpu")
+    r = create_renderer(rig, "cpu", OFF)
     assert np.array_equal(r.render({}, 0), rig.image)
     opened = r.render({"jaw_open": 1.0}, 0)
     x0, y0, x1, y1 = rig.mouth_box

@@ -13,7 +13,7 @@ import numpy as np
 
 from avatar.face import landmarks as lm
 
-TEETH_RGB = (236.0, 230.0, 212.0)  # well-lit natural teeth
+TEETH_RGB = (240.0, 229.0, 204.0)  # well-lit natural teeth: creamy, never blue-white
 TONGUE_RGB = (168.0, 82.0, 84.0)
 REFERENCE_SKIN_LUMA = 165.0  # skin this bright gets the teeth colour above unchanged
 UPPER_TEETH = 0.13  # visible upper-incisor height below the upper lip, in mouth widths
@@ -97,7 +97,7 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     W, a = app.W, app.a_in
     prof_u = np.clip(1 - (u / (0.95 * a)) ** 2, 0, 1)
     prof_l = np.clip(1 - (u / (0.8 * a)) ** 2, 0, 1)
-    lat = 0.3 + 0.7 * np.exp(-(u / (0.62 * a)) ** 2)
+    lat = 0.42 + 0.58 * np.exp(-(u / (0.62 * a)) ** 2)
     line_w = 0.012 * W + 0.6
 
     def gaps(positions):

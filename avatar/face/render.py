@@ -80,7 +80,7 @@ class Renderer:
 
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
         self.rig = rig
-        self.liveliness = Liveliness(liveliness if liveliness is not None else LivelinessConfig(enabled=False))
+        self.liveliness = Liveliness(liveliness)  # None: the defaults (blinks, sway, breathing, emphasis on)
         app = rig.appearance
         self.statics = mouth_statics(rig.mouth_u, app)
         self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue)
@@ -290,7 +290,8 @@ class CpuRenderer(Renderer):
 
 def create_renderer(rig: Rig, device: str = "auto", liveliness: LivelinessConfig | None = None) -> Renderer:
     """device: "cpu" (OpenCV), "cuda" (torch on the GPU), "torch-cpu" (the torch renderer on CPU tensors) or
-    "auto" (CUDA when torch sees a GPU, else the OpenCV renderer)."""
+    "auto" (CUDA when torch sees a GPU, else the OpenCV renderer). liveliness: None = the default idle motion;
+    LivelinessConfig(enabled=False) for a face that moves only as commanded."""
     if device == "cpu":
         return CpuRenderer(rig, liveliness)
     if device == "auto":
