@@ -70,7 +70,7 @@ def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
     cavity_deep = lip * 0.10 + 4.0
     own = bool(g.mouth_open)
     if own:  # behind the photo's own teeth the new opening is deep: keep it dark
-        cavity_edge, cavity_deep = lip * 0.22, lip * 0.06 + 3.0
+        cavity_edge, cavity_deep = lip * 0.3, lip * 0.08 + 4.0
     def desaturate(c):
         grey = float(c @ np.array([0.299, 0.587, 0.114]))
         return np.clip(grey + saturation * (c - grey), 0, 255).astype(np.float32)
@@ -150,7 +150,7 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     # lower teeth hide behind the lower lip until the jaw is well open
     cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W))
     tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
-    ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w * st.teeth_on
+    ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w
     vis_up = cu
     vis_lo = cl * (1 - cu)
     vis_tg = ct * (1 - cu) * (1 - cl)

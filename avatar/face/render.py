@@ -14,7 +14,7 @@ import numpy as np
 
 from avatar.face.liveliness import Liveliness, LivelinessConfig
 from avatar.face.mouth import MouthStatics, NumpyOps, gap_coverage, interior, mouth_statics
-from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, SIDEWAYS_FIELDS, SUPPORT_EPS, Rig
+from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig
 from avatar.visemes import PARAM_NAMES
 
 SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
@@ -112,12 +112,22 @@ class Renderer:
     def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _slit_mask(self, ops, local_pos):
+        """1 along the slit between the inner mouth corners (widened by this frame's spread), 0 beyond: elsewhere
+        sources never cross the lips' line by tearing, only by smooth motion, which must not open a gap."""
+        g = self.rig.geometry
+        u = (local_pos[..., 0] - float(g.mouth_center[0])) * float(g.ux[0]) + (
+            local_pos[..., 1] - float(g.mouth_center[1])) * float(g.ux[1])
+        reach = g.a_in + SPREAD_OUT * g.W * self._spread + 1.5
+        return ops.clip(reach - abs(u), 0.0, 1.0)
+
     def plan(self, local: np.ndarray, head: np.ndarray) -> FramePlan | None:
         rig = self.rig
         head_on, local_on = bool(np.any(head)), bool(np.any(local))
         if not (head_on or local_on):
             return None
         tearing = local_on and bool(np.any(local[TEARING]))
+        self._spread = float(local[LOCAL_FIELDS.index("lip_spread")])
         cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
         cells += [self._mouth_cells] if tearing else []
         cells += [self._head_cells] if head_on else []
@@ -248,31 +258,35 @@ class CpuRenderer(Renderer):
             b0, b1 = plan.band
             my0, my1, mx0, mx1 = plan.mouth
             near0, near1 = min(b0, my0), max(b1, my1)
-            if plan.head_on:  # the head's motion on the rows around the mouth, at full resolution
-                head_f = np.zeros((h, w, 2), np.float32)
-                head_f[near0:near1] = _upsample_part(head_c, step, step + near0, step + near1, step, step + w)
+            if plan.head_on:  # the head's motion on the rows around the mouth (from row near0), full resolution
+                head_f = _upsample_part(head_c, step, step + near0, step + near1, step, step + w)
             lower = _upsample_part(total[1], step, step + b0, step + h, step, step + w)
-            where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0:b1]
+            # how far apart the two branches pull each mouth pixel: the lips part only where they differ
+            split = np.abs(_upsample_part(total[1], step, step + my0, step + my1, step + mx0, step + mx1)
+                           - maps[my0:my1, mx0:mx1]).sum(axis=2)
+            where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0 - near0:b1 - near0]
             t_eff = cv2.remap(rig.line_t, where - self._local_origin, None, cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
             maps[b1:] = lower[b1 - b0:]
             maps[b0:b1] = np.where(t_eff[..., None] > 0, lower[:b1 - b0], maps[b0:b1])
         warped = cv2.remap(rig.image, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if plan.tearing:
-            self._draw_mouth(warped, maps, base, head_f, plan)
+            self._draw_mouth(warped, maps, base, head_f, near0, split, plan)
         frame[y0:y1, x0:x1] = warped
         return frame
 
-    def _draw_mouth(self, warped, maps, base, head_f, plan: FramePlan):
+    def _draw_mouth(self, warped, maps, base, head_f, near0, split, plan: FramePlan):
         rig = self.rig
         my0, my1, mx0, mx1 = plan.mouth
         box = (slice(my0, my1), slice(mx0, mx1))
-        local_pos = base[box] if head_f is None else base[box] + head_f[box]  # each pixel before the head moved
+        local_pos = base[box]  # each output pixel's place before the head moved
+        if head_f is not None:
+            local_pos = local_pos + head_f[my0 - near0:my1 - near0, mx0:mx1]
         t_out = cv2.remap(rig.line_t, local_pos - self._local_origin, None, cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
         t_src = cv2.remap(rig.line_t, maps[box] - self._local_origin, None, cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
-        alpha = gap_coverage(NumpyOps, t_out, t_src)
+        alpha = gap_coverage(NumpyOps, t_out, t_src) * np.minimum(split, 1.0) * self._slit_mask(NumpyOps, local_pos)
         rows = np.nonzero(alpha.max(1) > MIN_COVERAGE)[0]
         if len(rows) == 0:
             return

@@ -131,23 +131,25 @@ class TorchRenderer(Renderer):
                 head_f = _upsample(head_c[None], step)[0, :, step:step + h, step:step + w].permute(1, 2, 0)
             where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0:b1]
             t_eff = _sample(self._line_t, where - self._local_origin)[0]
+            my0, my1, mx0, mx1 = plan.mouth
+            split = (full[1, :, my0:my1, mx0:mx1] - full[0, :, my0:my1, mx0:mx1]).abs().sum(0)
             band = torch.where(t_eff[None] > 0, full[1, :, b0:b1], full[0, :, b0:b1])
             maps = torch.cat([full[0, :, :b0], band, full[1, :, b1:]], dim=1)
         maps = maps.permute(1, 2, 0)
         warped = _round(_sample(self._image_f, maps).permute(1, 2, 0))  # (h, w, 3) float
         if plan.tearing:
-            warped = self._draw_mouth(warped, maps, base, head_f, plan)
+            warped = self._draw_mouth(warped, maps, base, head_f, split, plan)
         frame = self._image.clone()
         frame[y0:y1, x0:x1] = torch.clamp(warped, 0, 255).to(torch.uint8)
         return np.ascontiguousarray(frame.cpu().numpy())
 
-    def _draw_mouth(self, warped, maps, base, head_f, plan):
+    def _draw_mouth(self, warped, maps, base, head_f, split, plan):
         my0, my1, mx0, mx1 = plan.mouth
         box = (slice(my0, my1), slice(mx0, mx1))
         local_pos = base[box] if head_f is None else base[box] + head_f[box]
         t_out = _sample(self._line_t, local_pos - self._local_origin)[0]
         t_src = _sample(self._line_t, maps[box] - self._local_origin)[0]
-        alpha = gap_coverage(TorchOps, t_out, t_src)
+        alpha = gap_coverage(TorchOps, t_out, t_src) * torch.clamp(split, max=1.0) * self._slit_mask(TorchOps, local_pos)
         rows = torch.nonzero(alpha.amax(1) > MIN_COVERAGE)[:, 0]
         if len(rows) == 0:
             return warped
