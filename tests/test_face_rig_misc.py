@@ -109,3 +109,12 @@ def test_preview_command_writes_a_sheet(tmp_path, capsys):
     args = parser.parse_args(["preview", str(bad), "-o", str(tmp_path / "x.png")])
     assert args.func(args) == 2
     assert "bad.jpg" in capsys.readouterr().out
+
+
+def test_benchmark_reports_medians_and_p99():
+    from avatar.face.bench import benchmark, format_results
+    results = benchmark(canvases=(256,), frames=5, gpu=False)
+    assert {"cpu 256", "landmarks + rig build 512"} <= set(results)
+    assert all(r["median"] > 0 for r in results.values())
+    assert results["cpu 256"]["p99"] >= results["cpu 256"]["median"]
+    assert "cpu 256" in format_results(results)

@@ -1,7 +1,7 @@
 """The synthesized mouth interior: dark cavity with depth shading, upper and lower teeth, a hint of tongue.
 
 Colours are measured from the photo once (lip colour, skin light, colourfulness) so the interior matches the
-photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity where lips part
+photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue) where lips part
 further. The per-frame math is written once over a tiny ops table so the OpenCV and torch renderers share it.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ class MouthAppearance:
     cavity_deep: np.ndarray
     teeth: np.ndarray
     tongue: np.ndarray
-    own_interior: bool  # the photo's mouth is open: no synthesized teeth or tongue
+    own_interior: bool  # the photo's mouth is open: it keeps its own teeth (no synthesized ones)
     W: float  # mouth width, pixels
     a_in: float  # half the slit length, pixels
 
@@ -69,8 +69,6 @@ def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
     cavity_edge = lip * 0.38
     cavity_deep = lip * 0.10 + 4.0
     own = bool(g.mouth_open)
-    if own:  # behind the photo's own teeth the new opening is deep: keep it dark
-        cavity_edge, cavity_deep = lip * 0.3, lip * 0.08 + 4.0
     def desaturate(c):
         grey = float(c @ np.array([0.299, 0.587, 0.114]))
         return np.clip(grey + saturation * (c - grey), 0, 255).astype(np.float32)
