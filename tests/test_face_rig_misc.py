@@ -84,6 +84,18 @@ def test_manual_placement_animates_a_photo_without_face():
     assert np.abs(opened.astype(int) - rig.image)[y0:y1, x0:x1].mean() > 5
 
 
+def test_degenerate_landmarks_give_a_clear_error():
+    image = np.full((300, 300, 3), 128, np.uint8)
+    for points in (np.zeros((478, 2)), np.full((478, 3), 150.0)):
+        with pytest.raises(ValueError, match="degenerate"):
+            build_rig(image, canvas=256, landmarks=points)
+    with pytest.raises(ValueError):
+        build_rig(image, canvas=256, landmarks=np.zeros((68, 2)))
+    scattered = np.random.default_rng(0).uniform(0, 300, (478, 2))  # nonsense, but it must not crash
+    frame = create_renderer(build_rig(image, canvas=256, landmarks=scattered), "cpu").render({"jaw_open": 1}, 1.0)
+    assert frame.shape == (256, 256, 3)
+
+
 def test_template_fitted_to_a_detection_is_close():
     from PIL import Image
     img = np.asarray(Image.open(ROOT / "assets" / "default_face.jpg").convert("RGB"))

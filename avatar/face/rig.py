@@ -45,6 +45,7 @@ BLINK_SQUASH = 0.97  # the eyeball band between the lids shrinks to 3% of its he
 BROW_LIFT = 0.11  # brow raise, in IOD
 YAW_RAD, PITCH_RAD, ROLL_RAD = 0.12, 0.10, 0.08  # head rotation at |param| = 1 (about 7, 6 and 4.5 degrees)
 RISE = 0.012  # breathing rise at head_rise = 1, in FH
+MIN_EYE_DISTANCE = 4.0  # pixels: closer eyes cannot carry a rig
 OPEN_MOUTH_GAP = 0.06  # a photo whose lips are apart by more than this (in W) keeps its own mouth interior
 
 
@@ -66,6 +67,10 @@ class FaceGeometry:
         r, l = lm.eye_centers(self.points)
         d = l - r
         self.iod = float(np.hypot(*d))
+        span = float(np.ptp(p, axis=0).max())
+        if self.iod < MIN_EYE_DISTANCE or span < 2 * MIN_EYE_DISTANCE:
+            raise ValueError(f"The face landmarks are degenerate (eyes {self.iod:.1f} px apart): place the eyes, "
+                             "mouth and chin where they are in the photo.")
         self.ux = d / self.iod
         self.vy = np.array([-self.ux[1], self.ux[0]])
         self.mouth_center = (p[lm.MOUTH_INNER_CORNERS[0]] + p[lm.MOUTH_INNER_CORNERS[1]]) / 2
