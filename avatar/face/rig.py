@@ -41,6 +41,7 @@ ROUND_IN = 0.17  # each corner moves in by this at lip_round = 1, in W ("oo" is 
 ROUND_PROTRUDE = 0.045  # rounded lips push apart (a small round opening), in W per lip
 PRESS_ROLL = 0.35  # pressed lips roll in by this fraction of their thickness
 BLINK_CLOSE = 0.9  # the upper lid travels this fraction of the eye opening; the lower lid rises the rest
+BLINK_LID_REACH = 0.6  # lid skin this far above the lid (in half eye widths) slides down: short spares glasses
 BLINK_SQUASH = 0.97  # the eyeball band between the lids shrinks to 3% of its height
 BROW_LIFT = 0.11  # brow raise, in IOD
 YAW_RAD, PITCH_RAD, ROLL_RAD = 0.12, 0.10, 0.08  # head rotation at |param| = 1 (about 7, 6 and 4.5 degrees)
@@ -212,7 +213,7 @@ def _eye_field(g: FaceGeometry, upper_idx, lower_idx):
         vu = np.interp(u, up[:, 0], up[:, 1])
         h = np.clip(np.interp(u, lo[:, 0], lo[:, 1]) - vu, 0, None) * ((u > u0) & (u < u1))
         s = v - vu
-        above = BLINK_CLOSE * h * (1 - smoothstep(0, 0.8 * half_w, -s))  # short: spares glasses' rims
+        above = BLINK_CLOSE * h * (1 - smoothstep(0, BLINK_LID_REACH * half_w, -s))
         between = BLINK_CLOSE * h - BLINK_SQUASH * s
         below = (BLINK_CLOSE - BLINK_SQUASH) * h * (1 - smoothstep(0, 0.8 * half_w, s - h))
         dv = np.where(s < 0, above, np.where(s <= h, between, below))
