@@ -269,10 +269,10 @@ class CpuRenderer(Renderer):
                               borderMode=cv2.BORDER_REPLICATE)
             maps[b1:] = lower[b1 - b0:]
             maps[b0:b1] = np.where(t_eff[..., None] > 0, lower[:b1 - b0], maps[b0:b1])
-        warped = cv2.remap(rig.image, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.remap(rig.image, maps, None, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1],
+                           borderMode=cv2.BORDER_REPLICATE)  # written straight into the frame
         if plan.tearing:
             self._draw_mouth(warped, maps, base, head_f, near0, split, plan)
-        frame[y0:y1, x0:x1] = warped
         return frame
 
     def _draw_mouth(self, warped, maps, base, head_f, near0, split, plan: FramePlan):
