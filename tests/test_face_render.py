@@ -106,10 +106,12 @@ def test_cpu_and_torch_renderers_agree(rig):
     poses = [dict(zip(PARAM_NAMES, VISEME_POSE[v])) for v in ("aa", "ou", "E", "PP")]
     poses.append({"jaw_open": 0.6, "lip_round": 0.4, "blink_l": 0.7, "brow_raise": 0.5, "head_yaw": 0.8,
                   "head_pitch": -0.5, "head_roll": 0.6, "head_rise": 1.0})
+    poses += [dict(zip(PARAM_NAMES, VISEME_POSE[v]), head_yaw=0.5, blink=0.3) for v in ("aa", "ou", "E", "PP")]
     for p in poses:
         a, b = cpu.render(p, 0).astype(int), tor.render(p, 0).astype(int)
         diff = np.abs(a - b)
-        assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3 and diff.max() <= 32, (p, diff.max())
+        # a few pixels may differ more where a sub-pixel decision (lip line side) falls the other way
+        assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3 and (diff > 16).mean() < 5e-4, (p, diff.max())
 
 
 def test_gpu_renderer_matches_cpu(grace):
@@ -120,7 +122,7 @@ def test_gpu_renderer_matches_cpu(grace):
     for v in ("aa", "ou", "PP"):
         p = dict(zip(PARAM_NAMES, VISEME_POSE[v]), head_yaw=0.5, blink=0.4)
         diff = np.abs(cpu.render(p, 0).astype(int) - gpu.render(p, 0).astype(int))
-        assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3
+        assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3 and (diff > 16).mean() < 5e-4
 
 
 def test_bad_parameters_never_crash(grace):
