@@ -17,7 +17,7 @@ TEETH_RGB = (240.0, 229.0, 204.0)  # well-lit natural teeth: creamy, never blue-
 TONGUE_RGB = (168.0, 82.0, 84.0)
 REFERENCE_SKIN_LUMA = 165.0  # skin this bright gets the teeth colour above unchanged
 UPPER_TEETH = 0.13  # visible upper-incisor height below the upper lip, in mouth widths
-LOWER_TEETH = 0.06
+LOWER_TEETH = 0.05
 TONGUE_MAX = 0.16
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
@@ -110,8 +110,8 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
         upper_h=(UPPER_TEETH * W * np.sqrt(prof_u)).astype(np.float32),
         lower_h=(LOWER_TEETH * W * np.sqrt(prof_l)).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
-        upper_shade=(0.92 * lat * (1 - 0.3 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
-        lower_shade=(0.6 * lat * (1 - 0.3 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
+        upper_shade=(0.92 * lat * (1 - 0.22 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
+        lower_shade=(0.55 * lat * (1 - 0.12 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
         side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
         teeth_on=0.0 if app.own_interior else 1.0,
     )
@@ -159,12 +159,13 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     deep = ops.smooth01(ops.minimum(d_top, d_bot) / (0.1 * W + 1)) * st.side_dark
     edge_w = vis_cav * (1 - deep) * st.side_dark
     deep_w = vis_cav * deep
-    teeth_w = (vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
-               + vis_lo * st.lower_shade)
+    teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
+    lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade: warmer, from its red light
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01((rows - (bot - tongue_h)) / (tongue_h + 1)))
-    teeth_w = teeth_w * (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
+    lit = (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
     c = ops.channels
-    return c(occl) * (c(edge_w) * cav_edge + c(deep_w) * cav_deep + c(teeth_w) * teeth + c(tongue_w) * tongue)
+    return c(occl) * (c(edge_w) * cav_edge + c(deep_w) * cav_deep + c(teeth_w * lit) * teeth
+                      + c(lower_w * lit) * (0.7 * teeth + 0.45 * tongue) + c(tongue_w) * tongue)
 
 
 def gap_coverage(ops, line_t_out, line_t_src):
