@@ -9,6 +9,7 @@ from avatar.face import LivelinessConfig, build_rig, create_renderer, detect_fac
 from avatar.face import landmarks as lm
 from avatar.visemes import PARAM_NAMES, VISEME_POSE
 
+OFF = LivelinessConfig(enabled=False)  # frames that move only as commanded
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {"grace_hopper": ROOT / "assets" / "default_face.jpg",
           "astronaut": Path(__file__).parent / "data" / "face" / "astronaut.jpg"}
@@ -34,7 +35,7 @@ def inner_gap(points: np.ndarray) -> float:
 
 def test_commanded_opening_moves_measured_lip_gap(rig):
     levels = np.linspace(0, 1, 9)
-    r = create_renderer(rig, "cpu")
+    r = create_renderer(rig, "cpu", OFF)
     measured = []
     for jaw in levels:
         faces = detect_faces(r.render({"jaw_open": float(jaw)}, 0.0))
@@ -48,7 +49,7 @@ def test_commanded_opening_moves_measured_lip_gap(rig):
 
 
 def test_press_and_round_change_the_mouth_as_intended(grace):
-    r = create_renderer(grace, "cpu")
+    r = create_renderer(grace, "cpu", OFF)
     rest = detect_faces(r.render({}, 0))[0]
     rounded = detect_faces(r.render({"lip_round": 1.0}, 0))[0]
     width = lambda p: np.linalg.norm(p[lm.MOUTH_CORNERS[0], :2] - p[lm.MOUTH_CORNERS[1], :2])  # noqa: E731
@@ -65,7 +66,7 @@ def test_zero_parameters_reproduce_the_photo(rig):
 
 
 def test_pixels_far_from_the_face_never_change_with_mouth_parameters(rig):
-    r = create_renderer(rig, "cpu")
+    r = create_renderer(rig, "cpu", OFF)
     g = rig.geometry
     h, w = rig.image.shape[:2]
     ys, xs = np.mgrid[0:h, 0:w]
@@ -85,7 +86,7 @@ def test_pixels_far_from_the_face_never_change_with_mouth_parameters(rig):
 
 
 def test_mouth_opens_with_dark_interior_and_closes_on_press(grace):
-    r = create_renderer(grace, "cpu")
+    r = create_renderer(grace, "cpu", OFF)
     x0, y0, x1, y1 = grace.mouth_box
     luma = lambda f: f[y0:y1, x0:x1].astype(float) @ [0.299, 0.587, 0.114]  # noqa: E731
     # teeth: light and far less orange than this photo's skin (blue / red)
@@ -100,30 +101,35 @@ def test_mouth_opens_with_dark_interior_and_closes_on_press(grace):
 
 def test_cpu_and_torch_renderers_agree(rig):
     pytest.importorskip("torch")
-    cpu = create_renderer(rig, "cpu")
-    tor = create_renderer(rig, "torch-cpu")
+    cpu = create_renderer(rig, "cpu", OFF)
+    tor = create_renderer(rig, "torch-cpu", OFF)
     poses = [dict(zip(PARAM_NAMES, VISEME_POSE[v])) for v in ("aa", "ou", "E", "PP")]
     poses.append({"jaw_open": 0.6, "lip_round": 0.4, "blink_l": 0.7, "brow_raise": 0.5, "head_yaw": 0.8,
                   "head_pitch": -0.5, "head_roll": 0.6, "head_rise": 1.0})
+    poses += [dict(zip(PARAM_NAMES, VISEME_POSE[v]), head_yaw=0.5, blink=0.3) for v in ("aa", "ou", "E", "PP")]
     for p in poses:
         a, b = cpu.render(p, 0).astype(int), tor.render(p, 0).astype(int)
         diff = np.abs(a - b)
-        assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3 and diff.max() <= 32, (p, diff.max())
+        # a few pixels may differ more where a sub-pixel decision (lip line side) falls the other way
+        assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3 and (diff > 16).mean() < 5e-4, (p, diff.max())
 
 
-def test_gpu_renderer_matches_cpu(grace):
+def test_gpu_renderer_matches_cpu():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine")
-    cpu, gpu = create_renderer(grace, "cpu"), create_renderer(grace, "cuda")
+    # stored landmarks: GPU machines need not have mediapipe
+    points = np.load(Path(__file__).parent / "data" / "face" / "default_face_landmarks.npy")
+    rig = build_rig(PHOTOS["grace_hopper"], canvas=512, landmarks=points)
+    cpu, gpu = create_renderer(rig, "cpu", OFF), create_renderer(rig, "cuda", OFF)
     for v in ("aa", "ou", "PP"):
         p = dict(zip(PARAM_NAMES, VISEME_POSE[v]), head_yaw=0.5, blink=0.4)
         diff = np.abs(cpu.render(p, 0).astype(int) - gpu.render(p, 0).astype(int))
-        assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3
+        assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3 and (diff > 16).mean() < 5e-4
 
 
 def test_bad_parameters_never_crash(grace):
-    r = create_renderer(grace, "cpu")
+    r = create_renderer(grace, "cpu", OFF)
     for p in ({"jaw_open": float("nan")}, {"jaw_open": 7.0, "lip_round": -3}, {"jaw_open": "x"},
               {"unknown": 1.0}, {"head_yaw": 1e9, "blink": float("inf")}):
         f = r.render(p, 0)
@@ -161,3 +167,17 @@ def test_emphasis_lifts_brows(grace):
     assert max(brows[:25]) == 0 and max(brows[25:60]) > 0.3
     quiet = Liveliness(LivelinessConfig(seed=0, emphasis=False, blinks=False, sway=False, breathing=False))
     assert all(v == 0 for v in quiet.extras({"jaw_open": 1.0}, 1.0).values())
+
+
+def test_default_renderer_is_alive(grace):
+    r = create_renderer(grace, "cpu")  # no liveliness given: the face idles by itself
+    assert not np.array_equal(r.render({}, 0.0), r.render({}, 2.0))
+
+
+def test_face_package_imports_headless():
+    import subprocess
+    import sys
+    code = ("import sys, avatar.face; "
+            "bad = [m for m in ('mediapipe', 'torch', 'PySide6', 'sounddevice') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.face import (HANDLE_NAMES, NoFaceError, ParamSmoother, build_rig, create_renderer, default_handles,
-                         fit_template)
+from avatar.face import (HANDLE_NAMES, LivelinessConfig, NoFaceError, ParamSmoother, build_rig, create_renderer,
+                         default_handles, fit_template)
 from avatar.face.landmarks import HANDLES, detect_faces, load_template
 
+OFF = LivelinessConfig(enabled=False)  # frames that move only as commanded
 ROOT = Path(__file__).resolve().parent.parent
 CAT = Path(__file__).parent / "data" / "face" / "cat.jpg"
 
@@ -76,11 +77,24 @@ def test_manual_placement_animates_a_photo_without_face():
                "left_eye_outer": (280, 115), "mouth_right": (195, 215), "mouth_left": (235, 215),
                "chin": (215, 250)}
     rig = build_rig(image, canvas=256, landmarks=fit_template(handles))
-    r = create_renderer(rig, "cpu")
+    r = create_renderer(rig, "cpu", OFF)
     assert np.array_equal(r.render({}, 0), rig.image)
     opened = r.render({"jaw_open": 1.0}, 0)
     x0, y0, x1, y1 = rig.mouth_box
     assert np.abs(opened.astype(int) - rig.image)[y0:y1, x0:x1].mean() > 5
+
+
+def test_degenerate_landmarks_give_a_clear_error():
+    image = np.full((300, 300, 3), 128, np.uint8)
+    for points in (np.zeros((478, 2)), np.full((478, 3), 150.0)):
+        with pytest.raises(ValueError, match="degenerate"):
+            build_rig(image, canvas=256, landmarks=points)
+    with pytest.raises(ValueError):
+        build_rig(image, canvas=256, landmarks=np.zeros((68, 2)))
+    jitter = np.random.default_rng(0).normal(0, 15, (478, 2))  # a wildly distorted face must still not crash
+    scattered = fit_template(default_handles(image.shape))[:, :2] + jitter
+    frame = create_renderer(build_rig(image, canvas=256, landmarks=scattered), "cpu").render({"jaw_open": 1}, 1.0)
+    assert frame.shape == (256, 256, 3)
 
 
 def test_template_fitted_to_a_detection_is_close():
@@ -108,3 +122,12 @@ def test_preview_command_writes_a_sheet(tmp_path, capsys):
     args = parser.parse_args(["preview", str(bad), "-o", str(tmp_path / "x.png")])
     assert args.func(args) == 2
     assert "bad.jpg" in capsys.readouterr().out
+
+
+def test_benchmark_reports_medians_and_p99():
+    from avatar.face.bench import benchmark, format_results
+    results = benchmark(canvases=(256,), frames=5, gpu=False)
+    assert {"cpu 256", "landmarks + rig build 512"} <= set(results)
+    assert all(r["median"] > 0 for r in results.values())
+    assert results["cpu 256"]["p99"] >= results["cpu 256"]["median"]
+    assert "cpu 256" in format_results(results)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -23,24 +24,26 @@ def speech_params(i: int, fps: float = 60.0) -> dict[str, float]:
             "lip_press": max(0.0, -math.sin(2 * math.pi * 2.7 * t)) ** 4}
 
 
-def time_renderer(renderer, frames: int = BENCH_FRAMES, sync=None) -> np.ndarray:
-    """Seconds per render over `frames` frames of speech-like parameters (liveliness as configured)."""
+def time_renderer(renderer, frames: int = BENCH_FRAMES, sync=None) -> tuple[np.ndarray, np.ndarray]:
+    """(wall seconds, process CPU seconds) per render over `frames` frames of speech-like parameters.
+
+    CPU seconds count the work of all threads; on a shared machine they vary less than wall time."""
     for i in range(WARMUP_FRAMES):
         renderer.render(speech_params(i), i / 60)
-    times = np.empty(frames)
+    wall, cpu = np.empty(frames), np.empty(frames)
     for i in range(frames):
         params = speech_params(i)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         renderer.render(params, i / 60)
         if sync is not None:
             sync()
-        times[i] = time.perf_counter() - t0
-    return times
+        wall[i], cpu[i] = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu
 
 
 def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = BENCH_FRAMES,
               gpu: bool = True, threads: int | None = None) -> dict[str, dict[str, float]]:
-    """Times in milliseconds: {'<device> <size>': {'median': ms, 'p99': ms}, 'rig build': {...}}."""
+    """Times in milliseconds: {'<device> <size>': {'median': ms, 'p99': ms, 'cpu': ms}, 'rig build': {...}}."""
     import cv2
 
     from avatar.face import build_rig, create_renderer
@@ -64,7 +67,7 @@ def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = 
     live = LivelinessConfig(enabled=True, seed=0)
     rigs = {size: build_rig(image, canvas=size) for size in canvases}
     for size, rig in rigs.items():
-        results[f"cpu {size}"] = _stats(time_renderer(create_renderer(rig, "cpu", live), frames))
+        results[f"cpu {size}"] = _stats(*time_renderer(create_renderer(rig, "cpu", live), frames))
     if gpu:
         try:
             import torch
@@ -73,19 +76,26 @@ def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = 
         if torch is not None and torch.cuda.is_available():
             for size, rig in rigs.items():
                 r = create_renderer(rig, "cuda", live)
-                results[f"cuda {size} (incl. copy to host)"] = _stats(time_renderer(r, frames, torch.cuda.synchronize))
+                results[f"cuda {size} (incl. copy to host)"] = _stats(*time_renderer(r, frames, torch.cuda.synchronize))
     return results
 
 
-def _stats(seconds: np.ndarray) -> dict[str, float]:
-    return {"median": float(np.median(seconds) * 1e3), "p99": float(np.percentile(seconds, 99) * 1e3)}
+def _stats(seconds: np.ndarray, cpu_seconds: np.ndarray | None = None) -> dict[str, float]:
+    out = {"median": float(np.median(seconds) * 1e3), "p99": float(np.percentile(seconds, 99) * 1e3)}
+    if cpu_seconds is not None:
+        out["cpu"] = float(np.median(cpu_seconds) * 1e3)
+    return out
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'stage':<44} {'median ms':>10} {'p99 ms':>10}"]
+    lines = [f"{'stage':<44} {'median ms':>10} {'p99 ms':>10} {'cpu ms':>10}"]
     for name, r in results.items():
-        p99 = "" if math.isnan(r["p99"]) else f"{r['p99']:10.2f}"
-        lines.append(f"{name:<44} {r['median']:10.2f} {p99:>10}")
+        p99 = "" if math.isnan(r["p99"]) else f"{r['p99']:.2f}"
+        cpu = f"{r['cpu']:.2f}" if "cpu" in r else ""
+        lines.append(f"{name:<44} {r['median']:10.2f} {p99:>10} {cpu:>10}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    lines.append(f"(wall times; 'cpu ms' = median process CPU time per frame; load average {load:.1f} "
+                 f"on {os.cpu_count()} CPUs)")
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """The synthesized mouth interior: dark cavity with depth shading, upper and lower teeth, a hint of tongue.
 
 Colours are measured from the photo once (lip colour, skin light, colourfulness) so the interior matches the
-photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity where lips part
+photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue) where lips part
 further. The per-frame math is written once over a tiny ops table so the OpenCV and torch renderers share it.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 
 from avatar.face import landmarks as lm
 
-TEETH_RGB = (236.0, 230.0, 212.0)  # well-lit natural teeth
+TEETH_RGB = (240.0, 229.0, 204.0)  # well-lit natural teeth: creamy, never blue-white
 TONGUE_RGB = (168.0, 82.0, 84.0)
 REFERENCE_SKIN_LUMA = 165.0  # skin this bright gets the teeth colour above unchanged
 UPPER_TEETH = 0.13  # visible upper-incisor height below the upper lip, in mouth widths
-LOWER_TEETH = 0.06
+LOWER_TEETH = 0.05
 TONGUE_MAX = 0.16
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
@@ -31,7 +31,7 @@ class MouthAppearance:
     cavity_deep: np.ndarray
     teeth: np.ndarray
     tongue: np.ndarray
-    own_interior: bool  # the photo's mouth is open: no synthesized teeth or tongue
+    own_interior: bool  # the photo's mouth is open: it keeps its own teeth (no synthesized ones)
     W: float  # mouth width, pixels
     a_in: float  # half the slit length, pixels
 
@@ -69,8 +69,6 @@ def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
     cavity_edge = lip * 0.38
     cavity_deep = lip * 0.10 + 4.0
     own = bool(g.mouth_open)
-    if own:  # behind the photo's own teeth the new opening is deep: keep it dark
-        cavity_edge, cavity_deep = lip * 0.22, lip * 0.06 + 3.0
     def desaturate(c):
         grey = float(c @ np.array([0.299, 0.587, 0.114]))
         return np.clip(grey + saturation * (c - grey), 0, 255).astype(np.float32)
@@ -97,7 +95,7 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     W, a = app.W, app.a_in
     prof_u = np.clip(1 - (u / (0.95 * a)) ** 2, 0, 1)
     prof_l = np.clip(1 - (u / (0.8 * a)) ** 2, 0, 1)
-    lat = 0.3 + 0.7 * np.exp(-(u / (0.62 * a)) ** 2)
+    lat = 0.42 + 0.58 * np.exp(-(u / (0.62 * a)) ** 2)
     line_w = 0.012 * W + 0.6
 
     def gaps(positions):
@@ -112,19 +110,11 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
         upper_h=(UPPER_TEETH * W * np.sqrt(prof_u)).astype(np.float32),
         lower_h=(LOWER_TEETH * W * np.sqrt(prof_l)).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
-        upper_shade=(0.92 * lat * (1 - 0.3 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
-        lower_shade=(0.6 * lat * (1 - 0.3 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
+        upper_shade=(0.92 * lat * (1 - 0.22 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
+        lower_shade=(0.55 * lat * (1 - 0.12 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
         side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
         teeth_on=0.0 if app.own_interior else 1.0,
     )
-
-
-def crop_statics(st: MouthStatics, rows: slice, cols: slice) -> MouthStatics:
-    """The statics of a sub-box (row indices keep their values: the interior's geometry is unchanged)."""
-    crop = {k: (v[rows, cols] if isinstance(v, np.ndarray) and v.shape[1] > 1 else v)
-            for k, v in vars(st).items()}
-    crop["rows"] = st.rows[rows]
-    return MouthStatics(**crop)
 
 
 class NumpyOps:
@@ -158,7 +148,7 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     # lower teeth hide behind the lower lip until the jaw is well open
     cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W))
     tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
-    ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w * st.teeth_on
+    ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w
     vis_up = cu
     vis_lo = cl * (1 - cu)
     vis_tg = ct * (1 - cu) * (1 - cl)
@@ -169,12 +159,13 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     deep = ops.smooth01(ops.minimum(d_top, d_bot) / (0.1 * W + 1)) * st.side_dark
     edge_w = vis_cav * (1 - deep) * st.side_dark
     deep_w = vis_cav * deep
-    teeth_w = (vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
-               + vis_lo * st.lower_shade)
+    teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
+    lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade: warmer, from its red light
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01((rows - (bot - tongue_h)) / (tongue_h + 1)))
-    teeth_w = teeth_w * (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
+    lit = (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
     c = ops.channels
-    return c(occl) * (c(edge_w) * cav_edge + c(deep_w) * cav_deep + c(teeth_w) * teeth + c(tongue_w) * tongue)
+    return c(occl) * (c(edge_w) * cav_edge + c(deep_w) * cav_deep + c(teeth_w * lit) * teeth
+                      + c(lower_w * lit) * (0.7 * teeth + 0.45 * tongue) + c(tongue_w) * tongue)
 
 
 def gap_coverage(ops, line_t_out, line_t_src):

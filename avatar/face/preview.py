@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avatar.face import landmarks as lm
 from avatar.paths import assets_dir
 from avatar.visemes import PARAM_NAMES, VISEME_POSE, VISEMES
 
@@ -32,18 +33,15 @@ def preview_poses() -> list[tuple[str, dict]]:
 def contact_sheet(renderer, poses=None, cell: int = CELL, columns: int = COLUMNS, zoom_mouth: bool = True) -> np.ndarray:
     """RGB sheet: each pose rendered, labelled; with zoom_mouth a second row per row shows the mouth enlarged."""
     poses = poses or preview_poses()
-    g = renderer.rig.geometry
     h, w = renderer.rig.image.shape[:2]
-    half = int(max(g.W * 1.1, 24))
-    cx, cy = (int(round(c)) for c in g.mouth_center)
     cells = []
     for name, params in poses:
         frame = renderer.render(params, 0.0)
         full = cv2.resize(frame, (cell, cell * h // w), interpolation=cv2.INTER_AREA)
         full = _label(full, name)
         if zoom_mouth:
-            x0, y0 = max(cx - half, 0), max(cy - int(half * 0.8), 0)
-            crop = frame[y0:min(cy + int(half * 1.2), h), x0:min(cx + half, w)]
+            x0, y0, x1, y1 = _zoom_box(renderer.rig, params)
+            crop = frame[y0:y1, x0:x1]
             crop = cv2.resize(crop, (cell, cell * crop.shape[0] // max(crop.shape[1], 1)),
                               interpolation=cv2.INTER_CUBIC)
             full = np.vstack([full, crop])
@@ -56,6 +54,25 @@ def contact_sheet(renderer, poses=None, cell: int = CELL, columns: int = COLUMNS
     return np.ascontiguousarray(np.vstack(rows))
 
 
+def _zoom_box(rig, params) -> tuple[int, int, int, int]:
+    """The part of the face a pose is about: the eyes for blinks and brows, the face for head turns, else the mouth."""
+    g = rig.geometry
+    h, w = rig.image.shape[:2]
+    if any(k.startswith("head_") for k in params):
+        cx, cy = g.points[:, 0].mean(), g.points[:, 1].mean()
+        half_w, up, down = 0.75 * g.face_w, 0.75 * g.face_h, 0.75 * g.face_h
+    elif any(k.startswith(("blink", "brow")) for k in params):
+        (rx, ry), (lx, ly) = lm.eye_centers(g.points)
+        cx, cy = (rx + lx) / 2, (ry + ly) / 2
+        half_w, up, down = 0.95 * g.iod, 0.55 * g.iod, 0.45 * g.iod
+    else:
+        cx, cy = g.mouth_center
+        half_w, up, down = 1.1 * g.W, 0.9 * g.W, 1.3 * g.W
+    x0, x1 = int(max(cx - half_w, 0)), int(min(cx + half_w, w))
+    y0, y1 = int(max(cy - up, 0)), int(min(cy + down, h))
+    return x0, y0, max(x1, x0 + 2), max(y1, y0 + 2)
+
+
 def _label(img: np.ndarray, text: str) -> np.ndarray:
     img = img.copy()
     cv2.putText(img, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
@@ -64,7 +81,7 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from avatar.face import NoFaceError, PhotoError, build_rig, create_renderer
+    from avatar.face import LivelinessConfig, NoFaceError, PhotoError, build_rig, create_renderer
 
     photo = args.photo or default_photo()
     canvas = None if args.canvas == 0 else args.canvas
@@ -73,7 +90,7 @@ def run_preview(args: argparse.Namespace) -> int:
     except (PhotoError, NoFaceError) as e:
         print(f"avatar preview: {e}")
         return 2
-    renderer = create_renderer(rig, device=args.device)
+    renderer = create_renderer(rig, device=args.device, liveliness=LivelinessConfig(enabled=False))
     sheet = contact_sheet(renderer)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

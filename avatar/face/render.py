@@ -6,14 +6,15 @@ follow the same steps on the same rig and agree within a few grey levels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import cv2
 import numpy as np
 
 from avatar.face.liveliness import Liveliness, LivelinessConfig
-from avatar.face.mouth import NumpyOps, crop_statics, gap_coverage, interior, mouth_statics
-from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, SIDEWAYS_FIELDS, Rig
+from avatar.face.mouth import MouthStatics, NumpyOps, gap_coverage, interior, mouth_statics
+from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig
 from avatar.visemes import PARAM_NAMES
 
 SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
@@ -54,17 +55,48 @@ def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | Non
     return local, head
 
 
+@dataclass
+class FramePlan:
+    """Which pixels a frame warps, in canvas pixels; shared by both renderers so they do the same work."""
+
+    cells: tuple[int, int, int, int]  # canvas cells r0, r1, c0, c1 of the warped region
+    region: tuple[int, int, int, int]  # pixels y0, y1, x0, x1
+    band: tuple[int, int]  # region rows where a pixel's branch (above/below the lips' line) must be looked up
+    mouth: tuple[int, int, int, int] | None  # region-relative y0, y1, x0, x1 where the lips may part
+    head_on: bool
+    tearing: bool
+
+
 class Renderer:
-    """render(params, t) -> HxWx3 uint8 RGB frame of the rig's canvas."""
+    """render(params, t) -> HxWx3 uint8 RGB frame of the rig's canvas.
+
+    One warp per frame: the head field H and the local fields L (branch b) are composed on the coarse grid,
+    T_b(q) = H(q) + L_b(q + H(q)), upsampled, and each output pixel samples the photo at q + T_b(q), its branch
+    chosen by which side of the lips' line q + H(q) falls. The mouth interior is drawn where the source lies across
+    the line, in output space, its lateral layout (teeth) read at q + H(q) so it moves with the head.
+    """
 
     name = "base"
 
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
         self.rig = rig
-        self.liveliness = Liveliness(liveliness if liveliness is not None else LivelinessConfig(enabled=False))
+        self.liveliness = Liveliness(liveliness)  # None: the defaults (blinks, sway, breathing, emphasis on)
         app = rig.appearance
         self.statics = mouth_statics(rig.mouth_u, app)
         self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue)
+        step = rig.step
+        lb, hb = rig.local_box, rig.head_box
+        mags = np.abs(rig.local_fields).max(axis=(1, 4))
+        self._field_cells = [_cells(m > SUPPORT_EPS, lb.r0, lb.c0) for m in mags]
+        x0, y0, x1, y1 = rig.mouth_box
+        self._mouth_px = (y0, y1, x0, x1)
+        self._mouth_cells = (y0 // step, -(-y1 // step), x0 // step, -(-x1 // step))
+        self._head_cells = (hb.r0, hb.r1, hb.c0, hb.c1)
+        # how far each head field moves the mouth region at full strength: bounds the line's and opening's shift
+        r0, r1 = max(y0 // step - 2 - hb.r0, 0), max(-(-y1 // step) + 2 - hb.r0, 0)
+        c0, c1 = max(x0 // step - 2 - hb.c0, 0), max(-(-x1 // step) + 2 - hb.c0, 0)
+        near = rig.head_fields[:, r0:r1, c0:c1]
+        self._head_reach = np.abs(near).max(axis=(1, 2, 3)) if near.size else np.zeros(len(HEAD_FIELDS))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -80,10 +112,79 @@ class Renderer:
     def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _slit_mask(self, ops, local_pos):
+        """1 along the slit between the inner mouth corners (widened by this frame's spread), 0 beyond: elsewhere
+        sources never cross the lips' line by tearing, only by smooth motion, which must not open a gap."""
+        g = self.rig.geometry
+        u = (local_pos[..., 0] - float(g.mouth_center[0])) * float(g.ux[0]) + (
+            local_pos[..., 1] - float(g.mouth_center[1])) * float(g.ux[1])
+        reach = g.a_in + SPREAD_OUT * g.W * self._spread + 1.5
+        return ops.clip(reach - abs(u), 0.0, 1.0)
 
-def _base_grid(box) -> np.ndarray:
-    ys, xs = np.mgrid[box.y0:box.y1, box.x0:box.x1].astype(np.float32)
-    return np.ascontiguousarray(np.dstack([xs, ys]))
+    def plan(self, local: np.ndarray, head: np.ndarray) -> FramePlan | None:
+        rig = self.rig
+        head_on, local_on = bool(np.any(head)), bool(np.any(local))
+        if not (head_on or local_on):
+            return None
+        tearing = local_on and bool(np.any(local[TEARING]))
+        self._spread = float(local[LOCAL_FIELDS.index("lip_spread")])
+        cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
+        cells += [self._mouth_cells] if tearing else []
+        cells += [self._head_cells] if head_on else []
+        cells = [c for c in cells if c[1] > c[0] and c[3] > c[2]]
+        if not cells:
+            return None
+        r0, r1 = min(c[0] for c in cells), max(c[1] for c in cells)
+        c0, c1 = min(c[2] for c in cells), max(c[3] for c in cells)
+        h, w = rig.image.shape[:2]
+        step = rig.step
+        y0, y1, x0, x1 = r0 * step, min(r1 * step, h), c0 * step, min(c1 * step, w)
+        m = int(np.ceil(np.abs(head) @ self._head_reach)) + 1 if head_on else 0
+        band = (min(max(rig.local_box.y0 + rig.band[0] - m - y0, 0), y1 - y0),
+                min(max(rig.local_box.y0 + rig.band[1] + m - y0, 0), y1 - y0))
+        mouth = None
+        if tearing:
+            my0, my1, mx0, mx1 = self._mouth_px
+            my0, my1, mx0, mx1 = my0 - m, my1 + m, mx0 - m, mx1 + m
+            mouth = (max(my0, y0) - y0, min(my1, y1) - y0, max(mx0, x0) - x0, min(mx1, x1) - x0)
+        return FramePlan((r0, r1, c0, c1), (y0, y1, x0, x1), band, mouth, head_on, tearing)
+
+
+def _cells(mask: np.ndarray, row0: int = 0, col0: int = 0, pad: int = 2) -> tuple[int, int, int, int]:
+    """Canvas cells (r0, r1, c0, c1) around the true cells of a coarse mask whose first cell is (row0, col0)."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if len(rows) == 0:
+        return (0, 0, 0, 0)
+    return (row0 + max(rows[0] - pad, 0), row0 + min(rows[-1] + pad + 1, mask.shape[0]),
+            col0 + max(cols[0] - pad, 0), col0 + min(cols[-1] + pad + 1, mask.shape[1]))
+
+
+def _weighted_sum(weights: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """weights @ matrix over the non-zero weights only, without BLAS (whose thread pool stalls on busy CPUs)."""
+    out = np.zeros(matrix.shape[1], np.float32)
+    for k in np.nonzero(weights)[0]:
+        out += weights[k] * matrix[k]
+    return out
+
+
+def _upsample_part(coarse: np.ndarray, step: int, ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
+    """Rows ya..yb, columns xa..xb of cv2.resize(coarse, step x), resizing only the coarse rows they need."""
+    k0 = max(int(np.floor((ya + 0.5) / step - 0.5)) - 1, 0)  # one spare row each side: resize's edge clamping
+    k1 = min(int(np.floor((yb - 0.5) / step - 0.5)) + 3, coarse.shape[0])  # stays out of the rows we keep
+    part = coarse[k0:k1]
+    full = cv2.resize(part, (part.shape[1] * step, part.shape[0] * step), interpolation=cv2.INTER_LINEAR)
+    return full[ya - k0 * step:yb - k0 * step, xa:xb]
+
+
+STATIC_CHANNELS = ("upper_h", "lower_h", "tongue_w", "upper_shade", "lower_shade", "side_dark")
+
+
+def stack_statics(st) -> np.ndarray:
+    return np.ascontiguousarray(np.dstack([getattr(st, k) for k in STATIC_CHANNELS]).astype(np.float32))
+
+
+def unstack_statics(image, rows, teeth_on: float) -> MouthStatics:
+    return MouthStatics(rows=rows, teeth_on=teeth_on, **{k: image[..., i] for i, k in enumerate(STATIC_CHANNELS)})
 
 
 class CpuRenderer(Renderer):
@@ -91,119 +192,120 @@ class CpuRenderer(Renderer):
 
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
         super().__init__(rig, liveliness)
-        self._local_base = _base_grid(rig.local_box)
-        self._head_base = _base_grid(rig.head_box)
-        lb = rig.local_box
-        x0, y0, x1, y1 = rig.mouth_box
-        self._mouth = (y0 - lb.y0, y1 - lb.y0, x0 - lb.x0, x1 - lb.x0)  # rows, cols within the local box
-        self._origin = np.array([lb.x0, lb.y0], np.float32)
-        k, _, rows, cols, _ = rig.local_fields.shape
-        self._coarse_shape = (rows, cols)
-        # blending is one matrix-vector product over contiguous fields
-        self._local_both = rig.local_fields.reshape(k, -1)
+        h, w = rig.image.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        self._base = np.ascontiguousarray(np.dstack([xs, ys]))  # pixel coordinates of the canvas
+        step = rig.step
+        cy, cx = np.mgrid[-1:-(-h // step) + 1, -1:-(-w // step) + 1].astype(np.float32)
+        self._cell_grid = np.ascontiguousarray(np.dstack([cx, cy]))  # cell coordinates, from cell -1 on
+        self._cell_pos = (self._cell_grid + 0.5) * step - 0.5  # where cv2.resize puts each cell's sample
+        k = rig.local_fields.shape[0]
+        self._local_both = rig.local_fields.reshape(k, -1)  # contiguous: blending is a weighted sum of rows
         self._local_upper = np.ascontiguousarray(rig.local_fields[:, 0]).reshape(k, -1)
         self._head_matrix = rig.head_fields.reshape(len(HEAD_FIELDS), -1)
-        gy, gx = np.mgrid[0:rows, 0:cols].astype(np.float32)
-        self._coarse_grid = np.ascontiguousarray(np.dstack([gx, gy]))
-        # per field, the coarse cells it moves: a frame warps only the union of its active fields' cells
-        step = rig.step
-        mags = np.abs(rig.local_fields).max(axis=(1, 4))
-        self._field_cells = [_cells(m > SUPPORT_EPS_CELLS) for m in mags]
-        my0, my1, mx0, mx1 = self._mouth
-        self._mouth_cells = (my0 // step, -(-my1 // step), mx0 // step, -(-mx1 // step))
+        lb = rig.local_box
+        self._local_origin = np.array([lb.x0, lb.y0], np.float32)
+        self._local_cell_origin = np.array([lb.c0, lb.r0], np.float32)
+        self._mouth_origin = np.array(rig.mouth_box[:2], np.float32)
+        self._statics_image = stack_statics(self.statics)
 
     def _blend_local(self, local: np.ndarray, branches: int) -> np.ndarray:
         """Coarse backward field per branch: sideways fields composed after the others (see SIDEWAYS_FIELDS)."""
-        rows, cols = self._coarse_shape
+        rows, cols = self.rig.local_fields.shape[2:4]
         matrix = self._local_both if branches == 2 else self._local_upper
         other = local.copy()
         other[SIDEWAYS] = 0
-        blend = (other @ matrix).reshape(branches, rows, cols, 2)
+        blend = _weighted_sum(other, matrix).reshape(branches, rows, cols, 2)
         side = np.zeros_like(local)
         side[SIDEWAYS] = local[SIDEWAYS]
         if np.any(side):
-            sblend = (side @ matrix).reshape(branches, rows, cols, 2)
+            sblend = _weighted_sum(side, matrix).reshape(branches, rows, cols, 2)
+            grid = self._cell_grid[1:rows + 1, 1:cols + 1]  # local cell indices
             for b in range(branches):
-                coords = self._coarse_grid + sblend[b] * (1.0 / self.rig.step)
-                blend[b] = sblend[b] + cv2.remap(blend[b], coords, None, cv2.INTER_LINEAR,
-                                                 borderMode=cv2.BORDER_REPLICATE)
+                blend[b] = sblend[b] + cv2.remap(blend[b], grid + sblend[b] * (1.0 / self.rig.step), None,
+                                                 cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return blend
-
-    @staticmethod
-    def _upsample(field: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
-        h, w = field.shape[:2]
-        full = cv2.resize(field, (w * step, h * step), interpolation=cv2.INTER_LINEAR)
-        return full[:shape[0], :shape[1]]
 
     def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
         rig = self.rig
         frame = rig.image.copy()
-        local = local.astype(np.float32)
+        local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
+        plan = self.plan(local, head)
+        if plan is None:
+            return frame
+        step = rig.step
+        r0, r1, c0, c1 = plan.cells
+        y0, y1, x0, x1 = plan.region
+        h, w = y1 - y0, x1 - x0
+        # coarse work on the region plus one cell all round, so that upsampling is exact up to the region's edge
+        cells = (slice(r0, r1 + 2), slice(c0, c1 + 2))  # self._cell_grid starts one cell before the canvas
+        head_c = np.zeros((r1 - r0 + 2, c1 - c0 + 2, 2), np.float32)
+        if plan.head_on:
+            hb = rig.head_box
+            hc = _weighted_sum(head, self._head_matrix).reshape(hb.r1 - hb.r0, hb.c1 - hb.c0, 2)
+            head_c[hb.r0 - r0 + 1:hb.r1 - r0 + 1, hb.c0 - c0 + 1:hb.c1 - c0 + 1] = hc
+        branches = 2 if plan.tearing else 1
+        total = [head_c + self._cell_pos[cells]] * branches  # absolute photo coordinates, coarse
         if np.any(local):
-            self._local_pass(frame, local)
-        if np.any(head):
-            box = rig.head_box
-            rows, cols = rig.head_fields.shape[1:3]
-            coarse = (head.astype(np.float32) @ self._head_matrix).reshape(rows, cols, 2)
-            maps = self._head_base + self._upsample(coarse, box.step, box.shape)
-            frame[box.y0:box.y1, box.x0:box.x1] = cv2.remap(frame, maps, None, cv2.INTER_LINEAR,
-                                                            borderMode=cv2.BORDER_REPLICATE)
+            local_c = self._blend_local(local, branches)
+            coords = self._cell_grid[cells] - self._local_cell_origin + head_c * (1.0 / step)
+            total = [t + cv2.remap(local_c[b], coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                   borderValue=0) for b, t in enumerate(total)]
+        maps = _upsample_part(total[0], step, step, step + h, step, step + w)
+        base = self._base[y0:y1, x0:x1]
+        head_f = None
+        if plan.tearing:
+            b0, b1 = plan.band
+            my0, my1, mx0, mx1 = plan.mouth
+            near0, near1 = min(b0, my0), max(b1, my1)
+            if plan.head_on:  # the head's motion on the rows around the mouth (from row near0), full resolution
+                head_f = _upsample_part(head_c, step, step + near0, step + near1, step, step + w)
+            lower = _upsample_part(total[1], step, step + b0, step + h, step, step + w)
+            # how far apart the two branches pull each mouth pixel: the lips part only where they differ
+            split = np.abs(_upsample_part(total[1], step, step + my0, step + my1, step + mx0, step + mx1)
+                           - maps[my0:my1, mx0:mx1]).sum(axis=2)
+            where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0 - near0:b1 - near0]
+            t_eff = cv2.remap(rig.line_t, where - self._local_origin, None, cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+            maps[b1:] = lower[b1 - b0:]
+            maps[b0:b1] = np.where(t_eff[..., None] > 0, lower[:b1 - b0], maps[b0:b1])
+        warped = cv2.remap(rig.image, maps, None, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1],
+                           borderMode=cv2.BORDER_REPLICATE)  # written straight into the frame
+        if plan.tearing:
+            self._draw_mouth(warped, maps, base, head_f, near0, split, plan)
         return frame
 
-    def _local_pass(self, frame: np.ndarray, local: np.ndarray):
+    def _draw_mouth(self, warped, maps, base, head_f, near0, split, plan: FramePlan):
         rig = self.rig
-        box, step = rig.local_box, rig.step
-        tearing = bool(np.any(local[TEARING]))
-        cells = [self._field_cells[k] for k in np.nonzero(local)[0]] + ([self._mouth_cells] if tearing else [])
-        r0, r1 = min(c[0] for c in cells), max(c[1] for c in cells)
-        c0, c1 = min(c[2] for c in cells), max(c[3] for c in cells)
-        if r1 <= r0 or c1 <= c0:
+        my0, my1, mx0, mx1 = plan.mouth
+        box = (slice(my0, my1), slice(mx0, mx1))
+        local_pos = base[box]  # each output pixel's place before the head moved
+        if head_f is not None:
+            local_pos = local_pos + head_f[my0 - near0:my1 - near0, mx0:mx1]
+        t_out = cv2.remap(rig.line_t, local_pos - self._local_origin, None, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        t_src = cv2.remap(rig.line_t, maps[box] - self._local_origin, None, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        alpha = gap_coverage(NumpyOps, t_out, t_src) * np.minimum(split, 1.0) * self._slit_mask(NumpyOps, local_pos)
+        rows = np.nonzero(alpha.max(1) > MIN_COVERAGE)[0]
+        if len(rows) == 0:
             return
-        y0, y1 = r0 * step, min(r1 * step, box.shape[0])  # active pixels within the local box
-        x0, x1 = c0 * step, min(c1 * step, box.shape[1])
-        shape = (y1 - y0, x1 - x0)
-        blend = self._blend_local(local, 2 if tearing else 1)[:, r0:r1, c0:c1]  # (branches, rows, cols, 2)
-        disp = self._upsample(blend[0], step, shape)
-        if tearing:
-            lower = self._upsample(blend[1], step, shape)
-            b0, b1 = (min(max(b - y0, 0), shape[0]) for b in rig.band)
-            disp[b1:] = lower[b1:]
-            disp[b0:b1] = np.where(rig.below[y0 + b0:y0 + b1, x0:x1, None], lower[b0:b1], disp[b0:b1])
-        maps = self._local_base[y0:y1, x0:x1] + disp
-        warped = cv2.remap(rig.image, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if tearing:
-            my0, my1, mx0, mx1 = self._mouth
-            mouth = (slice(my0 - y0, my1 - y0), slice(mx0 - x0, mx1 - x0))
-            t_src = cv2.remap(rig.line_t, maps[mouth] - self._origin, None, cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-            alpha = gap_coverage(NumpyOps, rig.line_t[my0:my1, mx0:mx1], t_src)
-            rows = np.nonzero(alpha.max(1) > MIN_COVERAGE)[0]
-            if len(rows):
-                cols = np.nonzero(alpha.max(0) > MIN_COVERAGE)[0]
-                gr = slice(rows[0], rows[-1] + 1)  # the opening's box: the interior is computed there only
-                gc = slice(cols[0], cols[-1] + 1)
-                a = alpha[gr, gc]
-                rgb = interior(NumpyOps, a, crop_statics(self.statics, gr, gc), rig.appearance, self.colors)
-                region = warped[mouth][gr, gc]
-                a = a[..., None]
-                warped[mouth][gr, gc] = np.clip(region * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
-        frame[box.y0 + y0:box.y0 + y1, box.x0 + x0:box.x0 + x1] = warped
-
-
-SUPPORT_EPS_CELLS = 0.02  # pixels: a coarse cell moving less than this is left out of a frame's warp
-
-
-def _cells(mask: np.ndarray, pad: int = 2) -> tuple[int, int, int, int]:
-    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-    if len(rows) == 0:
-        return (0, 0, 0, 0)
-    return (max(rows[0] - pad, 0), min(rows[-1] + pad + 1, mask.shape[0]),
-            max(cols[0] - pad, 0), min(cols[-1] + pad + 1, mask.shape[1]))
+        cols = np.nonzero(alpha.max(0) > MIN_COVERAGE)[0]
+        gr, gc = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)  # the opening's box
+        a = alpha[gr, gc]
+        st_img = cv2.remap(self._statics_image, local_pos[gr, gc] - self._mouth_origin, None, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        st = unstack_statics(st_img, np.arange(gr.start, gr.stop, dtype=np.float32)[:, None], self.statics.teeth_on)
+        rgb = interior(NumpyOps, a, st, rig.appearance, self.colors)
+        region = warped[box][gr, gc]
+        a = a[..., None]
+        warped[box][gr, gc] = np.clip(region * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
 
 
 def create_renderer(rig: Rig, device: str = "auto", liveliness: LivelinessConfig | None = None) -> Renderer:
     """device: "cpu" (OpenCV), "cuda" (torch on the GPU), "torch-cpu" (the torch renderer on CPU tensors) or
-    "auto" (CUDA when torch sees a GPU, else the OpenCV renderer)."""
+    "auto" (CUDA when torch sees a GPU, else the OpenCV renderer). liveliness: None = the default idle motion;
+    LivelinessConfig(enabled=False) for a face that moves only as commanded."""
     if device == "cpu":
         return CpuRenderer(rig, liveliness)
     if device == "auto":

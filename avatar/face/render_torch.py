@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from avatar.face.liveliness import LivelinessConfig
 from avatar.face.mouth import gap_coverage, interior
-from avatar.face.render import MIN_COVERAGE, SIDEWAYS, TEARING, Renderer
+from avatar.face.render import MIN_COVERAGE, SIDEWAYS, Renderer, stack_statics, unstack_statics
 from avatar.face.rig import Rig
 
 
@@ -47,6 +47,8 @@ def _sample(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 
 
 class TorchRenderer(Renderer):
+    """The CpuRenderer's steps with torch ops; see Renderer for the algorithm."""
+
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None, device: str = "cuda"):
         super().__init__(rig, liveliness)
         self.device = torch.device(device)
@@ -56,95 +58,122 @@ class TorchRenderer(Renderer):
         def t(a, dtype=torch.float32):
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=dev)
 
+        h, w = rig.image.shape[:2]
+        step = rig.step
         self._image = t(rig.image, torch.uint8)  # (H, W, 3)
         self._image_f = self._image.permute(2, 0, 1).float()
-        # fields as (K, branches, 2, rows, cols): channels first for interpolate/grid_sample
+        # fields channels first: (K, branches, 2, rows, cols) and (K, 2, rows, cols)
         self._local_fields = t(rig.local_fields).permute(0, 1, 4, 2, 3).contiguous()
         self._head_fields = t(rig.head_fields).permute(0, 3, 1, 2).contiguous()
-        self._local_base = t(_grid(rig.local_box))
-        self._head_base = t(_grid(rig.head_box))
-        self._below = t(rig.below, torch.bool)
-        self._line_t = t(rig.line_t)[None]  # (1, h, w)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        self._base = t(np.dstack([xs, ys]))  # (H, W, 2) pixel coordinates
+        cy, cx = np.mgrid[-1:-(-h // step) + 1, -1:-(-w // step) + 1].astype(np.float32)
+        cell_grid = np.dstack([cx, cy])  # cell coordinates from cell -1 on, as in CpuRenderer
+        self._cell_grid = t(cell_grid)
+        self._cell_pos = t(((cell_grid + 0.5) * step - 0.5).transpose(2, 0, 1))  # (2, rows, cols)
         lb = rig.local_box
-        x0, y0, x1, y1 = rig.mouth_box
-        self._mouth = (slice(y0 - lb.y0, y1 - lb.y0), slice(x0 - lb.x0, x1 - lb.x0))
-        self._line_t_mouth = self._line_t[0][self._mouth]
-        self._origin = torch.tensor([lb.x0, lb.y0], dtype=torch.float32, device=dev)
-        rows, cols = rig.local_fields.shape[2:4]
-        gy, gx = torch.meshgrid(torch.arange(rows, device=dev, dtype=torch.float32),
-                                torch.arange(cols, device=dev, dtype=torch.float32), indexing="ij")
-        self._coarse_grid = torch.stack([gx, gy], -1)
-        st = self.statics
-        self._statics = type(st)(**{k: (t(v) if isinstance(v, np.ndarray) else v) for k, v in vars(st).items()})
+        self._local_origin = torch.tensor([lb.x0, lb.y0], dtype=torch.float32, device=dev)
+        self._local_cell_origin = torch.tensor([lb.c0, lb.r0], dtype=torch.float32, device=dev)
+        self._mouth_origin = torch.tensor(rig.mouth_box[:2], dtype=torch.float32, device=dev)
+        self._line_t = t(rig.line_t)[None]  # (1, h, w)
+        self._statics_image = t(stack_statics(self.statics)).permute(2, 0, 1).contiguous()  # (6, h, w)
         self._colors = tuple(t(c) for c in self.colors)
 
-    def _upsample(self, field: torch.Tensor, box) -> torch.Tensor:
-        """(B, 2, rows, cols) coarse -> (B, h, w, 2) pixels, like cv2.resize INTER_LINEAR (half-pixel centres)."""
-        rows, cols = field.shape[-2:]
-        full = F.interpolate(field, size=(rows * box.step, cols * box.step), mode="bilinear", align_corners=False)
-        return full[..., :box.shape[0], :box.shape[1]].permute(0, 2, 3, 1)
+    def _weights(self, w: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(w, np.float32), device=self.device)
+
+    def _blend_local(self, local: np.ndarray, branches: int) -> torch.Tensor:
+        fields = self._local_fields[:, :branches]
+        other = local.copy()
+        other[SIDEWAYS] = 0
+        blend = torch.tensordot(self._weights(other), fields, dims=1)  # (B, 2, rows, cols)
+        side = local[SIDEWAYS]
+        if np.any(side):
+            rows, cols = blend.shape[-2:]
+            sblend = torch.tensordot(self._weights(side), fields[SIDEWAYS], dims=1)
+            grid = self._cell_grid[1:rows + 1, 1:cols + 1][None] + sblend.permute(0, 2, 3, 1) * (1.0 / self.rig.step)
+            blend = sblend + F.grid_sample(blend, _normalized(grid, cols, rows), mode="bilinear",
+                                           padding_mode="border", align_corners=True)
+        return blend
 
     @torch.no_grad()
     def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
         rig = self.rig
-        frame = self._image
+        local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
+        plan = self.plan(local, head)
+        if plan is None:
+            return rig.image.copy()
+        step = rig.step
+        r0, r1, c0, c1 = plan.cells
+        y0, y1, x0, x1 = plan.region
+        h, w = y1 - y0, x1 - x0
+        head_c = torch.zeros((2, r1 - r0 + 2, c1 - c0 + 2), device=self.device)
+        if plan.head_on:
+            hb = rig.head_box
+            hc = torch.tensordot(self._weights(head), self._head_fields, dims=1)
+            head_c[:, hb.r0 - r0 + 1:hb.r1 - r0 + 1, hb.c0 - c0 + 1:hb.c1 - c0 + 1] = hc
+        branches = 2 if plan.tearing else 1
+        total = (head_c + self._cell_pos[:, r0:r1 + 2, c0:c1 + 2])[None].expand(branches, -1, -1, -1)
         if np.any(local):
-            frame = self._local_pass(frame, local)
-        if np.any(head):
-            box = rig.head_box
-            w = torch.as_tensor(head, device=self.device)
-            disp = self._upsample(torch.tensordot(w, self._head_fields, dims=1)[None], box)[0]
-            warped = _sample(frame.permute(2, 0, 1).float(), self._head_base + disp)
-            frame = frame.clone()
-            frame[box.y0:box.y1, box.x0:box.x1] = _to_uint8(warped)
+            local_c = self._blend_local(local, branches)
+            lrows, lcols = local_c.shape[-2:]
+            coords = (self._cell_grid[r0:r1 + 2, c0:c1 + 2] - self._local_cell_origin
+                      + head_c.permute(1, 2, 0) * (1.0 / step))
+            grid = _normalized(coords, lcols, lrows)[None].expand(branches, -1, -1, -1)
+            total = total + F.grid_sample(local_c, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        full = _upsample(total, step)[:, :, step:step + h, step:step + w]  # (B, 2, h, w)
+        maps = full[0]
+        base = self._base[y0:y1, x0:x1]
+        head_f = None
+        if plan.tearing:
+            b0, b1 = plan.band
+            if plan.head_on:
+                head_f = _upsample(head_c[None], step)[0, :, step:step + h, step:step + w].permute(1, 2, 0)
+            where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0:b1]
+            t_eff = _sample(self._line_t, where - self._local_origin)[0]
+            my0, my1, mx0, mx1 = plan.mouth
+            split = (full[1, :, my0:my1, mx0:mx1] - full[0, :, my0:my1, mx0:mx1]).abs().sum(0)
+            band = torch.where(t_eff[None] > 0, full[1, :, b0:b1], full[0, :, b0:b1])
+            maps = torch.cat([full[0, :, :b0], band, full[1, :, b1:]], dim=1)
+        maps = maps.permute(1, 2, 0)
+        warped = _round(_sample(self._image_f, maps).permute(1, 2, 0))  # (h, w, 3) float
+        if plan.tearing:
+            warped = self._draw_mouth(warped, maps, base, head_f, split, plan)
+        frame = self._image.clone()
+        frame[y0:y1, x0:x1] = torch.clamp(warped, 0, 255).to(torch.uint8)
         return np.ascontiguousarray(frame.cpu().numpy())
 
-    def _local_pass(self, frame: torch.Tensor, local: np.ndarray) -> torch.Tensor:
-        rig = self.rig
-        box = rig.local_box
-        tearing = bool(np.any(local[TEARING]))
-        branches = 2 if tearing else 1
-        fields = self._local_fields[:, :branches]
-        other = local.copy()
-        other[SIDEWAYS] = 0
-        blend = torch.tensordot(torch.as_tensor(other, device=self.device), fields, dims=1)  # (B, 2, r, c)
-        side = local[SIDEWAYS]
-        if np.any(side):
-            sblend = torch.tensordot(torch.as_tensor(side, device=self.device), fields[SIDEWAYS], dims=1)
-            coords = self._coarse_grid[None] + sblend.permute(0, 2, 3, 1) * (1.0 / rig.step)
-            grid = _normalized(coords, blend.shape[-1], blend.shape[-2])
-            blend = sblend + F.grid_sample(blend, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        disp = self._upsample(blend, box)
-        if tearing:
-            disp = torch.where(self._below[..., None], disp[1], disp[0])
-        else:
-            disp = disp[0]
-        maps = self._local_base + disp
-        warped = _sample(self._image_f, maps)  # (3, h, w) float
-        warped = warped.permute(1, 2, 0)
-        warped = _round(warped)
-        if tearing:
-            t_src = _sample(self._line_t, maps[self._mouth] - self._origin)[0]
-            alpha = gap_coverage(TorchOps, self._line_t_mouth, t_src)
-            if float(alpha.max()) > MIN_COVERAGE:
-                rgb = interior(TorchOps, alpha, self._statics, rig.appearance, self._colors)
-                region = warped[self._mouth]
-                a = alpha[..., None]
-                warped = warped.clone()
-                warped[self._mouth] = _round(region * (1 - a) + rgb * a)
-        out = frame.clone()
-        out[box.y0:box.y1, box.x0:box.x1] = _to_uint8(warped.permute(2, 0, 1))
-        return out
+    def _draw_mouth(self, warped, maps, base, head_f, split, plan):
+        my0, my1, mx0, mx1 = plan.mouth
+        box = (slice(my0, my1), slice(mx0, mx1))
+        local_pos = base[box] if head_f is None else base[box] + head_f[box]
+        t_out = _sample(self._line_t, local_pos - self._local_origin)[0]
+        t_src = _sample(self._line_t, maps[box] - self._local_origin)[0]
+        alpha = gap_coverage(TorchOps, t_out, t_src) * torch.clamp(split, max=1.0) * self._slit_mask(TorchOps, local_pos)
+        rows = torch.nonzero(alpha.amax(1) > MIN_COVERAGE)[:, 0]
+        if len(rows) == 0:
+            return warped
+        cols = torch.nonzero(alpha.amax(0) > MIN_COVERAGE)[:, 0]
+        ra, rb, ca, cb = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        a = alpha[ra:rb, ca:cb]
+        st_img = _sample(self._statics_image, local_pos[ra:rb, ca:cb] - self._mouth_origin).permute(1, 2, 0)
+        row_idx = torch.arange(ra, rb, dtype=torch.float32, device=self.device)[:, None]
+        st = unstack_statics(st_img, row_idx, self.statics.teeth_on)
+        rgb = interior(TorchOps, a, st, self.rig.appearance, self._colors)
+        warped = warped.clone()
+        region = warped[my0 + ra:my0 + rb, mx0 + ca:mx0 + cb]
+        a = a[..., None]
+        warped[my0 + ra:my0 + rb, mx0 + ca:mx0 + cb] = _round(region * (1 - a) + rgb * a)
+        return warped
+
+
+def _upsample(coarse: torch.Tensor, step: int) -> torch.Tensor:
+    """(B, C, rows, cols) -> step x larger, like cv2.resize INTER_LINEAR (half-pixel centres)."""
+    rows, cols = coarse.shape[-2:]
+    return F.interpolate(coarse, size=(rows * step, cols * step), mode="bilinear", align_corners=False)
 
 
 def _round(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x + 0.5)
 
 
-def _to_uint8(chw: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(_round(chw), 0, 255).to(torch.uint8).permute(1, 2, 0)
-
-
-def _grid(box) -> np.ndarray:
-    ys, xs = np.mgrid[box.y0:box.y1, box.x0:box.x1].astype(np.float32)
-    return np.dstack([xs, ys])

@@ -41,10 +41,12 @@ ROUND_IN = 0.17  # each corner moves in by this at lip_round = 1, in W ("oo" is 
 ROUND_PROTRUDE = 0.045  # rounded lips push apart (a small round opening), in W per lip
 PRESS_ROLL = 0.35  # pressed lips roll in by this fraction of their thickness
 BLINK_CLOSE = 0.9  # the upper lid travels this fraction of the eye opening; the lower lid rises the rest
+BLINK_LID_REACH = 0.6  # lid skin this far above the lid (in half eye widths) slides down: short spares glasses
 BLINK_SQUASH = 0.97  # the eyeball band between the lids shrinks to 3% of its height
 BROW_LIFT = 0.11  # brow raise, in IOD
 YAW_RAD, PITCH_RAD, ROLL_RAD = 0.12, 0.10, 0.08  # head rotation at |param| = 1 (about 7, 6 and 4.5 degrees)
 RISE = 0.012  # breathing rise at head_rise = 1, in FH
+MIN_EYE_DISTANCE = 4.0  # pixels: closer eyes cannot carry a rig
 OPEN_MOUTH_GAP = 0.06  # a photo whose lips are apart by more than this (in W) keeps its own mouth interior
 
 
@@ -66,6 +68,10 @@ class FaceGeometry:
         r, l = lm.eye_centers(self.points)
         d = l - r
         self.iod = float(np.hypot(*d))
+        span = float(np.ptp(p, axis=0).max())
+        if self.iod < MIN_EYE_DISTANCE or span < 2 * MIN_EYE_DISTANCE:
+            raise ValueError(f"The face landmarks are degenerate (eyes {self.iod:.1f} px apart): place the eyes, "
+                             "mouth and chin where they are in the photo.")
         self.ux = d / self.iod
         self.vy = np.array([-self.ux[1], self.ux[0]])
         self.mouth_center = (p[lm.MOUTH_INNER_CORNERS[0]] + p[lm.MOUTH_INNER_CORNERS[1]]) / 2
@@ -207,7 +213,7 @@ def _eye_field(g: FaceGeometry, upper_idx, lower_idx):
         vu = np.interp(u, up[:, 0], up[:, 1])
         h = np.clip(np.interp(u, lo[:, 0], lo[:, 1]) - vu, 0, None) * ((u > u0) & (u < u1))
         s = v - vu
-        above = BLINK_CLOSE * h * (1 - smoothstep(0, 0.8 * half_w, -s))  # short: spares glasses' rims
+        above = BLINK_CLOSE * h * (1 - smoothstep(0, BLINK_LID_REACH * half_w, -s))
         between = BLINK_CLOSE * h - BLINK_SQUASH * s
         below = (BLINK_CLOSE - BLINK_SQUASH) * h * (1 - smoothstep(0, 0.8 * half_w, s - h))
         dv = np.where(s < 0, above, np.where(s <= h, between, below))
@@ -260,10 +266,10 @@ def head_shape(g: FaceGeometry) -> HeadShape:
 def head_mask(g: FaceGeometry, hs: HeadShape, x, y):
     u, v = g.uv(x, y, hs.mask_center)
     r = np.hypot(u / hs.mask_axes[0], v / hs.mask_axes[1])
-    head = 1 - smoothstep(1.0, 1.55, r)
+    head = 1 - smoothstep(1.0, 1.45, r)
     uc, vc = g.uv(x, y, g.points[lm.CHIN, :2])
     neck = 0.85 * (1 - smoothstep(0.22 * g.face_w, 0.45 * g.face_w, np.abs(uc))) * (vc > -0.3 * g.face_h) * (
-        1 - smoothstep(0, 0.9 * g.face_h, vc))
+        1 - smoothstep(0, 0.6 * g.face_h, vc))
     return np.maximum(head, neck)
 
 
