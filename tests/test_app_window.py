@@ -127,3 +127,15 @@ def test_unreadable_photo_is_a_message(app_window, qtbot, tmp_path):
 def test_green_screen_background(app_window, qtbot):
     app_window.set_background("green")
     qtbot.waitUntil(lambda: tuple(app_window.pipeline.latest.image[2, 2]) == (0, 255, 0), timeout=20000)
+
+
+def test_liveliness_switches_reach_the_renderer_and_are_remembered(app_window, qtbot):
+    from avatar.gui.settings import load_preferences
+
+    app_window.set_liveliness("enabled", True)
+    app_window.set_liveliness("blinks", False)
+    qtbot.waitUntil(lambda: app_window.renderer.liveliness.config.enabled
+                    and not app_window.renderer.liveliness.config.blinks, timeout=20000)
+    assert load_preferences().liveliness == {"enabled": True, "blinks": False}
+    names = [a.text() for a in app_window.liveliness_menu.actions()]
+    assert "blinks" in names and "sway" in names
