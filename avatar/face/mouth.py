@@ -1,8 +1,8 @@
 """The synthesized mouth interior: dark cavity with depth shading, upper and lower teeth, a hint of tongue.
 
 Colours are measured from the photo once (lip colour, skin light, colourfulness) so the interior matches the
-photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue) where lips part
-further. The per-frame math is written once over a tiny ops table so the OpenCV and torch renderers share it.
+photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue)
+where the lips part further. The per-frame math is written once over a tiny ops table so the OpenCV and torch renderers share it.
 """
 from __future__ import annotations
 
@@ -146,7 +146,8 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     d_top, d_bot = rows - top, bot - rows
     cu = ops.clip(top + st.upper_h - rows + 0.5, 0.0, 1.0) * st.teeth_on
     # lower teeth hide behind the lower lip until the jaw is well open
-    cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W))
+    cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on
+    cl = cl * ops.smooth01((length - 0.15 * W) / (0.12 * W))
     tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
     ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w
     vis_up = cu

@@ -149,7 +149,8 @@ class TorchRenderer(Renderer):
         local_pos = base[box] if head_f is None else base[box] + head_f[box]
         t_out = _sample(self._line_t, local_pos - self._local_origin)[0]
         t_src = _sample(self._line_t, maps[box] - self._local_origin)[0]
-        alpha = gap_coverage(TorchOps, t_out, t_src) * torch.clamp(split, max=1.0) * self._slit_mask(TorchOps, local_pos)
+        alpha = gap_coverage(TorchOps, t_out, t_src) * torch.clamp(split, max=1.0)
+        alpha = alpha * self._slit_mask(TorchOps, local_pos)
         rows = torch.nonzero(alpha.amax(1) > MIN_COVERAGE)[:, 0]
         if len(rows) == 0:
             return warped
