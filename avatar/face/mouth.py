@@ -2,7 +2,8 @@
 
 Colours are measured from the photo once (lip colour, skin light, colourfulness) so the interior matches the
 photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue)
-where the lips part further. The per-frame math is written once over a tiny ops table so the OpenCV and torch renderers share it.
+where the lips part further. The per-frame math is written once over a tiny ops table so the OpenCV and torch
+renderers share it.
 """
 from __future__ import annotations
 
