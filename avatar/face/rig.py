@@ -266,7 +266,7 @@ def head_shape(g: FaceGeometry) -> HeadShape:
 def head_mask(g: FaceGeometry, hs: HeadShape, x, y):
     u, v = g.uv(x, y, hs.mask_center)
     r = np.hypot(u / hs.mask_axes[0], v / hs.mask_axes[1])
-    head = 1 - smoothstep(1.0, 1.45, r)
+    head = 1 - smoothstep(1.0, 1.32, r)  # a narrow fade: fewer pixels to warp, still gentle at a few degrees
     uc, vc = g.uv(x, y, g.points[lm.CHIN, :2])
     neck = 0.85 * (1 - smoothstep(0.22 * g.face_w, 0.45 * g.face_w, np.abs(uc))) * (vc > -0.3 * g.face_h) * (
         1 - smoothstep(0, 0.6 * g.face_h, vc))
