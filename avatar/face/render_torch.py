@@ -36,8 +36,8 @@ class TorchOps:
 
 def _normalized(coords: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Pixel-index coordinates (..., 2) -> grid_sample's [-1, 1] (align_corners=True)."""
-    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=coords.device)
-    return coords * scale - 1.0
+    sx, sy = 2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)  # Python floats: no host-to-device copy
+    return torch.stack([coords[..., 0] * sx - 1.0, coords[..., 1] * sy - 1.0], dim=-1)
 
 
 def _sample(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
