@@ -426,6 +426,9 @@ def build_local(g: FaceGeometry, width: int, height: int, step: int):
     fields = np.zeros((len(funcs), 2, box.r1 - box.r0, box.c1 - box.c0, 2), np.float32)
     for k, f in enumerate(funcs):
         for b, lower in enumerate((False, True)):
+            if b == 1 and LOCAL_FIELDS[k] in ("blink_r", "blink_l", "brow_raise"):  # the same on both sides
+                fields[k, 1] = fields[k, 0]
+                continue
             bx, by = invert(lambda x, y: f(g, x, y, lower), sx, sy, max_step=0.25 * g.W)
             fields[k, b, ..., 0], fields[k, b, ..., 1] = bx, by
     return box, fields
