@@ -99,17 +99,18 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     lat = 0.42 + 0.58 * np.exp(-(u / (0.62 * a)) ** 2)
     line_w = 0.012 * W + 0.6
 
-    def gaps(positions):
+    def gaps(positions, widen=1.0):
         s = np.zeros_like(u)
         for k in positions:
             for sign in ((1,) if k == 0 else (1, -1)):
-                s = s + np.exp(-((u - sign * k * W) / line_w) ** 2)
+                s = s + np.exp(-((u - sign * k * W) / (widen * line_w)) ** 2)
         return np.clip(s, 0, 1)
 
     return MouthStatics(
         rows=np.arange(u.shape[0], dtype=np.float32)[:, None],
-        upper_h=(UPPER_TEETH * W * np.sqrt(prof_u)).astype(np.float32),
-        lower_h=(LOWER_TEETH * W * np.sqrt(prof_l)).astype(np.float32),
+        # incisal edges notch a little between teeth (embrasures), so teeth read as separate teeth
+        upper_h=(UPPER_TEETH * W * np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
+        lower_h=(LOWER_TEETH * W * np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
         upper_shade=(0.92 * lat * (1 - 0.22 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
         lower_shade=(0.55 * lat * (1 - 0.12 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
