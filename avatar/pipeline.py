@@ -36,8 +36,8 @@ OFFLINE_BLOCK = SAMPLE_RATE  # 1 s of audio per engine pass when rendering a fil
 ANALYSIS_SHARE = 0.05  # of an offline render's progress bar: the audio → parameters pass
 # The mouth follows the network's 100 Hz targets through avatar.face.ParamSmoother (a critically damped spring).
 # Live, its lag adds straight to mic→pixel latency, so the app runs it faster than the face module's default:
-SMOOTHING_OMEGA = 90.0  # rad/s: 11 ms time constant; still removes the 100 Hz staircase and frame-to-frame jitter
-SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA  # 22 ms: the spring's group delay; frames are stamped this much earlier
+SMOOTHING_OMEGA = 150.0  # rad/s: 7 ms time constant; still rounds off the 100 Hz steps and single-frame jitter
+SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA  # 13 ms: the spring's group delay; frames are stamped this much earlier
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -193,12 +193,19 @@ class SilenceSource:
 
 
 class MicSource:
-    """A live microphone at any rate, conditioned (gain, gate) and resampled to 16 kHz."""
+    """A live microphone, conditioned (gain, gate) and delivered at 16 kHz.
 
-    def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None):
-        from avatar.mic import InputConditioner, Microphone
+    Captured at 16 kHz when the device or its sound server can convert (PulseAudio, PipeWire, ALSA's plug
+    layer all can, in a few ms); otherwise at the device's own rate and resampled here, which costs more latency
+    (the high-quality streaming resampler holds back ~40 ms and releases ~34 ms bursts)."""
 
-        self.mic = Microphone(device).start()
+    def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
+                 samplerate: int | None = None):
+        from avatar.mic import InputConditioner, Microphone, supports_rate
+
+        if samplerate is None and supports_rate(device, SAMPLE_RATE):
+            samplerate = SAMPLE_RATE
+        self.mic = Microphone(device, samplerate=samplerate).start()
         self.name = self.mic.name
         self.conditioner = InputConditioner(self.mic.samplerate, gain_db, gate_db)
         self.resampler = StreamResampler(self.mic.samplerate, SAMPLE_RATE)
@@ -302,7 +309,10 @@ class FileSource:
 
     def close(self) -> None:
         if self.stream is not None:
-            self.stream.abort()
+            if self.finished:
+                self.stream.stop()  # let the last buffered sound play out
+            else:
+                self.stream.abort()
             self.stream.close()
 
 

@@ -162,11 +162,37 @@ def test_audio_file_mode_plays_the_sound(virtual_mic, tmp_path):
         while not source.finished and time.monotonic() < deadline:
             delivered.append(source.read())
             time.sleep(0.01)
+        source.close()  # finished: waits for the sound to play out
         time.sleep(0.3)
-        source.close()
         heard, _ = mic.read()
     assert source.finished and len(np.concatenate(delivered)) == len(ref)
     c = correlate(heard, ref, mode="valid", method="fft")
     k = int(np.argmax(c))
     seg = heard[k:k + len(ref)]
+    assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95
+
+
+@pytest.mark.parametrize("device_rate", [None, 44100], ids=["converted-by-the-sound-server", "resampled-here"])
+def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path, device_rate):
+    import time
+
+    from scipy.signal import correlate
+
+    from avatar.pipeline import MicSource
+    from tests.test_mic import _speechlike
+
+    ref = _speechlike(SR, 1.0, seed=5)
+    write_wav(tmp_path / "ref.wav", ref, SR)
+    source = MicSource(samplerate=device_rate)
+    try:
+        assert source.mic.samplerate == (device_rate or SR)
+        time.sleep(0.2)
+        virtual_mic(tmp_path / "ref.wav")
+        time.sleep(0.3)
+        got = source.read()
+    finally:
+        source.close()
+    c = correlate(got, ref, mode="valid", method="fft")
+    k = int(np.argmax(c))
+    seg = got[k:k + len(ref)]
     assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95
