@@ -59,6 +59,17 @@ def default_input_device() -> InputDevice | None:
     return next((d for d in devices if d.index == index), devices[0] if devices else None)
 
 
+def supports_rate(device: int | str | None, samplerate: int) -> bool:
+    """Whether the device (or the sound server behind it) can capture mono float32 at this rate."""
+    import sounddevice as sd
+
+    try:
+        sd.check_input_settings(device=device, samplerate=samplerate, channels=1, dtype="float32")
+        return True
+    except Exception:  # PortAudioError / ValueError: unsupported rate or unknown device
+        return False
+
+
 def rescan_devices() -> None:
     """Re-initialise PortAudio so devices plugged in (or a sound server started) after import are seen."""
     import sounddevice as sd

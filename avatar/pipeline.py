@@ -36,8 +36,8 @@ OFFLINE_BLOCK = SAMPLE_RATE  # 1 s of audio per engine pass when rendering a fil
 ANALYSIS_SHARE = 0.05  # of an offline render's progress bar: the audio → parameters pass
 # The mouth follows the network's 100 Hz targets through avatar.face.ParamSmoother (a critically damped spring).
 # Live, its lag adds straight to mic→pixel latency, so the app runs it faster than the face module's default:
-SMOOTHING_OMEGA = 90.0  # rad/s: 11 ms time constant; still removes the 100 Hz staircase and frame-to-frame jitter
-SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA  # 22 ms: the spring's group delay; frames are stamped this much earlier
+SMOOTHING_OMEGA = 150.0  # rad/s: 7 ms time constant; still rounds off the 100 Hz steps and single-frame jitter
+SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA  # 13 ms: the spring's group delay; frames are stamped this much earlier
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -193,12 +193,19 @@ class SilenceSource:
 
 
 class MicSource:
-    """A live microphone at any rate, conditioned (gain, gate) and resampled to 16 kHz."""
+    """A live microphone, conditioned (gain, gate) and delivered at 16 kHz.
 
-    def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None):
-        from avatar.mic import InputConditioner, Microphone
+    Captured at 16 kHz when the device or its sound server can convert (PulseAudio, PipeWire, ALSA's plug
+    layer all can, in a few ms); otherwise at the device's own rate and resampled here, which costs more latency
+    (the high-quality streaming resampler holds back ~40 ms and releases ~34 ms bursts)."""
 
-        self.mic = Microphone(device).start()
+    def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
+                 samplerate: int | None = None):
+        from avatar.mic import InputConditioner, Microphone, supports_rate
+
+        if samplerate is None and supports_rate(device, SAMPLE_RATE):
+            samplerate = SAMPLE_RATE
+        self.mic = Microphone(device, samplerate=samplerate).start()
         self.name = self.mic.name
         self.conditioner = InputConditioner(self.mic.samplerate, gain_db, gate_db)
         self.resampler = StreamResampler(self.mic.samplerate, SAMPLE_RATE)
@@ -302,7 +309,10 @@ class FileSource:
 
     def close(self) -> None:
         if self.stream is not None:
-            self.stream.abort()
+            if self.finished:
+                self.stream.stop()  # let the last buffered sound play out
+            else:
+                self.stream.abort()
             self.stream.close()
 
 
@@ -334,12 +344,14 @@ class LivePipeline:
     """Audio worker + render worker; the GUI reads `latest` and `stats()` and never runs the model or renderer."""
 
     def __init__(self, engine, renderer, fps: int = DEFAULT_DISPLAY_FPS, smooth: bool = True,
-                 on_event: Callable[[str], None] | None = None):
+                 on_event: Callable[[str], None] | None = None,
+                 on_frame: Callable[["Frame"], None] | None = None):
         self.lipsync = LipSync(engine)
         self.sampler = ParamSampler(self.lipsync.track, smooth)
         self.renderer = renderer
         self.fps = fps
         self.on_event = on_event or (lambda message: None)
+        self.on_frame = on_frame or (lambda frame: None)  # called on the render thread as each frame is ready
         self.latest: Frame | None = None
         self.dropped_frames = 0
         self._source = SilenceSource()
@@ -475,6 +487,7 @@ class LivePipeline:
         with self._rec_lock:
             if self._recording is not None:
                 self._recording.add_frame(image, t)
+        self.on_frame(frame)
         return frame
 
     def _capture_clock(self, t: float) -> tuple[float | None, float | None]:
@@ -504,8 +517,11 @@ class LivePipeline:
     def start_recording(self, path, fps: int = DEFAULT_RECORD_FPS) -> "LiveRecording":
         from avatar.record import BackgroundRecorder, Recorder
 
-        frame = self.latest.image if self.latest is not None else self.renderer.render(neutral_params(), 0.0)
-        height, width = frame.shape[:2]
+        from avatar.record import RecordError
+
+        if self.latest is None:  # the frame size comes from the view; the GUI thread never renders
+            raise RecordError("The avatar is not showing yet; try again in a moment.")
+        height, width = self.latest.image.shape[:2]
         recording = LiveRecording(BackgroundRecorder(Recorder(path, width, height, fps=fps, live=True)),
                                   self.lipsync.samples_in, fps)
         with self._rec_lock:
@@ -516,10 +532,15 @@ class LivePipeline:
     def recording(self) -> "LiveRecording | None":
         return self._recording
 
-    def stop_recording(self) -> Path | None:
-        """Finish the file (raises RecordError with a message if writing failed; the file keeps what was written)."""
+    def detach_recording(self) -> "LiveRecording | None":
+        """Stop feeding the recording and hand it over (to be closed, e.g. on another thread)."""
         with self._rec_lock:
             recording, self._recording = self._recording, None
+        return recording
+
+    def stop_recording(self) -> Path | None:
+        """Finish the file (raises RecordError with a message if writing failed; the file keeps what was written)."""
+        recording = self.detach_recording()
         return recording.close() if recording is not None else None
 
 

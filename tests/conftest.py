@@ -101,7 +101,10 @@ def x_display():
         missing = _missing(X_BINARIES)
         if missing:
             pytest.skip(f"no X display: {', '.join(missing)} not installed (see .ci/av-env.sh install)")
-        display = os.environ.get("AVATAR_TEST_DISPLAY", f":{90 + os.getpid() % 9}")
+        free = [n for n in range(90, 100) if not os.path.exists(f"/tmp/.X{n}-lock")]
+        if not free:
+            pytest.skip("no free X display number between :90 and :99 for Xvfb")
+        display = os.environ.get("AVATAR_TEST_DISPLAY", f":{free[os.getpid() % len(free)]}")
         started = _AvEnv("x", {"XDISP": display})
         # stopped at exit, after Qt has let go of the display (a fixture teardown would come first)
         import atexit
@@ -211,3 +214,17 @@ class SimpleFrames:
         c = self.size // 2
         img[c + self.size // 6 - h // 2:c + self.size // 6 + h // 2 + 1, c - 20:c + 20] = 20
         return img
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB tmpfs: a disk that fills up within seconds of video (needs root to mount)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if not (shutil.which("mount") and shutil.which("umount")):
+        pytest.skip("mount/umount not available to make a small disk")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)

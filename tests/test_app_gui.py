@@ -37,16 +37,26 @@ def test_preferences_are_remembered(window):
     from avatar.gui.settings import load_preferences
 
     window.set_display_rate(30)
-    assert window.pipeline.fps == 30 and window.display_timer.interval() == 33
+    assert window.pipeline.fps == 30
     prefs = load_preferences()
     assert prefs.fps == 30
     assert prefs.recent_photos and prefs.recent_photos[0].endswith("face.png")
 
 
-def test_record_button_and_shortcut_write_an_mp4(window, qtbot):
+def test_record_button_and_shortcut_write_an_mp4(window, qtbot, tmp_path):
     from PySide6.QtCore import Qt
 
+    from avatar.gui.settings import load_preferences
     from tests.conftest import decode_mp4
+
+    from PySide6.QtWidgets import QMessageBox
+
+    assert not window.set_name_prefix("../")
+    assert "at least one letter" in window.last_error
+    for box in window.findChildren(QMessageBox):
+        box.close()
+    assert window.set_name_prefix("my talk/1")
+    assert load_preferences().name_prefix == "my talk1"
 
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow, timeout=3000)  # shortcuts go to the active window
@@ -57,6 +67,8 @@ def test_record_button_and_shortcut_write_an_mp4(window, qtbot):
     assert window.elapsed.text().strip() == "00:01"
     qtbot.mouseClick(window.record_button, Qt.LeftButton)
     assert window.pipeline.recording is None and not window.record_button.isChecked()
+    qtbot.waitUntil(lambda: hasattr(window, "last_recording"), timeout=10000)  # finished off the GUI thread
+    assert window.last_recording.parent == tmp_path and window.last_recording.name.startswith("my talk1-")
     info = decode_mp4(window.last_recording)
     assert (info["video_codec"], info["audio_codec"]) == ("h264", "aac")
     assert len(info["frames"]) > 30
@@ -122,3 +134,54 @@ def test_playing_an_audio_file_moves_the_mouth(window, qtbot, tmp_path):
     assert window.play_audio_file(str(tmp_path / "speech.wav"))
     qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] > 0.9, timeout=3000)
     qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] < 0.1, timeout=3000)
+
+
+def test_dropping_files_opens_photos_and_plays_audio(window, qtbot, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    from avatar.pipeline import FileSource
+
+    def drop(path):
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(path))])
+        window.dropEvent(QDropEvent(QPointF(20, 20), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
+
+    (tmp_path / "other.jpg").write_bytes(b"")  # the test renderer factory does not read it
+    drop(tmp_path / "other.jpg")
+    qtbot.waitUntil(lambda: window.prefs.photo.endswith("other.jpg"), timeout=5000)
+    write_wav(tmp_path / "talk.wav", tone_bursts([0.1], 1.0), 16000)
+    drop(tmp_path / "talk.wav")
+    assert isinstance(window.pipeline.source, FileSource)
+    assert window.device_box.currentIndex() == 0
+
+
+def test_lost_device_message_resets_the_picker(window, qtbot):
+    window.device_box.blockSignals(True)
+    window.device_box.addItem("Some mic", "Some mic")
+    window.device_box.setCurrentIndex(window.device_box.count() - 1)
+    window.device_box.blockSignals(False)
+    window.pipeline.use_silence()
+    window.pipeline.on_event("The microphone 'Some mic' stopped delivering sound")  # as the audio worker does
+    qtbot.waitUntil(lambda: window.device_box.currentIndex() == 0, timeout=2000)
+    assert "stopped delivering sound" in window.last_error
+
+
+def test_full_disk_stops_the_recording_with_a_message(window, qtbot, tiny_disk):
+    from tests.conftest import decode_mp4
+
+    class Noise:  # incompressible frames fill the small disk within a couple of seconds
+        def render(self, params, t):
+            return np.random.default_rng(int(t * 1000)).integers(0, 255, (128, 128, 3), np.uint8)
+
+    window.pipeline.renderer = Noise()
+    window.prefs.output_folder = str(tiny_disk)
+    qtbot.wait(100)
+    assert window.start_recording()
+    path = window.pipeline.recording.path
+    qtbot.waitUntil(lambda: "disk is full" in getattr(window, "last_error", ""), timeout=20000)
+    assert window.pipeline.recording is None and not window.record_button.isChecked()
+    assert len(decode_mp4(path)["frames"]) >= 15  # what was written before the disk filled is kept
+    seq = window.pipeline.latest.seq
+    qtbot.wait(200)
+    assert window.pipeline.latest.seq > seq  # the app runs on

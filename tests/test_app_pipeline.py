@@ -140,3 +140,59 @@ def test_lost_microphone_gives_a_message_and_the_view_runs_on(virtual_mic, monke
         doomed.down()
     monkeypatch.undo()
     rescan_devices()
+
+
+def test_audio_file_mode_plays_the_sound(virtual_mic, tmp_path):
+    """FileSource plays through the default output (the virtual sink), which the virtual microphone hears."""
+    import time
+
+    from scipy.signal import correlate
+
+    from avatar.mic import Microphone
+    from avatar.pipeline import FileSource
+    from tests.test_mic import _speechlike
+
+    ref = _speechlike(SR, 1.0, seed=3)
+    write_wav(tmp_path / "demo.wav", ref, SR)
+    with Microphone(samplerate=SR) as mic:
+        source = FileSource(tmp_path / "demo.wav")
+        assert source.stream is not None, "no output device was opened"
+        delivered = []
+        deadline = time.monotonic() + 5
+        while not source.finished and time.monotonic() < deadline:
+            delivered.append(source.read())
+            time.sleep(0.01)
+        source.close()  # finished: waits for the sound to play out
+        time.sleep(0.3)
+        heard, _ = mic.read()
+    assert source.finished and len(np.concatenate(delivered)) == len(ref)
+    c = correlate(heard, ref, mode="valid", method="fft")
+    k = int(np.argmax(c))
+    seg = heard[k:k + len(ref)]
+    assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95
+
+
+@pytest.mark.parametrize("device_rate", [None, 44100], ids=["converted-by-the-sound-server", "resampled-here"])
+def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path, device_rate):
+    import time
+
+    from scipy.signal import correlate
+
+    from avatar.pipeline import MicSource
+    from tests.test_mic import _speechlike
+
+    ref = _speechlike(SR, 1.0, seed=5)
+    write_wav(tmp_path / "ref.wav", ref, SR)
+    source = MicSource(samplerate=device_rate)
+    try:
+        assert source.mic.samplerate == (device_rate or SR)
+        time.sleep(0.2)
+        virtual_mic(tmp_path / "ref.wav")
+        time.sleep(0.3)
+        got = source.read()
+    finally:
+        source.close()
+    c = correlate(got, ref, mode="valid", method="fft")
+    k = int(np.argmax(c))
+    seg = got[k:k + len(ref)]
+    assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95

@@ -1,5 +1,4 @@
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -122,19 +121,6 @@ def test_recording_killed_with_sigkill_plays_up_to_the_cut(tmp_path):
     # frames are written 4x faster than real time, so 3 s of wall time is far more than one fragment
     assert info["times"][-1] >= 2 * 1.0
     assert len(info["audio"]) / info["sample_rate"] >= 2.0
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if not (shutil.which("mount") and shutil.which("umount")):
-        pytest.skip("mount/umount not available to make a small disk")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_full_disk_stops_with_a_message_and_keeps_what_was_written(tiny_disk):

@@ -12,7 +12,7 @@ import time
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence
-from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
+from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar, QToolButton,
                                QVBoxLayout, QWidget)
 
@@ -52,13 +52,14 @@ class Worker(QThread):
 
 
 class _Events(QObject):
-    """Carries pipeline messages from worker threads to the GUI thread."""
+    """Carries pipeline messages and new frames from worker threads to the GUI thread."""
 
     message = Signal(str)
+    frame = Signal()
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, prefs: Preferences, engine_factory, renderer_factory, pipeline_factory=None):
+    def __init__(self, prefs: Preferences, engine_factory, renderer_factory):
         """engine_factory(backend) -> StatefulEngine; renderer_factory(photo_path, prefs) -> renderer."""
         super().__init__()
         from avatar.pipeline import LivePipeline
@@ -69,7 +70,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Talking Avatar")
         self.setAcceptDrops(True)
         self._events = _Events()
-        self._events.message.connect(self.show_error)
+        self._events.message.connect(self._pipeline_event)
         self._workers: set[Worker] = set()
         self._last_seq = -1
         self._shown_times: list[float] = []
@@ -78,15 +79,14 @@ class MainWindow(QMainWindow):
         self.view = AvatarView()
         self.engine = engine_factory(prefs.backend)
         self.renderer = None
-        self.pipeline = (pipeline_factory or LivePipeline)(self.engine, _Blank(prefs.size), fps=prefs.fps,
-                                                           on_event=self._events.message.emit)
+        # each frame is painted as soon as the render worker has it (no second timer between it and the screen)
+        self._events.frame.connect(self._show_latest)
+        self.pipeline = LivePipeline(self.engine, _Blank(prefs.size), fps=prefs.fps,
+                                     on_event=self._events.message.emit,
+                                     on_frame=lambda frame: self._events.frame.emit())
         self._build_ui()
         self.pipeline.start()
 
-        self.display_timer = QTimer(self)
-        self.display_timer.setTimerType(Qt.PreciseTimer)
-        self.display_timer.timeout.connect(self._show_latest)
-        self.display_timer.start(1000 // prefs.fps)
         self.status_timer = QTimer(self)
         self.status_timer.timeout.connect(self._update_status)
         self.status_timer.start(STATUS_INTERVAL_MS)
@@ -100,39 +100,44 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.view)
         self.setCentralWidget(central)
 
+        record_bar = QToolBar("Recording")
+        record_bar.setObjectName("recordbar")
+        self.addToolBar(record_bar)
+        self.record_button = QPushButton("● Record")
+        self.record_button.setCheckable(True)
+        self.record_button.setToolTip("Start/stop recording (Ctrl+R)")
+        self.record_button.toggled.connect(self._record_toggled)
+        record_bar.addWidget(self.record_button)
+        self.elapsed = QLabel("")
+        self.elapsed.setMinimumWidth(48)
+        record_bar.addWidget(self.elapsed)
+        self.addToolBarBreak()
+
         bar = QToolBar("Microphone")
         bar.setObjectName("micbar")
         self.addToolBar(bar)
         self.device_box = QComboBox()
-        self.device_box.setMinimumWidth(220)
+        self.device_box.setMinimumWidth(200)
         self.device_box.setToolTip("Microphone")
         bar.addWidget(self.device_box)
         rescan = QToolButton(text="↻", toolTip="Look for microphones again")
         rescan.clicked.connect(self.refresh_devices)
         bar.addWidget(rescan)
         self.meter = QProgressBar(minimum=METER_FLOOR_DB, maximum=0, textVisible=False, toolTip="Input level")
-        self.meter.setFixedWidth(120)
+        self.meter.setFixedWidth(90)
         bar.addWidget(self.meter)
         bar.addWidget(QLabel(" Gain "))
         self.gain = QSlider(Qt.Horizontal, minimum=-20, maximum=30, value=int(self.prefs.gain_db),
                             toolTip="Input gain (dB)")
-        self.gain.setFixedWidth(90)
+        self.gain.setFixedWidth(80)
         self.gain.valueChanged.connect(self._gain_changed)
         bar.addWidget(self.gain)
         bar.addWidget(QLabel(" Gate "))
         self.gate = QSlider(Qt.Horizontal, minimum=-80, maximum=-20, toolTip="Noise gate (dB); leftmost = off")
         self.gate.setValue(max(-80, int(self.prefs.gate_db)))
-        self.gate.setFixedWidth(90)
+        self.gate.setFixedWidth(80)
         self.gate.valueChanged.connect(self._gate_changed)
         bar.addWidget(self.gate)
-        bar.addSeparator()
-        self.record_button = QPushButton("● Record")
-        self.record_button.setCheckable(True)
-        self.record_button.setToolTip("Start/stop recording (Ctrl+R)")
-        self.record_button.toggled.connect(self._record_toggled)
-        bar.addWidget(self.record_button)
-        self.elapsed = QLabel("")
-        bar.addWidget(self.elapsed)
 
         self.backend_label, self.fps_label, self.latency_label, self.dropped_label = (QLabel() for _ in range(4))
         for w in (self.backend_label, self.fps_label, self.latency_label, self.dropped_label):
@@ -153,6 +158,7 @@ class MainWindow(QMainWindow):
         self._action(m, "&Export video from audio file…", "Ctrl+E", self.choose_export)
         m.addSeparator()
         self._action(m, "Recording &folder…", None, self.choose_output_folder)
+        self._action(m, "Recording &name…", None, self.choose_name_prefix)
         self.record_action = self._action(m, "&Record", "Ctrl+R", self.record_button.toggle)
         m.addSeparator()
         self._action(m, "&Quit", QKeySequence.Quit, self.close)
@@ -225,6 +231,16 @@ class MainWindow(QMainWindow):
         box.setAttribute(Qt.WA_DeleteOnClose)
         box.open()  # non-blocking: the view keeps running while the message is up
         self.last_error = message
+
+    def _pipeline_event(self, message: str) -> None:
+        """A message from the pipeline's workers (e.g. the microphone was lost): say it, show what runs now."""
+        from avatar.pipeline import SilenceSource
+
+        if isinstance(self.pipeline.source, SilenceSource):
+            self.device_box.blockSignals(True)
+            self.device_box.setCurrentIndex(0)
+            self.device_box.blockSignals(False)
+        self.show_error(message)
 
     def _run(self, fn, on_done, on_failed=None) -> Worker:
         worker = Worker(fn, self)
@@ -326,6 +342,7 @@ class MainWindow(QMainWindow):
             save_preferences(prefs)
             self._fill_recent()
             self.setWindowTitle(f"Talking Avatar — {Path(path).name}")
+            self.statusBar().showMessage(f"Loaded {Path(path).name}", 3000)
             if on_ready:
                 on_ready(renderer)
 
@@ -367,7 +384,6 @@ class MainWindow(QMainWindow):
     def set_display_rate(self, fps: int):
         self.prefs.fps = fps
         self.pipeline.fps = fps
-        self.display_timer.setInterval(1000 // fps)
         save_preferences(self.prefs)
 
     def set_background(self, key: str):
@@ -408,6 +424,23 @@ class MainWindow(QMainWindow):
             self.prefs.output_folder = folder
             save_preferences(self.prefs)
 
+    def choose_name_prefix(self):
+        from PySide6.QtWidgets import QInputDialog
+
+        text, ok = QInputDialog.getText(self, "Recording name", "File names start with:", text=self.prefs.name_prefix)
+        if ok:
+            self.set_name_prefix(text)
+
+    def set_name_prefix(self, text: str) -> bool:
+        """Remember the start of recordings' file names (letters, digits, space, - and _ only)."""
+        clean = "".join(c for c in text.strip() if c.isalnum() or c in " -_").strip()
+        if not clean:
+            self.show_error("A recording name needs at least one letter or digit.")
+            return False
+        self.prefs.name_prefix = clean
+        save_preferences(self.prefs)
+        return True
+
     # -- recording ------------------------------------------------------------------------------------
 
     def next_recording_path(self) -> Path:
@@ -432,23 +465,35 @@ class MainWindow(QMainWindow):
             self.show_error(str(e), "Cannot record")
             return False
         self._set_record_button(True)
+        self.statusBar().showMessage(f"Recording to {self.pipeline.recording.path}", 5000)
         return True
 
-    def stop_recording(self) -> Path | None:
+    def stop_recording(self, wait: bool = False) -> Path | None:
+        """Stop recording; the file is finished on a worker thread (or here when `wait`, e.g. while closing)."""
         from avatar.record import RecordError
 
         self._set_record_button(False)
-        recording = self.pipeline.recording
+        recording = self.pipeline.detach_recording()
         if recording is None:
             return None
-        try:
-            path = self.pipeline.stop_recording()
-        except RecordError as e:
-            self.show_error(str(e), "Recording stopped")
-            return recording.path
-        self.statusBar().showMessage(f"Saved {path}", 10000)
-        self.last_recording = path
-        return path
+
+        def saved(path):
+            self.statusBar().showMessage(f"Saved {path}", 10000)
+            self.last_recording = path
+
+        def failed(error):
+            self.show_error(f"{_sentence(error)}", "Recording stopped")
+            self.last_recording = recording.path
+
+        if wait:
+            try:
+                saved(recording.close())
+            except RecordError as e:
+                failed(e)
+        else:
+            self.statusBar().showMessage(f"Finishing {recording.path.name}…")
+            self._run(lambda w: recording.close(), saved, failed)
+        return recording.path
 
     def _set_record_button(self, on: bool):
         self.record_button.blockSignals(True)
@@ -580,9 +625,9 @@ class MainWindow(QMainWindow):
     # -- closing --------------------------------------------------------------------------------------
 
     def closeEvent(self, event):
-        self.display_timer.stop()
+        self._events.frame.disconnect(self._show_latest)
         self.status_timer.stop()
-        self.stop_recording()  # finalize the file before anything else goes away
+        self.stop_recording(wait=True)  # finalize the file before anything else goes away
         for worker in list(self._workers):
             worker.cancel_requested = True
             worker.wait(10000)
