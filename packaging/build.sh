@@ -12,6 +12,11 @@ VENV=${VENV:-build/pkg-venv}
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip
 "$VENV/bin/pip" install -q . "pyinstaller>=6.10"
+# The bundle takes OpenCV's headless build of the same version in place of opencv-contrib-python (which
+# mediapipe declares): exactly one cv2 either way, and no second Qt 5 copy or contrib modules in the bundle.
+CV_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('opencv-contrib-python'))")
+"$VENV/bin/pip" uninstall -q -y opencv-contrib-python
+"$VENV/bin/pip" install -q "opencv-python-headless==$CV_VERSION"
 if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "torch leaked into the runtime environment" >&2; exit 1
 fi

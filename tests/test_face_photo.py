@@ -1,5 +1,4 @@
 """Photo loading: every format and oddity loads or fails with a PhotoError; no face gives NoFaceError."""
-import io
 from pathlib import Path
 
 import numpy as np

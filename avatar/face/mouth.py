@@ -1,8 +1,9 @@
 """The synthesized mouth interior: dark cavity with depth shading, upper and lower teeth, a hint of tongue.
 
 Colours are measured from the photo once (lip colour, skin light, colourfulness) so the interior matches the
-photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue) where lips part
-further. The per-frame math is written once over a tiny ops table so the OpenCV and torch renderers share it.
+photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue)
+where the lips part further. The per-frame math is written once over a tiny ops table so the OpenCV and torch
+renderers share it.
 """
 from __future__ import annotations
 
@@ -98,17 +99,18 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     lat = 0.42 + 0.58 * np.exp(-(u / (0.62 * a)) ** 2)
     line_w = 0.012 * W + 0.6
 
-    def gaps(positions):
+    def gaps(positions, widen=1.0):
         s = np.zeros_like(u)
         for k in positions:
             for sign in ((1,) if k == 0 else (1, -1)):
-                s = s + np.exp(-((u - sign * k * W) / line_w) ** 2)
+                s = s + np.exp(-((u - sign * k * W) / (widen * line_w)) ** 2)
         return np.clip(s, 0, 1)
 
     return MouthStatics(
         rows=np.arange(u.shape[0], dtype=np.float32)[:, None],
-        upper_h=(UPPER_TEETH * W * np.sqrt(prof_u)).astype(np.float32),
-        lower_h=(LOWER_TEETH * W * np.sqrt(prof_l)).astype(np.float32),
+        # incisal edges notch a little between teeth (embrasures), so teeth read as separate teeth
+        upper_h=(UPPER_TEETH * W * np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
+        lower_h=(LOWER_TEETH * W * np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
         upper_shade=(0.92 * lat * (1 - 0.22 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
         lower_shade=(0.55 * lat * (1 - 0.12 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
@@ -146,7 +148,8 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     d_top, d_bot = rows - top, bot - rows
     cu = ops.clip(top + st.upper_h - rows + 0.5, 0.0, 1.0) * st.teeth_on
     # lower teeth hide behind the lower lip until the jaw is well open
-    cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W))
+    cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on
+    cl = cl * ops.smooth01((length - 0.15 * W) / (0.12 * W))
     tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
     ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w
     vis_up = cu

@@ -143,7 +143,8 @@ def _to_uint8(a: np.ndarray, name: str) -> np.ndarray:
     raise PhotoError(f"{name} has pixel type {a.dtype}, which is not an image type.")
 
 
-def portrait_crop_box(points: np.ndarray, image_shape: tuple[int, int], aspect: float = 1.0) -> tuple[float, float, float]:
+def portrait_crop_box(points: np.ndarray, image_shape: tuple[int, int],
+                      aspect: float = 1.0) -> tuple[float, float, float]:
     """A crop (centre x, centre y, height) framing the face like a portrait, kept inside the photo if it can be."""
     h, w = image_shape
     x0, y0 = points[:, 0].min(), points[:, 1].min()

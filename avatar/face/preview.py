@@ -30,7 +30,8 @@ def preview_poses() -> list[tuple[str, dict]]:
     return poses + list(EXTRA_POSES)
 
 
-def contact_sheet(renderer, poses=None, cell: int = CELL, columns: int = COLUMNS, zoom_mouth: bool = True) -> np.ndarray:
+def contact_sheet(renderer, poses=None, cell: int = CELL, columns: int = COLUMNS,
+                  zoom_mouth: bool = True) -> np.ndarray:
     """RGB sheet: each pose rendered, labelled; with zoom_mouth a second row per row shows the mouth enlarged."""
     poses = poses or preview_poses()
     h, w = renderer.rig.image.shape[:2]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from avatar.face.liveliness import LivelinessConfig
 from avatar.face.mouth import gap_coverage, interior
-from avatar.face.render import MIN_COVERAGE, SIDEWAYS, Renderer, stack_statics, unstack_statics
+from avatar.face.render import SIDEWAYS, Renderer, stack_statics, unstack_statics
 from avatar.face.rig import Rig
 
 
@@ -36,8 +36,8 @@ class TorchOps:
 
 def _normalized(coords: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Pixel-index coordinates (..., 2) -> grid_sample's [-1, 1] (align_corners=True)."""
-    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=coords.device)
-    return coords * scale - 1.0
+    sx, sy = 2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)  # Python floats: no host-to-device copy
+    return torch.stack([coords[..., 0] * sx - 1.0, coords[..., 1] * sy - 1.0], dim=-1)
 
 
 def _sample(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -149,21 +149,17 @@ class TorchRenderer(Renderer):
         local_pos = base[box] if head_f is None else base[box] + head_f[box]
         t_out = _sample(self._line_t, local_pos - self._local_origin)[0]
         t_src = _sample(self._line_t, maps[box] - self._local_origin)[0]
-        alpha = gap_coverage(TorchOps, t_out, t_src) * torch.clamp(split, max=1.0) * self._slit_mask(TorchOps, local_pos)
-        rows = torch.nonzero(alpha.amax(1) > MIN_COVERAGE)[:, 0]
-        if len(rows) == 0:
-            return warped
-        cols = torch.nonzero(alpha.amax(0) > MIN_COVERAGE)[:, 0]
-        ra, rb, ca, cb = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        a = alpha[ra:rb, ca:cb]
-        st_img = _sample(self._statics_image, local_pos[ra:rb, ca:cb] - self._mouth_origin).permute(1, 2, 0)
-        row_idx = torch.arange(ra, rb, dtype=torch.float32, device=self.device)[:, None]
+        alpha = gap_coverage(TorchOps, t_out, t_src) * torch.clamp(split, max=1.0)
+        alpha = alpha * self._slit_mask(TorchOps, local_pos)
+        # the whole mouth box, no cropping to the opening: finding it would stall the GPU for a host round trip
+        st_img = _sample(self._statics_image, local_pos - self._mouth_origin).permute(1, 2, 0)
+        row_idx = torch.arange(my1 - my0, dtype=torch.float32, device=self.device)[:, None]
         st = unstack_statics(st_img, row_idx, self.statics.teeth_on)
-        rgb = interior(TorchOps, a, st, self.rig.appearance, self._colors)
+        rgb = interior(TorchOps, alpha, st, self.rig.appearance, self._colors)
+        region = warped[box]
+        a = alpha[..., None]
         warped = warped.clone()
-        region = warped[my0 + ra:my0 + rb, mx0 + ca:mx0 + cb]
-        a = a[..., None]
-        warped[my0 + ra:my0 + rb, mx0 + ca:mx0 + cb] = _round(region * (1 - a) + rgb * a)
+        warped[box] = _round(region * (1 - a) + rgb * a)
         return warped
 
 

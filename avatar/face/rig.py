@@ -266,7 +266,7 @@ def head_shape(g: FaceGeometry) -> HeadShape:
 def head_mask(g: FaceGeometry, hs: HeadShape, x, y):
     u, v = g.uv(x, y, hs.mask_center)
     r = np.hypot(u / hs.mask_axes[0], v / hs.mask_axes[1])
-    head = 1 - smoothstep(1.0, 1.45, r)
+    head = 1 - smoothstep(1.0, 1.32, r)  # a narrow fade: fewer pixels to warp, still gentle at a few degrees
     uc, vc = g.uv(x, y, g.points[lm.CHIN, :2])
     neck = 0.85 * (1 - smoothstep(0.22 * g.face_w, 0.45 * g.face_w, np.abs(uc))) * (vc > -0.3 * g.face_h) * (
         1 - smoothstep(0, 0.6 * g.face_h, vc))
@@ -426,6 +426,9 @@ def build_local(g: FaceGeometry, width: int, height: int, step: int):
     fields = np.zeros((len(funcs), 2, box.r1 - box.r0, box.c1 - box.c0, 2), np.float32)
     for k, f in enumerate(funcs):
         for b, lower in enumerate((False, True)):
+            if b == 1 and LOCAL_FIELDS[k] in ("blink_r", "blink_l", "brow_raise"):  # the same on both sides
+                fields[k, 1] = fields[k, 0]
+                continue
             bx, by = invert(lambda x, y: f(g, x, y, lower), sx, sy, max_step=0.25 * g.W)
             fields[k, b, ..., 0], fields[k, b, ..., 1] = bx, by
     return box, fields
