@@ -185,3 +185,14 @@ def test_full_disk_stops_the_recording_with_a_message(window, qtbot, tiny_disk):
     seq = window.pipeline.latest.seq
     qtbot.wait(200)
     assert window.pipeline.latest.seq > seq  # the app runs on
+
+
+def test_unavailable_microphone_is_a_message_and_the_view_runs_on_silence(window, qtbot):
+    from avatar.pipeline import SilenceSource
+
+    assert not window.open_microphone("No Such Microphone 3000")
+    assert "not available" in window.last_error and "Pick another" in window.last_error
+    assert isinstance(window.pipeline.source, SilenceSource)
+    seq = window.pipeline.latest.seq
+    qtbot.wait(200)
+    assert window.pipeline.latest.seq > seq
