@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QLabel, QMa
                                QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar, QToolButton,
                                QVBoxLayout, QWidget)
 
-from avatar.gui.settings import DISPLAY_RATES, Preferences, save_preferences
+from avatar.gui.settings import DISPLAY_RATES, SIZES, Preferences, save_preferences
 from avatar.gui.view import AvatarView
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ STATUS_INTERVAL_MS = 250
 METER_FLOOR_DB = -60
 GATE_OFF_DB = -100
 SILENCE = "No microphone (silence)"
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch")
 
 
 class Worker(QThread):
@@ -164,40 +165,26 @@ class MainWindow(QMainWindow):
         self._action(m, "&Quit", QKeySequence.Quit, self.close)
 
         v = self.menuBar().addMenu("&View")
-        rates = QActionGroup(self)
-        for rate in DISPLAY_RATES:
-            a = self._action(v, f"{rate} fps", None, lambda _=False, r=rate: self.set_display_rate(r))
-            a.setCheckable(True)
-            a.setChecked(rate == self.prefs.fps)
-            rates.addAction(a)
+        self._choices(v, [(f"{rate} fps", rate) for rate in DISPLAY_RATES], self.prefs.fps, self.set_display_rate)
         v.addSeparator()
-        backgrounds = QActionGroup(self)
-        for key, text in (("photo", "Background: photo"), ("color", "Background: solid colour…"),
-                          ("green", "Background: green screen")):
-            a = self._action(v, text, None, lambda _=False, k=key: self.set_background(k))
-            a.setCheckable(True)
-            a.setChecked(key == self.prefs.background)
-            backgrounds.addAction(a)
+        self._choices(v, [("Background: photo", "photo"), ("Background: solid colour…", "color"),
+                          ("Background: green screen", "green")], self.prefs.background, self.set_background)
         v.addSeparator()
         self.liveliness_menu = v.addMenu("Liveliness")
         self._fill_liveliness()
 
         s = self.menuBar().addMenu("&Settings")
-        backends = s.addMenu("Inference backend")
-        group = QActionGroup(self)
-        for name in ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch"):
-            a = self._action(backends, name, None, lambda _=False, b=name: self.set_backend(b))
-            a.setCheckable(True)
-            a.setChecked(name == self.prefs.backend)
-            group.addAction(a)
-        sizes = s.addMenu("Render size")
-        group = QActionGroup(self)
-        from avatar.gui.settings import SIZES
+        self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES], self.prefs.backend,
+                      self.set_backend)
+        self._choices(s.addMenu("Render size"), [(f"{n} × {n}", n) for n in SIZES], self.prefs.size, self.set_size)
 
-        for size in SIZES:
-            a = self._action(sizes, f"{size} × {size}", None, lambda _=False, n=size: self.set_size(n))
+    def _choices(self, menu, items, current, slot) -> None:
+        """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value)."""
+        group = QActionGroup(self)
+        for text, value in items:
+            a = self._action(menu, text, None, lambda _=False, v=value: slot(v))
             a.setCheckable(True)
-            a.setChecked(size == self.prefs.size)
+            a.setChecked(value == current)
             group.addAction(a)
 
     def _action(self, menu, text, shortcut, slot) -> QAction:
