@@ -196,3 +196,14 @@ def test_unavailable_microphone_is_a_message_and_the_view_runs_on_silence(window
     seq = window.pipeline.latest.seq
     qtbot.wait(200)
     assert window.pipeline.latest.seq > seq
+
+
+def test_unexpected_errors_become_dialogs_not_tracebacks(window, capsys):
+    from avatar.gui.app import _excepthook
+
+    try:
+        raise RuntimeError("the frobnicator broke")
+    except RuntimeError as e:
+        _excepthook(lambda: window)(RuntimeError, e, e.__traceback__)
+    assert window.last_error == "Something went wrong: the frobnicator broke"
+    assert "Traceback" not in capsys.readouterr().out
