@@ -258,9 +258,13 @@ def bench_latency(args) -> int:
         if after:
             latencies.append(1000 * (after[0][2] - adc[i]))
             in_app.append(1000 * (after[0][2] - arrival[i]))
-    if not latencies:
-        print("bench latency: no tone onset was seen through the microphone (is .ci/av-env.sh up?)",
+    if len(starts) == 0:
+        print("bench latency: no tone onset was heard through the microphone (is `.ci/av-env.sh up` running?)",
               file=sys.stderr)
+        return 1
+    if not latencies:
+        print("bench latency: the tones were heard but the mouth never opened past half way; the model may not "
+              "answer a pure tone (use --model probe to measure the pipeline itself)", file=sys.stderr)
         return 1
     if args.verbose_onsets:
         print("per onset (ms):", " ".join(f"{v:.1f}" for v in latencies))
