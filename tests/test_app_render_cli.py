@@ -101,3 +101,29 @@ def test_avatar_without_arguments_opens_the_window(x_display, tmp_path):
         proc.terminate()
         out = proc.communicate(timeout=20)[0]
     assert "Traceback" not in out
+
+
+def _bench(argv, monkeypatch, tmp_path):
+    import argparse
+
+    from avatar.render_cli import add_bench_cli
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    add_bench_cli(parser.add_subparsers(dest="what"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_bench_render_offline_runs(monkeypatch, tmp_path, capsys):
+    code = _bench(["render-offline", "--model", "probe", "--backend", "onnxruntime", "--size", "128",
+                   "--seconds", "1", "--runs", "1"], monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    assert code == 0 and "x real time" in out and "core-seconds per second of video" in out
+
+
+def test_bench_latency_runs_through_the_virtual_mic(virtual_mic, monkeypatch, tmp_path, capsys):
+    code = _bench(["latency", "--model", "probe", "--backend", "onnxruntime", "--size", "128", "--bursts", "3"],
+                  monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    assert code == 0 and "mic→pixel latency at 60 fps" in out and "(3 tone onsets)" in out
