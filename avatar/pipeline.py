@@ -362,7 +362,7 @@ class LivePipeline:
         self._frame_times: deque = deque(maxlen=STATS_WINDOW)
         self._latencies: deque = deque(maxlen=STATS_WINDOW)
         self._lock = threading.Lock()
-        self._engine_lock = threading.Lock()
+        self._audio_lock = threading.RLock()  # one audio step (read → engine) at a time; swaps wait for it
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: deque = deque(maxlen=20)  # audio/render worker failures, for the GUI to show
@@ -373,20 +373,30 @@ class LivePipeline:
     def source(self):
         return self._source
 
-    def set_source(self, source) -> None:
-        """Switch audio source; the audio clock runs on without a jump."""
-        with self._lock:
-            old, self._source = self._source, source
-            self._source_base = self.lipsync.samples_in
-        if old is not None and old is not source:
-            old.close()
+    def set_source(self, source, replacing=None) -> bool:
+        """Switch audio source between two steps of the audio worker; the audio clock runs on without a jump.
+        With `replacing`, only if that is still the current source (False otherwise, and `source` is closed)."""
+        with self._audio_lock:
+            with self._lock:
+                old = self._source
+                if replacing is not None and old is not replacing:
+                    old = None
+                else:
+                    self._source = source
+                    self._source_base = self.lipsync.samples_in
+        if old is None:
+            source.close()
+            return False
+        if old is not source:
+            old.close()  # outside the lock: a file's last sound may take a moment to play out
+        return True
 
     def use_silence(self) -> None:
         self.set_source(SilenceSource())
 
     def set_engine(self, engine) -> None:
         """Swap the inference backend between two audio blocks; the audio clock runs on."""
-        with self._engine_lock:
+        with self._audio_lock:
             engine.reset()
             self.lipsync.engine = engine
 
@@ -419,22 +429,26 @@ class LivePipeline:
             self._stop.wait(AUDIO_POLL_SECONDS)
 
     def pump_audio(self) -> int:
-        """Move whatever the source has into the engine and the recorder; returns samples moved."""
-        with self._lock:
+        """Move whatever the source has into the engine and the recorder; returns samples moved.
+
+        One step holds the audio lock, so a source or engine swapped from another thread never lands between
+        reading a block and stamping it."""
+        with self._audio_lock:
             source = self._source
-        if not source.alive:
-            self._report(f"The microphone '{source.name}' stopped delivering sound (unplugged or taken by the "
-                         "system). The avatar keeps running on silence; pick another device.")
-            self.use_silence()
+            alive = source.alive
+            audio = source.read() if alive else np.zeros(0, np.float32)
+            start = self.lipsync.samples_in
+            if len(audio):
+                self.lipsync.push(audio)
+        if not alive:
+            if self.set_source(SilenceSource(), replacing=source):
+                self._report(f"The microphone '{source.name}' stopped delivering sound (unplugged or taken by "
+                             "the system). The avatar keeps running on silence; pick another device.")
             return 0
-        audio = source.read()
         if len(audio) == 0:
             if source.finished:
-                self.use_silence()
+                self.set_source(SilenceSource(), replacing=source)
             return 0
-        with self._engine_lock:
-            start = self.lipsync.samples_in
-            self.lipsync.push(audio)
         with self._rec_lock:
             if self._recording is not None:
                 self._recording.add_audio(audio, start)

@@ -196,3 +196,23 @@ def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path,
     k = int(np.argmax(c))
     seg = got[k:k + len(ref)]
     assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95
+
+
+def test_a_stale_replacement_does_not_clobber_a_newly_chosen_source():
+    """The audio worker's 'device lost → silence' must not undo a device the user picked meanwhile."""
+    from avatar.pipeline import LivePipeline, SilenceSource
+
+    class Tracked(SilenceSource):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    pipeline = LivePipeline(None, SimpleFrames())
+    lost, chosen, fallback = Tracked(), Tracked(), Tracked()
+    pipeline.set_source(lost)
+    pipeline.set_source(chosen)  # the user's pick
+    assert lost.closed
+    assert not pipeline.set_source(fallback, replacing=lost)  # the worker's late reaction
+    assert pipeline.source is chosen and not chosen.closed and fallback.closed
+    assert pipeline.set_source(fallback, replacing=chosen) and pipeline.source is fallback
