@@ -209,8 +209,7 @@ class MicSource:
         self.name = self.mic.name
         self.conditioner = InputConditioner(self.mic.samplerate, gain_db, gate_db)
         self.resampler = StreamResampler(self.mic.samplerate, SAMPLE_RATE)
-        self._first_device_index = None
-        self._out = 0  # 16 kHz samples delivered
+        self._first_device_index = None  # ring index of the first sample delivered: source sample 0
         self.finished = False
 
     @property
@@ -230,9 +229,7 @@ class MicSource:
             if len(raw) == 0:
                 return np.zeros(0, np.float32)
             self._first_device_index = start
-        out = self.resampler.process(self.conditioner.process(raw))
-        self._out += len(out)
-        return out
+        return self.resampler.process(self.conditioner.process(raw))
 
     def capture_time(self, index: int) -> float | None:
         if self._first_device_index is None:
