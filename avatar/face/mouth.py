@@ -122,6 +122,7 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
 class NumpyOps:
     clip = staticmethod(np.clip)
     minimum = staticmethod(np.minimum)
+    where = staticmethod(np.where)
 
     @staticmethod
     def colsum(x):
@@ -133,8 +134,16 @@ class NumpyOps:
         return s * s * (3 - 2 * s)
 
     @staticmethod
-    def channels(x):
-        return x[..., None]
+    def mix(scale, weights, colors):
+        """scale * sum_k weights[k] * colors[k] as (h, w, 3), one colour plane at a time: broadcasting (h, w, 1)
+        against (3,) would run numpy's inner loop three elements at a time."""
+        out = np.empty(scale.shape + (3,), np.float32)
+        for c in range(3):
+            plane = weights[0] * colors[0][c]
+            for w, col in zip(weights[1:], colors[1:]):
+                plane += w * col[c]
+            np.multiply(plane, scale, out=out[..., c])
+        return out
 
 
 def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
@@ -166,9 +175,8 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade: warmer, from its red light
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01((rows - (bot - tongue_h)) / (tongue_h + 1)))
     lit = (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
-    c = ops.channels
-    return c(occl) * (c(edge_w) * cav_edge + c(deep_w) * cav_deep + c(teeth_w * lit) * teeth
-                      + c(lower_w * lit) * (0.7 * teeth + 0.45 * tongue) + c(tongue_w) * tongue)
+    return ops.mix(occl, (edge_w, deep_w, teeth_w * lit, lower_w * lit, tongue_w),
+                   (cav_edge, cav_deep, teeth, 0.7 * teeth + 0.45 * tongue, tongue))
 
 
 def gap_coverage(ops, line_t_out, line_t_src):
@@ -177,7 +185,6 @@ def gap_coverage(ops, line_t_out, line_t_src):
     line_t_out: signed distance of the output pixel below the line (which branch it belongs to);
     line_t_src: the same distance of the photo point it samples. Anti-aliased over one pixel.
     """
-    below = line_t_out > 0
-    a = ops.clip(line_t_out * (2 * below - 1), 0.0, 0.5)  # |t_out| capped at half a pixel
-    b = line_t_src * (2 * below - 1)
-    return ops.clip(ops.minimum(-b, 0.5) + a, 0.0, 1.0)
+    a = ops.clip(abs(line_t_out), 0.0, 0.5)  # |t_out| capped at half a pixel
+    across = ops.where(line_t_out > 0, -line_t_src, line_t_src)  # how far the source lies on the other side
+    return ops.clip(ops.minimum(across, 0.5) + a, 0.0, 1.0)

@@ -188,6 +188,10 @@ def unstack_statics(image, rows, teeth_on: float) -> MouthStatics:
 
 
 class CpuRenderer(Renderer):
+    """The OpenCV renderer. Per frame it touches full-resolution pixels only where they can change: the frame
+    outside the warped region is copied, each branch's map is upsampled only over its own rows, and the photo is
+    remapped straight into the frame (through RGBA, which OpenCV's remap vectorises better than RGB)."""
+
     name = "cpu"
 
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
@@ -199,44 +203,69 @@ class CpuRenderer(Renderer):
         cy, cx = np.mgrid[-1:-(-h // step) + 1, -1:-(-w // step) + 1].astype(np.float32)
         self._cell_grid = np.ascontiguousarray(np.dstack([cx, cy]))  # cell coordinates, from cell -1 on
         self._cell_pos = (self._cell_grid + 0.5) * step - 0.5  # where cv2.resize puts each cell's sample
-        k = rig.local_fields.shape[0]
-        self._local_both = rig.local_fields.reshape(k, -1)  # contiguous: blending is a weighted sum of rows
-        self._local_upper = np.ascontiguousarray(rig.local_fields[:, 0]).reshape(k, -1)
         self._head_matrix = rig.head_fields.reshape(len(HEAD_FIELDS), -1)
         lb = rig.local_box
-        self._local_origin = np.array([lb.x0, lb.y0], np.float32)
-        self._local_cell_origin = np.array([lb.c0, lb.r0], np.float32)
-        self._mouth_origin = np.array(rig.mouth_box[:2], np.float32)
+        # each local field's support in local-box cells: blending adds a field only there
+        self._field_boxes = [(max(r0 - lb.r0, 0), max(r1 - lb.r0, 0), max(c0 - lb.c0, 0), max(c1 - lb.c0, 0))
+                             for r0, r1, c0, c1 in self._field_cells]
+        self._local_cells = self._cell_grid - np.array([lb.c0, lb.r0], np.float32)  # cell coordinates in the box
+        # the lips' line distance over the whole canvas (edges replicated), read at canvas coordinates directly:
+        # subtracting an origin from (h, w, 2) coordinates would broadcast two elements at a time
+        self._line_t = cv2.copyMakeBorder(rig.line_t, lb.y0, h - lb.y1, lb.x0, w - lb.x1, cv2.BORDER_REPLICATE)
+        self._mouth_origin = (float(rig.mouth_box[0]), float(rig.mouth_box[1]), 0.0, 0.0)  # a cv2 scalar
         self._statics_image = stack_statics(self.statics)
+        self._image_rgba = cv2.cvtColor(rig.image, cv2.COLOR_RGB2RGBA)
+
+    def _blend(self, weights: np.ndarray, branches: int) -> np.ndarray:
+        """sum_k weights[k] * local field k, (branches, rows, cols, 2), each field added over its support only."""
+        fields = self.rig.local_fields
+        out = np.zeros((branches,) + fields.shape[2:], np.float32)
+        for k in np.nonzero(weights)[0]:
+            r0, r1, c0, c1 = self._field_boxes[k]
+            out[:, r0:r1, c0:c1] += weights[k] * fields[k, :branches, r0:r1, c0:c1]
+        return out
 
     def _blend_local(self, local: np.ndarray, branches: int) -> np.ndarray:
         """Coarse backward field per branch: sideways fields composed after the others (see SIDEWAYS_FIELDS)."""
-        rows, cols = self.rig.local_fields.shape[2:4]
-        matrix = self._local_both if branches == 2 else self._local_upper
         other = local.copy()
         other[SIDEWAYS] = 0
-        blend = _weighted_sum(other, matrix).reshape(branches, rows, cols, 2)
+        blend = self._blend(other, branches)
         side = np.zeros_like(local)
         side[SIDEWAYS] = local[SIDEWAYS]
-        if np.any(side):
-            sblend = _weighted_sum(side, matrix).reshape(branches, rows, cols, 2)
-            grid = self._cell_grid[1:rows + 1, 1:cols + 1]  # local cell indices
-            for b in range(branches):
-                blend[b] = sblend[b] + cv2.remap(blend[b], grid + sblend[b] * (1.0 / self.rig.step), None,
-                                                 cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if not np.any(side):
+            return blend
+        sblend = self._blend(side, branches)
+        # composing changes the blend only where the sideways fields move it
+        boxes = [self._field_boxes[k] for k in SIDEWAYS if side[k]]
+        r0, r1 = min(b[0] for b in boxes), max(b[1] for b in boxes)
+        c0, c1 = min(b[2] for b in boxes), max(b[3] for b in boxes)
+        grid = self._cell_grid[1 + r0:1 + r1, 1 + c0:1 + c1]  # local cell indices of that box
+        for b in range(branches):
+            s = sblend[b, r0:r1, c0:c1]
+            moved = cv2.remap(blend[b], grid + s * (1.0 / self.rig.step), None, cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+            blend[b, r0:r1, c0:c1] = s + moved
         return blend
+
+    def _warp(self, frame: np.ndarray, maps: np.ndarray, y: int, x: int) -> None:
+        """Remap the photo by `maps` (h, w, 2) into frame rows y.., columns x.."""
+        h, w = maps.shape[:2]
+        if h == 0 or w == 0:
+            return
+        rgba = cv2.remap(self._image_rgba, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=frame[y:y + h, x:x + w])
 
     def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
         rig = self.rig
-        frame = rig.image.copy()
         local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
         plan = self.plan(local, head)
         if plan is None:
-            return frame
+            return rig.image.copy()
         step = rig.step
         r0, r1, c0, c1 = plan.cells
         y0, y1, x0, x1 = plan.region
         h, w = y1 - y0, x1 - x0
+        frame = _copy_outside(rig.image, plan.region)
         # coarse work on the region plus one cell all round, so that upsampling is exact up to the region's edge
         cells = (slice(r0, r1 + 2), slice(c0, c1 + 2))  # self._cell_grid starts one cell before the canvas
         head_c = np.zeros((r1 - r0 + 2, c1 - c0 + 2, 2), np.float32)
@@ -248,44 +277,50 @@ class CpuRenderer(Renderer):
         total = [head_c + self._cell_pos[cells]] * branches  # absolute photo coordinates, coarse
         if np.any(local):
             local_c = self._blend_local(local, branches)
-            coords = self._cell_grid[cells] - self._local_cell_origin + head_c * (1.0 / step)
+            coords = self._local_cells[cells] + head_c * (1.0 / step)
             total = [t + cv2.remap(local_c[b], coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                    borderValue=0) for b, t in enumerate(total)]
-        maps = _upsample_part(total[0], step, step, step + h, step, step + w)
-        base = self._base[y0:y1, x0:x1]
-        head_f = None
-        if plan.tearing:
-            b0, b1 = plan.band
-            my0, my1, mx0, mx1 = plan.mouth
-            near0, near1 = min(b0, my0), max(b1, my1)
-            if plan.head_on:  # the head's motion on the rows around the mouth (from row near0), full resolution
-                head_f = _upsample_part(head_c, step, step + near0, step + near1, step, step + w)
-            lower = _upsample_part(total[1], step, step + b0, step + h, step, step + w)
-            # how far apart the two branches pull each mouth pixel: the lips part only where they differ
-            split = np.abs(_upsample_part(total[1], step, step + my0, step + my1, step + mx0, step + mx1)
-                           - maps[my0:my1, mx0:mx1]).sum(axis=2)
-            where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0 - near0:b1 - near0]
-            t_eff = cv2.remap(rig.line_t, where - self._local_origin, None, cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-            maps[b1:] = lower[b1 - b0:]
-            maps[b0:b1] = np.where(t_eff[..., None] > 0, lower[:b1 - b0], maps[b0:b1])
-        warped = cv2.remap(rig.image, maps, None, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1],
-                           borderMode=cv2.BORDER_REPLICATE)  # written straight into the frame
-        if plan.tearing:
-            self._draw_mouth(warped, maps, base, head_f, near0, split, plan)
+        if not plan.tearing:
+            self._warp(frame, _upsample_part(total[0], step, step, step + h, step, step + w), y0, x0)
+            return frame
+        self._render_torn(frame, total, head_c, plan)
         return frame
 
-    def _draw_mouth(self, warped, maps, base, head_f, near0, split, plan: FramePlan):
-        rig = self.rig
+    def _render_torn(self, frame, total, head_c, plan: FramePlan) -> None:
+        """Warp with two branches: the upper one above the band, the lower one below it, chosen per pixel inside
+        the band by the side of the lips' line; then draw the mouth interior where the lips parted."""
+        rig, step = self.rig, self.rig.step
+        y0, y1, x0, x1 = plan.region
+        h, w = y1 - y0, x1 - x0
+        b0, b1 = plan.band
         my0, my1, mx0, mx1 = plan.mouth
-        box = (slice(my0, my1), slice(mx0, mx1))
-        local_pos = base[box]  # each output pixel's place before the head moved
-        if head_f is not None:
-            local_pos = local_pos + head_f[my0 - near0:my1 - near0, mx0:mx1]
-        t_out = cv2.remap(rig.line_t, local_pos - self._local_origin, None, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-        t_src = cv2.remap(rig.line_t, maps[box] - self._local_origin, None, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+        near0, near1 = min(b0, my0), max(b1, my1)  # rows where both branches are needed
+        upper = _upsample_part(total[0], step, step, step + near1, step, step + w)  # rows 0..near1
+        lower = _upsample_part(total[1], step, step + near0, step + h, step, step + w)  # rows near0..h
+        head_f = None
+        if plan.head_on:  # the head's motion on the rows around the mouth (from row near0), full resolution
+            head_f = _upsample_part(head_c, step, step + near0, step + near1, step, step + w)
+        # how far apart the two branches pull each mouth pixel: the lips part only where they differ
+        gap = cv2.absdiff(lower[my0 - near0:my1 - near0, mx0:mx1], upper[my0:my1, mx0:mx1])
+        split = gap[..., 0] + gap[..., 1]
+        base = self._base[y0:y1, x0:x1]
+        where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0 - near0:b1 - near0]
+        t_eff = cv2.remap(self._line_t, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        cv2.copyTo(lower[b0 - near0:b1 - near0], (t_eff > 0).view(np.uint8), upper[b0:b1])  # pixels below the line
+        self._warp(frame, upper[:b1], y0, x0)  # rows above the band and the band: the upper map, now merged
+        self._warp(frame, lower[b1 - near0:], y0 + b1, x0)
+        if my1 > my0 and mx1 > mx0:
+            maps = np.concatenate([upper[my0:max(min(b1, my1), my0), mx0:mx1],
+                                   lower[max(b1, my0) - near0:my1 - near0, mx0:mx1]])  # the mouth box's map
+            local_pos = base[my0:my1, mx0:mx1]  # each output pixel's place before the head moved
+            if head_f is not None:
+                local_pos = local_pos + head_f[my0 - near0:my1 - near0, mx0:mx1]
+            self._draw_mouth(frame[y0 + my0:y0 + my1, x0 + mx0:x0 + mx1], maps, local_pos, split)
+
+    def _draw_mouth(self, out, maps, local_pos, split):
+        """Blend the mouth interior into `out`, the frame's view of the mouth box."""
+        t_out = cv2.remap(self._line_t, local_pos, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        t_src = cv2.remap(self._line_t, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = gap_coverage(NumpyOps, t_out, t_src) * np.minimum(split, 1.0) * self._slit_mask(NumpyOps, local_pos)
         rows = np.nonzero(alpha.max(1) > MIN_COVERAGE)[0]
         if len(rows) == 0:
@@ -293,13 +328,22 @@ class CpuRenderer(Renderer):
         cols = np.nonzero(alpha.max(0) > MIN_COVERAGE)[0]
         gr, gc = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)  # the opening's box
         a = alpha[gr, gc]
-        st_img = cv2.remap(self._statics_image, local_pos[gr, gc] - self._mouth_origin, None, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
+        st_img = cv2.remap(self._statics_image, cv2.subtract(local_pos[gr, gc], self._mouth_origin), None,
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         st = unstack_statics(st_img, np.arange(gr.start, gr.stop, dtype=np.float32)[:, None], self.statics.teeth_on)
-        rgb = interior(NumpyOps, a, st, rig.appearance, self.colors)
-        region = warped[box][gr, gc]
-        a = a[..., None]
-        warped[box][gr, gc] = np.clip(region * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
+        rgb = interior(NumpyOps, a, st, self.rig.appearance, self.colors)
+        region = out[gr, gc]
+        a = cv2.merge([a, a, a])  # the same shape as the colours: numpy then runs one long inner loop
+        out[gr, gc] = np.clip(region * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
+
+
+def _copy_outside(image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+    """A new frame holding `image` outside the region y0, y1, x0, x1 (the caller fills the region)."""
+    y0, y1, x0, x1 = region
+    frame = np.empty_like(image)
+    frame[:y0], frame[y1:] = image[:y0], image[y1:]
+    frame[y0:y1, :x0], frame[y0:y1, x1:] = image[y0:y1, :x0], image[y0:y1, x1:]
+    return frame
 
 
 def create_renderer(rig: Rig, device: str = "auto", liveliness: LivelinessConfig | None = None) -> Renderer:
