@@ -21,6 +21,8 @@ SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
 TEARING = np.array([n in ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press") for n in LOCAL_FIELDS])
 SPREAD_SHOWS_TEETH = 0.45  # lip_spread also raises the upper lip this much ("ee" shows the upper teeth)
 MIN_COVERAGE = 1.0 / 512  # below this the lips are closed: no interior to draw
+STRIP_PIXELS = 64  # the CPU warp runs in strips about this tall, each as wide as the active fields reach there
+NO_SPAN = 1 << 20  # a row's span (NO_SPAN, -NO_SPAN): no field reaches it
 EXTRA_PARAMS = ("blink", "blink_l", "blink_r", "brow_raise", "lip_raise",
                 "head_yaw", "head_pitch", "head_roll", "head_rise")
 
@@ -188,9 +190,9 @@ def unstack_statics(image, rows, teeth_on: float) -> MouthStatics:
 
 
 class CpuRenderer(Renderer):
-    """The OpenCV renderer. Per frame it touches full-resolution pixels only where they can change: the frame
-    outside the warped region is copied, each branch's map is upsampled only over its own rows, and the photo is
-    remapped straight into the frame (through RGBA, which OpenCV's remap vectorises better than RGB)."""
+    """The OpenCV renderer. Per frame it touches full-resolution pixels only where they can change: each branch's
+    map is upsampled only over its own rows, and the photo is remapped straight into a copy of itself, in strips
+    only as wide as the active fields reach (through RGBA, which OpenCV's remap vectorises better than RGB)."""
 
     name = "cpu"
 
@@ -215,6 +217,15 @@ class CpuRenderer(Renderer):
         self._mouth_origin = (float(rig.mouth_box[0]), float(rig.mouth_box[1]), 0.0, 0.0)  # a cv2 scalar
         self._statics_image = stack_statics(self.statics)
         self._image_rgba = cv2.cvtColor(rig.image, cv2.COLOR_RGB2RGBA)
+        # per canvas cell row, the cell columns each field reaches (as padded as the plan's boxes)
+        n_rows = -(-h // step)
+        mags = np.abs(rig.local_fields).max(axis=(1, 4))
+        self._field_spans = [_row_spans(m > SUPPORT_EPS, lb.r0, lb.c0, n_rows) for m in mags]
+        hb = rig.head_box
+        self._head_spans = _row_spans(np.abs(rig.head_fields).max(axis=(0, 3)) > SUPPORT_EPS, hb.r0, hb.c0, n_rows)
+        mr0, mr1, mc0, mc1 = self._mouth_cells
+        self._mouth_spans = _row_spans(np.ones((mr1 - mr0, mc1 - mc0), bool), mr0, mc0, n_rows, pad=0)
+        self._strip_cells = max(STRIP_PIXELS // step, 1)
 
     def _blend(self, weights: np.ndarray, branches: int) -> np.ndarray:
         """sum_k weights[k] * local field k, (branches, rows, cols, 2), each field added over its support only."""
@@ -247,13 +258,37 @@ class CpuRenderer(Renderer):
             blend[b, r0:r1, c0:c1] = s + moved
         return blend
 
-    def _warp(self, frame: np.ndarray, maps: np.ndarray, y: int, x: int) -> None:
-        """Remap the photo by `maps` (h, w, 2) into frame rows y.., columns x.."""
-        h, w = maps.shape[:2]
-        if h == 0 or w == 0:
-            return
-        rgba = cv2.remap(self._image_rgba, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=frame[y:y + h, x:x + w])
+    def _strips(self, local: np.ndarray, plan: FramePlan, shift: int) -> list[tuple[int, int, int, int]]:
+        """Region-relative pixel boxes (y0, y1, x0, x1), one per strip, covering every pixel an active field can
+        move; `shift` cells of margin for the head carrying the local fields along."""
+        spans = [self._field_spans[k] for k in np.nonzero(local)[0]]
+        spans += [self._mouth_spans] if plan.tearing else []
+        spans += [self._head_spans] if plan.head_on else []
+        lo = np.minimum.reduce([s[0] for s in spans])
+        hi = np.maximum.reduce([s[1] for s in spans])
+        r0, r1, c0, c1 = plan.cells
+        y0, y1, x0, x1 = plan.region
+        step, n = self.rig.step, self._strip_cells
+        boxes = []
+        for a in range(r0, r1, n):
+            b = min(a + n, r1)
+            left = max(int(lo[max(a - shift, 0):b + shift].min()) - shift, c0)
+            right = min(int(hi[max(a - shift, 0):b + shift].max()) + shift, c1)
+            if right > left:
+                boxes.append((a * step - y0, min(b * step, y1) - y0, left * step - x0, min(right * step, x1) - x0))
+        return boxes
+
+    def _warp(self, frame: np.ndarray, maps: np.ndarray, row0: int, rows: tuple[int, int], boxes, origin) -> None:
+        """Remap the photo into the frame inside each box, on region rows rows[0]..rows[1]; maps[y - row0, x] is
+        the map at region pixel (y, x); origin: the region's (y0, x0) in the frame."""
+        for ya, yb, xa, xb in boxes:
+            ya, yb = max(ya, rows[0]), min(yb, rows[1])
+            if yb <= ya or xb <= xa:
+                continue
+            m = maps[ya - row0:yb - row0, xa:xb]
+            rgba = cv2.remap(self._image_rgba, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            y, x = origin[0] + ya, origin[1] + xa
+            cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=frame[y:y + yb - ya, x:x + xb - xa])
 
     def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
         rig = self.rig
@@ -265,7 +300,7 @@ class CpuRenderer(Renderer):
         r0, r1, c0, c1 = plan.cells
         y0, y1, x0, x1 = plan.region
         h, w = y1 - y0, x1 - x0
-        frame = _copy_outside(rig.image, plan.region)
+        frame = rig.image.copy()
         # coarse work on the region plus one cell all round, so that upsampling is exact up to the region's edge
         cells = (slice(r0, r1 + 2), slice(c0, c1 + 2))  # self._cell_grid starts one cell before the canvas
         head_c = np.zeros((r1 - r0 + 2, c1 - c0 + 2, 2), np.float32)
@@ -274,19 +309,37 @@ class CpuRenderer(Renderer):
             hc = _weighted_sum(head, self._head_matrix).reshape(hb.r1 - hb.r0, hb.c1 - hb.c0, 2)
             head_c[hb.r0 - r0 + 1:hb.r1 - r0 + 1, hb.c0 - c0 + 1:hb.c1 - c0 + 1] = hc
         branches = 2 if plan.tearing else 1
-        total = [head_c + self._cell_pos[cells]] * branches  # absolute photo coordinates, coarse
+        total = head_c + self._cell_pos[cells]  # absolute photo coordinates, coarse
+        total = [total, total.copy()] if branches == 2 else [total]
+        shift = int(np.ceil(np.abs(head_c).max() / step)) if plan.head_on else 0  # cells the head moves things
         if np.any(local):
-            local_c = self._blend_local(local, branches)
-            coords = self._local_cells[cells] + head_c * (1.0 / step)
-            total = [t + cv2.remap(local_c[b], coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                   borderValue=0) for b, t in enumerate(total)]
+            self._add_local(total, local, head_c, plan.cells, shift)
+        boxes = self._strips(local, plan, shift)
         if not plan.tearing:
-            self._warp(frame, _upsample_part(total[0], step, step, step + h, step, step + w), y0, x0)
+            maps = _upsample_part(total[0], step, step, step + h, step, step + w)
+            self._warp(frame, maps, 0, (0, h), boxes, (y0, x0))
             return frame
-        self._render_torn(frame, total, head_c, plan)
+        self._render_torn(frame, total, head_c, plan, boxes)
         return frame
 
-    def _render_torn(self, frame, total, head_c, plan: FramePlan) -> None:
+    def _add_local(self, total, local, head_c, cells, shift: int) -> None:
+        """total[b] += L_b(q + H(q)) on the coarse grid, only over the cells the active local fields reach."""
+        r0, r1, c0, c1 = cells
+        local_c = self._blend_local(local, len(total))
+        boxes = [self._field_cells[k] for k in np.nonzero(local)[0]]
+        # total's index i is canvas cell r0 - 1 + i (one cell of margin all round)
+        a0 = max(min(b[0] for b in boxes) - shift - r0 + 1, 0)
+        a1 = min(max(b[1] for b in boxes) + shift - r0 + 1, r1 - r0 + 2)
+        b0 = max(min(b[2] for b in boxes) - shift - c0 + 1, 0)
+        b1 = min(max(b[3] for b in boxes) + shift - c0 + 1, c1 - c0 + 2)
+        if a1 <= a0 or b1 <= b0:
+            return
+        coords = self._local_cells[r0 + a0:r0 + a1, c0 + b0:c0 + b1] + head_c[a0:a1, b0:b1] * (1.0 / self.rig.step)
+        for t, field in zip(total, local_c):
+            t[a0:a1, b0:b1] += cv2.remap(field, coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                         borderValue=0)
+
+    def _render_torn(self, frame, total, head_c, plan: FramePlan, boxes) -> None:
         """Warp with two branches: the upper one above the band, the lower one below it, chosen per pixel inside
         the band by the side of the lips' line; then draw the mouth interior where the lips parted."""
         rig, step = self.rig, self.rig.step
@@ -307,8 +360,8 @@ class CpuRenderer(Renderer):
         where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0 - near0:b1 - near0]
         t_eff = cv2.remap(self._line_t, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         cv2.copyTo(lower[b0 - near0:b1 - near0], (t_eff > 0).view(np.uint8), upper[b0:b1])  # pixels below the line
-        self._warp(frame, upper[:b1], y0, x0)  # rows above the band and the band: the upper map, now merged
-        self._warp(frame, lower[b1 - near0:], y0 + b1, x0)
+        self._warp(frame, upper, 0, (0, b1), boxes, (y0, x0))  # above the band and the band: the merged upper map
+        self._warp(frame, lower, near0, (b1, h), boxes, (y0, x0))
         if my1 > my0 and mx1 > mx0:
             maps = np.concatenate([upper[my0:max(min(b1, my1), my0), mx0:mx1],
                                    lower[max(b1, my0) - near0:my1 - near0, mx0:mx1]])  # the mouth box's map
@@ -337,13 +390,17 @@ class CpuRenderer(Renderer):
         out[gr, gc] = np.clip(region * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
 
 
-def _copy_outside(image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
-    """A new frame holding `image` outside the region y0, y1, x0, x1 (the caller fills the region)."""
-    y0, y1, x0, x1 = region
-    frame = np.empty_like(image)
-    frame[:y0], frame[y1:] = image[:y0], image[y1:]
-    frame[y0:y1, :x0], frame[y0:y1, x1:] = image[y0:y1, :x0], image[y0:y1, x1:]
-    return frame
+def _row_spans(mask: np.ndarray, row0: int, col0: int, n_rows: int, pad: int = 2):
+    """(first, one-past-last) canvas cell column per canvas cell row within `pad` cells of a true cell of the
+    coarse mask whose first cell is (row0, col0), clipped to the mask as the plan's boxes are; rows it misses get
+    (NO_SPAN, -NO_SPAN)."""
+    if pad:
+        mask = cv2.dilate(mask.astype(np.uint8), np.ones((2 * pad + 1, 2 * pad + 1), np.uint8)) > 0
+    lo, hi = np.full(n_rows, NO_SPAN), np.full(n_rows, -NO_SPAN)
+    rows = np.nonzero(mask.any(1))[0]
+    lo[row0 + rows] = col0 + mask[rows].argmax(1)
+    hi[row0 + rows] = col0 + mask.shape[1] - mask[rows, ::-1].argmax(1)
+    return lo, hi
 
 
 def create_renderer(rig: Rig, device: str = "auto", liveliness: LivelinessConfig | None = None) -> Renderer:
