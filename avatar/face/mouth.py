@@ -120,7 +120,7 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
 
 
 class NumpyOps:
-    clip = staticmethod(np.clip)
+    clip = staticmethod(np.core.umath.clip)  # the ufunc itself: np.clip's wrapper costs more than small arrays do
     minimum = staticmethod(np.minimum)
     where = staticmethod(np.where)
 
@@ -151,29 +151,32 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     cav_edge, cav_deep, teeth, tongue = colors
     W = app.W
     rows = st.rows
+    # per column (1, w): the opening's length and centre
     length = ops.colsum(alpha)
     center = ops.colsum(alpha * rows) / (length + 1e-6)
-    top, bot = center - length / 2, center + length / 2
-    d_top, d_bot = rows - top, bot - rows
-    cu = ops.clip(top + st.upper_h - rows + 0.5, 0.0, 1.0) * st.teeth_on
+    d_top = rows - (center - length / 2)  # distance below the opening's top edge
+    d_bot = (center + length / 2) - rows  # and above its bottom edge
+    cu = ops.clip(st.upper_h - d_top + 0.5, 0.0, 1.0) * st.teeth_on
     # lower teeth hide behind the lower lip until the jaw is well open
-    cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on
-    cl = cl * ops.smooth01((length - 0.15 * W) / (0.12 * W))
+    cl = ops.clip(st.lower_h - d_bot + 0.5, 0.0, 1.0) * (
+        st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W)))
     tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
-    ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w
+    into_tongue = tongue_h - d_bot
+    ct = ops.clip(into_tongue + 0.5, 0.0, 1.0) * st.tongue_w
     vis_up = cu
-    vis_lo = cl * (1 - cu)
-    vis_tg = ct * (1 - cu) * (1 - cl)
-    vis_cav = 1 - vis_up - vis_lo - vis_tg
+    not_up = 1 - cu
+    vis_lo = cl * not_up
+    vis_tg = ct * (not_up - vis_lo)  # ct (1 - cu) (1 - cl)
+    vis_cav = not_up - vis_lo - vis_tg
     # light falls in through the opening: darker under the upper lip, in the depth and when barely open
     occl = (0.45 + 0.55 * ops.smooth01(d_top / (0.07 * W + 1))) * (0.8 + 0.2 * ops.smooth01(d_bot / (0.04 * W + 1)))
     occl = occl * (0.6 + 0.4 * ops.smooth01(length / (0.15 * W)))
     deep = ops.smooth01(ops.minimum(d_top, d_bot) / (0.1 * W + 1)) * st.side_dark
-    edge_w = vis_cav * (1 - deep) * st.side_dark
     deep_w = vis_cav * deep
+    edge_w = (vis_cav - deep_w) * st.side_dark
     teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
     lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade: warmer, from its red light
-    tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01((rows - (bot - tongue_h)) / (tongue_h + 1)))
+    tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
     lit = (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
     return ops.mix(occl, (edge_w, deep_w, teeth_w * lit, lower_w * lit, tongue_w),
                    (cav_edge, cav_deep, teeth, 0.7 * teeth + 0.45 * tongue, tongue))

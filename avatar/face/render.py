@@ -36,24 +36,28 @@ def _value(params: Mapping[str, float], key: str) -> float:
     return v if math.isfinite(v) else 0.0
 
 
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
+
+
 def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None):
     """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order), clipped to their ranges."""
     p = {k: _value(params, k) for k in PARAM_NAMES + EXTRA_PARAMS}
     for k, v in (extras or {}).items():
         p[k] = p.get(k, 0.0) + v
-    jaw, spread, rnd, press = (float(np.clip(p[k], 0, 1)) for k in PARAM_NAMES)
+    jaw, spread, rnd, press = (_clamp(p[k], 0, 1) for k in PARAM_NAMES)
     blink = p["blink"]
     local = np.array([
         jaw,
-        np.clip(p["lip_raise"] + SPREAD_SHOWS_TEETH * spread, 0, 1),
+        _clamp(p["lip_raise"] + SPREAD_SHOWS_TEETH * spread, 0, 1),
         spread,
         rnd,
         press,
-        np.clip(max(p["blink_r"], blink), 0, 1),
-        np.clip(max(p["blink_l"], blink), 0, 1),
-        np.clip(p["brow_raise"], -0.5, 1),
+        _clamp(max(p["blink_r"], blink), 0, 1),
+        _clamp(max(p["blink_l"], blink), 0, 1),
+        _clamp(p["brow_raise"], -0.5, 1),
     ], np.float32)
-    head = np.clip(np.array([p[k] for k in HEAD_FIELDS], np.float32), -1, 1)
+    head = np.array([_clamp(p[k], -1, 1) for k in HEAD_FIELDS], np.float32)
     return local, head
 
 
@@ -385,9 +389,8 @@ class CpuRenderer(Renderer):
                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         st = unstack_statics(st_img, np.arange(gr.start, gr.stop, dtype=np.float32)[:, None], self.statics.teeth_on)
         rgb = interior(NumpyOps, a, st, self.rig.appearance, self.colors)
-        region = out[gr, gc]
-        a = cv2.merge([a, a, a])  # the same shape as the colours: numpy then runs one long inner loop
-        out[gr, gc] = np.clip(region * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
+        blend = cv2.blendLinear(out[gr, gc].astype(np.float32), rgb, 1 - a, a)  # per-pixel alpha, any channels
+        out[gr, gc] = cv2.convertScaleAbs(blend)  # rounded, saturated to uint8
 
 
 def _row_spans(mask: np.ndarray, row0: int, col0: int, n_rows: int, pad: int = 2):
