@@ -174,12 +174,18 @@ def _weighted_sum(weights: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def _upsample_part(coarse: np.ndarray, step: int, ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
-    """Rows ya..yb, columns xa..xb of cv2.resize(coarse, step x), resizing only the coarse rows they need."""
-    k0 = max(int(np.floor((ya + 0.5) / step - 0.5)) - 1, 0)  # one spare row each side: resize's edge clamping
-    k1 = min(int(np.floor((yb - 0.5) / step - 0.5)) + 3, coarse.shape[0])  # stays out of the rows we keep
-    part = coarse[k0:k1]
+    """Rows ya..yb, columns xa..xb of cv2.resize(coarse, step x), resizing only the coarse cells they need."""
+    k0, k1 = _cells_for(ya, yb, step, coarse.shape[0])
+    j0, j1 = _cells_for(xa, xb, step, coarse.shape[1])
+    part = coarse[k0:k1, j0:j1]
     full = cv2.resize(part, (part.shape[1] * step, part.shape[0] * step), interpolation=cv2.INTER_LINEAR)
-    return full[ya - k0 * step:yb - k0 * step, xa:xb]
+    return full[ya - k0 * step:yb - k0 * step, xa - j0 * step:xb - j0 * step]
+
+
+def _cells_for(a: int, b: int, step: int, n: int) -> tuple[int, int]:
+    """Coarse cells whose upsampling gives pixels a..b exactly: one spare cell each side, so that resize's edge
+    clamping stays out of the pixels kept."""
+    return (max(int(np.floor((a + 0.5) / step - 0.5)) - 1, 0), min(int(np.floor((b - 0.5) / step - 0.5)) + 3, n))
 
 
 STATIC_CHANNELS = ("upper_h", "lower_h", "tongue_w", "upper_shade", "lower_shade", "side_dark")
@@ -351,28 +357,29 @@ class CpuRenderer(Renderer):
         h, w = y1 - y0, x1 - x0
         b0, b1 = plan.band
         my0, my1, mx0, mx1 = plan.mouth
-        near0, near1 = min(b0, my0), max(b1, my1)  # rows where both branches are needed
-        upper = _upsample_part(total[0], step, step, step + near1, step, step + w)  # rows 0..near1
-        lower = _upsample_part(total[1], step, step + near0, step + h, step, step + w)  # rows near0..h
-        head_f = None
-        if plan.head_on:  # the head's motion on the rows around the mouth (from row near0), full resolution
-            head_f = _upsample_part(head_c, step, step + near0, step + near1, step, step + w)
-        # how far apart the two branches pull each mouth pixel: the lips part only where they differ
-        gap = cv2.absdiff(lower[my0 - near0:my1 - near0, mx0:mx1], upper[my0:my1, mx0:mx1])
-        split = gap[..., 0] + gap[..., 1]
+
+        def part(coarse, ya, yb, xa=0, xb=w):  # region pixels ya..yb, xa..xb of an upsampled coarse grid
+            return _upsample_part(coarse, step, step + ya, step + yb, step + xa, step + xb)
+
+        upper = part(total[0], 0, b1)  # the rows that take the upper branch or may: above the band and the band
+        lower = part(total[1], b0, h)  # the band and below
         base = self._base[y0:y1, x0:x1]
-        where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0 - near0:b1 - near0]
+        where = base[b0:b1] if not plan.head_on else base[b0:b1] + part(head_c, b0, b1)  # q + H(q)
         t_eff = cv2.remap(self._line_t, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        cv2.copyTo(lower[b0 - near0:b1 - near0], (t_eff > 0).view(np.uint8), upper[b0:b1])  # pixels below the line
-        self._warp(frame, upper, 0, (0, b1), boxes, (y0, x0))  # above the band and the band: the merged upper map
-        self._warp(frame, lower, near0, (b1, h), boxes, (y0, x0))
-        if my1 > my0 and mx1 > mx0:
-            maps = np.concatenate([upper[my0:max(min(b1, my1), my0), mx0:mx1],
-                                   lower[max(b1, my0) - near0:my1 - near0, mx0:mx1]])  # the mouth box's map
-            local_pos = base[my0:my1, mx0:mx1]  # each output pixel's place before the head moved
-            if head_f is not None:
-                local_pos = local_pos + head_f[my0 - near0:my1 - near0, mx0:mx1]
-            self._draw_mouth(frame[y0 + my0:y0 + my1, x0 + mx0:x0 + mx1], maps, local_pos, split)
+        cv2.copyTo(lower[:b1 - b0], (t_eff > 0).view(np.uint8), upper[b0:b1])  # pixels below the line
+        self._warp(frame, upper, 0, (0, b1), boxes, (y0, x0))  # above the band and the band: the merged map
+        self._warp(frame, lower, b0, (b1, h), boxes, (y0, x0))
+        if my1 <= my0 or mx1 <= mx0:
+            return
+        # how far apart the two branches pull each mouth pixel: the lips part only where they differ
+        gap = cv2.absdiff(part(total[1], my0, my1, mx0, mx1), part(total[0], my0, my1, mx0, mx1))
+        split = gap[..., 0] + gap[..., 1]
+        maps = np.concatenate([upper[my0:max(min(b1, my1), my0), mx0:mx1],
+                               lower[max(b1, my0) - b0:my1 - b0, mx0:mx1]])  # the mouth box's map
+        local_pos = base[my0:my1, mx0:mx1]  # each output pixel's place before the head moved
+        if plan.head_on:
+            local_pos = local_pos + part(head_c, my0, my1, mx0, mx1)
+        self._draw_mouth(frame[y0 + my0:y0 + my1, x0 + mx0:x0 + mx1], maps, local_pos, split)
 
     def _draw_mouth(self, out, maps, local_pos, split):
         """Blend the mouth interior into `out`, the frame's view of the mouth box."""
