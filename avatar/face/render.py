@@ -14,7 +14,7 @@ import numpy as np
 
 from avatar.face.liveliness import Liveliness, LivelinessConfig
 from avatar.face.mouth import MouthStatics, NumpyOps, gap_coverage, interior, mouth_statics
-from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig
+from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig
 from avatar.visemes import PARAM_NAMES
 
 SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
@@ -124,7 +124,9 @@ class Renderer:
         g = self.rig.geometry
         u = (local_pos[..., 0] - float(g.mouth_center[0])) * float(g.ux[0]) + (
             local_pos[..., 1] - float(g.mouth_center[1])) * float(g.ux[1])
-        reach = g.a_in + SPREAD_OUT * g.W * self._spread + 1.5
+        # the inner corners move out with spread and in with rounding (as lip_spread / lip_round move them there)
+        corner = (g.a_in / g.a_out) ** 1.3
+        reach = g.a_in + (SPREAD_OUT * self._spread - ROUND_IN * corner * self._round) * g.W + 1.5
         return ops.clip(reach - abs(u), 0.0, 1.0)
 
     def plan(self, local: np.ndarray, head: np.ndarray) -> FramePlan | None:
@@ -134,6 +136,7 @@ class Renderer:
             return None
         tearing = local_on and bool(np.any(local[TEARING]))
         self._spread = float(local[LOCAL_FIELDS.index("lip_spread")])
+        self._round = float(local[LOCAL_FIELDS.index("lip_round")])
         cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
         cells += [self._mouth_cells] if tearing else []
         cells += [self._head_cells] if head_on else []
