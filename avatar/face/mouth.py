@@ -130,7 +130,7 @@ class NumpyOps:
 
     @staticmethod
     def smooth01(x):  # smoothstep(0, 1, x)
-        s = np.clip(x, 0.0, 1.0)
+        s = np.core.umath.clip(x, 0.0, 1.0)
         return s * s * (3 - 2 * s)
 
     @staticmethod

@@ -188,7 +188,7 @@ def _upsample_part(coarse: np.ndarray, step: int, ya: int, yb: int, xa: int, xb:
 def _cells_for(a: int, b: int, step: int, n: int) -> tuple[int, int]:
     """Coarse cells whose upsampling gives pixels a..b exactly: one spare cell each side, so that resize's edge
     clamping stays out of the pixels kept."""
-    return (max(int(np.floor((a + 0.5) / step - 0.5)) - 1, 0), min(int(np.floor((b - 0.5) / step - 0.5)) + 3, n))
+    return max(math.floor((a + 0.5) / step - 0.5) - 1, 0), min(math.floor((b - 0.5) / step - 0.5) + 3, n)
 
 
 STATIC_CHANNELS = ("upper_h", "lower_h", "tongue_w", "upper_shade", "lower_shade", "side_dark")
@@ -277,19 +277,22 @@ class CpuRenderer(Renderer):
         spans = [self._field_spans[k] for k in np.nonzero(local)[0]]
         spans += [self._mouth_spans] if plan.tearing else []
         spans += [self._head_spans] if plan.head_on else []
-        lo = np.minimum.reduce([s[0] for s in spans])
-        hi = np.maximum.reduce([s[1] for s in spans])
         r0, r1, c0, c1 = plan.cells
+        a = max(r0 - shift, 0)  # the head carries the fields up to `shift` cells: widen the spans that much
+        lo = np.minimum.reduce([s[0][a:r1 + shift] for s in spans])
+        hi = np.maximum.reduce([s[1][a:r1 + shift] for s in spans])
+        lo_rows, hi_rows = lo.copy(), hi.copy()
+        for k in range(1, shift + 1):  # and each row's span to its neighbours `shift` rows up and down
+            lo[k:], lo[:-k] = np.minimum(lo[k:], lo_rows[:-k]), np.minimum(lo[:-k], lo_rows[k:])
+            hi[k:], hi[:-k] = np.maximum(hi[k:], hi_rows[:-k]), np.maximum(hi[:-k], hi_rows[k:])
+        lo, hi = lo - shift, hi + shift
+        starts = np.arange(r0, r1, self._strip_cells)
+        lo = np.maximum(np.minimum.reduceat(lo, starts - a), c0).tolist()
+        hi = np.minimum(np.maximum.reduceat(hi, starts - a), c1).tolist()
         y0, y1, x0, x1 = plan.region
         step, n = self.rig.step, self._strip_cells
-        boxes = []
-        for a in range(r0, r1, n):
-            b = min(a + n, r1)
-            left = max(int(lo[max(a - shift, 0):b + shift].min()) - shift, c0)
-            right = min(int(hi[max(a - shift, 0):b + shift].max()) + shift, c1)
-            if right > left:
-                boxes.append((a * step - y0, min(b * step, y1) - y0, left * step - x0, min(right * step, x1) - x0))
-        return boxes
+        return [(r * step - y0, min((r + n) * step, y1) - y0, left * step - x0, min(right * step, x1) - x0)
+                for r, left, right in zip(starts.tolist(), lo, hi) if right > left]
 
     def _warp(self, frame: np.ndarray, maps: np.ndarray, row0: int, rows: tuple[int, int], boxes, origin) -> None:
         """Remap the photo into the frame inside each box, on region rows rows[0]..rows[1]; maps[y - row0, x] is
