@@ -240,13 +240,17 @@ class CpuRenderer(Renderer):
         self._mouth_spans = _row_spans(np.ones((mr1 - mr0, mc1 - mc0), bool), mr0, mc0, n_rows, pad=0)
         self._strip_cells = max(STRIP_PIXELS // step, 1)
 
-    def _blend(self, weights: np.ndarray, branches: int) -> np.ndarray:
-        """sum_k weights[k] * local field k, (branches, rows, cols, 2), each field added over its support only."""
+    def _blend(self, weights: np.ndarray, branches: int, box=None) -> np.ndarray:
+        """sum_k weights[k] * local field k, (branches, rows, cols, 2) over the local box's cells `box` (r0, r1,
+        c0, c1; default all), each field added over its support only."""
         fields = self.rig.local_fields
-        out = np.zeros((branches,) + fields.shape[2:], np.float32)
+        r0, r1, c0, c1 = box or (0, fields.shape[2], 0, fields.shape[3])
+        out = np.zeros((branches, r1 - r0, c1 - c0, 2), np.float32)
         for k in np.nonzero(weights)[0]:
-            r0, r1, c0, c1 = self._field_boxes[k]
-            out[:, r0:r1, c0:c1] += weights[k] * fields[k, :branches, r0:r1, c0:c1]
+            fr0, fr1, fc0, fc1 = self._field_boxes[k]
+            a0, a1, b0, b1 = max(fr0, r0), min(fr1, r1), max(fc0, c0), min(fc1, c1)
+            if a1 > a0 and b1 > b0:
+                out[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] += weights[k] * fields[k, :branches, a0:a1, b0:b1]
         return out
 
     def _blend_local(self, local: np.ndarray, branches: int) -> np.ndarray:
@@ -258,14 +262,14 @@ class CpuRenderer(Renderer):
         side[SIDEWAYS] = local[SIDEWAYS]
         if not np.any(side):
             return blend
-        sblend = self._blend(side, branches)
         # composing changes the blend only where the sideways fields move it
         boxes = [self._field_boxes[k] for k in SIDEWAYS if side[k]]
         r0, r1 = min(b[0] for b in boxes), max(b[1] for b in boxes)
         c0, c1 = min(b[2] for b in boxes), max(b[3] for b in boxes)
+        sblend = self._blend(side, branches, (r0, r1, c0, c1))
         grid = self._cell_grid[1 + r0:1 + r1, 1 + c0:1 + c1]  # local cell indices of that box
         for b in range(branches):
-            s = sblend[b, r0:r1, c0:c1]
+            s = sblend[b]
             moved = cv2.remap(blend[b], grid + s * (1.0 / self.rig.step), None, cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
             blend[b, r0:r1, c0:c1] = s + moved
@@ -316,7 +320,7 @@ class CpuRenderer(Renderer):
         r0, r1, c0, c1 = plan.cells
         y0, y1, x0, x1 = plan.region
         h, w = y1 - y0, x1 - x0
-        frame = rig.image.copy()
+        frame = rig.image.copy()  # one memcpy: cheaper than copying only around the warped strips
         # coarse work on the region plus one cell all round, so that upsampling is exact up to the region's edge
         cells = (slice(r0, r1 + 2), slice(c0, c1 + 2))  # self._cell_grid starts one cell before the canvas
         head_c = np.zeros((r1 - r0 + 2, c1 - c0 + 2, 2), np.float32)
