@@ -21,7 +21,7 @@ SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
 TEARING = np.array([n in ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press") for n in LOCAL_FIELDS])
 SPREAD_SHOWS_TEETH = 0.45  # lip_spread also raises the upper lip this much ("ee" shows the upper teeth)
 MIN_COVERAGE = 1.0 / 512  # below this the lips are closed: no interior to draw
-STRIP_PIXELS = 64  # the CPU warp runs in strips about this tall, each as wide as the active fields reach there
+STRIP_PIXELS = 32  # the CPU warp runs in strips about this tall, each as wide as the active fields reach there
 NO_SPAN = 1 << 20  # a row's span (NO_SPAN, -NO_SPAN): no field reaches it
 EXTRA_PARAMS = ("blink", "blink_l", "blink_r", "brow_raise", "lip_raise",
                 "head_yaw", "head_pitch", "head_roll", "head_rise")
@@ -410,10 +410,10 @@ class CpuRenderer(Renderer):
         out[gr, gc] = cv2.convertScaleAbs(blend)  # rounded, saturated to uint8
 
 
-def _row_spans(mask: np.ndarray, row0: int, col0: int, n_rows: int, pad: int = 2):
+def _row_spans(mask: np.ndarray, row0: int, col0: int, n_rows: int, pad: int = 1):
     """(first, one-past-last) canvas cell column per canvas cell row within `pad` cells of a true cell of the
     coarse mask whose first cell is (row0, col0), clipped to the mask as the plan's boxes are; rows it misses get
-    (NO_SPAN, -NO_SPAN)."""
+    (NO_SPAN, -NO_SPAN). One cell of padding suffices: an upsampled pixel reads only its cell's neighbours."""
     if pad:
         mask = cv2.dilate(mask.astype(np.uint8), np.ones((2 * pad + 1, 2 * pad + 1), np.uint8)) > 0
     lo, hi = np.full(n_rows, NO_SPAN), np.full(n_rows, -NO_SPAN)
