@@ -230,7 +230,7 @@ class CpuRenderer(Renderer):
         self._mouth_origin = (float(rig.mouth_box[0]), float(rig.mouth_box[1]), 0.0, 0.0)  # a cv2 scalar
         self._statics_image = stack_statics(self.statics)
         self._image_rgba = cv2.cvtColor(rig.image, cv2.COLOR_RGB2RGBA)
-        # per canvas cell row, the cell columns each field reaches (as padded as the plan's boxes)
+        # per canvas cell row, the cell columns each field reaches (padded by one cell)
         n_rows = -(-h // step)
         mags = np.abs(rig.local_fields).max(axis=(1, 4))
         self._field_spans = [_row_spans(m > SUPPORT_EPS, lb.r0, lb.c0, n_rows) for m in mags]
@@ -362,7 +362,7 @@ class CpuRenderer(Renderer):
     def _render_torn(self, frame, total, head_c, plan: FramePlan, boxes) -> None:
         """Warp with two branches: the upper one above the band, the lower one below it, chosen per pixel inside
         the band by the side of the lips' line; then draw the mouth interior where the lips parted."""
-        rig, step = self.rig, self.rig.step
+        step = self.rig.step
         y0, y1, x0, x1 = plan.region
         h, w = y1 - y0, x1 - x0
         b0, b1 = plan.band
@@ -384,8 +384,9 @@ class CpuRenderer(Renderer):
         # how far apart the two branches pull each mouth pixel: the lips part only where they differ
         gap = cv2.absdiff(part(total[1], my0, my1, mx0, mx1), part(total[0], my0, my1, mx0, mx1))
         split = gap[..., 0] + gap[..., 1]
-        maps = np.concatenate([upper[my0:max(min(b1, my1), my0), mx0:mx1],
-                               lower[max(b1, my0) - b0:my1 - b0, mx0:mx1]])  # the mouth box's map
+        split_row = min(max(b1, my0), my1)  # mouth rows above it read the (merged) upper map, the rest the lower
+        maps = np.concatenate([upper[my0:split_row, mx0:mx1],
+                               lower[split_row - b0:my1 - b0, mx0:mx1]])  # the mouth box's map
         local_pos = base[my0:my1, mx0:mx1]  # each output pixel's place before the head moved
         if plan.head_on:
             local_pos = local_pos + part(head_c, my0, my1, mx0, mx1)
