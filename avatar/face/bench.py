@@ -94,8 +94,10 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
         cpu = f"{r['cpu']:.2f}" if "cpu" in r else ""
         lines.append(f"{name:<44} {r['median']:10.2f} {p99:>10} {cpu:>10}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    import cv2
+
     lines.append(f"(wall times; 'cpu ms' = median process CPU time per frame; load average {load:.1f} "
-                 f"on {os.cpu_count()} CPUs)")
+                 f"on {os.cpu_count()} CPUs; {cv2.getNumThreads()} OpenCV threads)")
     return "\n".join(lines)
 
 
@@ -103,7 +105,7 @@ def run_bench_render(args=None) -> int:
     """Entry for `avatar bench render [--photo P] [--frames N]`."""
     photo = getattr(args, "photo", None)
     frames = getattr(args, "frames", None) or BENCH_FRAMES
-    print(format_results(benchmark(photo, frames=frames)))
+    print(format_results(benchmark(photo, frames=frames, threads=getattr(args, "threads", None))))
     return 0
 
 
@@ -111,3 +113,5 @@ def add_bench_arguments(parser) -> None:
     """Options of `avatar bench render` (the lead's bench parser calls this, then run_bench_render)."""
     parser.add_argument("--photo", help="face photo (default: the shipped default face)")
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES, help="frames timed per size")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OpenCV threads (default: OpenCV's choice, one per core)")

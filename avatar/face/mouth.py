@@ -120,8 +120,9 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
 
 
 class NumpyOps:
-    clip = staticmethod(np.clip)
+    clip = staticmethod(np.core.umath.clip)  # the ufunc itself: np.clip's wrapper costs more than small arrays do
     minimum = staticmethod(np.minimum)
+    where = staticmethod(np.where)
 
     @staticmethod
     def colsum(x):
@@ -129,12 +130,20 @@ class NumpyOps:
 
     @staticmethod
     def smooth01(x):  # smoothstep(0, 1, x)
-        s = np.clip(x, 0.0, 1.0)
+        s = np.core.umath.clip(x, 0.0, 1.0)
         return s * s * (3 - 2 * s)
 
     @staticmethod
-    def channels(x):
-        return x[..., None]
+    def mix(scale, weights, colors):
+        """scale * sum_k weights[k] * colors[k] as (h, w, 3), one colour plane at a time: broadcasting (h, w, 1)
+        against (3,) would run numpy's inner loop three elements at a time."""
+        out = np.empty(scale.shape + (3,), np.float32)
+        for c in range(3):
+            plane = weights[0] * colors[0][c]
+            for w, col in zip(weights[1:], colors[1:]):
+                plane += w * col[c]
+            np.multiply(plane, scale, out=out[..., c])
+        return out
 
 
 def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
@@ -142,33 +151,35 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     cav_edge, cav_deep, teeth, tongue = colors
     W = app.W
     rows = st.rows
+    # per column (1, w): the opening's length and centre
     length = ops.colsum(alpha)
     center = ops.colsum(alpha * rows) / (length + 1e-6)
-    top, bot = center - length / 2, center + length / 2
-    d_top, d_bot = rows - top, bot - rows
-    cu = ops.clip(top + st.upper_h - rows + 0.5, 0.0, 1.0) * st.teeth_on
+    d_top = rows - (center - length / 2)  # distance below the opening's top edge
+    d_bot = (center + length / 2) - rows  # and above its bottom edge
+    cu = ops.clip(st.upper_h - d_top + 0.5, 0.0, 1.0) * st.teeth_on
     # lower teeth hide behind the lower lip until the jaw is well open
-    cl = ops.clip(rows + 0.5 - (bot - st.lower_h), 0.0, 1.0) * st.teeth_on
-    cl = cl * ops.smooth01((length - 0.15 * W) / (0.12 * W))
+    cl = ops.clip(st.lower_h - d_bot + 0.5, 0.0, 1.0) * (
+        st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W)))
     tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
-    ct = ops.clip(rows + 0.5 - (bot - tongue_h), 0.0, 1.0) * st.tongue_w
+    into_tongue = tongue_h - d_bot
+    ct = ops.clip(into_tongue + 0.5, 0.0, 1.0) * st.tongue_w
     vis_up = cu
-    vis_lo = cl * (1 - cu)
-    vis_tg = ct * (1 - cu) * (1 - cl)
-    vis_cav = 1 - vis_up - vis_lo - vis_tg
+    not_up = 1 - cu
+    vis_lo = cl * not_up
+    vis_tg = ct * (not_up - vis_lo)  # ct (1 - cu) (1 - cl)
+    vis_cav = not_up - vis_lo - vis_tg
     # light falls in through the opening: darker under the upper lip, in the depth and when barely open
     occl = (0.45 + 0.55 * ops.smooth01(d_top / (0.07 * W + 1))) * (0.8 + 0.2 * ops.smooth01(d_bot / (0.04 * W + 1)))
     occl = occl * (0.6 + 0.4 * ops.smooth01(length / (0.15 * W)))
     deep = ops.smooth01(ops.minimum(d_top, d_bot) / (0.1 * W + 1)) * st.side_dark
-    edge_w = vis_cav * (1 - deep) * st.side_dark
     deep_w = vis_cav * deep
+    edge_w = (vis_cav - deep_w) * st.side_dark
     teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
     lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade: warmer, from its red light
-    tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01((rows - (bot - tongue_h)) / (tongue_h + 1)))
+    tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
     lit = (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
-    c = ops.channels
-    return c(occl) * (c(edge_w) * cav_edge + c(deep_w) * cav_deep + c(teeth_w * lit) * teeth
-                      + c(lower_w * lit) * (0.7 * teeth + 0.45 * tongue) + c(tongue_w) * tongue)
+    return ops.mix(occl, (edge_w, deep_w, teeth_w * lit, lower_w * lit, tongue_w),
+                   (cav_edge, cav_deep, teeth, 0.7 * teeth + 0.45 * tongue, tongue))
 
 
 def gap_coverage(ops, line_t_out, line_t_src):
@@ -177,7 +188,6 @@ def gap_coverage(ops, line_t_out, line_t_src):
     line_t_out: signed distance of the output pixel below the line (which branch it belongs to);
     line_t_src: the same distance of the photo point it samples. Anti-aliased over one pixel.
     """
-    below = line_t_out > 0
-    a = ops.clip(line_t_out * (2 * below - 1), 0.0, 0.5)  # |t_out| capped at half a pixel
-    b = line_t_src * (2 * below - 1)
-    return ops.clip(ops.minimum(-b, 0.5) + a, 0.0, 1.0)
+    a = ops.clip(abs(line_t_out), 0.0, 0.5)  # |t_out| capped at half a pixel
+    across = ops.where(line_t_out > 0, -line_t_src, line_t_src)  # how far the source lies on the other side
+    return ops.clip(ops.minimum(across, 0.5) + a, 0.0, 1.0)

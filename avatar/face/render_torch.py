@@ -20,6 +20,8 @@ class TorchOps:
     def minimum(a, b):
         return torch.minimum(a, b) if isinstance(b, torch.Tensor) else torch.clamp(a, max=float(b))
 
+    where = staticmethod(torch.where)
+
     @staticmethod
     def colsum(x):
         return x.sum(dim=0, keepdim=True)
@@ -30,8 +32,8 @@ class TorchOps:
         return s * s * (3 - 2 * s)
 
     @staticmethod
-    def channels(x):
-        return x[..., None]
+    def mix(scale, weights, colors):
+        return scale[..., None] * sum(w[..., None] * c for w, c in zip(weights, colors))
 
 
 def _normalized(coords: torch.Tensor, width: int, height: int) -> torch.Tensor:
