@@ -1,0 +1,129 @@
+"""`avatar train {gen,fit,evaluate}`: the lip-sync model's training-time commands (needs the [train] extra)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _gen(args: argparse.Namespace) -> int:
+    from .datagen import GenConfig, generate
+    config = GenConfig(seed=args.seed, split=args.split, piper_share=args.piper_share,
+                       shard_seconds=args.shard_seconds, text_root=args.text,
+                       speed_range=(args.speed_min, args.speed_max))
+    paths = generate(config, Path(args.out), args.hours, procs=args.procs)
+    print(f"{len(paths)} shard(s) in {args.out}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .fit import FitConfig, fit
+    config = FitConfig(cell=args.cell, n_hidden=args.hidden, n_layers=args.layers, lookahead=args.lookahead,
+                       batch=args.batch, segment=args.segment, lr=args.lr,
+                       minutes=None if args.steps else args.minutes, steps=args.steps, seed=args.seed,
+                       threads=args.threads, device=args.device, init=args.init)
+    fit(config, [Path(d) for d in args.data], Path(args.out), val=Path(args.val) if args.val else None)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from .evaluate import run_evaluation
+    from .realspeech import RealSpeechUnavailable
+    try:
+        results, report = run_evaluation([Path(m) for m in args.models], Path(args.synthetic) if args.synthetic else None,
+                                         not args.no_real, Path(args.real_cache) if args.real_cache else None,
+                                         limit=args.limit, bench=not args.no_bench)
+    except (RealSpeechUnavailable, FileNotFoundError) as e:
+        print(f"avatar train evaluate: {e}", file=sys.stderr)
+        return 1
+    print(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(report)
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    import shutil
+
+    import numpy as np
+
+    from avatar.engine import create_engine
+    from avatar.model import export_onnx, load_model
+    assets = Path(args.assets)
+    weights, onnx_path = assets / f"{args.name}.safetensors", assets / f"{args.name}.onnx"
+    model = load_model(args.model)
+    shutil.copyfile(args.model, weights)
+    export_onnx(model, onnx_path)
+    # the shipped pair must give the same numbers: step both through a stream in uneven chunks
+    torch_engine, ort_engine = create_engine("torch", weights), create_engine("onnxruntime", onnx_path)
+    x = np.random.default_rng(0).normal(-4, 2, (300, model.dims.n_mels)).astype(np.float32)
+    worst = 0.0
+    for a, b in [(0, 1), (1, 5), (5, 64), (64, 300)]:
+        t, o = torch_engine.step(x[a:b]), ort_engine.step(x[a:b])
+        worst = max(worst, float(np.abs(t.params - o.params).max()), float(np.abs(t.visemes - o.visemes).max()))
+    print(f"{weights} ({weights.stat().st_size // 1024} KiB), {onnx_path} ({onnx_path.stat().st_size // 1024} KiB); "
+          f"onnxruntime vs torch max difference {worst:.2e}")
+    return 0 if worst < 1e-4 else 1
+
+
+def add_cli(subparsers) -> None:
+    """Register `avatar train ...` on the top-level argparse subparsers."""
+    train = subparsers.add_parser("train", help="make training data, train and evaluate the lip-sync model")
+    sub = train.add_subparsers(dest="train_command", required=True)
+
+    gen = sub.add_parser("gen", help="generate synthetic speech with exact phone timing (sharded, multiprocess)")
+    gen.add_argument("--out", required=True, help="dataset folder (shards are added; existing ones kept)")
+    gen.add_argument("--hours", type=float, default=2.0, help="hours of audio, silence gaps included")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--split", choices=["train", "eval"], default="train",
+                     help="eval: held-out sentences and espeak voices")
+    gen.add_argument("--piper-share", type=float, default=0.3, help="share of utterances from piper TTS")
+    gen.add_argument("--shard-seconds", type=float, default=300.0)
+    gen.add_argument("--speed-min", type=float, default=0.9, help="slowest resampling speed factor")
+    gen.add_argument("--speed-max", type=float, default=1.1,
+                     help="fastest resampling speed factor (1.2 moves a male voice's formants towards a female's)")
+    gen.add_argument("--procs", type=int, default=2, help="worker processes")
+    gen.add_argument("--text", default=None,
+                     help="an unpacked `fortunes` .deb (dpkg -x); default: installed fortunes, else built-in text")
+    gen.set_defaults(func=_gen)
+
+    from .fit import BATCH, LEARNING_RATE, SEGMENT
+    fit = sub.add_parser("fit", help="train with truncated BPTT over long streams, the state carried between segments")
+    fit.add_argument("--data", required=True, nargs="+", help="training dataset folder(s) (from `avatar train gen`)")
+    fit.add_argument("--val", help="validation dataset folder (e.g. --split eval), evaluated during training")
+    fit.add_argument("--out", required=True, help="weights to write (.safetensors)")
+    fit.add_argument("--cell", choices=["gru", "lstm", "rnn"], default="gru")
+    fit.add_argument("--hidden", type=int, default=128)
+    fit.add_argument("--layers", type=int, default=2)
+    fit.add_argument("--lookahead", type=int, default=2, help="output delay in 10 ms frames (0..4)")
+    fit.add_argument("--minutes", type=float, default=35.0, help="wall-clock budget")
+    fit.add_argument("--steps", type=int, help="a fixed number of steps instead of a time budget")
+    fit.add_argument("--batch", type=int, default=BATCH)
+    fit.add_argument("--segment", type=int, default=SEGMENT, help="frames per truncated-BPTT segment")
+    fit.add_argument("--lr", type=float, default=LEARNING_RATE)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    fit.add_argument("--init", help="start from these weights (fine-tuning; same dims)")
+    fit.set_defaults(func=_fit)
+
+    ev = sub.add_parser("evaluate", help="metrics on held-out synthetic voices and real speech, beside an energy baseline")
+    ev.add_argument("models", nargs="+", help="trained weights (.safetensors)")
+    ev.add_argument("--synthetic", help="held-out synthetic dataset (`avatar train gen --split eval`)")
+    ev.add_argument("--no-real", action="store_true", help="skip the asterisk real-speech set")
+    ev.add_argument("--real-cache", default=None, help="JSON file caching the pocketsphinx alignments")
+    ev.add_argument("--limit", type=int, help="only the first N real-speech prompts")
+    ev.add_argument("--no-bench", action="store_true", help="skip the per-step timing")
+    ev.add_argument("--json", help="write all results here")
+    ev.add_argument("--markdown", help="write the report tables here")
+    ev.set_defaults(func=_evaluate)
+
+    ship = sub.add_parser("ship", help="copy trained weights into assets/ and export the ONNX beside them")
+    ship.add_argument("model", help="trained weights (.safetensors)")
+    ship.add_argument("--assets", default=str(Path(__file__).resolve().parents[2] / "assets"))
+    ship.add_argument("--name", default="lipsync_gru")
+    ship.set_defaults(func=_ship)

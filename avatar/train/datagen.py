@@ -1,0 +1,179 @@
+"""Synthetic training streams: many synthetic voices, exact phone timing, the gaps and noise of a live mic.
+
+A dataset is a folder of shards. Shard ``k`` is one continuous 16 kHz stream (utterances separated by silence
+and noise gaps) with a viseme class and four mouth parameters per 10 ms frame. It depends only on
+(seed, k, config), so a dataset is the same for a seed whatever the number of worker processes.
+
+    avatar train gen --hours 2 --out data/lipsync-train
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import augment
+from .targets import mouth_targets, viseme_targets
+
+SAMPLE_RATE = augment.SAMPLE_RATE
+HOP_LENGTH = 160  # 10 ms frames
+SHARD_SECONDS = 300.0
+# Gaps between utterances: a live stream is mostly not speech. (probability, min s, max s)
+GAP_KINDS = ((0.45, 0.08, 0.6), (0.4, 0.6, 2.5), (0.15, 2.5, 8.0))
+P_DIGITAL_SILENCE = 0.1  # segments with no background at all
+P_REVERB, P_EQ, P_CLIP = 0.35, 0.5, 0.03
+CLIP_DRIVE_DB = (6.0, 18.0)
+# espeak variants never used for training: the held-out synthetic voices of `avatar train evaluate`
+EVAL_VARIANTS = ("m7", "f4", "klatt3", "Alicia", "john", "steph")
+
+
+@dataclass
+class GenConfig:
+    seed: int = 0
+    split: str = "train"  # 'train' or 'eval' (held-out sentences and espeak voices)
+    piper_share: float = 0.25  # share of utterances from piper (the rest from espeak)
+    shard_seconds: float = SHARD_SECONDS
+    speed_range: tuple = augment.SPEED_RANGE  # resampling speed: >1 raises pitch and formants (shorter tract)
+    text_root: str | None = None  # an unpacked fortunes .deb; None: the system's fortunes or built-in text
+
+
+def espeak_voices(split: str) -> list[str]:
+    from .espeak import ACCENTS, VARIANTS
+    held_out = set(EVAL_VARIANTS)
+    variants = [v for v in VARIANTS if (v in held_out) == (split == "eval")]
+    return [f"{a}+{v}" for a in ACCENTS for v in variants]
+
+
+def _shard_rng(config: GenConfig, index: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, index, 0 if config.split == "train" else 1])
+
+
+def _gap_seconds(rng: np.random.Generator) -> float:
+    probs = np.array([k[0] for k in GAP_KINDS])
+    _, lo, hi = GAP_KINDS[rng.choice(len(GAP_KINDS), p=probs / probs.sum())]
+    return float(rng.uniform(lo, hi))
+
+
+def _synthesize(rng, sentences, voices, config, piper_state, shard_index):
+    text = sentences[int(rng.integers(len(sentences)))]
+    if rng.random() < config.piper_share:
+        if piper_state.get("voice") is None:
+            from .piper_voice import Piper
+            piper_state["voice"] = Piper(seed=config.seed * 100003 + shard_index)
+        from .piper_voice import LENGTH_SCALE_RANGE, NOISE_SCALE_RANGE, NOISE_W_RANGE
+        settings = dict(length_scale=rng.uniform(*LENGTH_SCALE_RANGE), noise_scale=rng.uniform(*NOISE_SCALE_RANGE),
+                        noise_w=rng.uniform(*NOISE_W_RANGE))
+        utt = piper_state["voice"].synth(text, **settings)
+        meta = dict(source="piper", voice="en_US-joe-medium", **settings)
+    else:
+        from .espeak import PITCH_RANGE, PITCH_SPAN_RANGE, RATE_RANGE, Espeak
+        settings = dict(voice=voices[int(rng.integers(len(voices)))], rate=int(rng.integers(*RATE_RANGE)),
+                        pitch=int(rng.integers(*PITCH_RANGE)), pitch_range=int(rng.integers(*PITCH_SPAN_RANGE)))
+        utt = Espeak.get().synth(text, **settings)
+        meta = dict(source="espeak", **settings)
+    meta["text"] = text
+    return utt, meta
+
+
+def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
+    """One stream of about `config.shard_seconds`: audio int16, visemes (T,) uint8, params (T,4) float16, meta.
+
+    Bit-exact for (config, index) when run first in a fresh process (see `generate`); later calls in the same
+    process differ by a few ms per utterance, because espeak-ng keeps state between syntheses.
+    """
+    rng = _shard_rng(config, index)
+    voices = espeak_voices(config.split)
+    piper_state: dict = {}
+    pieces, units, metas = [], [], []
+    position = 0  # samples
+    while position < config.shard_seconds * SAMPLE_RATE:
+        utt, meta = _synthesize(rng, sentences, voices, config, piper_state, index)
+        if len(utt.audio) == 0:
+            continue
+        speed = float(rng.uniform(*config.speed_range))
+        speech = augment.to_16k(utt.audio.astype(np.float32) / 32768.0, utt.sample_rate, speed, rng)
+        if rng.random() < P_EQ:
+            speech = augment.microphone_eq(speech, rng)
+        if rng.random() < P_REVERB:
+            speech = augment.reverb(speech, rng)
+        speech_db = rng.uniform(*augment.GAIN_DBFS_RANGE)
+        speech = augment.set_level(speech, speech_db)
+        gap = np.zeros(int(_gap_seconds(rng) * SAMPLE_RATE), np.float32)
+        segment = np.concatenate([gap, speech])
+        if rng.random() >= P_DIGITAL_SILENCE:
+            noise_db = min(rng.uniform(*augment.NOISE_DBFS_RANGE), speech_db - augment.MIN_SNR_DB)
+            segment = segment + augment.background(len(segment), rng, noise_db)
+        if rng.random() < P_CLIP:
+            segment = np.clip(segment * 10 ** (rng.uniform(*CLIP_DRIVE_DB) / 20), -1.0, 1.0)
+        start_ms = (position + len(gap)) * 1000.0 / SAMPLE_RATE
+        units += [(start_ms + s / speed, start_ms + e / speed, p) for s, e, p in utt.units]
+        metas.append(dict(meta, speed=speed, level_dbfs=speech_db, start_ms=start_ms,
+                          end_ms=start_ms + len(speech) * 1000.0 / SAMPLE_RATE))
+        pieces.append(segment)
+        position += len(segment)
+    audio = np.concatenate(pieces)
+    n_frames = len(audio) // HOP_LENGTH
+    audio = np.clip(np.round(audio[: n_frames * HOP_LENGTH] * 32767), -32768, 32767).astype(np.int16)
+    return dict(audio=audio, visemes=viseme_targets(units, n_frames),
+                params=mouth_targets(units, n_frames).astype(np.float16), meta=metas)
+
+
+def shard_path(out: Path, index: int) -> Path:
+    return out / f"shard-{index:05d}.npz"
+
+
+def save_shard(out: Path, index: int, shard: dict) -> None:
+    path = shard_path(out, index)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, audio=shard["audio"], visemes=shard["visemes"], params=shard["params"])
+    os.replace(tmp, path)  # a crash never leaves a half-written shard behind
+    path.with_suffix(".json").write_text(json.dumps(shard["meta"], indent=0))
+
+
+def load_shard(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(config_dict: dict, sentences: list[str]) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER.update(config=GenConfig(**config_dict), sentences=sentences)
+
+
+def _worker_run(job: tuple[int, str]) -> tuple[int, float]:
+    index, out = job
+    shard = generate_shard(_WORKER["config"], index, _WORKER["sentences"])
+    save_shard(Path(out), index, shard)
+    return index, len(shard["audio"]) / SAMPLE_RATE
+
+
+def generate(config: GenConfig, out: Path, hours: float, procs: int = 2, progress: bool = True) -> list[Path]:
+    """Write ceil(hours*3600 / shard_seconds) shards to `out` with `procs` processes; existing shards are kept."""
+    from tqdm import tqdm
+
+    from .text import load_sentences
+    out.mkdir(parents=True, exist_ok=True)
+    sentences = load_sentences(Path(config.text_root) if config.text_root else None, config.split, config.seed)
+    n_shards = max(1, int(np.ceil(hours * 3600 / config.shard_seconds)))
+    (out / "dataset.json").write_text(json.dumps(dict(dataclasses.asdict(config), n_shards=n_shards,
+                                                      n_sentences=len(sentences)), indent=1))
+    todo = [(i, str(out)) for i in range(n_shards) if not shard_path(out, i).exists()]
+    bar = tqdm(total=n_shards * config.shard_seconds, unit="s", unit_scale=True, desc=f"gen {config.split} audio",
+               disable=not progress, initial=(n_shards - len(todo)) * config.shard_seconds)
+    # One fresh process per shard: espeak-ng carries synthesis state (pitch phase) from one utterance to the
+    # next inside a process, so a shard is reproducible only when it is the first thing its process makes.
+    ctx = multiprocessing.get_context("spawn")  # espeak and onnxruntime do not survive fork well
+    with ctx.Pool(max(1, procs), _worker_init, (dataclasses.asdict(config), sentences), maxtasksperchild=1) as pool:
+        for _, seconds in pool.imap_unordered(_worker_run, todo):
+            bar.update(seconds)
+    bar.close()
+    return [shard_path(out, i) for i in range(n_shards)]

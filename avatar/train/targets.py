@@ -1,0 +1,89 @@
+"""Timed phones -> 100 Hz training targets: a viseme class and four coarticulated mouth parameters per frame.
+
+A *unit* is ``(start_ms, end_ms, arpabet)``. Frame ``i`` describes the 10 ms hop of audio samples
+``[i*160, (i+1)*160)`` (the newest hop in the analysis window of `avatar.audio.log_mel` frame ``i``), so its label
+is the phone sounding at the hop centre, ``i*10 + 5`` ms.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from avatar.visemes import N_PARAMS, VISEME_INDEX, VISEME_POSE
+from .phonemes import SILENCE, to_viseme
+
+FRAME_MS = 10.0  # 100 frames/s
+RAMP_MS = 30.0  # each side of a phone boundary: a 60 ms transition, about a real lip/jaw movement
+# Lips and jaw of tongue-only consonants are free, so they lean towards the nearest vowel (coarticulation).
+WEAK_VISEMES = frozenset({"TH", "DD", "kk", "nn", "SS"})
+WEAK_BLEND = 0.5  # share of the neighbouring vowel's pose a weak consonant takes
+VOWEL_VISEMES = frozenset({"aa", "E", "ih", "oh", "ou"})
+VOWEL_REACH_MS = 200.0  # how far a weak consonant looks for that vowel
+# Held for their whole extent (transitions happen inside the neighbours): lips must be seen fully shut.
+HELD_VISEMES = frozenset({"sil", "PP"})
+
+
+def frame_centers_ms(n_frames: int) -> np.ndarray:
+    return np.arange(n_frames) * FRAME_MS + FRAME_MS / 2
+
+
+def frame_phones(units, n_frames: int) -> np.ndarray:
+    """ARPAbet label of each frame (object array), silence where no unit covers the frame centre."""
+    labels = np.full(n_frames, SILENCE, dtype=object)
+    for start, end, phone in units:
+        # frames whose centre lies in [start, end)
+        f0 = max(int(np.ceil((start - FRAME_MS / 2) / FRAME_MS)), 0)
+        f1 = min(int(np.ceil((end - FRAME_MS / 2) / FRAME_MS)), n_frames)
+        labels[f0:f1] = phone
+    return labels
+
+
+def viseme_targets(units, n_frames: int) -> np.ndarray:
+    """(n_frames,) uint8 viseme index per frame."""
+    return np.array([VISEME_INDEX[to_viseme(p)] for p in frame_phones(units, n_frames)], dtype=np.uint8)
+
+
+def _unit_poses(visemes: list[str], centers: np.ndarray) -> np.ndarray:
+    poses = np.array([VISEME_POSE[v] for v in visemes], dtype=np.float64)
+    vowels = [i for i, v in enumerate(visemes) if v in VOWEL_VISEMES]
+    for i, v in enumerate(visemes):
+        if v not in WEAK_VISEMES or not vowels:
+            continue
+        nearest = min(vowels, key=lambda j: (abs(centers[j] - centers[i]), j < i))  # ties: anticipate the next
+        if abs(centers[nearest] - centers[i]) <= VOWEL_REACH_MS:
+            poses[i, :3] = (1 - WEAK_BLEND) * poses[i, :3] + WEAK_BLEND * poses[nearest, :3]
+    return poses
+
+
+def mouth_targets(units, n_frames: int) -> np.ndarray:
+    """(n_frames, 4) float32 jaw_open, lip_spread, lip_round, lip_press, ramping between phone poses.
+
+    Each phone holds its pose in the middle of its extent and ramps over RAMP_MS into its neighbours;
+    silence and bilabials hold for their whole extent, so a p/b/m reaches full closure and silence is a
+    closed, relaxed mouth.
+    """
+    units = [u for u in units if u[1] > u[0]]
+    if not units:
+        return np.tile(np.array(VISEME_POSE["sil"], np.float32), (n_frames, 1))
+    # where no unit speaks (before, between, after) the mouth rests, and ramps from/to rest like any neighbour
+    filled, last_end = [], -1e9
+    for unit in units:
+        if unit[0] > last_end:
+            filled.append((last_end, unit[0], SILENCE))
+        filled.append(unit)
+        last_end = max(last_end, unit[1])
+    units = filled + [(last_end, 1e9, SILENCE)]
+    visemes = [to_viseme(p) for _, _, p in units]
+    centers = np.array([(s + e) / 2 for s, e, _ in units])
+    poses = _unit_poses(visemes, centers)
+    key_t, key_v = [], []
+    for (start, end, _), viseme, pose in zip(units, visemes, poses):
+        ramp = 0.0 if viseme in HELD_VISEMES else min(RAMP_MS, 0.4 * (end - start))
+        t0, t1 = start + ramp, end - ramp
+        if key_t and t0 <= key_t[-1]:
+            t0 = key_t[-1] + 1e-3  # keep key times increasing where neighbours overlap
+        key_t += [t0, max(t1, t0 + 1e-3)]
+        key_v += [pose, pose]
+    key_v = np.array(key_v)
+    t = frame_centers_ms(n_frames)
+    out = np.stack([np.interp(t, key_t, key_v[:, k]) for k in range(N_PARAMS)], axis=1)
+    return out.astype(np.float32)

@@ -1,0 +1,43 @@
+"""Training: a tiny model learns from freshly generated data (CI never trains the real model)."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
+                                reason="espeakng-loader not installed (pip install '.[train]')")
+
+
+def test_lane_indices_continue_each_lane():
+    from avatar.train.fit import lane_indices
+    lanes = lane_indices(1000, batch=3, segment=7, rng=np.random.default_rng(0))
+    a, b = next(lanes), next(lanes)
+    assert a.shape == (3, 7)
+    np.testing.assert_array_equal(b[:, 0], (a[:, -1] + 1) % 1000)  # the state carried over is the right one
+
+
+def test_delayed_targets_describe_earlier_frames():
+    from avatar.train.fit import Stream, delayed
+    s = Stream(np.zeros((6, 40), np.float32), np.arange(6), np.arange(24, dtype=np.float32).reshape(6, 4))
+    d = delayed(s, 2)
+    assert list(d.visemes) == [0, 0, 0, 1, 2, 3]
+    np.testing.assert_array_equal(d.params[2:], s.params[:4])
+
+
+@pytest.mark.slow
+def test_tiny_model_loss_falls_on_fresh_data(tmp_path):
+    from avatar.model import load_model
+    from avatar.train.datagen import GenConfig, generate
+    from avatar.train.fit import FitConfig, fit
+    generate(GenConfig(seed=2, piper_share=0.0, shard_seconds=40), tmp_path / "data", 40 / 3600, procs=1,
+             progress=False)
+    config = FitConfig(n_hidden=32, n_layers=1, lookahead=2, batch=8, segment=50, steps=120, minutes=None,
+                       lr=1e-2, eval_every=1000)
+    record = fit(config, tmp_path / "data", tmp_path / "tiny.safetensors", log=lambda *_: None)
+    losses = [h["loss"] for h in record["history"]]
+    assert record["steps"] == 120 and len(losses) >= 10
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:2])
+    model = load_model(tmp_path / "tiny.safetensors")  # weights saved and loadable, normalisation learned
+    assert model.dims.lookahead == 2 and model.dims.n_hidden == 32
+    assert float(model.feature_std.min()) > 0 and float(model.feature_mean.abs().sum()) > 0
