@@ -94,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     render_cli.add_bench_cli(bench_sub)
     render_cli.add_cli(sub)
+
+    from avatar import lipsync
+
+    lipsync.add_cli(sub)
+    try:  # the [train] tools are absent from runtime-only installs such as the desktop bundle
+        from avatar.train.cli import add_cli as add_train_cli
+    except ImportError:
+        pass
+    else:
+        add_train_cli(sub)
     return parser
 
 
