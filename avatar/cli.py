@@ -80,8 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--chunk", type=int, default=4, help="frames per step (default 4 = 40 ms)")
     be.add_argument("--iters", type=int, default=2000)
     be.add_argument("--backends", nargs="*", help="only these backends")
-    be.set_defaults(func=lambda a: __import__("avatar.bench", fromlist=["x"]).run_engine_bench(a))
+    be.set_defaults(func=_bench_engine)
+
+    from avatar.face import bench as face_bench
+    from avatar.face import preview
+
+    br = bench_sub.add_parser("render", help="frame render time (CPU, GPU when present) and rig build time")
+    face_bench.add_bench_arguments(br)
+    br.set_defaults(func=face_bench.run_bench_render)
+    preview.add_cli(sub)
+
+    from avatar import render_cli
+
+    render_cli.add_bench_cli(bench_sub)
+    render_cli.add_cli(sub)
+
+    from avatar import lipsync
+
+    lipsync.add_cli(sub)
+    try:  # the [train] tools are absent from runtime-only installs such as the desktop bundle
+        from avatar.train.cli import add_cli as add_train_cli
+    except ImportError:
+        pass
+    else:
+        add_train_cli(sub)
     return parser
+
+
+def _bench_engine(args) -> int:
+    from avatar.bench import run_engine_bench
+
+    return run_engine_bench(args)
 
 
 def main(argv: list[str] | None = None) -> int:

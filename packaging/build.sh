@@ -9,9 +9,17 @@ ROOT=$PWD
 VENV=${VENV:-build/pkg-venv}
 
 # a runtime-only environment: the app's own dependencies, no torch, no training extras
+rm -rf "$VENV" build/pyinstaller dist/talking-avatar
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip
 "$VENV/bin/pip" install -q . "pyinstaller>=6.10"
+# The bundle takes OpenCV's headless build of the same version in place of opencv-contrib-python (which
+# mediapipe declares): exactly one cv2 either way, and no second Qt 5 copy or contrib modules in the bundle.
+CV_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('opencv-contrib-python'))")
+"$VENV/bin/pip" uninstall -q -y opencv-contrib-python
+# (both distributions write the same cv2/ folder: reinstall so the files are really there)
+"$VENV/bin/pip" install -q --force-reinstall --no-deps "opencv-python-headless==$CV_VERSION"
+"$VENV/bin/python" -c "import cv2" || { echo "no usable cv2 in the build environment" >&2; exit 1; }
 if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "torch leaked into the runtime environment" >&2; exit 1
 fi

@@ -75,16 +75,35 @@ def test_sanitize_scales_int_pcm_and_downmixes():
     assert abs(out[0]) < 1e-4 and out[1] == 0 and abs(out[2] - 0.5) < 1e-3
 
 
-@pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000])
-def test_stream_resampler_keeps_a_tone(rate):
+@pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000, 96000])
+def test_stream_resampler_reproduces_tones_with_a_known_small_delay(rate):
     t = np.arange(rate * 2) / rate
-    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     resampler = StreamResampler(rate)
-    blocks = [resampler.process(tone[i:i + 441]) for i in range(0, len(tone), 441)]
-    out = np.concatenate(blocks + [resampler.process(np.zeros(0, np.float32), last=True)])
-    assert abs(len(out) - 2 * SAMPLE_RATE) <= 2
-    spectrum = np.abs(np.fft.rfft(out[4000:20000]))
-    assert abs(spectrum.argmax() * SAMPLE_RATE / 16000 - 440) < 2
+    assert resampler.delay_seconds <= 0.0021
+    for freq in (440.0, 3000.0):
+        resampler.reset()
+        tone = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+        out = np.concatenate([resampler.process(tone[i:i + 441]) for i in range(0, len(tone), 441)]
+                             + [resampler.process(np.zeros(0, np.float32), last=True)])
+        assert abs(len(out) - 2 * SAMPLE_RATE) <= 40
+        want = 0.5 * np.sin(2 * np.pi * freq * (np.arange(len(out)) / SAMPLE_RATE - resampler.delay_seconds))
+        assert np.abs(out[400:-400] - want[400:-400]).max() < 1e-3
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_stream_resampler_has_no_bursts_and_no_aliasing(rate):
+    resampler = StreamResampler(rate)
+    block = rate // 100  # 10 ms device blocks
+    t = np.arange(rate) / rate
+    above_nyquist = (0.5 * np.sin(2 * np.pi * 9000 * t)).astype(np.float32)
+    outs = [resampler.process(above_nyquist[i:i + block]) for i in range(0, rate, block)]
+    assert all(len(o) == 160 for o in outs)  # every 10 ms in gives 10 ms out, at once: no hold-back
+    assert np.sqrt(np.mean(np.concatenate(outs)[100:] ** 2)) < 1e-3  # 9 kHz cannot fold into 16 kHz audio
+
+
+def test_stream_resampler_passes_16k_through():
+    x = np.random.default_rng(0).uniform(-1, 1, 1000).astype(np.float32)
+    assert np.array_equal(StreamResampler(16000).process(x), x)
 
 
 def _write_wav(path, audio, rate, channels=1):

@@ -192,3 +192,15 @@ def test_cache_key_separates_models_and_gpus(tmp_path):
     engine_path, meta_path = cache.paths(PARTS)
     meta_path.write_text(meta_path.read_text().replace("RTX 4090", "RTX 3060"))
     assert cache.load(PARTS) is None and not engine_path.exists()
+
+
+def test_shipped_model_pair_agrees():
+    from avatar.engine import default_model_path
+
+    weights = default_model_path()
+    assert weights.is_file() and weights.with_suffix(".onnx").is_file(), "the default model must ship as a pair"
+    x = _features(200, seed=7)
+    torch_out = create_engine("torch", weights).step(x)
+    ort_out = create_engine("onnxruntime", weights.with_suffix(".onnx")).step(x)
+    assert np.abs(torch_out.params - ort_out.params).max() <= 1e-5
+    assert np.abs(torch_out.visemes - ort_out.visemes).max() <= 1e-5

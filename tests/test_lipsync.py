@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from avatar.audio import AudioError
-from avatar.train.lipsync import (LipsyncError, MouthTrack, add_cli, mouth_shapes, track_audio_file,
+from avatar.lipsync import (LipsyncError, MouthTrack, add_cli, mouth_shapes, track_audio_file,
                                   write_track)
 from avatar.visemes import PARAM_NAMES, VISEME_INDEX, VISEMES
 
@@ -119,7 +119,7 @@ def test_mouth_shapes_merge_single_frame_flicker():
 def test_cli_writes_and_reports(engine, tmp_path, capsys, monkeypatch):
     import argparse
 
-    from avatar.train import lipsync
+    from avatar import lipsync
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))
     monkeypatch.setattr("avatar.engine.create_engine", lambda backend, model: engine)

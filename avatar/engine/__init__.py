@@ -16,7 +16,7 @@ from avatar.engine.base import MAX_CHUNK, EngineError, EngineOutput, StatefulEng
 from avatar.paths import assets_dir, cache_dir
 
 __all__ = ["BACKENDS", "MAX_CHUNK", "EngineError", "EngineOutput", "StatefulEngine", "BackendStatus",
-           "create_engine", "probe_backends", "default_model_path", "resolve_onnx"]
+           "create_engine", "probe", "probe_backends", "default_model_path", "resolve_onnx"]
 
 # in the order `auto` tries them
 AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime", "torch")
@@ -59,51 +59,66 @@ def _have(module: str) -> str:
         return f"{module} failed to import ({e})"
 
 
-def probe_backends() -> list[BackendStatus]:
-    """Which backends this machine can run, without building anything; the reason for each that it cannot."""
+def _probe_tensorrt() -> BackendStatus:
+    from avatar.engine.gpu import gpu_info
+    from avatar.engine.tensorrt_engine import import_tensorrt, runnable_reason
+
+    try:
+        trt, flavour = import_tensorrt()
+    except EngineError as e:
+        return BackendStatus("tensorrt", False, str(e))
+    gpu, no_gpu = gpu_info()
+    if gpu is None:
+        return BackendStatus("tensorrt", False, f"{flavour} {trt.__version__} installed, but {no_gpu}")
+    why = runnable_reason(flavour, gpu)
+    return BackendStatus("tensorrt", not why, why or f"{flavour} {trt.__version__} on {gpu.name}")
+
+
+def _probe_onnxruntime(cuda: bool) -> BackendStatus:
+    name = "onnxruntime-cuda" if cuda else "onnxruntime"
+    why = _have("onnxruntime")
+    if why:
+        return BackendStatus(name, False, why)
+    import onnxruntime as ort
+
+    if not cuda:
+        return BackendStatus(name, True, f"onnxruntime {ort.__version__} on the CPU")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return BackendStatus(name, False, f"onnxruntime {ort.__version__} is a CPU-only build (pip onnxruntime-gpu)")
     from avatar.engine.gpu import gpu_info
 
     gpu, no_gpu = gpu_info()
-    rows = []
-    # TensorRT
-    try:
-        from avatar.engine.tensorrt_engine import import_tensorrt, runnable_reason
+    return BackendStatus(name, gpu is not None, f"onnxruntime {ort.__version__} on {gpu.name}" if gpu else no_gpu)
 
-        trt, flavour = import_tensorrt()
-        if gpu is None:
-            rows.append(BackendStatus("tensorrt", False, f"{flavour} {trt.__version__} installed, but {no_gpu}"))
-        else:
-            why = runnable_reason(flavour, gpu)
-            rows.append(BackendStatus("tensorrt", not why, why or f"{flavour} {trt.__version__} on {gpu.name}"))
-    except EngineError as e:
-        rows.append(BackendStatus("tensorrt", False, str(e)))
-    # ONNX Runtime
-    why_ort = _have("onnxruntime")
-    if why_ort:
-        rows += [BackendStatus("onnxruntime-cuda", False, why_ort), BackendStatus("onnxruntime", False, why_ort)]
-    else:
-        import onnxruntime as ort
 
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            rows.append(BackendStatus("onnxruntime-cuda", False,
-                                      f"onnxruntime {ort.__version__} is a CPU-only build (pip onnxruntime-gpu)"))
-        elif gpu is None:
-            rows.append(BackendStatus("onnxruntime-cuda", False, no_gpu))
-        else:
-            rows.append(BackendStatus("onnxruntime-cuda", True, f"onnxruntime {ort.__version__} on {gpu.name}"))
-        rows.append(BackendStatus("onnxruntime", True, f"onnxruntime {ort.__version__} on the CPU"))
-    # PyTorch
-    why_torch = _have("torch")
-    if why_torch:
-        rows += [BackendStatus(b, False, why_torch) for b in ("torch", "torch-cuda", "torch-cudagraph")]
-    else:
-        import torch
+def _probe_torch(backend: str) -> BackendStatus:
+    why = _have("torch")
+    if why:
+        return BackendStatus(backend, False, why)
+    import torch
 
-        rows.append(BackendStatus("torch", True, f"torch {torch.__version__} on the CPU"))
-        cuda_ok = gpu is not None and gpu.via == "torch"
-        detail = f"torch {torch.__version__} on {gpu.name}" if cuda_ok else f"torch {torch.__version__}: no CUDA GPU"
-        rows += [BackendStatus("torch-cuda", cuda_ok, detail), BackendStatus("torch-cudagraph", cuda_ok, detail)]
-    return rows
+    if backend == "torch":
+        return BackendStatus(backend, True, f"torch {torch.__version__} on the CPU")
+    if not torch.cuda.is_available():
+        return BackendStatus(backend, False, f"torch {torch.__version__}: no CUDA GPU")
+    return BackendStatus(backend, True, f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
+
+
+def probe(backend: str) -> BackendStatus:
+    """Whether this machine can run one backend, without building anything, and why not."""
+    backend = normalize_backend(backend)
+    if backend == "tensorrt":
+        return _probe_tensorrt()
+    if backend.startswith("onnxruntime"):
+        return _probe_onnxruntime(cuda=backend == "onnxruntime-cuda")
+    if backend.startswith("torch"):
+        return _probe_torch(backend)
+    raise ValueError("`auto` is a choice among backends, not one to probe")
+
+
+def probe_backends() -> list[BackendStatus]:
+    """Every backend this machine could run, and the reason for each that it cannot."""
+    return [probe(b) for b in BACKENDS if b != "auto"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -124,7 +139,8 @@ def _load_torch_model(model: ModelSource):
 
 
 def resolve_onnx(model: ModelSource) -> Path:
-    """The ONNX file for a model: given directly, beside its .safetensors, or exported into the cache."""
+    """The ONNX file for a model: given directly, beside its .safetensors (shipped as a pair, checked equal by
+    the tests), or exported into the cache."""
     from_torch = model is not None and not isinstance(model, (str, Path))
     if not from_torch:
         path = Path(model) if model is not None else default_model_path()
@@ -133,7 +149,7 @@ def resolve_onnx(model: ModelSource) -> Path:
                 raise EngineError(f"{path}: model file not found")
             return path
         sibling = path.with_suffix(".onnx")
-        if sibling.is_file() and (not path.is_file() or sibling.stat().st_mtime >= path.stat().st_mtime):
+        if sibling.is_file():
             return sibling
         if not path.is_file():
             raise EngineError(f"{path}: model file not found (neither it nor {sibling.name} exists)")
@@ -191,10 +207,9 @@ def create_engine(backend: str = "auto", model: ModelSource = None) -> StatefulE
         engine = _create(backend, model)
         engine.selection = [(backend, f"chosen: {engine.label}")]
         return engine
-    available = {s.backend: s for s in probe_backends()}
     selection = []
-    for candidate in AUTO_ORDER:
-        status = available[candidate]
+    for candidate in AUTO_ORDER:  # probed one at a time: the first that works ends the search (and its cost)
+        status = probe(candidate)
         if not status.available:
             selection.append((candidate, f"skipped: {status.detail}"))
             continue

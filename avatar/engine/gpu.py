@@ -5,6 +5,7 @@ with CUDA) or NVIDIA's cuda-python bindings (pip cuda-python)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -35,6 +36,7 @@ def _check(result):
     return rest[0] if len(rest) == 1 else rest
 
 
+@lru_cache(maxsize=1)
 def gpu_info() -> tuple[GpuInfo | None, str]:
     """(the first CUDA GPU, "") or (None, why there is none usable)."""
     why = []

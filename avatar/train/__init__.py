@@ -1,5 +1,5 @@
 """Training-time tools for the lip-sync network (the optional ``[train]`` extra): synthetic data with exact
 phone timing, training with carried recurrent state, evaluation on real speech, and the animator export.
 
-The app itself imports only `avatar.train.lipsync` (export), which needs no synthesizer or aligner.
+The app never imports this package; the animator export (`avatar lipsync`) lives in `avatar.lipsync`.
 """

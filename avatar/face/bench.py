@@ -1,0 +1,117 @@
+"""`avatar bench render`: frame render times (median, p99) at 512² and 1024², CPU and GPU, and rig build time."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avatar.face.liveliness import LivelinessConfig
+from avatar.paths import assets_dir
+
+BENCH_FRAMES = 200
+WARMUP_FRAMES = 10
+CANVASES = (512, 1024)
+
+
+def speech_params(i: int, fps: float = 60.0) -> dict[str, float]:
+    """Hand-made parameter curves that look like talking: a syllable every ~180 ms, rounding and spreading."""
+    t = i / fps
+    jaw = max(0.0, math.sin(2 * math.pi * 2.7 * t)) ** 1.5 * (0.55 + 0.4 * math.sin(0.9 * t))
+    return {"jaw_open": jaw, "lip_spread": 0.5 + 0.5 * math.sin(1.3 * t), "lip_round": max(0.0, math.sin(0.7 * t)),
+            "lip_press": max(0.0, -math.sin(2 * math.pi * 2.7 * t)) ** 4}
+
+
+def time_renderer(renderer, frames: int = BENCH_FRAMES, sync=None) -> tuple[np.ndarray, np.ndarray]:
+    """(wall seconds, process CPU seconds) per render over `frames` frames of speech-like parameters.
+
+    CPU seconds count the work of all threads; on a shared machine they vary less than wall time."""
+    for i in range(WARMUP_FRAMES):
+        renderer.render(speech_params(i), i / 60)
+    wall, cpu = np.empty(frames), np.empty(frames)
+    for i in range(frames):
+        params = speech_params(i)
+        c0, t0 = time.process_time(), time.perf_counter()
+        renderer.render(params, i / 60)
+        if sync is not None:
+            sync()
+        wall[i], cpu[i] = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu
+
+
+def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = BENCH_FRAMES,
+              gpu: bool = True, threads: int | None = None) -> dict[str, dict[str, float]]:
+    """Times in milliseconds: {'<device> <size>': {'median': ms, 'p99': ms, 'cpu': ms}, 'rig build': {...}}."""
+    import cv2
+
+    from avatar.face import build_rig, create_renderer
+    from avatar.face.landmarks import detect_faces
+    from avatar.face.photo import load_photo
+
+    if threads:
+        cv2.setNumThreads(threads)
+    photo = photo or assets_dir() / "default_face.jpg"
+    results: dict[str, dict[str, float]] = {}
+    image = load_photo(photo)
+    t0 = time.perf_counter()
+    detect_faces(image)
+    results["first landmarks (incl. mediapipe start)"] = {"median": (time.perf_counter() - t0) * 1e3, "p99": math.nan}
+    builds = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        build_rig(image, canvas=512)
+        builds.append(time.perf_counter() - t0)
+    results["landmarks + rig build 512"] = _stats(np.array(builds))
+    live = LivelinessConfig(enabled=True, seed=0)
+    rigs = {size: build_rig(image, canvas=size) for size in canvases}
+    for size, rig in rigs.items():
+        results[f"cpu {size}"] = _stats(*time_renderer(create_renderer(rig, "cpu", live), frames))
+    if gpu:
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None and torch.cuda.is_available():
+            for size, rig in rigs.items():
+                r = create_renderer(rig, "cuda", live)
+                results[f"cuda {size} (incl. copy to host)"] = _stats(*time_renderer(r, frames, torch.cuda.synchronize))
+    return results
+
+
+def _stats(seconds: np.ndarray, cpu_seconds: np.ndarray | None = None) -> dict[str, float]:
+    out = {"median": float(np.median(seconds) * 1e3), "p99": float(np.percentile(seconds, 99) * 1e3)}
+    if cpu_seconds is not None:
+        out["cpu"] = float(np.median(cpu_seconds) * 1e3)
+    return out
+
+
+def format_results(results: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'stage':<44} {'median ms':>10} {'p99 ms':>10} {'cpu ms':>10}"]
+    for name, r in results.items():
+        p99 = "" if math.isnan(r["p99"]) else f"{r['p99']:.2f}"
+        cpu = f"{r['cpu']:.2f}" if "cpu" in r else ""
+        lines.append(f"{name:<44} {r['median']:10.2f} {p99:>10} {cpu:>10}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    import cv2
+
+    lines.append(f"(wall times; 'cpu ms' = median process CPU time per frame; load average {load:.1f} "
+                 f"on {os.cpu_count()} CPUs; {cv2.getNumThreads()} OpenCV threads)")
+    return "\n".join(lines)
+
+
+def run_bench_render(args=None) -> int:
+    """Entry for `avatar bench render [--photo P] [--frames N]`."""
+    photo = getattr(args, "photo", None)
+    frames = getattr(args, "frames", None) or BENCH_FRAMES
+    print(format_results(benchmark(photo, frames=frames, threads=getattr(args, "threads", None))))
+    return 0
+
+
+def add_bench_arguments(parser) -> None:
+    """Options of `avatar bench render` (the lead's bench parser calls this, then run_bench_render)."""
+    parser.add_argument("--photo", help="face photo (default: the shipped default face)")
+    parser.add_argument("--frames", type=int, default=BENCH_FRAMES, help="frames timed per size")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OpenCV threads (default: OpenCV's choice, one per core)")

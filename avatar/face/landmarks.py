@@ -1,0 +1,184 @@
+"""Face landmarks: MediaPipe FaceMesh (478 points, offline), index sets, and the generic template for manual placement.
+
+Points are (x, y, z) in pixel-index coordinates of the image they were found on (pixel i spans i-0.5..i+0.5);
+z is MediaPipe's relative depth in the same pixel scale, smaller = nearer the camera.
+"Right"/"left" are the subject's: the right eye is on the image's left for a photo facing the camera.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Mapping
+
+import numpy as np
+
+from avatar.paths import assets_dir
+
+N_LANDMARKS = 478  # 468 mesh points + 2 x 5 iris points (refine_landmarks=True)
+MAX_FACES = 6  # how many faces one photo is searched for
+DETECT_MAX_SIDE = 1280  # detection runs on a copy no larger than this (FaceMesh works at 192-256 px internally)
+MIN_DETECTION_CONFIDENCE = 0.5
+
+# FaceMesh topology (mp.solutions.face_mesh.FACEMESH_* connection sets), as ordered contours.
+LIP_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+LIP_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+LIP_INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+LIP_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LIP_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+LIP_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+MOUTH_CORNERS = (61, 291)  # outer corners: right, left
+MOUTH_INNER_CORNERS = (78, 308)
+UPPER_LIP_TOP, UPPER_LIP_INNER, LOWER_LIP_INNER, LOWER_LIP_BOTTOM = 0, 13, 14, 17
+CHIN, FOREHEAD, NOSE_TIP = 152, 10, 1
+RIGHT_EYE_UPPER = (33, 246, 161, 160, 159, 158, 157, 173, 133)
+RIGHT_EYE_LOWER = (33, 7, 163, 144, 145, 153, 154, 155, 133)
+LEFT_EYE_UPPER = (362, 398, 384, 385, 386, 387, 388, 466, 263)
+LEFT_EYE_LOWER = (362, 382, 381, 380, 374, 373, 390, 249, 263)
+RIGHT_BROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
+LEFT_BROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+RIGHT_IRIS, LEFT_IRIS = (468, 469, 470, 471, 472), (473, 474, 475, 476, 477)
+
+# Handles a person drags onto a photo where no face was found; each is the mean of these template points.
+HANDLES = {
+    "right_eye_outer": (33,), "right_eye_inner": (133,),
+    "left_eye_inner": (362,), "left_eye_outer": (263,),
+    "mouth_right": (61,), "mouth_left": (291,),
+    "upper_lip": (0,), "lower_lip": (17,),
+    "chin": (152,),
+}
+HANDLE_NAMES = tuple(HANDLES)
+TEMPLATE_FILE = "face_template.npy"  # 478x3 float32, eye centres at (-0.5, 0) and (0.5, 0): see make_template
+
+
+class NoFaceError(ValueError):
+    """No face was found in a photo. ``image`` is the loaded RGB photo, so a UI can offer manual placement."""
+
+    def __init__(self, message: str, image: np.ndarray | None = None):
+        super().__init__(message)
+        self.image = image
+
+
+_mesh = None
+_mesh_lock = threading.Lock()
+
+
+def _face_mesh():
+    global _mesh
+    if _mesh is None:
+        try:
+            import mediapipe as mp
+        except ImportError as e:  # pragma: no cover - mediapipe is a declared dependency
+            raise RuntimeError("mediapipe 0.10.21 is needed to find faces (pip install mediapipe==0.10.21)") from e
+        _mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                                max_num_faces=MAX_FACES,
+                                                min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+    return _mesh
+
+
+def detect_faces(image: np.ndarray) -> list[np.ndarray]:
+    """All faces in an RGB uint8 image as (478, 3) float arrays, the largest first (empty list when none)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),
+                                                  interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    with _mesh_lock:
+        result = _face_mesh().process(np.ascontiguousarray(small))
+    faces = []
+    for face in result.multi_face_landmarks or []:
+        pts = np.array([(p.x * sw, p.y * sh, p.z * sw) for p in face.landmark], np.float64)
+        pts /= scale
+        pts[:, :2] -= 0.5  # normalised coordinates -> pixel-index coordinates
+        faces.append(pts)
+    faces.sort(key=lambda p: -np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
+    return faces
+
+
+def eye_centers(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    right = points[list(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER), :2].mean(0)
+    left = points[list(LEFT_EYE_UPPER + LEFT_EYE_LOWER), :2].mean(0)
+    return right, left
+
+
+def normalize(points: np.ndarray) -> np.ndarray:
+    """Similarity-normalise a face: eye centres to (-0.5, 0) and (0.5, 0); z scaled alike."""
+    r, l = eye_centers(points)
+    d = l - r
+    scale = 1.0 / np.hypot(*d)
+    c, s = d * scale
+    rot = np.array([[c, s], [-s, c]])
+    out = np.empty((len(points), 3))
+    out[:, :2] = (points[:, :2] - (r + l) / 2) @ rot.T * scale
+    out[:, 2] = (points[:, 2] - points[:, 2].mean()) * scale
+    return out
+
+
+def make_template(faces: list[np.ndarray]) -> np.ndarray:
+    """A generic, left-right symmetric face from real detections (how assets/face_template.npy was made)."""
+    mean = np.mean([normalize(f) for f in faces], axis=0)
+    mirrored = mean * np.array([-1.0, 1.0, 1.0])
+    # each point's mirror partner is the nearest point of the mirrored mesh (FaceMesh topology is symmetric)
+    dist = np.linalg.norm(mean[:, None, :2] - mirrored[None, :, :2], axis=2)
+    partner = dist.argmin(axis=1)
+    return ((mean + mirrored[partner]) / 2).astype(np.float32)
+
+
+def load_template() -> np.ndarray:
+    path = assets_dir() / TEMPLATE_FILE
+    return np.load(path, allow_pickle=False).astype(np.float64)
+
+
+def template_handles(template: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    t = load_template() if template is None else template
+    return {name: t[list(idx), :2].mean(0) for name, idx in HANDLES.items()}
+
+
+def default_handles(image_shape: tuple[int, int]) -> dict[str, tuple[float, float]]:
+    """Starting handle positions for manual placement: the template centred in the image, a third of its width."""
+    h, w = image_shape[:2]
+    t = template_handles()
+    pts = np.array(list(t.values()))
+    scale = 0.45 * min(w, h) / max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]))
+    center = pts.mean(0)
+    return {k: (float(w / 2 + (v[0] - center[0]) * scale), float(h / 2 + (v[1] - center[1]) * scale))
+            for k, v in t.items()}
+
+
+def fit_template(handles: Mapping[str, tuple[float, float]], template: np.ndarray | None = None) -> np.ndarray:
+    """478 landmarks (x, y, z) fitted to hand-placed handles (names from HANDLE_NAMES; at least 3, e.g. eyes and chin).
+
+    A least-squares affine map places the template; a smooth radial-basis correction then moves it so that every
+    handle lands exactly where it was put (drawings may have bigger eyes or a smaller mouth than the template).
+    """
+    t = load_template() if template is None else template
+    ref = template_handles(t)
+    names = [n for n in handles if n in ref]
+    unknown = sorted(set(handles) - set(ref))
+    if unknown:
+        raise ValueError(f"Unknown handle names {unknown}; expected some of {list(HANDLE_NAMES)}.")
+    if len(names) < 3:
+        raise ValueError("Place at least three handles (for example both eyes and the chin).")
+    src = np.array([ref[n] for n in names])
+    dst = np.array([handles[n] for n in names], np.float64)
+    if not np.all(np.isfinite(dst)):
+        raise ValueError("Handle positions must be finite numbers.")
+    a = np.hstack([src, np.ones((len(src), 1))])
+    affine, *_ = np.linalg.lstsq(a, dst, rcond=None)  # (3, 2)
+    if abs(np.linalg.det(affine[:2])) < 1e-9:
+        raise ValueError("The handles are on one line; place them where the eyes, mouth and chin are.")
+    out = np.empty((len(t), 3))
+    out[:, :2] = np.hstack([t[:, :2], np.ones((len(t), 1))]) @ affine
+    scale = np.sqrt(abs(np.linalg.det(affine[:2])))
+    out[:, 2] = t[:, 2] * scale
+    residual = dst - a @ affine
+    if len(names) > 3:
+        # Gaussian RBF interpolation of the residuals, in template units (eye distance 1)
+        sigma = 0.35
+        k = np.exp(-np.sum((src[:, None] - src[None]) ** 2, -1) / (2 * sigma**2))
+        coef = np.linalg.solve(k + 1e-6 * np.eye(len(src)), residual)
+        kt = np.exp(-np.sum((t[:, None, :2] - src[None]) ** 2, -1) / (2 * sigma**2))
+        out[:, :2] += kt @ coef
+    return out

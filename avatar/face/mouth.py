@@ -1,0 +1,193 @@
+"""The synthesized mouth interior: dark cavity with depth shading, upper and lower teeth, a hint of tongue.
+
+Colours are measured from the photo once (lip colour, skin light, colourfulness) so the interior matches the
+photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue)
+where the lips part further. The per-frame math is written once over a tiny ops table so the OpenCV and torch
+renderers share it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from avatar.face import landmarks as lm
+
+TEETH_RGB = (240.0, 229.0, 204.0)  # well-lit natural teeth: creamy, never blue-white
+TONGUE_RGB = (168.0, 82.0, 84.0)
+REFERENCE_SKIN_LUMA = 165.0  # skin this bright gets the teeth colour above unchanged
+UPPER_TEETH = 0.13  # visible upper-incisor height below the upper lip, in mouth widths
+LOWER_TEETH = 0.05
+TONGUE_MAX = 0.16
+# Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
+UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
+LOWER_GAPS = (0.0, 0.085, 0.165, 0.24)
+FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
+
+
+@dataclass
+class MouthAppearance:
+    cavity_edge: np.ndarray  # (3,) float32 RGB 0..255
+    cavity_deep: np.ndarray
+    teeth: np.ndarray
+    tongue: np.ndarray
+    own_interior: bool  # the photo's mouth is open: it keeps its own teeth (no synthesized ones)
+    W: float  # mouth width, pixels
+    a_in: float  # half the slit length, pixels
+
+
+def _region_mask(shape, polygon):
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
+    p = g.points[:, :2]
+    img = image.astype(np.float32)
+    outer = _region_mask(image.shape, p[list(lm.LIP_OUTER)])
+    inner = _region_mask(image.shape, p[list(lm.LIP_INNER)])
+    lips = outer & ~inner
+    lip = np.median(img[lips], axis=0) if lips.sum() > 8 else np.array([150.0, 90, 90])
+    patches = []
+    for idx in (50, 280, 101, 330):  # cheeks below the eyes
+        x, y = np.round(p[idx]).astype(int)
+        r = max(2, int(0.06 * g.face_w))
+        patch = img[max(y - r, 0):y + r, max(x - r, 0):x + r].reshape(-1, 3)
+        if len(patch):
+            patches.append(patch)
+    skin = np.median(np.concatenate(patches), axis=0) if patches else np.array([190.0, 150, 130])
+    luma = float(skin @ np.array([0.299, 0.587, 0.114]))
+    face = _region_mask(image.shape, p[list(lm.FACE_OVAL)])
+    fpx = img[face] if face.sum() > 16 else img.reshape(-1, 3)
+    chroma = float(np.abs(fpx - fpx.mean(1, keepdims=True)).mean())
+    saturation = float(np.clip(chroma / FULL_SATURATION_CHROMA, 0, 1))
+    light = float(np.clip(luma / REFERENCE_SKIN_LUMA, 0.35, 1.1))
+    tint = (skin / max(skin.mean(), 1.0)) ** 0.15  # a hint of the photo's colour cast
+    teeth = np.array(TEETH_RGB) * light * tint
+    tongue = (0.55 * np.array(TONGUE_RGB) * light + 0.45 * lip) * 0.8
+    cavity_edge = lip * 0.38
+    cavity_deep = lip * 0.10 + 4.0
+    own = bool(g.mouth_open)
+    def desaturate(c):
+        grey = float(c @ np.array([0.299, 0.587, 0.114]))
+        return np.clip(grey + saturation * (c - grey), 0, 255).astype(np.float32)
+
+    return MouthAppearance(desaturate(cavity_edge), desaturate(cavity_deep), desaturate(teeth), desaturate(tongue),
+                           own, float(g.W), float(g.a_in))
+
+
+@dataclass
+class MouthStatics:
+    """Per-pixel arrays of the mouth box that never change (they depend on the lateral position only)."""
+
+    rows: np.ndarray  # (h, 1) row index within the box
+    upper_h: np.ndarray  # (h, w) visible upper-teeth height
+    lower_h: np.ndarray
+    tongue_w: np.ndarray  # 0..1 tongue lateral profile
+    upper_shade: np.ndarray  # teeth brightness incl. gaps between teeth and the darker sides
+    lower_shade: np.ndarray
+    side_dark: np.ndarray  # cavity darkening toward the corners
+    teeth_on: float
+
+
+def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
+    W, a = app.W, app.a_in
+    prof_u = np.clip(1 - (u / (0.95 * a)) ** 2, 0, 1)
+    prof_l = np.clip(1 - (u / (0.8 * a)) ** 2, 0, 1)
+    lat = 0.42 + 0.58 * np.exp(-(u / (0.62 * a)) ** 2)
+    line_w = 0.012 * W + 0.6
+
+    def gaps(positions, widen=1.0):
+        s = np.zeros_like(u)
+        for k in positions:
+            for sign in ((1,) if k == 0 else (1, -1)):
+                s = s + np.exp(-((u - sign * k * W) / (widen * line_w)) ** 2)
+        return np.clip(s, 0, 1)
+
+    return MouthStatics(
+        rows=np.arange(u.shape[0], dtype=np.float32)[:, None],
+        # incisal edges notch a little between teeth (embrasures), so teeth read as separate teeth
+        upper_h=(UPPER_TEETH * W * np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
+        lower_h=(LOWER_TEETH * W * np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
+        tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
+        upper_shade=(0.92 * lat * (1 - 0.22 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
+        lower_shade=(0.55 * lat * (1 - 0.12 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
+        side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
+        teeth_on=0.0 if app.own_interior else 1.0,
+    )
+
+
+class NumpyOps:
+    clip = staticmethod(np.core.umath.clip)  # the ufunc itself: np.clip's wrapper costs more than small arrays do
+    minimum = staticmethod(np.minimum)
+    where = staticmethod(np.where)
+
+    @staticmethod
+    def colsum(x):
+        return x.sum(axis=0, keepdims=True)
+
+    @staticmethod
+    def smooth01(x):  # smoothstep(0, 1, x)
+        s = np.core.umath.clip(x, 0.0, 1.0)
+        return s * s * (3 - 2 * s)
+
+    @staticmethod
+    def mix(scale, weights, colors):
+        """scale * sum_k weights[k] * colors[k] as (h, w, 3), one colour plane at a time: broadcasting (h, w, 1)
+        against (3,) would run numpy's inner loop three elements at a time."""
+        out = np.empty(scale.shape + (3,), np.float32)
+        for c in range(3):
+            plane = weights[0] * colors[0][c]
+            for w, col in zip(weights[1:], colors[1:]):
+                plane += w * col[c]
+            np.multiply(plane, scale, out=out[..., c])
+        return out
+
+
+def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
+    """RGB (h, w, 3) float of the mouth interior for a gap coverage `alpha` (h, w); colors: 4 (3,) arrays."""
+    cav_edge, cav_deep, teeth, tongue = colors
+    W = app.W
+    rows = st.rows
+    # per column (1, w): the opening's length and centre
+    length = ops.colsum(alpha)
+    center = ops.colsum(alpha * rows) / (length + 1e-6)
+    d_top = rows - (center - length / 2)  # distance below the opening's top edge
+    d_bot = (center + length / 2) - rows  # and above its bottom edge
+    cu = ops.clip(st.upper_h - d_top + 0.5, 0.0, 1.0) * st.teeth_on
+    # lower teeth hide behind the lower lip until the jaw is well open
+    cl = ops.clip(st.lower_h - d_bot + 0.5, 0.0, 1.0) * (
+        st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W)))
+    tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
+    into_tongue = tongue_h - d_bot
+    ct = ops.clip(into_tongue + 0.5, 0.0, 1.0) * st.tongue_w
+    vis_up = cu
+    not_up = 1 - cu
+    vis_lo = cl * not_up
+    vis_tg = ct * (not_up - vis_lo)  # ct (1 - cu) (1 - cl)
+    vis_cav = not_up - vis_lo - vis_tg
+    # light falls in through the opening: darker under the upper lip, in the depth and when barely open
+    occl = (0.45 + 0.55 * ops.smooth01(d_top / (0.07 * W + 1))) * (0.8 + 0.2 * ops.smooth01(d_bot / (0.04 * W + 1)))
+    occl = occl * (0.6 + 0.4 * ops.smooth01(length / (0.15 * W)))
+    deep = ops.smooth01(ops.minimum(d_top, d_bot) / (0.1 * W + 1)) * st.side_dark
+    deep_w = vis_cav * deep
+    edge_w = (vis_cav - deep_w) * st.side_dark
+    teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
+    lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade: warmer, from its red light
+    tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
+    lit = (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
+    return ops.mix(occl, (edge_w, deep_w, teeth_w * lit, lower_w * lit, tongue_w),
+                   (cav_edge, cav_deep, teeth, 0.7 * teeth + 0.45 * tongue, tongue))
+
+
+def gap_coverage(ops, line_t_out, line_t_src):
+    """Fraction of each output pixel showing the mouth interior: its photo source lies across the lips' line.
+
+    line_t_out: signed distance of the output pixel below the line (which branch it belongs to);
+    line_t_src: the same distance of the photo point it samples. Anti-aliased over one pixel.
+    """
+    a = ops.clip(abs(line_t_out), 0.0, 0.5)  # |t_out| capped at half a pixel
+    across = ops.where(line_t_out > 0, -line_t_src, line_t_src)  # how far the source lies on the other side
+    return ops.clip(ops.minimum(across, 0.5) + a, 0.0, 1.0)

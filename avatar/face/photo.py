@@ -1,0 +1,188 @@
+"""Photo loading: any common image file (or array) -> RGB uint8, upright, of bounded size; canvas cropping."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+MAX_SIDE = 2048  # larger photos are downscaled: landmarks and rendering gain nothing from more pixels
+MIN_SIDE = 32  # smaller than this cannot hold a usable face
+MAX_FILE_PIXELS = 200_000_000  # refuse decompression bombs before decoding
+BACKDROP_RGB = (236, 236, 236)  # transparent pixels are shown over this light grey
+PORTRAIT_FACE_FRACTION = 0.42  # in the default portrait crop the face (brow to chin) is this much of the height
+PORTRAIT_CENTER_SHIFT = 0.08  # crop centre sits this many crop-heights below the face centre (shows the neck)
+
+PhotoSource = Union[str, os.PathLike, bytes, np.ndarray]
+
+
+class PhotoError(ValueError):
+    """A photo that cannot be used, with a sentence a user can act on."""
+
+
+def load_photo(source: PhotoSource, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Read a photo (path, encoded bytes or array) as an upright RGB uint8 array, downscaled to max_side."""
+    if isinstance(source, np.ndarray):
+        image = _array_to_rgb(source, "the given array")
+    elif isinstance(source, (bytes, bytearray)):
+        image = _decode(bytes(source), "the given bytes")
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise PhotoError(f"Photo not found: {path}")
+        if path.is_dir():
+            raise PhotoError(f"{path} is a folder, not a photo.")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise PhotoError(f"Cannot read {path}: {e.strerror or e}") from e
+        image = _decode(data, path.name)
+    else:
+        raise PhotoError(f"A photo must be a file path, bytes or an image array, not {type(source).__name__}.")
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise PhotoError(f"The photo is only {w}x{h} pixels; it needs at least {MIN_SIDE} on each side.")
+    scale = max_side / max(h, w)
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise PhotoError(f"{name} is empty.")
+    Image.MAX_IMAGE_PIXELS = MAX_FILE_PIXELS
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            return _pil_to_rgb(im, name)
+    except UnidentifiedImageError:
+        pass  # maybe OpenCV can (e.g. some 16-bit TIFF variants); below
+    except Image.DecompressionBombError as e:
+        raise PhotoError(f"{name} is too large to open safely ({e}).") from e
+    except (OSError, ValueError, SyntaxError) as e:
+        fallback = _decode_cv2(data)
+        if fallback is not None:
+            return fallback
+        raise PhotoError(f"{name} is damaged or in an unsupported variant of its format ({e}).") from e
+    fallback = _decode_cv2(data)
+    if fallback is not None:
+        return fallback
+    raise PhotoError(f"{name} is not an image this app can read (supported: JPEG, PNG, WebP, BMP, TIFF, GIF).")
+
+
+def _decode_cv2(data: bytes) -> np.ndarray | None:
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        im = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    except cv2.error:
+        return None
+    if im is None:
+        return None
+    if im.ndim == 3 and im.shape[2] == 3:
+        im = im[..., ::-1]
+    elif im.ndim == 3 and im.shape[2] == 4:
+        im = im[..., [2, 1, 0, 3]]
+    return _array_to_rgb(im, "the photo")
+
+
+def _pil_to_rgb(im, name: str) -> np.ndarray:
+    mode = im.mode
+    if mode in ("RGB", "L", "RGBA", "LA"):
+        return _array_to_rgb(np.asarray(im), name)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _array_to_rgb(np.asarray(im), name)  # high-bit-depth grey: scaled by its own range below
+    if mode in ("P", "PA"):
+        return _array_to_rgb(np.asarray(im.convert("RGBA")), name)
+    # CMYK, YCbCr, LAB, HSV, 1: Pillow's own conversions are right for these
+    return _array_to_rgb(np.asarray(im.convert("RGB")), name)
+
+
+def _array_to_rgb(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or a.size == 0:
+        raise PhotoError(f"{name} has shape {a.shape}; expected HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA).")
+    a = _to_uint8(a, name)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    elif a.shape[2] == 4:
+        alpha = a[..., 3:4].astype(np.float32) / 255.0
+        back = np.array(BACKDROP_RGB, np.float32)
+        a = (a[..., :3].astype(np.float32) * alpha + back * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(a[..., :3])
+
+
+def _to_uint8(a: np.ndarray, name: str) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return (a >> 8).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a.astype(np.float32))
+        hi = float(a.max()) if a.size else 1.0
+        scale = 255.0 if hi <= 1.0 + 1e-6 else 255.0 / hi
+        return np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        hi = int(a.max()) if a.size else 255
+        if hi <= 255:
+            return np.clip(a, 0, 255).astype(np.uint8)
+        bits = 16 if hi < 65536 else 32
+        return np.clip(a.astype(np.float64) / (2**bits - 1) * 255 + 0.5, 0, 255).astype(np.uint8)
+    raise PhotoError(f"{name} has pixel type {a.dtype}, which is not an image type.")
+
+
+def portrait_crop_box(points: np.ndarray, image_shape: tuple[int, int],
+                      aspect: float = 1.0) -> tuple[float, float, float]:
+    """A crop (centre x, centre y, height) framing the face like a portrait, kept inside the photo if it can be."""
+    h, w = image_shape
+    x0, y0 = points[:, 0].min(), points[:, 1].min()
+    x1, y1 = points[:, 0].max(), points[:, 1].max()
+    face_h = max(y1 - y0, (x1 - x0) * 1.1, 8.0)
+    crop_h = face_h / PORTRAIT_FACE_FRACTION
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + PORTRAIT_CENTER_SHIFT * crop_h
+    crop_h = min(crop_h, h, w / aspect)  # never larger than the photo: no invented borders
+    crop_w = crop_h * aspect
+    cx = float(np.clip(cx, crop_w / 2 - 0.5, w - crop_w / 2 - 0.5))
+    cy = float(np.clip(cy, crop_h / 2 - 0.5, h - crop_h / 2 - 0.5))
+    return cx, cy, float(crop_h)
+
+
+def crop_affine(center: tuple[float, float], crop_h: float, out_size: tuple[int, int]) -> np.ndarray:
+    """2x3 affine that maps photo pixels to output pixels for a crop of height crop_h around center."""
+    out_w, out_h = out_size
+    s = out_h / crop_h
+    cx, cy = center
+    # pixel-index coordinates: the crop centre lands on the output centre
+    return np.array([[s, 0, (out_w - 1) / 2 - s * cx], [0, s, (out_h - 1) / 2 - s * cy]], np.float64)
+
+
+def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    out = points.astype(np.float64).copy()
+    out[:, :2] = points[:, :2] @ m[:, :2].T + m[:, 2]
+    if out.shape[1] > 2:
+        out[:, 2] = points[:, 2] * m[0, 0]  # depth scales with the image
+    return out
+
+
+def warp_to_canvas(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    shrink = 1.0 / m[0, 0]
+    if shrink > 1.5:  # area-average first: a plain bilinear downscale aliases hair and fabric
+        small = cv2.resize(image, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_AREA)
+        sx = image.shape[1] / small.shape[1]
+        sy = image.shape[0] / small.shape[0]
+        pre = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+        m = (np.vstack([m, [0, 0, 1]]) @ pre)[:2]
+        image = small
+    return cv2.warpAffine(image, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

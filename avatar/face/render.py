@@ -1,0 +1,445 @@
+"""Frame rendering: parameters -> field weights -> one warp per pass -> mouth interior -> RGB frame.
+
+`create_renderer` returns the OpenCV renderer (CpuRenderer) or the torch one (TorchRenderer, CUDA or CPU); both
+follow the same steps on the same rig and agree within a few grey levels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import cv2
+import numpy as np
+
+from avatar.face.liveliness import Liveliness, LivelinessConfig
+from avatar.face.mouth import MouthStatics, NumpyOps, gap_coverage, interior, mouth_statics
+from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig
+from avatar.visemes import PARAM_NAMES
+
+SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
+TEARING = np.array([n in ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press") for n in LOCAL_FIELDS])
+SPREAD_SHOWS_TEETH = 0.45  # lip_spread also raises the upper lip this much ("ee" shows the upper teeth)
+MIN_COVERAGE = 1.0 / 512  # below this the lips are closed: no interior to draw
+STRIP_PIXELS = 32  # the CPU warp runs in strips about this tall, each as wide as the active fields reach there
+NO_SPAN = 1 << 20  # a row's span (NO_SPAN, -NO_SPAN): no field reaches it
+EXTRA_PARAMS = ("blink", "blink_l", "blink_r", "brow_raise", "lip_raise",
+                "head_yaw", "head_pitch", "head_roll", "head_rise")
+
+
+def _value(params: Mapping[str, float], key: str) -> float:
+    v = params.get(key, 0.0)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return v if math.isfinite(v) else 0.0
+
+
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
+
+
+def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None):
+    """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order), clipped to their ranges."""
+    p = {k: _value(params, k) for k in PARAM_NAMES + EXTRA_PARAMS}
+    for k, v in (extras or {}).items():
+        p[k] = p.get(k, 0.0) + v
+    jaw, spread, rnd, press = (_clamp(p[k], 0, 1) for k in PARAM_NAMES)
+    blink = p["blink"]
+    local = np.array([
+        jaw,
+        _clamp(p["lip_raise"] + SPREAD_SHOWS_TEETH * spread, 0, 1),
+        spread,
+        rnd,
+        press,
+        _clamp(max(p["blink_r"], blink), 0, 1),
+        _clamp(max(p["blink_l"], blink), 0, 1),
+        _clamp(p["brow_raise"], -0.5, 1),
+    ], np.float32)
+    head = np.array([_clamp(p[k], -1, 1) for k in HEAD_FIELDS], np.float32)
+    return local, head
+
+
+@dataclass
+class FramePlan:
+    """Which pixels a frame warps, in canvas pixels; shared by both renderers so they do the same work."""
+
+    cells: tuple[int, int, int, int]  # canvas cells r0, r1, c0, c1 of the warped region
+    region: tuple[int, int, int, int]  # pixels y0, y1, x0, x1
+    band: tuple[int, int]  # region rows where a pixel's branch (above/below the lips' line) must be looked up
+    mouth: tuple[int, int, int, int] | None  # region-relative y0, y1, x0, x1 where the lips may part
+    head_on: bool
+    tearing: bool
+
+
+class Renderer:
+    """render(params, t) -> HxWx3 uint8 RGB frame of the rig's canvas.
+
+    One warp per frame: the head field H and the local fields L (branch b) are composed on the coarse grid,
+    T_b(q) = H(q) + L_b(q + H(q)), upsampled, and each output pixel samples the photo at q + T_b(q), its branch
+    chosen by which side of the lips' line q + H(q) falls. The mouth interior is drawn where the source lies across
+    the line, in output space, its lateral layout (teeth) read at q + H(q) so it moves with the head.
+    """
+
+    name = "base"
+
+    def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
+        self.rig = rig
+        self.liveliness = Liveliness(liveliness)  # None: the defaults (blinks, sway, breathing, emphasis on)
+        app = rig.appearance
+        self.statics = mouth_statics(rig.mouth_u, app)
+        self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue)
+        step = rig.step
+        lb, hb = rig.local_box, rig.head_box
+        mags = np.abs(rig.local_fields).max(axis=(1, 4))
+        self._field_cells = [_cells(m > SUPPORT_EPS, lb.r0, lb.c0) for m in mags]
+        x0, y0, x1, y1 = rig.mouth_box
+        self._mouth_px = (y0, y1, x0, x1)
+        self._mouth_cells = (y0 // step, -(-y1 // step), x0 // step, -(-x1 // step))
+        self._head_cells = (hb.r0, hb.r1, hb.c0, hb.c1)
+        # how far each head field moves the mouth region at full strength: bounds the line's and opening's shift
+        r0, r1 = max(y0 // step - 2 - hb.r0, 0), max(-(-y1 // step) + 2 - hb.r0, 0)
+        c0, c1 = max(x0 // step - 2 - hb.c0, 0), max(-(-x1 // step) + 2 - hb.c0, 0)
+        near = rig.head_fields[:, r0:r1, c0:c1]
+        self._head_reach = np.abs(near).max(axis=(1, 2, 3)) if near.size else np.zeros(len(HEAD_FIELDS))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rig.size
+
+    def weights(self, params: Mapping[str, float], t: float):
+        return field_weights(params, self.liveliness.extras(params, t))
+
+    def render(self, params: Mapping[str, float], t: float = 0.0) -> np.ndarray:
+        local, head = self.weights(params, t)
+        return self.render_weights(local, head)
+
+    def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _slit_mask(self, ops, local_pos):
+        """1 along the slit between the inner mouth corners (widened by this frame's spread), 0 beyond: elsewhere
+        sources never cross the lips' line by tearing, only by smooth motion, which must not open a gap."""
+        g = self.rig.geometry
+        u = (local_pos[..., 0] - float(g.mouth_center[0])) * float(g.ux[0]) + (
+            local_pos[..., 1] - float(g.mouth_center[1])) * float(g.ux[1])
+        # the inner corners move out with spread and in with rounding (as lip_spread / lip_round move them there)
+        corner = (g.a_in / g.a_out) ** 1.3
+        reach = g.a_in + (SPREAD_OUT * self._spread - ROUND_IN * corner * self._round) * g.W + 1.5
+        return ops.clip(reach - abs(u), 0.0, 1.0)
+
+    def plan(self, local: np.ndarray, head: np.ndarray) -> FramePlan | None:
+        rig = self.rig
+        head_on, local_on = bool(np.any(head)), bool(np.any(local))
+        if not (head_on or local_on):
+            return None
+        tearing = local_on and bool(np.any(local[TEARING]))
+        self._spread = float(local[LOCAL_FIELDS.index("lip_spread")])
+        self._round = float(local[LOCAL_FIELDS.index("lip_round")])
+        cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
+        cells += [self._mouth_cells] if tearing else []
+        cells += [self._head_cells] if head_on else []
+        cells = [c for c in cells if c[1] > c[0] and c[3] > c[2]]
+        if not cells:
+            return None
+        r0, r1 = min(c[0] for c in cells), max(c[1] for c in cells)
+        c0, c1 = min(c[2] for c in cells), max(c[3] for c in cells)
+        h, w = rig.image.shape[:2]
+        step = rig.step
+        y0, y1, x0, x1 = r0 * step, min(r1 * step, h), c0 * step, min(c1 * step, w)
+        m = int(np.ceil(np.abs(head) @ self._head_reach)) + 1 if head_on else 0
+        band = (min(max(rig.local_box.y0 + rig.band[0] - m - y0, 0), y1 - y0),
+                min(max(rig.local_box.y0 + rig.band[1] + m - y0, 0), y1 - y0))
+        mouth = None
+        if tearing:
+            my0, my1, mx0, mx1 = self._mouth_px
+            my0, my1, mx0, mx1 = my0 - m, my1 + m, mx0 - m, mx1 + m
+            mouth = (max(my0, y0) - y0, min(my1, y1) - y0, max(mx0, x0) - x0, min(mx1, x1) - x0)
+        return FramePlan((r0, r1, c0, c1), (y0, y1, x0, x1), band, mouth, head_on, tearing)
+
+
+def _cells(mask: np.ndarray, row0: int = 0, col0: int = 0, pad: int = 2) -> tuple[int, int, int, int]:
+    """Canvas cells (r0, r1, c0, c1) around the true cells of a coarse mask whose first cell is (row0, col0)."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if len(rows) == 0:
+        return (0, 0, 0, 0)
+    return (row0 + max(rows[0] - pad, 0), row0 + min(rows[-1] + pad + 1, mask.shape[0]),
+            col0 + max(cols[0] - pad, 0), col0 + min(cols[-1] + pad + 1, mask.shape[1]))
+
+
+def _weighted_sum(weights: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """weights @ matrix over the non-zero weights only, without BLAS (whose thread pool stalls on busy CPUs)."""
+    out = np.zeros(matrix.shape[1], np.float32)
+    for k in np.nonzero(weights)[0]:
+        out += weights[k] * matrix[k]
+    return out
+
+
+def _upsample_part(coarse: np.ndarray, step: int, ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
+    """Rows ya..yb, columns xa..xb of cv2.resize(coarse, step x), resizing only the coarse cells they need."""
+    k0, k1 = _cells_for(ya, yb, step, coarse.shape[0])
+    j0, j1 = _cells_for(xa, xb, step, coarse.shape[1])
+    part = coarse[k0:k1, j0:j1]
+    full = cv2.resize(part, (part.shape[1] * step, part.shape[0] * step), interpolation=cv2.INTER_LINEAR)
+    return full[ya - k0 * step:yb - k0 * step, xa - j0 * step:xb - j0 * step]
+
+
+def _cells_for(a: int, b: int, step: int, n: int) -> tuple[int, int]:
+    """Coarse cells whose upsampling gives pixels a..b exactly: one spare cell each side, so that resize's edge
+    clamping stays out of the pixels kept."""
+    return max(math.floor((a + 0.5) / step - 0.5) - 1, 0), min(math.floor((b - 0.5) / step - 0.5) + 3, n)
+
+
+STATIC_CHANNELS = ("upper_h", "lower_h", "tongue_w", "upper_shade", "lower_shade", "side_dark")
+
+
+def stack_statics(st) -> np.ndarray:
+    return np.ascontiguousarray(np.dstack([getattr(st, k) for k in STATIC_CHANNELS]).astype(np.float32))
+
+
+def unstack_statics(image, rows, teeth_on: float) -> MouthStatics:
+    return MouthStatics(rows=rows, teeth_on=teeth_on, **{k: image[..., i] for i, k in enumerate(STATIC_CHANNELS)})
+
+
+class CpuRenderer(Renderer):
+    """The OpenCV renderer. Per frame it touches full-resolution pixels only where they can change: each branch's
+    map is upsampled only over its own rows, and the photo is remapped straight into a copy of itself, in strips
+    only as wide as the active fields reach (through RGBA, which OpenCV's remap vectorises better than RGB)."""
+
+    name = "cpu"
+
+    def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
+        super().__init__(rig, liveliness)
+        h, w = rig.image.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        self._base = np.ascontiguousarray(np.dstack([xs, ys]))  # pixel coordinates of the canvas
+        step = rig.step
+        cy, cx = np.mgrid[-1:-(-h // step) + 1, -1:-(-w // step) + 1].astype(np.float32)
+        self._cell_grid = np.ascontiguousarray(np.dstack([cx, cy]))  # cell coordinates, from cell -1 on
+        self._cell_pos = (self._cell_grid + 0.5) * step - 0.5  # where cv2.resize puts each cell's sample
+        self._head_matrix = rig.head_fields.reshape(len(HEAD_FIELDS), -1)
+        lb = rig.local_box
+        # each local field's support in local-box cells: blending adds a field only there
+        self._field_boxes = [(max(r0 - lb.r0, 0), max(r1 - lb.r0, 0), max(c0 - lb.c0, 0), max(c1 - lb.c0, 0))
+                             for r0, r1, c0, c1 in self._field_cells]
+        self._local_cells = self._cell_grid - np.array([lb.c0, lb.r0], np.float32)  # cell coordinates in the box
+        # the lips' line distance over the whole canvas (edges replicated), read at canvas coordinates directly:
+        # subtracting an origin from (h, w, 2) coordinates would broadcast two elements at a time
+        self._line_t = cv2.copyMakeBorder(rig.line_t, lb.y0, h - lb.y1, lb.x0, w - lb.x1, cv2.BORDER_REPLICATE)
+        self._mouth_origin = (float(rig.mouth_box[0]), float(rig.mouth_box[1]), 0.0, 0.0)  # a cv2 scalar
+        self._statics_image = stack_statics(self.statics)
+        self._image_rgba = cv2.cvtColor(rig.image, cv2.COLOR_RGB2RGBA)
+        # per canvas cell row, the cell columns each field reaches (padded by one cell)
+        n_rows = -(-h // step)
+        mags = np.abs(rig.local_fields).max(axis=(1, 4))
+        self._field_spans = [_row_spans(m > SUPPORT_EPS, lb.r0, lb.c0, n_rows) for m in mags]
+        hb = rig.head_box
+        self._head_spans = _row_spans(np.abs(rig.head_fields).max(axis=(0, 3)) > SUPPORT_EPS, hb.r0, hb.c0, n_rows)
+        mr0, mr1, mc0, mc1 = self._mouth_cells
+        self._mouth_spans = _row_spans(np.ones((mr1 - mr0, mc1 - mc0), bool), mr0, mc0, n_rows, pad=0)
+        self._strip_cells = max(STRIP_PIXELS // step, 1)
+
+    def _blend(self, weights: np.ndarray, branches: int, box=None) -> np.ndarray:
+        """sum_k weights[k] * local field k, (branches, rows, cols, 2) over the local box's cells `box` (r0, r1,
+        c0, c1; default all), each field added over its support only."""
+        fields = self.rig.local_fields
+        r0, r1, c0, c1 = box or (0, fields.shape[2], 0, fields.shape[3])
+        out = np.zeros((branches, r1 - r0, c1 - c0, 2), np.float32)
+        for k in np.nonzero(weights)[0]:
+            fr0, fr1, fc0, fc1 = self._field_boxes[k]
+            a0, a1, b0, b1 = max(fr0, r0), min(fr1, r1), max(fc0, c0), min(fc1, c1)
+            if a1 > a0 and b1 > b0:
+                out[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] += weights[k] * fields[k, :branches, a0:a1, b0:b1]
+        return out
+
+    def _blend_local(self, local: np.ndarray, branches: int) -> np.ndarray:
+        """Coarse backward field per branch: sideways fields composed after the others (see SIDEWAYS_FIELDS)."""
+        other = local.copy()
+        other[SIDEWAYS] = 0
+        blend = self._blend(other, branches)
+        side = np.zeros_like(local)
+        side[SIDEWAYS] = local[SIDEWAYS]
+        if not np.any(side):
+            return blend
+        # composing changes the blend only where the sideways fields move it
+        boxes = [self._field_boxes[k] for k in SIDEWAYS if side[k]]
+        r0, r1 = min(b[0] for b in boxes), max(b[1] for b in boxes)
+        c0, c1 = min(b[2] for b in boxes), max(b[3] for b in boxes)
+        sblend = self._blend(side, branches, (r0, r1, c0, c1))
+        grid = self._cell_grid[1 + r0:1 + r1, 1 + c0:1 + c1]  # local cell indices of that box
+        for b in range(branches):
+            s = sblend[b]
+            moved = cv2.remap(blend[b], grid + s * (1.0 / self.rig.step), None, cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+            blend[b, r0:r1, c0:c1] = s + moved
+        return blend
+
+    def _strips(self, local: np.ndarray, plan: FramePlan, shift: int) -> list[tuple[int, int, int, int]]:
+        """Region-relative pixel boxes (y0, y1, x0, x1), one per strip, covering every pixel an active field can
+        move; `shift` cells of margin for the head carrying the local fields along."""
+        spans = [self._field_spans[k] for k in np.nonzero(local)[0]]
+        spans += [self._mouth_spans] if plan.tearing else []
+        spans += [self._head_spans] if plan.head_on else []
+        r0, r1, c0, c1 = plan.cells
+        a = max(r0 - shift, 0)  # the head carries the fields up to `shift` cells: widen the spans that much
+        lo = np.minimum.reduce([s[0][a:r1 + shift] for s in spans])
+        hi = np.maximum.reduce([s[1][a:r1 + shift] for s in spans])
+        lo_rows, hi_rows = lo.copy(), hi.copy()
+        for k in range(1, shift + 1):  # and each row's span to its neighbours `shift` rows up and down
+            lo[k:], lo[:-k] = np.minimum(lo[k:], lo_rows[:-k]), np.minimum(lo[:-k], lo_rows[k:])
+            hi[k:], hi[:-k] = np.maximum(hi[k:], hi_rows[:-k]), np.maximum(hi[:-k], hi_rows[k:])
+        lo, hi = lo - shift, hi + shift
+        starts = np.arange(r0, r1, self._strip_cells)
+        lo = np.maximum(np.minimum.reduceat(lo, starts - a), c0).tolist()
+        hi = np.minimum(np.maximum.reduceat(hi, starts - a), c1).tolist()
+        y0, y1, x0, x1 = plan.region
+        step, n = self.rig.step, self._strip_cells
+        return [(r * step - y0, min((r + n) * step, y1) - y0, left * step - x0, min(right * step, x1) - x0)
+                for r, left, right in zip(starts.tolist(), lo, hi) if right > left]
+
+    def _warp(self, frame: np.ndarray, maps: np.ndarray, row0: int, rows: tuple[int, int], boxes, origin) -> None:
+        """Remap the photo into the frame inside each box, on region rows rows[0]..rows[1]; maps[y - row0, x] is
+        the map at region pixel (y, x); origin: the region's (y0, x0) in the frame."""
+        for ya, yb, xa, xb in boxes:
+            ya, yb = max(ya, rows[0]), min(yb, rows[1])
+            if yb <= ya or xb <= xa:
+                continue
+            m = maps[ya - row0:yb - row0, xa:xb]
+            rgba = cv2.remap(self._image_rgba, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            y, x = origin[0] + ya, origin[1] + xa
+            cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=frame[y:y + yb - ya, x:x + xb - xa])
+
+    def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
+        rig = self.rig
+        local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
+        plan = self.plan(local, head)
+        if plan is None:
+            return rig.image.copy()
+        step = rig.step
+        r0, r1, c0, c1 = plan.cells
+        y0, y1, x0, x1 = plan.region
+        h, w = y1 - y0, x1 - x0
+        frame = rig.image.copy()  # one memcpy: cheaper than copying only around the warped strips
+        # coarse work on the region plus one cell all round, so that upsampling is exact up to the region's edge
+        cells = (slice(r0, r1 + 2), slice(c0, c1 + 2))  # self._cell_grid starts one cell before the canvas
+        head_c = np.zeros((r1 - r0 + 2, c1 - c0 + 2, 2), np.float32)
+        if plan.head_on:
+            hb = rig.head_box
+            hc = _weighted_sum(head, self._head_matrix).reshape(hb.r1 - hb.r0, hb.c1 - hb.c0, 2)
+            head_c[hb.r0 - r0 + 1:hb.r1 - r0 + 1, hb.c0 - c0 + 1:hb.c1 - c0 + 1] = hc
+        branches = 2 if plan.tearing else 1
+        total = head_c + self._cell_pos[cells]  # absolute photo coordinates, coarse
+        total = [total, total.copy()] if branches == 2 else [total]
+        shift = int(np.ceil(np.abs(head_c).max() / step)) if plan.head_on else 0  # cells the head moves things
+        if np.any(local):
+            self._add_local(total, local, head_c, plan.cells, shift)
+        boxes = self._strips(local, plan, shift)
+        if not plan.tearing:
+            maps = _upsample_part(total[0], step, step, step + h, step, step + w)
+            self._warp(frame, maps, 0, (0, h), boxes, (y0, x0))
+            return frame
+        self._render_torn(frame, total, head_c, plan, boxes)
+        return frame
+
+    def _add_local(self, total, local, head_c, cells, shift: int) -> None:
+        """total[b] += L_b(q + H(q)) on the coarse grid, only over the cells the active local fields reach."""
+        r0, r1, c0, c1 = cells
+        local_c = self._blend_local(local, len(total))
+        boxes = [self._field_cells[k] for k in np.nonzero(local)[0]]
+        # total's index i is canvas cell r0 - 1 + i (one cell of margin all round)
+        a0 = max(min(b[0] for b in boxes) - shift - r0 + 1, 0)
+        a1 = min(max(b[1] for b in boxes) + shift - r0 + 1, r1 - r0 + 2)
+        b0 = max(min(b[2] for b in boxes) - shift - c0 + 1, 0)
+        b1 = min(max(b[3] for b in boxes) + shift - c0 + 1, c1 - c0 + 2)
+        if a1 <= a0 or b1 <= b0:
+            return
+        coords = self._local_cells[r0 + a0:r0 + a1, c0 + b0:c0 + b1] + head_c[a0:a1, b0:b1] * (1.0 / self.rig.step)
+        for t, field in zip(total, local_c):
+            t[a0:a1, b0:b1] += cv2.remap(field, coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                         borderValue=0)
+
+    def _render_torn(self, frame, total, head_c, plan: FramePlan, boxes) -> None:
+        """Warp with two branches: the upper one above the band, the lower one below it, chosen per pixel inside
+        the band by the side of the lips' line; then draw the mouth interior where the lips parted."""
+        step = self.rig.step
+        y0, y1, x0, x1 = plan.region
+        h, w = y1 - y0, x1 - x0
+        b0, b1 = plan.band
+        my0, my1, mx0, mx1 = plan.mouth
+
+        def part(coarse, ya, yb, xa=0, xb=w):  # region pixels ya..yb, xa..xb of an upsampled coarse grid
+            return _upsample_part(coarse, step, step + ya, step + yb, step + xa, step + xb)
+
+        upper = part(total[0], 0, b1)  # the rows that take the upper branch or may: above the band and the band
+        lower = part(total[1], b0, h)  # the band and below
+        base = self._base[y0:y1, x0:x1]
+        where = base[b0:b1] if not plan.head_on else base[b0:b1] + part(head_c, b0, b1)  # q + H(q)
+        t_eff = cv2.remap(self._line_t, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        cv2.copyTo(lower[:b1 - b0], (t_eff > 0).view(np.uint8), upper[b0:b1])  # pixels below the line
+        self._warp(frame, upper, 0, (0, b1), boxes, (y0, x0))  # above the band and the band: the merged map
+        self._warp(frame, lower, b0, (b1, h), boxes, (y0, x0))
+        if my1 <= my0 or mx1 <= mx0:
+            return
+        # how far apart the two branches pull each mouth pixel: the lips part only where they differ
+        gap = cv2.absdiff(part(total[1], my0, my1, mx0, mx1), part(total[0], my0, my1, mx0, mx1))
+        split = gap[..., 0] + gap[..., 1]
+        split_row = min(max(b1, my0), my1)  # mouth rows above it read the (merged) upper map, the rest the lower
+        maps = np.concatenate([upper[my0:split_row, mx0:mx1],
+                               lower[split_row - b0:my1 - b0, mx0:mx1]])  # the mouth box's map
+        local_pos = base[my0:my1, mx0:mx1]  # each output pixel's place before the head moved
+        if plan.head_on:
+            local_pos = local_pos + part(head_c, my0, my1, mx0, mx1)
+        self._draw_mouth(frame[y0 + my0:y0 + my1, x0 + mx0:x0 + mx1], maps, local_pos, split)
+
+    def _draw_mouth(self, out, maps, local_pos, split):
+        """Blend the mouth interior into `out`, the frame's view of the mouth box."""
+        t_out = cv2.remap(self._line_t, local_pos, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        t_src = cv2.remap(self._line_t, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = gap_coverage(NumpyOps, t_out, t_src) * np.minimum(split, 1.0) * self._slit_mask(NumpyOps, local_pos)
+        rows = np.nonzero(alpha.max(1) > MIN_COVERAGE)[0]
+        if len(rows) == 0:
+            return
+        cols = np.nonzero(alpha.max(0) > MIN_COVERAGE)[0]
+        gr, gc = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)  # the opening's box
+        a = alpha[gr, gc]
+        st_img = cv2.remap(self._statics_image, cv2.subtract(local_pos[gr, gc], self._mouth_origin), None,
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        st = unstack_statics(st_img, np.arange(gr.start, gr.stop, dtype=np.float32)[:, None], self.statics.teeth_on)
+        rgb = interior(NumpyOps, a, st, self.rig.appearance, self.colors)
+        blend = cv2.blendLinear(out[gr, gc].astype(np.float32), rgb, 1 - a, a)  # per-pixel alpha, any channels
+        out[gr, gc] = cv2.convertScaleAbs(blend)  # rounded, saturated to uint8
+
+
+def _row_spans(mask: np.ndarray, row0: int, col0: int, n_rows: int, pad: int = 1):
+    """(first, one-past-last) canvas cell column per canvas cell row within `pad` cells of a true cell of the
+    coarse mask whose first cell is (row0, col0), clipped to the mask as the plan's boxes are; rows it misses get
+    (NO_SPAN, -NO_SPAN). One cell of padding suffices: an upsampled pixel reads only its cell's neighbours."""
+    if pad:
+        mask = cv2.dilate(mask.astype(np.uint8), np.ones((2 * pad + 1, 2 * pad + 1), np.uint8)) > 0
+    lo, hi = np.full(n_rows, NO_SPAN), np.full(n_rows, -NO_SPAN)
+    rows = np.nonzero(mask.any(1))[0]
+    lo[row0 + rows] = col0 + mask[rows].argmax(1)
+    hi[row0 + rows] = col0 + mask.shape[1] - mask[rows, ::-1].argmax(1)
+    return lo, hi
+
+
+def create_renderer(rig: Rig, device: str = "auto", liveliness: LivelinessConfig | None = None) -> Renderer:
+    """device: "cpu" (OpenCV), "cuda" (torch on the GPU), "torch-cpu" (the torch renderer on CPU tensors) or
+    "auto" (CUDA when torch sees a GPU, else the OpenCV renderer). liveliness: None = the default idle motion;
+    LivelinessConfig(enabled=False) for a face that moves only as commanded."""
+    if device == "cpu":
+        return CpuRenderer(rig, liveliness)
+    if device == "auto":
+        try:
+            import torch
+            if torch.cuda.is_available():
+                from avatar.face.render_torch import TorchRenderer
+                return TorchRenderer(rig, liveliness, device="cuda")
+        except ImportError:
+            pass
+        return CpuRenderer(rig, liveliness)
+    if device in ("cuda", "torch-cpu") or device.startswith("cuda:"):
+        from avatar.face.render_torch import TorchRenderer
+        return TorchRenderer(rig, liveliness, device="cpu" if device == "torch-cpu" else device)
+    raise ValueError(f"Unknown renderer device {device!r}; use 'auto', 'cpu', 'cuda' or 'torch-cpu'.")

@@ -1,0 +1,83 @@
+"""Entry points: `run_app(argv)` (what `avatar` with no arguments runs) and `main_window()`."""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+log = logging.getLogger(__name__)
+
+
+def real_engine_factory(backend: str):
+    from avatar.engine import create_engine
+
+    return create_engine(backend)
+
+
+def real_renderer_factory(photo: str, prefs, landmarks=None):
+    from avatar.pipeline import open_renderer
+
+    return open_renderer(photo, size=prefs.size, background=prefs.background_rgb, liveliness=prefs.liveliness,
+                         landmarks=landmarks)
+
+
+def main_window(prefs=None, engine_factory=None, renderer_factory=None):
+    """The main window with the real engine and renderer; needs a QApplication. Opens the last (or default) photo."""
+    from avatar.gui.settings import load_preferences
+    from avatar.gui.window import MainWindow
+
+    prefs = prefs or load_preferences()
+    engine_factory = engine_factory or real_engine_factory
+    startup_error = None
+
+    def tolerant_engine_factory(backend):
+        nonlocal startup_error
+        try:
+            return engine_factory(backend)
+        except Exception as e:  # the window still opens: a live face with a closed mouth, and the reason
+            startup_error = f"The lip-sync model could not be started ({backend}): {e}"
+            return None
+
+    window = MainWindow(prefs, tolerant_engine_factory, renderer_factory or real_renderer_factory)
+    window.engine_factory = engine_factory
+    if startup_error:
+        window.show_error(startup_error)
+    photo = prefs.photo or default_photo()
+    if photo:
+        window.open_photo(photo)
+    return window
+
+
+def default_photo() -> str:
+    from avatar.paths import assets_dir
+
+    for name in ("default_face.jpg", "default_face.png"):
+        path = assets_dir() / name
+        if path.is_file():
+            return str(path)
+    return ""
+
+
+def _excepthook(window_getter):
+    def hook(kind, value, tb):
+        log.error("unexpected error:\n%s", "".join(traceback.format_exception(kind, value, tb)))
+        window = window_getter()
+        if window is not None:
+            window.show_error(f"Something went wrong: {value}", "Unexpected error")
+    return hook
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from avatar.gui.settings import APPLICATION, ORGANIZATION
+
+    app = QApplication.instance() or QApplication([sys.argv[0], *(argv or [])])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    window = None
+    sys.excepthook = _excepthook(lambda: window)  # errors become dialogs, never tracebacks on screen
+    window = main_window()
+    window.resize(720, 760)
+    window.show()
+    return app.exec()

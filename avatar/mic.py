@@ -1,0 +1,231 @@
+"""Microphone capture: sounddevice (PortAudio) → a lock-free ring buffer.
+
+The audio callback does nothing but copy the block and its ADC timestamp into the ring (python-sounddevice's
+examples' rule: no allocation-heavy work, no locks, no model in the callback). Everything else — level meter,
+gain, noise gate, resampling to 16 kHz — happens in the consumer (`avatar.pipeline`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import time
+
+import numpy as np
+
+BLOCK_SECONDS = 0.010  # callback period: one feature hop, so a block is never waited on for long
+RING_SECONDS = 4.0  # how far a stalled consumer may fall behind before the oldest audio is dropped
+LOST_AFTER_SECONDS = 0.5  # no callback for this long on an open stream = the device is gone
+GATE_RELEASE_SECONDS = 0.150  # the noise gate stays open this long after the level falls below the threshold
+LEVEL_FLOOR_DB = -100.0
+
+
+class MicError(RuntimeError):
+    """A microphone problem worded for the user (no device, device busy, device lost)."""
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    index: int
+    name: str
+    hostapi: str
+    default_samplerate: float
+    channels: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.hostapi})"
+
+
+def list_input_devices() -> list[InputDevice]:
+    """Every PortAudio device with at least one input channel."""
+    import sounddevice as sd
+
+    hostapis = sd.query_hostapis()
+    return [InputDevice(d["index"], d["name"], hostapis[d["hostapi"]]["name"], float(d["default_samplerate"]),
+                        int(d["max_input_channels"]))
+            for d in sd.query_devices() if d["max_input_channels"] > 0]
+
+
+def default_input_device() -> InputDevice | None:
+    """The system's default input device, or None when there is none."""
+    import sounddevice as sd
+
+    devices = list_input_devices()
+    try:
+        index = sd.default.device[0]
+        if index is None or index < 0:
+            index = sd.query_devices(kind="input")["index"]
+    except Exception:  # PortAudioError when no default input exists
+        return devices[0] if devices else None
+    return next((d for d in devices if d.index == index), devices[0] if devices else None)
+
+
+def supports_rate(device: int | str | None, samplerate: int) -> bool:
+    """Whether the device (or the sound server behind it) can capture mono float32 at this rate."""
+    import sounddevice as sd
+
+    try:
+        sd.check_input_settings(device=device, samplerate=samplerate, channels=1, dtype="float32")
+        return True
+    except Exception:  # PortAudioError / ValueError: unsupported rate or unknown device
+        return False
+
+
+def rescan_devices() -> None:
+    """Re-initialise PortAudio so devices plugged in (or a sound server started) after import are seen."""
+    import sounddevice as sd
+
+    sd._terminate()
+    sd._initialize()
+
+
+class RingBuffer:
+    """Single-producer, single-consumer float32 ring.
+
+    `write` is called from the audio callback: at most two slice copies, then the write counter moves, so a
+    reader never sees a half-written block. A reader that falls more than `capacity` behind loses the oldest
+    samples (counted in `dropped`) instead of stalling the writer.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        self._data = np.zeros(self.capacity, np.float32)
+        self.written = 0  # total samples ever written; the capture clock in samples
+        self.read_pos = 0
+        self.dropped = 0
+
+    def write(self, samples: np.ndarray) -> None:
+        n = len(samples)
+        if n > self.capacity:
+            samples, n = samples[-self.capacity:], self.capacity
+        start = self.written % self.capacity
+        first = min(n, self.capacity - start)
+        self._data[start:start + first] = samples[:first]
+        self._data[:n - first] = samples[first:]
+        self.written += len(samples)
+
+    def read(self) -> tuple[np.ndarray, int]:
+        """All samples written since the last read, and the capture index of the first of them."""
+        end = self.written
+        if end - self.read_pos > self.capacity:
+            self.dropped += end - self.capacity - self.read_pos
+            self.read_pos = end - self.capacity
+        begin, n = self.read_pos, end - self.read_pos
+        start = begin % self.capacity
+        first = min(n, self.capacity - start)
+        out = np.concatenate([self._data[start:start + first], self._data[:n - first]])
+        self.read_pos = end
+        return out, begin
+
+
+class Microphone:
+    """One open input stream at the device's own rate, mono, float32, feeding a `RingBuffer`."""
+
+    def __init__(self, device: int | str | None = None, samplerate: float | None = None,
+                 block_seconds: float = BLOCK_SECONDS, ring_seconds: float = RING_SECONDS):
+        import sounddevice as sd
+
+        self._sd = sd
+        try:
+            info = sd.query_devices(device, kind="input")
+        except (ValueError, sd.PortAudioError) as e:
+            if device is None:
+                raise MicError("No microphone found. Connect one (or start the sound server) and pick it in "
+                               "the microphone list.") from e
+            raise MicError(f"Microphone {device!r} is not available ({e}). Pick another one.") from e
+        self.name = info["name"]
+        self.samplerate = int(samplerate or info["default_samplerate"])
+        self.ring = RingBuffer(int(ring_seconds * self.samplerate))
+        self.status_errors = 0  # PortAudio overflow/underflow flags seen by the callback
+        self._clock = (0, None)  # (ring index, ADC time in stream seconds) of the latest block
+        self._last_callback = None  # time.monotonic() of the latest callback
+        try:
+            self.stream = sd.InputStream(device=info["index"], samplerate=self.samplerate, channels=1,
+                                         dtype="float32", blocksize=int(round(block_seconds * self.samplerate)),
+                                         latency="low", callback=self._callback)
+        except sd.PortAudioError as e:
+            raise MicError(f"Could not open the microphone '{self.name}': {e}. It may be in use by another "
+                           "program; close it or pick another device.") from e
+
+    def _callback(self, indata, frames, time_info, status):
+        # copy, stamp, return: nothing else belongs in here
+        if status:
+            self.status_errors += 1
+        self._clock = (self.ring.written, time_info.inputBufferAdcTime)
+        self.ring.write(indata[:, 0])
+        self._last_callback = time.monotonic()
+
+    def start(self) -> "Microphone":
+        try:
+            self.stream.start()
+        except self._sd.PortAudioError as e:
+            raise MicError(f"Could not start the microphone '{self.name}': {e}") from e
+        self._started = time.monotonic()
+        return self
+
+    def close(self) -> None:
+        try:
+            self.stream.abort()
+            self.stream.close()
+        except Exception:  # a lost device may refuse to stop; nothing left to release then
+            pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def read(self) -> tuple[np.ndarray, int]:
+        """New samples at `samplerate` since the last read, and the capture index of the first one."""
+        return self.ring.read()
+
+    @property
+    def alive(self) -> bool:
+        """False once the stream stopped on its own or callbacks stopped coming (device unplugged, server gone)."""
+        if not self.stream.active:
+            return False
+        last = self._last_callback if self._last_callback is not None else getattr(self, "_started", None)
+        return last is None or time.monotonic() - last < LOST_AFTER_SECONDS
+
+    def stream_time(self) -> float:
+        """PortAudio's stream clock, the one ADC timestamps are on."""
+        return self.stream.time
+
+    def adc_time(self, index: int) -> float | None:
+        """When capture sample `index` hit the converter, on the stream clock (None before the first block)."""
+        block_index, block_adc = self._clock
+        if block_adc is None:
+            return None
+        return block_adc + (index - block_index) / self.samplerate
+
+
+def level_db(samples: np.ndarray) -> float:
+    """RMS level in dB full scale."""
+    if len(samples) == 0:
+        return LEVEL_FLOOR_DB
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return max(LEVEL_FLOOR_DB, 20.0 * np.log10(rms + 1e-12))
+
+
+class InputConditioner:
+    """Input gain and a noise gate, applied by the consumer; also the level meter's reading (before the gate)."""
+
+    def __init__(self, samplerate: int, gain_db: float = 0.0, gate_db: float | None = None):
+        self.samplerate = samplerate
+        self.gain_db = gain_db
+        self.gate_db = gate_db  # None = gate off
+        self.level_db = LEVEL_FLOOR_DB
+        self._open_until = 0  # sample count until which the gate stays open
+        self._count = 0
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        out = samples * np.float32(10.0 ** (self.gain_db / 20.0))
+        self.level_db = level_db(out)
+        self._count += len(out)
+        if self.gate_db is None:
+            return out
+        if self.level_db >= self.gate_db:
+            self._open_until = self._count + int(GATE_RELEASE_SECONDS * self.samplerate)
+        if self._count > self._open_until:
+            return np.zeros_like(out)
+        return out

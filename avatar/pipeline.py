@@ -1,0 +1,707 @@
+"""Joins engine, smoother and renderer on one clock: the 16 kHz audio sample clock.
+
+    audio source (mic | file | silence) ──16 kHz──▶ LipSync: log-mel → engine.step (state carried) → smoothing
+                                                          │ params per 10 ms, stamped with the audio time they describe
+                                                          ▼
+    render thread at the display rate: t = newest audio time with parameters → renderer.render(params, t)
+                                                          │
+                                                          ▼ frame + t + when that audio was captured (latency)
+                                             view (GUI) | recorder (frame at pts t, audio at pts sample count)
+
+Nothing here knows about Qt; the GUI only reads `LivePipeline.latest` and the statistics.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from avatar.audio import HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH, LogMelStream, StreamResampler
+from avatar.visemes import N_PARAMS, PARAM_NAMES
+
+FEATURE_RATE = SAMPLE_RATE // HOP_LENGTH  # 100 parameter frames per second
+# feature frame i covers samples [(i+1)*HOP - WIN, (i+1)*HOP): its centre is this far from i / FEATURE_RATE
+FRAME_CENTER_OFFSET = (HOP_LENGTH - WIN_LENGTH / 2) / SAMPLE_RATE  # -2.5 ms
+TRACK_SECONDS = 10.0  # parameter history kept for sampling by time
+AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at the source (a mic block is 10 ms)
+DEFAULT_DISPLAY_FPS = 60
+DEFAULT_RECORD_FPS = 30
+STATS_WINDOW = 120  # frames the fps / latency statistics look back over
+OFFLINE_BLOCK = SAMPLE_RATE  # 1 s of audio per engine pass when rendering a file
+ANALYSIS_SHARE = 0.05  # of an offline render's progress bar: the audio → parameters pass
+# The mouth follows the network's 100 Hz targets through avatar.face.ParamSmoother (a critically damped spring).
+# Live, its lag adds straight to mic→pixel latency, so the app runs it faster than the face module's default:
+SMOOTHING_OMEGA = 150.0  # rad/s: 7 ms time constant; still rounds off the 100 Hz steps and single-frame jitter
+SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA  # 13 ms: the spring's group delay; frames are stamped this much earlier
+
+
+# ----------------------------------------------------------------------------------------------------
+# audio -> mouth parameters on the audio clock
+
+
+class ParamTrack:
+    """Mouth parameters per 10 ms frame, indexed by the audio time they describe; sampled by time."""
+
+    def __init__(self, seconds: float = TRACK_SECONDS):
+        self.capacity = int(seconds * FEATURE_RATE)
+        self._params = np.zeros((0, N_PARAMS), np.float32)
+        self._first = 0  # frame index of _params[0]
+        self._lock = threading.Lock()
+
+    def append(self, params: np.ndarray, first_index: int) -> None:
+        with self._lock:
+            if len(self._params) == 0:
+                self._first = first_index
+            self._params = np.concatenate([self._params, params])[-self.capacity:]
+            self._first = first_index + len(params) - len(self._params)
+
+    def rows_from(self, index: int, until: float) -> tuple[np.ndarray, int]:
+        """Rows from frame `index` (or the oldest kept) to time `until`, and the frame index of the first."""
+        with self._lock:
+            start = max(index, self._first)
+            end = int(np.floor((until - FRAME_CENTER_OFFSET) * FEATURE_RATE)) + 1
+            return self._params[start - self._first:max(start, end) - self._first].copy(), start
+
+    @staticmethod
+    def time_of(index: float) -> float:
+        return index / FEATURE_RATE + FRAME_CENTER_OFFSET
+
+    @property
+    def latest_time(self) -> float | None:
+        with self._lock:
+            return None if len(self._params) == 0 else self.time_of(self._first + len(self._params) - 1)
+
+    def at(self, t: float) -> np.ndarray:
+        """Parameters at audio time t, linearly interpolated; held at the ends; neutral before any audio."""
+        with self._lock:
+            if len(self._params) == 0:
+                return np.zeros(N_PARAMS, np.float32)
+            x = (t - FRAME_CENTER_OFFSET) * FEATURE_RATE - self._first
+            x = min(max(x, 0.0), len(self._params) - 1.0)
+            i = int(x)
+            j = min(i + 1, len(self._params) - 1)
+            w = np.float32(x - i)
+            return (1 - w) * self._params[i] + w * self._params[j]
+
+
+class LipSync:
+    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.mel = LogMelStream()
+        self.track = ParamTrack()
+        self.samples_in = 0
+        self.frames_out = 0  # engine output frames so far; output j describes feature frame j - lookahead
+
+    def reset(self) -> None:
+        if self.engine is not None:
+            self.engine.reset()
+        self.mel.reset()
+        self.track = ParamTrack()
+        self.samples_in = self.frames_out = 0
+
+    def push(self, audio: np.ndarray) -> int:
+        """Feed audio; returns how many new parameter frames reached the track."""
+        self.samples_in += len(audio)
+        features = self.mel.push(audio)
+        if len(features) == 0:
+            return 0
+        if self.engine is None:  # no model: a closed mouth, the face still alive
+            params, lookahead = np.zeros((len(features), N_PARAMS), np.float32), 0
+        else:
+            params, lookahead = self.engine.step(features).params, self.engine.lookahead
+        first = self.frames_out - lookahead  # feature frame the first output row describes
+        self.frames_out += len(params)
+        if first < 0:  # the network's warm-up rows describe nothing before the start
+            params, first = params[-first:], 0
+        if len(params) == 0:
+            return 0
+        self.track.append(np.asarray(params, np.float32), first)
+        return len(params)
+
+    def flush(self) -> None:
+        """Push the lookahead's worth of silence so the last real audio gets its parameters (files only)."""
+        lookahead = self.engine.lookahead if self.engine is not None else 0
+        self.push(np.zeros(lookahead * HOP_LENGTH + WIN_LENGTH, np.float32))
+
+
+class ParamSampler:
+    """Smoothed parameters by time, for one consumer (the render thread, or the offline loop).
+
+    Feeds the track's new 100 Hz rows to the smoother as targets and samples it at the asked time; `delay` is
+    how far behind that time the smoothed mouth is (its frames depict t - delay)."""
+
+    def __init__(self, track: ParamTrack, smooth: bool = True):
+        self.track = track
+        self.smoother = None
+        if smooth:
+            from avatar.face import ParamSmoother
+
+            self.smoother = ParamSmoother(omega=SMOOTHING_OMEGA)
+        self.delay = SMOOTHING_DELAY if smooth else 0.0
+        self._next = 0  # first track frame not yet given to the smoother
+
+    def at(self, t: float) -> dict[str, float]:
+        if self.smoother is None:
+            return dict(zip(PARAM_NAMES, map(float, self.track.at(t))))
+        rows, first = self.track.rows_from(self._next, until=t)
+        for k, row in enumerate(rows):
+            self.smoother.push(self.track.time_of(first + k), dict(zip(PARAM_NAMES, map(float, row))))
+        self._next = first + len(rows)
+        return {**neutral_params(), **self.smoother.sample(t)}
+
+
+def neutral_params() -> dict[str, float]:
+    return dict.fromkeys(PARAM_NAMES, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# audio sources: each delivers 16 kHz audio in real time and says when a sample was captured / heard
+
+
+class SilenceSource:
+    """Silence paced by the wall clock: keeps the avatar alive (blinks, idle motion) without a microphone."""
+
+    name = "silence"
+    alive = True
+    finished = False
+    level_db = -100.0
+
+    def __init__(self):
+        self._start = time.monotonic()
+        self._sent = 0
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def read(self) -> np.ndarray:
+        due = int((time.monotonic() - self._start) * SAMPLE_RATE)
+        n, self._sent = due - self._sent, max(due, self._sent)
+        return np.zeros(max(n, 0), np.float32)
+
+    def capture_time(self, index: int) -> float:
+        return self._start + index / SAMPLE_RATE
+
+    def close(self) -> None:
+        pass
+
+
+class MicSource:
+    """A live microphone, conditioned (gain, gate) and delivered at 16 kHz.
+
+    Captured at 16 kHz when the device or its sound server can convert (PulseAudio, PipeWire, ALSA's plug
+    layer all can, in a few ms); otherwise at the device's own rate and resampled here, which costs more latency
+    (the high-quality streaming resampler holds back ~40 ms and releases ~34 ms bursts)."""
+
+    def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
+                 samplerate: int | None = None):
+        from avatar.mic import InputConditioner, Microphone, supports_rate
+
+        if samplerate is None and supports_rate(device, SAMPLE_RATE):
+            samplerate = SAMPLE_RATE
+        self.mic = Microphone(device, samplerate=samplerate).start()
+        self.name = self.mic.name
+        self.conditioner = InputConditioner(self.mic.samplerate, gain_db, gate_db)
+        self.resampler = StreamResampler(self.mic.samplerate, SAMPLE_RATE)
+        self._first_device_index = None  # ring index of the first sample delivered: source sample 0
+        self.finished = False
+
+    @property
+    def alive(self) -> bool:
+        return self.mic.alive
+
+    @property
+    def level_db(self) -> float:
+        return self.conditioner.level_db
+
+    def now(self) -> float:
+        return self.mic.stream_time()
+
+    def read(self) -> np.ndarray:
+        raw, start = self.mic.read()
+        if self._first_device_index is None:
+            if len(raw) == 0:
+                return np.zeros(0, np.float32)
+            self._first_device_index = start
+        return self.resampler.process(self.conditioner.process(raw))
+
+    def capture_time(self, index: int) -> float | None:
+        if self._first_device_index is None:
+            return None
+        return self.mic.adc_time(self._first_device_index + int(index * self.mic.samplerate / SAMPLE_RATE))
+
+    def close(self) -> None:
+        self.mic.close()
+
+
+class FileSource:
+    """Plays an audio file through the default output device; delivers each sample as it is sent to the DAC.
+
+    `capture_time(i)` is when sample i is heard, so the view shows the mouth for the sound being heard.
+    Without an output device the file is paced by the wall clock, silently.
+    """
+
+    def __init__(self, path, device=None):
+        from avatar.audio import load_audio
+
+        self.path = Path(path)
+        self.name = self.path.name
+        self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
+        self.level_db = -100.0
+        self._pos = 0  # samples handed to the output (or due, when paced by the clock)
+        self._read = 0
+        self._clock = (0, None)  # (sample, DAC time) of the latest output block
+        self.stream = None
+        self._start = time.monotonic()
+        try:
+            import sounddevice as sd
+
+            # generous buffering: playback must not underrun; the DAC timestamps keep the mouth on the sound
+            self.stream = sd.OutputStream(device=device, samplerate=SAMPLE_RATE, channels=1, dtype="float32",
+                                          latency="high", callback=self._callback)
+            self.stream.start()
+        except Exception:  # no usable output: animate silently in real time
+            self.stream = None
+
+    def _callback(self, outdata, frames, time_info, status):
+        chunk = self.audio[self._pos:self._pos + frames]
+        outdata[:len(chunk), 0] = chunk
+        outdata[len(chunk):, 0] = 0
+        self._clock = (self._pos, time_info.outputBufferDacTime)
+        self._pos += len(chunk)
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return self._read >= len(self.audio)
+
+    def now(self) -> float:
+        return self.stream.time if self.stream is not None else time.monotonic()
+
+    def read(self) -> np.ndarray:
+        if self.stream is None:
+            self._pos = min(len(self.audio), int((time.monotonic() - self._start) * SAMPLE_RATE))
+        end = self._pos
+        out = self.audio[self._read:end]
+        self._read = end
+        if len(out):
+            from avatar.mic import level_db
+
+            self.level_db = level_db(out)
+        return out
+
+    def capture_time(self, index: int) -> float | None:
+        if self.stream is None:
+            return self._start + index / SAMPLE_RATE
+        pos, dac = self._clock
+        return None if dac is None else dac + (index - pos) / SAMPLE_RATE
+
+    def close(self) -> None:
+        if self.stream is not None:
+            if self.finished:
+                self.stream.stop()  # let the last buffered sound play out
+            else:
+                self.stream.abort()
+            self.stream.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the live pipeline
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # HxWx3 uint8 RGB
+    t: float  # audio time it depicts (s since the pipeline started)
+    params: dict  # the mouth parameters it was rendered with (avatar.visemes.PARAM_NAMES)
+    captured: float | None  # when the audio at t was captured (or heard, for files), on the source's clock
+    latency: float | None  # s from then to the frame being ready
+    seq: int
+    ready: float  # time.monotonic() when the frame was ready
+
+
+@dataclass
+class Stats:
+    fps: float
+    latency_ms: float | None  # median over the last STATS_WINDOW frames
+    latency_p95_ms: float | None
+    dropped_frames: int
+    backend: str
+
+
+class LivePipeline:
+    """Audio worker + render worker; the GUI reads `latest` and `stats()` and never runs the model or renderer."""
+
+    def __init__(self, engine, renderer, fps: int = DEFAULT_DISPLAY_FPS, smooth: bool = True,
+                 on_event: Callable[[str], None] | None = None,
+                 on_frame: Callable[["Frame"], None] | None = None):
+        self.lipsync = LipSync(engine)
+        self.sampler = ParamSampler(self.lipsync.track, smooth)
+        self.renderer = renderer
+        self.fps = fps
+        self.on_event = on_event or (lambda message: None)
+        self.on_frame = on_frame or (lambda frame: None)  # called on the render thread as each frame is ready
+        self.latest: Frame | None = None
+        self.dropped_frames = 0
+        self._source = SilenceSource()
+        self._source_base = 0  # pipeline sample index of the current source's sample 0
+        self._recording = None
+        self._rec_lock = threading.Lock()
+        self._frame_times: deque = deque(maxlen=STATS_WINDOW)
+        self._latencies: deque = deque(maxlen=STATS_WINDOW)
+        self._lock = threading.Lock()
+        self._audio_lock = threading.RLock()  # one audio step (read → engine) at a time; swaps wait for it
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.errors: deque = deque(maxlen=20)  # audio/render worker failures, for the GUI to show
+
+    # -- sources --------------------------------------------------------------------------------------
+
+    @property
+    def source(self):
+        return self._source
+
+    def set_source(self, source, replacing=None) -> bool:
+        """Switch audio source between two steps of the audio worker; the audio clock runs on without a jump.
+        With `replacing`, only if that is still the current source (False otherwise, and `source` is closed)."""
+        with self._audio_lock:
+            with self._lock:
+                old = self._source
+                if replacing is not None and old is not replacing:
+                    old = None
+                else:
+                    self._source = source
+                    self._source_base = self.lipsync.samples_in
+        if old is None:
+            source.close()
+            return False
+        if old is not source:
+            old.close()  # outside the lock: a file's last sound may take a moment to play out
+        return True
+
+    def use_silence(self) -> None:
+        self.set_source(SilenceSource())
+
+    def set_engine(self, engine) -> None:
+        """Swap the inference backend between two audio blocks; the audio clock runs on."""
+        with self._audio_lock:
+            engine.reset()
+            self.lipsync.engine = engine
+
+    # -- threads --------------------------------------------------------------------------------------
+
+    def start(self) -> "LivePipeline":
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._audio_loop, name="audio-worker", daemon=True),
+                         threading.Thread(target=self._render_loop, name="render-worker", daemon=True)]
+        for th in self._threads:
+            th.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=5)
+        self._threads = []
+        self.stop_recording()
+        if self._source is not None:
+            self._source.close()
+
+    def _audio_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.pump_audio()
+            except Exception as e:  # a worker must never die silently: report, fall back to silence
+                self._report(f"Audio processing failed: {e}")
+                self.use_silence()
+            self._stop.wait(AUDIO_POLL_SECONDS)
+
+    def pump_audio(self) -> int:
+        """Move whatever the source has into the engine and the recorder; returns samples moved.
+
+        One step holds the audio lock, so a source or engine swapped from another thread never lands between
+        reading a block and stamping it."""
+        with self._audio_lock:
+            source = self._source
+            alive = source.alive
+            audio = source.read() if alive else np.zeros(0, np.float32)
+            start = self.lipsync.samples_in
+            if len(audio):
+                self.lipsync.push(audio)
+        if not alive:
+            if self.set_source(SilenceSource(), replacing=source):
+                self._report(f"The microphone '{source.name}' stopped delivering sound (unplugged or taken by "
+                             "the system). The avatar keeps running on silence; pick another device.")
+            return 0
+        if len(audio) == 0:
+            if source.finished:
+                self.set_source(SilenceSource(), replacing=source)
+            return 0
+        with self._rec_lock:
+            if self._recording is not None:
+                self._recording.add_audio(audio, start)
+        return len(audio)
+
+    def _render_loop(self) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            period = 1.0 / self.fps  # read each time: the display rate can change while running
+            deadline += period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                missed = int(-delay // period)
+                if missed:
+                    self.dropped_frames += missed
+                    deadline += missed * period
+            try:
+                self.render_once()
+            except Exception as e:
+                self._report(f"Rendering failed: {e}")
+                self._stop.wait(0.5)
+
+    def display_time(self) -> float | None:
+        """The audio time to show now: the newest with parameters, never ahead of what is being heard."""
+        latest = self.lipsync.track.latest_time
+        if latest is None:
+            return None
+        with self._lock:
+            source, base = self._source, self._source_base
+        heard = _source_time_now(source)
+        if heard is not None:  # a file being played: depict what is heard now (the spring lags `delay` behind)
+            latest = min(latest, base / SAMPLE_RATE + heard + self.sampler.delay)
+        return latest
+
+    def render_once(self) -> Frame | None:
+        now = self.display_time()
+        if now is None:
+            return None
+        params = self.sampler.at(now)
+        image = self.renderer.render(params, now)
+        t = now - self.sampler.delay  # the audio time the smoothed mouth depicts
+        captured, latency = self._capture_clock(t)
+        frame = Frame(image, t, params, captured, latency, (self.latest.seq + 1) if self.latest else 0,
+                      time.monotonic())
+        self.latest = frame
+        self._frame_times.append(time.monotonic())
+        if frame.latency is not None:
+            self._latencies.append(frame.latency)
+        with self._rec_lock:
+            if self._recording is not None:
+                self._recording.add_frame(image, t)
+        self.on_frame(frame)
+        return frame
+
+    def _capture_clock(self, t: float) -> tuple[float | None, float | None]:
+        """(when the audio at t was captured, how long ago that is), on the source's clock."""
+        with self._lock:
+            source, base = self._source, self._source_base
+        index = int(round(t * SAMPLE_RATE)) - base
+        captured = source.capture_time(index) if index >= 0 else None
+        return (None, None) if captured is None else (captured, source.now() - captured)
+
+    def _report(self, message: str) -> None:
+        self.errors.append(message)
+        self.on_event(message)
+
+    # -- statistics -----------------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        times = list(self._frame_times)
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        lat = np.array(self._latencies) * 1000 if self._latencies else None
+        return Stats(fps, None if lat is None else float(np.median(lat)),
+                     None if lat is None else float(np.percentile(lat, 95)), self.dropped_frames,
+                     getattr(self.lipsync.engine, "label", "?"))
+
+    # -- recording ------------------------------------------------------------------------------------
+
+    def start_recording(self, path, fps: int = DEFAULT_RECORD_FPS) -> "LiveRecording":
+        from avatar.record import BackgroundRecorder, Recorder
+
+        from avatar.record import RecordError
+
+        if self.latest is None:  # the frame size comes from the view; the GUI thread never renders
+            raise RecordError("The avatar is not showing yet; try again in a moment.")
+        height, width = self.latest.image.shape[:2]
+        recording = LiveRecording(BackgroundRecorder(Recorder(path, width, height, fps=fps, live=True)),
+                                  self.lipsync.samples_in, fps)
+        with self._rec_lock:
+            self._recording = recording
+        return recording
+
+    @property
+    def recording(self) -> "LiveRecording | None":
+        return self._recording
+
+    def detach_recording(self) -> "LiveRecording | None":
+        """Stop feeding the recording and hand it over (to be closed, e.g. on another thread)."""
+        with self._rec_lock:
+            recording, self._recording = self._recording, None
+        return recording
+
+    def stop_recording(self) -> Path | None:
+        """Finish the file (raises RecordError with a message if writing failed; the file keeps what was written)."""
+        recording = self.detach_recording()
+        return recording.close() if recording is not None else None
+
+
+def _source_time_now(source) -> float | None:
+    """Index (as seconds) of the source sample being captured / heard right now, from its timestamps."""
+    probe = source.capture_time(0)
+    if probe is None:
+        return None
+    return source.now() - probe
+
+
+class LiveRecording:
+    """Adapts the live streams to a recorder: audio from the recording's first sample, frames on a fps grid."""
+
+    def __init__(self, sink, start_sample: int, fps: int):
+        self.sink = sink
+        self.start_sample = start_sample
+        self.fps = fps
+        self._next_frame = 0.0  # recording time of the next grid slot
+
+    @property
+    def path(self) -> Path:
+        return self.sink.path
+
+    @property
+    def error(self) -> str | None:
+        return self.sink.error
+
+    @property
+    def seconds(self) -> float:
+        return self.sink.recorder.audio_seconds
+
+    def add_audio(self, audio: np.ndarray, start_sample: int) -> None:
+        offset = start_sample - self.start_sample
+        if offset < 0:
+            audio, offset = audio[-offset:], 0
+        if len(audio):
+            self.sink.add_audio(audio, offset / SAMPLE_RATE)
+
+    def add_frame(self, image: np.ndarray, t: float) -> None:
+        pts = t - self.start_sample / SAMPLE_RATE
+        if pts < 0 or pts + 0.5 / self.fps < self._next_frame:
+            return  # before the recording began, or the grid slot is already filled (60 Hz view, 30 fps file)
+        self.sink.add_frame(image.copy(), pts)  # the renderer may reuse its output buffer
+        self._next_frame = (np.floor(pts * self.fps + 0.5) + 1) / self.fps
+
+    def close(self) -> Path:
+        return self.sink.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# offline rendering
+
+
+class Cancelled(Exception):
+    """The user cancelled an offline render; the partial file was removed."""
+
+
+def render_offline(audio: np.ndarray, engine, renderer, path, fps: int = 30, smooth: bool = True,
+                   progress: Callable[[float], None] | None = None,
+                   cancelled: Callable[[], bool] | None = None) -> Path:
+    """Render 16 kHz `audio` to an MP4 as fast as the machine allows (encoder on its own thread).
+
+    Frame k shows the audio at k / fps: the smoother is sampled `delay` later, which offline is already known."""
+    from avatar.record import BackgroundRecorder, Recorder
+
+    if engine is not None:
+        engine.reset()
+    lipsync = LipSync(engine)
+    lipsync.track = ParamTrack(seconds=len(audio) / SAMPLE_RATE + 1.0)  # keep the whole file's parameters
+    for i in range(0, len(audio), OFFLINE_BLOCK):
+        if cancelled is not None and cancelled():
+            raise Cancelled("Export cancelled.")
+        lipsync.push(audio[i:i + OFFLINE_BLOCK])
+        if progress is not None:
+            progress(ANALYSIS_SHARE * min(1.0, (i + OFFLINE_BLOCK) / len(audio)))
+    lipsync.flush()
+    sampler = ParamSampler(lipsync.track, smooth)
+    n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * fps))
+    first = renderer.render(sampler.at(sampler.delay), 0.0)
+    sink = BackgroundRecorder(Recorder(path, first.shape[1], first.shape[0], fps=fps, live=False), wait=True)
+    try:
+        for k in range(n_frames):
+            if cancelled is not None and cancelled():
+                raise Cancelled("Export cancelled.")
+            t = k / fps
+            # audio up to the end of this frame, so the muxer gets the two streams interleaved
+            a, b = int(round(t * SAMPLE_RATE)), int(round((k + 1) / fps * SAMPLE_RATE))
+            sink.add_audio(audio[a:b], a / SAMPLE_RATE)
+            sink.add_frame(first if k == 0 else renderer.render(sampler.at(t + sampler.delay), t), t)
+            if sink.error:
+                break
+            if progress is not None:
+                progress(ANALYSIS_SHARE + (1 - ANALYSIS_SHARE) * (k + 1) / n_frames)
+    except Cancelled:
+        try:
+            sink.close()
+        finally:
+            Path(path).unlink(missing_ok=True)
+        raise
+    return sink.close()
+
+
+def liveliness_config(switches: dict | None = None):
+    """avatar.face.LivelinessConfig with the user's on/off switches applied (unknown names ignored)."""
+    from dataclasses import fields
+
+    from avatar.face import LivelinessConfig
+
+    known = {f.name for f in fields(LivelinessConfig)}
+    return LivelinessConfig(**{k: bool(v) for k, v in (switches or {}).items() if k in known})
+
+
+def open_renderer(photo, size: int = 512, background: tuple[int, int, int] | None = None,
+                  liveliness: dict | None = None, landmarks=None, device: str = "auto"):
+    """The face renderer for a photo: rig (landmarks found, or the hand-placed ones), liveliness, background.
+
+    Raises avatar.face.PhotoError / NoFaceError with a message for the user."""
+    import cv2
+
+    from avatar.face import build_rig, create_renderer
+
+    # one OpenCV thread: the app already runs audio, render and encoder threads on few cores, and a second
+    # remap thread measured no faster on 2 cores while costing more CPU (1024²: best wall 6.8 -> 10.2 ms)
+    cv2.setNumThreads(1)
+    rig = build_rig(photo, canvas=size, landmarks=landmarks)
+    renderer = create_renderer(rig, device, liveliness_config(liveliness))
+    if background is not None:
+        renderer = BackgroundFill(renderer, person_mask(rig.image), background)
+    return renderer
+
+
+def person_mask(image: np.ndarray) -> np.ndarray:
+    """Soft (H, W, 1) float32 mask of the person in a photo (MediaPipe selfie segmentation, bundled model)."""
+    import mediapipe as mp
+
+    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+        mask = seg.process(np.ascontiguousarray(image)).segmentation_mask
+    return np.clip(mask, 0.0, 1.0).astype(np.float32)[..., None]
+
+
+class BackgroundFill:
+    """Wraps a renderer: everything outside the person becomes one colour (e.g. green for keying in OBS)."""
+
+    def __init__(self, renderer, mask: np.ndarray, rgb: tuple[int, int, int]):
+        self.renderer = renderer
+        self.mask = mask
+        self.fill = (1.0 - mask) * np.array(rgb, np.float32)
+
+    def render(self, params, t: float = 0.0) -> np.ndarray:
+        frame = self.renderer.render(params, t)
+        return (frame * self.mask + self.fill + 0.5).astype(np.uint8)

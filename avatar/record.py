@@ -1,0 +1,295 @@
+"""MP4 writer (PyAV): H.264 yuv420p + AAC, both stamped on the audio clock.
+
+A `Recorder` takes (frame, pts) and (audio block, pts), pts in seconds since the recording started, on the
+audio sample clock. Audio is kept contiguous (gaps filled with silence, overlaps trimmed) so its timestamps are the
+running sample count; video frames carry the audio time they depict, so lips and voice line up in the file.
+
+Live recordings are fragmented MP4 (a fragment per second, flushed as written): a process killed with `kill -9`
+leaves a file that plays up to the last fragment. A clean `close()` rewrites it as a regular MP4 with the index
+up front (`faststart`), which every player and editor accepts.
+"""
+from __future__ import annotations
+
+import errno
+from fractions import Fraction
+import os
+from pathlib import Path
+import queue
+import threading
+
+import numpy as np
+
+VIDEO_CODEC = "libx264"
+AUDIO_CODEC = "aac"
+PIX_FMT = "yuv420p"  # RGB input would otherwise give High 4:4:4, which many players reject
+VIDEO_TIME_BASE = Fraction(1, 1000)  # ms: frames carry measured audio-clock times, not a frame counter
+CRF = 23
+LIVE_PRESET = "veryfast"  # ~6x real time at 512² on one core: leaves room for the model and renderer
+OFFLINE_PRESET = "veryfast"
+AUDIO_BITRATE = 96_000
+FRAGMENT_SECONDS = 1.0  # how much a crash can lose
+LIVE_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+MAX_PENDING_FRAMES = 60  # frames queued for the encoder thread before new ones are dropped (2 s at 30 fps)
+
+
+class RecordError(RuntimeError):
+    """A recording problem worded for the user; whatever was written before it stays playable."""
+
+
+def _describe(e: Exception, path: Path) -> str:
+    code = getattr(e, "errno", None)
+    if code == errno.ENOSPC:
+        return f"The disk is full. Recording stopped; what was recorded so far is in {path}."
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Cannot write to {path.parent}: permission denied. Choose another output folder."
+    if code == errno.ENOENT:
+        return f"The output folder {path.parent} does not exist (any more). Choose another output folder."
+    if code == errno.EFBIG:
+        return f"The file became too large for this disk. Recording stopped; what was recorded is in {path}."
+    return f"Recording to {path} failed: {e}"
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Raise RecordError unless `path` can be created (folder exists and is writable)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise RecordError(f"The output folder {folder} does not exist. Choose another output folder.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RecordError(f"Cannot write to {folder}: permission denied. Choose another output folder.")
+    if path.is_dir():
+        raise RecordError(f"{path} is a folder; choose a file name ending in .mp4.")
+    return path
+
+
+class Recorder:
+    """Synchronous MP4 writer. `live=True`: fragmented, low-latency encoder settings, remuxed on close."""
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: int = 30, sample_rate: int = 16000,
+                 live: bool = True, crf: int = CRF):
+        import av
+
+        self.path = check_output_path(path)
+        self.live = live
+        self.sample_rate = sample_rate
+        self.width, self.height = width - width % 2, height - height % 2  # yuv420p needs even sizes
+        self.samples_written = 0
+        self.frames_written = 0
+        self.last_video_pts = None
+        self.error: str | None = None
+        options = {"movflags": LIVE_MOVFLAGS, "frag_duration": str(int(FRAGMENT_SECONDS * 1e6)),
+                   "flush_packets": "1"} if live else {"movflags": "+faststart"}
+        try:
+            self._container = av.open(str(self.path), "w", format="mp4", options=options)
+        except Exception as e:
+            raise RecordError(_describe(e, self.path)) from e
+        v = self._container.add_stream(VIDEO_CODEC, rate=fps)
+        v.width, v.height, v.pix_fmt = self.width, self.height, PIX_FMT
+        v.codec_context.time_base = VIDEO_TIME_BASE
+        v.codec_context.gop_size = fps  # a keyframe, hence a fragment boundary, every second
+        v.options = {"preset": LIVE_PRESET if live else OFFLINE_PRESET, "crf": str(crf),
+                     **({"tune": "zerolatency"} if live else {})}
+        a = self._container.add_stream(AUDIO_CODEC, rate=sample_rate)
+        a.layout = "mono"
+        a.bit_rate = AUDIO_BITRATE
+        self._video, self._audio = v, a
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.samples_written / self.sample_rate
+
+    def _mux(self, packets) -> None:
+        try:
+            for p in packets:
+                self._container.mux(p)
+        except Exception as e:
+            self.error = _describe(e, self.path)
+            raise RecordError(self.error) from e
+
+    def _encode(self, stream, frame) -> None:
+        if self.error:
+            raise RecordError(self.error)
+        try:
+            packets = stream.encode(frame)
+        except Exception as e:
+            self.error = _describe(e, self.path)
+            raise RecordError(self.error) from e
+        self._mux(packets)
+
+    def add_frame(self, frame: np.ndarray, pts: float) -> bool:
+        """Add an HxWx3 uint8 RGB frame depicting audio time `pts` (s). False when dropped (pts not increasing)."""
+        import av
+
+        ms = int(round(pts / VIDEO_TIME_BASE))
+        if self.last_video_pts is not None and ms <= self.last_video_pts:
+            return False
+        if frame.shape[0] != self.height or frame.shape[1] != self.width:
+            frame = frame[:self.height, :self.width]
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts, vf.time_base = ms, VIDEO_TIME_BASE
+        self._encode(self._video, vf)
+        self.last_video_pts = ms
+        self.frames_written += 1
+        return True
+
+    def add_audio(self, block: np.ndarray, pts: float) -> None:
+        """Add mono float32 samples starting at audio time `pts` (s); gaps become silence, overlaps are trimmed."""
+        import av
+
+        start = int(round(pts * self.sample_rate))
+        block = np.asarray(block, np.float32)
+        if start > self.samples_written:
+            block = np.concatenate([np.zeros(start - self.samples_written, np.float32), block])
+        elif start < self.samples_written:
+            block = block[self.samples_written - start:]
+        if len(block) == 0:
+            return
+        af = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
+        af.sample_rate, af.pts, af.time_base = self.sample_rate, self.samples_written, Fraction(1, self.sample_rate)
+        self._encode(self._audio, af)
+        self.samples_written += len(block)
+
+    def close(self) -> Path:
+        """Flush the encoders and finish the file (remuxed to a regular MP4 when live). Safe after an error."""
+        if self._container is None:
+            return self.path
+        try:
+            if not self.error:
+                self._mux(self._video.encode(None))
+                self._mux(self._audio.encode(None))
+        except RecordError:
+            pass
+        finally:
+            try:
+                self._container.close()
+            except Exception as e:
+                self.error = self.error or _describe(e, self.path)
+            self._container = None
+        if self.live and not self.error:
+            try:
+                faststart_copy(self.path)
+            except Exception:  # the fragmented file is complete and playable as it is
+                pass
+        elif self.live:
+            drop_incomplete_fragment(self.path)
+        if self.error:
+            raise RecordError(self.error)
+        return self.path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def faststart_copy(path: Path) -> None:
+    """Rewrite a (fragmented) MP4 as a regular one with the index first, without re-encoding; atomic."""
+    import av
+
+    tmp = path.with_name(path.name + ".part")
+    with av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+        mapping = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
+        for packet in src.demux(*[src.streams[i] for i in mapping]):
+            if packet.dts is None:
+                continue
+            packet.stream = mapping[packet.stream.index]
+            dst.mux(packet)
+    os.replace(tmp, path)
+
+
+def mp4_boxes(path: Path) -> list[tuple[int, int, bytes]]:
+    """(offset, size, type) of the complete top-level boxes of an MP4, stopping at the first torn one."""
+    size = path.stat().st_size
+    boxes, pos = [], 0
+    with open(path, "rb") as f:
+        while pos + 8 <= size:
+            f.seek(pos)
+            head = f.read(16)
+            n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if n == 1 and len(head) == 16:
+                n = int.from_bytes(head[8:16], "big")
+            if n < 8 or pos + n > size:
+                break
+            boxes.append((pos, n, kind))
+            pos += n
+    return boxes
+
+
+def drop_incomplete_fragment(path: Path) -> None:
+    """Cut a fragmented MP4 after its last complete fragment (a write that failed half-way leaves a torn tail)."""
+    try:
+        boxes = mp4_boxes(path)
+        if boxes and boxes[-1][2] == b"moof":  # a fragment header whose media data is missing
+            boxes.pop()
+        keep = boxes[-1][0] + boxes[-1][1] if boxes else 0
+        if keep < path.stat().st_size:
+            os.truncate(path, keep)
+    except OSError:
+        pass
+
+
+class BackgroundRecorder:
+    """A `Recorder` fed through a queue and encoded on its own thread, so rendering never waits for x264.
+
+    Audio is never dropped. When the encoder falls behind, live recordings drop video frames (counted in
+    `dropped_frames`); offline ones (`wait=True`) make the producer wait instead.
+    The first error stops the recording: `error` holds the message and the file keeps what was written.
+    """
+
+    def __init__(self, recorder: Recorder, wait: bool = False):
+        self.recorder = recorder
+        self.error: str | None = None
+        self.dropped_frames = 0
+        self._wait = wait
+        self._slots = threading.Semaphore(MAX_PENDING_FRAMES)
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> Path:
+        return self.recorder.path
+
+    def add_frame(self, frame: np.ndarray, pts: float) -> None:
+        while self.error is None:
+            if self._slots.acquire(timeout=0.1 if self._wait else 0):
+                self._queue.put(("v", frame, pts))
+                return
+            if not self._wait:
+                self.dropped_frames += 1
+                return
+
+    def add_audio(self, block: np.ndarray, pts: float) -> None:
+        if self.error is None:
+            self._queue.put(("a", block, pts))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            kind, data, pts = item
+            try:
+                if self.error is None:
+                    if kind == "v":
+                        self.recorder.add_frame(data, pts)
+                    else:
+                        self.recorder.add_audio(data, pts)
+            except RecordError as e:
+                self.error = str(e)
+            finally:
+                if kind == "v":
+                    self._slots.release()
+
+    def close(self) -> Path:
+        """Encode what is queued, finish the file; raises RecordError if the recording failed."""
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            self.recorder.close()
+        except RecordError as e:
+            self.error = self.error or str(e)
+        if self.error:
+            raise RecordError(self.error)
+        return self.recorder.path

@@ -1,0 +1,327 @@
+"""`avatar render` (offline: photo + speech → MP4) and the app's benchmarks (`avatar bench latency|render-offline`)."""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# exit codes of `avatar render`
+EXIT_OK = 0
+EXIT_FAILED = 1  # engine or encoder failure
+EXIT_USAGE = 2  # bad arguments (argparse's own code)
+EXIT_BAD_INPUT = 3  # unreadable photo or audio
+EXIT_NO_FACE = 4
+EXIT_CANNOT_WRITE = 5
+EXIT_INTERRUPTED = 130
+
+SIZE_RANGE = (64, 2048)
+FPS_RANGE = (1, 120)
+
+
+def _int_in(lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {value}")
+        return value
+    return parse
+
+
+def add_cli(subparsers) -> None:
+    """`avatar render --face PHOTO --audio SPEECH -o out.mp4 [--size 512 --fps 30 --backend auto]`."""
+    p = subparsers.add_parser("render", help="render a talking-head MP4 from a photo and a speech file (offline)",
+                              description="Render a talking-head video (H.264 + AAC) from one face photo and a "
+                                          "speech recording, faster than real time.")
+    p.add_argument("--face", required=True, metavar="PHOTO", help="a photo with one face (jpg, png, ...)")
+    p.add_argument("--audio", required=True, metavar="SPEECH", help="speech audio (wav, mp3, flac, m4a, ...)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the video to write")
+    p.add_argument("--size", type=_int_in(*SIZE_RANGE), default=512, help="frame width and height (default 512)")
+    p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=30, help="frames per second (default 30)")
+    p.add_argument("--backend", default="auto", help="inference backend: auto, tensorrt, onnxruntime, torch, ...")
+    p.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    p.add_argument("--no-liveliness", action="store_true", help="no blinks, head sway or breathing: only the mouth moves")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_render)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"avatar render: {message}", file=sys.stderr)
+    return code
+
+
+def run_render(args) -> int:
+    from avatar.audio import AudioError, load_audio
+    from avatar.engine import EngineError, create_engine
+    from avatar.pipeline import open_renderer, render_offline
+    from avatar.record import RecordError, check_output_path
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".mp4":
+        return _fail(f"the output must be an .mp4 file, got {out.name}", EXIT_USAGE)
+    try:
+        check_output_path(out)
+    except RecordError as e:
+        return _fail(str(e), EXIT_CANNOT_WRITE)
+    try:
+        audio = load_audio(args.audio)
+    except AudioError as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    if len(audio) == 0:
+        return _fail(f"{args.audio}: the audio is empty", EXIT_BAD_INPUT)
+    try:
+        renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness})
+    except Exception as e:
+        kind = type(e).__name__
+        if kind == "NoFaceError":
+            return _fail(f"{args.face}: {e} (use the app's manual placement for drawings and side views)",
+                         EXIT_NO_FACE)
+        if kind == "PhotoError" or isinstance(e, OSError):
+            return _fail(f"{args.face}: {e}", EXIT_BAD_INPUT)
+        raise
+    try:
+        engine = create_engine(args.backend, args.model)
+    except (EngineError, ValueError) as e:
+        return _fail(str(e), EXIT_FAILED)
+
+    from tqdm import tqdm
+
+    seconds = len(audio) / 16000
+    bar = tqdm(total=int(np.ceil(seconds * args.fps)), unit="frame", disable=args.quiet, file=sys.stderr,
+               desc=out.name)
+    done = [0]
+
+    def progress(fraction):
+        n = int(round(fraction * bar.total))
+        bar.update(n - done[0])
+        done[0] = n
+
+    t0 = time.perf_counter()
+    try:
+        render_offline(audio, engine, renderer, out, fps=args.fps, progress=progress)
+    except RecordError as e:
+        bar.close()
+        return _fail(str(e), EXIT_CANNOT_WRITE)
+    except KeyboardInterrupt:
+        bar.close()
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    bar.close()
+    wall = time.perf_counter() - t0
+    if not args.quiet:
+        print(f"{out}: {seconds:.1f} s of video in {wall:.1f} s ({seconds / wall:.1f}x real time, "
+              f"{engine.label})", file=sys.stderr)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
+# benchmarks
+
+
+def loudness_probe_model():
+    """A LipSyncNet with hand-set weights: jaw_open ≈ 1 while the mean log-mel is above -8.5 (a 0.5-amplitude tone
+    gives -7.1, digital silence -10), ≈ 0 otherwise. Memoryless (lookahead 0), so the latency benchmark measures the
+    pipeline, not how long a trained network takes to make up its mind."""
+    import torch
+
+    from avatar.dims import ModelDims
+    from avatar.model import LipSyncNet
+    from avatar.visemes import VISEME_INDEX
+
+    net = LipSyncNet(ModelDims(n_hidden=8, n_layers=1, cell="rnn", lookahead=0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.input[0].weight[0, :] = 1.0 / net.dims.n_mels  # u0 = tanh(mean log-mel + 8.5)
+        net.input[0].bias[0] = 8.5
+        net.rnn.weight_ih_l0[0, 0] = 3.0  # h0 = tanh(3 u0): ±0.99
+        net.param_head.weight[0, 0] = 6.0  # jaw_open = sigmoid(6 h0)
+        net.param_head.bias[1:] = -6.0  # the other parameters stay near 0
+        net.viseme_head.weight[VISEME_INDEX["aa"], 0] = 6.0
+        net.viseme_head.weight[VISEME_INDEX["sil"], 0] = -6.0
+    return net.eval()
+
+
+def tone_bursts(onsets, seconds, sr=16000, length=0.25, freq=1000.0, amplitude=0.5) -> np.ndarray:
+    """Silence with tone bursts starting at `onsets` (s): the latency and A/V-sync test signal."""
+    t = np.arange(int(seconds * sr)) / sr
+    out = np.zeros_like(t)
+    for onset in onsets:
+        k = (t >= onset) & (t < onset + length)
+        out[k] = amplitude * np.sin(2 * np.pi * freq * (t[k] - onset))
+    return out.astype(np.float32)
+
+
+def _bench_engine(args):
+    from avatar.engine import create_engine
+
+    if args.model == "probe":
+        return create_engine("torch" if args.backend == "auto" else args.backend, loudness_probe_model())
+    return create_engine(args.backend, args.model)
+
+
+def _bench_renderer(args):
+    from avatar.pipeline import open_renderer
+
+    photo = args.face
+    if photo is None:
+        from avatar.gui.app import default_photo
+
+        photo = default_photo()
+    # liveliness off: head sway and blinks would count as mouth motion in the latency measurement
+    return open_renderer(photo, size=args.size, liveliness={"enabled": False})
+
+
+def _summary(values_ms) -> str:
+    v = np.asarray(values_ms, float)
+    return (f"median {np.median(v):.1f} ms, p95 {np.percentile(v, 95):.1f} ms, p99 {np.percentile(v, 99):.1f} ms, "
+            f"min {v.min():.1f}, max {v.max():.1f} (n={len(v)})")
+
+
+def bench_latency(args) -> int:
+    """Mic→pixel latency through the virtual microphone: tone onset (its ADC time) → first frame whose mouth
+    opening (pixels against the closed-mouth frame) crosses half its full range. Needs `.ci/av-env.sh up`."""
+    import subprocess
+    import tempfile
+    import wave
+
+    import torch
+
+    from avatar.mic import rescan_devices
+    from avatar.pipeline import LivePipeline, MicSource, neutral_params
+
+    torch.set_num_threads(1)
+    rescan_devices()
+    engine, renderer = _bench_engine(args), _bench_renderer(args)
+    closed = renderer.render(neutral_params(), 0.0)[::4, ::4].astype(np.int16)
+    wide = renderer.render({**neutral_params(), "jaw_open": 1.0}, 0.0)[::4, ::4].astype(np.int16)
+    threshold = 0.5 * np.abs(wide - closed).mean()
+    frames = []  # (t, capture time of t, stream time when ready, opening)
+
+    pipeline = LivePipeline(engine, renderer, fps=args.fps, smooth=not args.no_smoothing)
+    original_render = pipeline.render_once
+
+    def render_and_measure():
+        frame = original_render()
+        if frame is not None and frame.latency is not None:
+            opening = np.abs(frame.image[::4, ::4].astype(np.int16) - closed).mean()
+            frames.append((frame.t, frame.captured, frame.captured + frame.latency, opening))
+        return frame
+
+    pipeline.render_once = render_and_measure
+    period = 0.7
+    onsets = [0.5 + period * i for i in range(args.bursts)]
+    audio = tone_bursts(onsets, onsets[-1] + 0.6, length=0.3)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "bursts.wav"
+        with wave.open(str(wav), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes((audio * 32767).astype("<i2").tobytes())
+        captured = []
+        pipeline.start()
+        try:
+            pipeline.set_source(MicSource(args.device))
+            tap = pipeline.lipsync.push
+
+            def push_and_keep(block):
+                # keep the 16 kHz audio with its pipeline sample index, when its first sample was captured and
+                # when the app got it (stamped now: extrapolating the device clock later would drift)
+                n = pipeline.lipsync.samples_in
+                src, base = pipeline.source, pipeline._source_base
+                captured.append((n, block.copy(), src.capture_time(n - base), src.now()))
+                return tap(block)
+
+            pipeline.lipsync.push = push_and_keep
+            time.sleep(0.5)
+            subprocess.run(["paplay", "-d", args.sink, str(wav)], check=True)
+            time.sleep(0.5)
+        finally:
+            pipeline.stop()
+    captured = [c for c in captured if c[2] is not None]
+    sig = np.concatenate([c[1] for c in captured])
+    index = np.concatenate([c[0] + np.arange(len(c[1])) for c in captured])
+    adc = np.concatenate([c[2] + np.arange(len(c[1])) / 16000 for c in captured])
+    arrival = np.concatenate([np.full(len(c[1]), c[3]) for c in captured])
+    k = 80  # 5 ms rms
+    rms = np.sqrt(np.convolve(sig.astype(np.float64) ** 2, np.ones(k) / k, "same"))
+    above = np.flatnonzero(rms > 0.2)
+    starts = np.maximum(above[np.r_[True, np.diff(above) > 1600]] - k // 2, 0)
+    latencies, in_app = [], []
+    for i in starts:
+        t_onset = index[i] / 16000
+        after = [f for f in frames if f[0] >= t_onset - 0.05 and f[3] > threshold]
+        if after:
+            latencies.append(1000 * (after[0][2] - adc[i]))
+            in_app.append(1000 * (after[0][2] - arrival[i]))
+    if len(starts) == 0:
+        print("bench latency: no tone onset was heard through the microphone (is `.ci/av-env.sh up` running?)",
+              file=sys.stderr)
+        return 1
+    if not latencies:
+        print("bench latency: the tones were heard but the mouth never opened past half way; the model may not "
+              "answer a pure tone (use --model probe to measure the pipeline itself)", file=sys.stderr)
+        return 1
+    if args.verbose_onsets:
+        print("per onset (ms):", " ".join(f"{v:.1f}" for v in latencies))
+        print("of which in the app (read → frame):", " ".join(f"{v:.1f}" for v in in_app))
+    smoothing = "raw parameters" if args.no_smoothing else "smoothed"
+    print(f"mic→pixel latency at {args.fps} fps, {engine.label}, {args.size}², {smoothing} "
+          f"({len(latencies)} tone onsets): {_summary(latencies)}\n"
+          f"  of which in the app (audio read from the ring → frame ready): {_summary(in_app)}")
+    return 0
+
+
+def bench_render_offline(args) -> int:
+    """Offline render speed: × real time for `--seconds` of audio at `--size`², `--fps`, median of `--runs`."""
+    import tempfile
+
+    import torch
+
+    from avatar.pipeline import render_offline
+
+    torch.set_num_threads(1)
+    engine, renderer = _bench_engine(args), _bench_renderer(args)
+    rng = np.random.default_rng(0)
+    onsets = np.sort(rng.uniform(0, args.seconds - 0.3, int(args.seconds * 2)))
+    audio = tone_bursts(onsets, args.seconds, length=0.2) + 0.01 * rng.standard_normal(int(args.seconds * 16000))
+    speeds, cpu = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(args.runs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            render_offline(audio.astype(np.float32), engine, renderer, Path(tmp) / f"{run}.mp4", fps=args.fps)
+            speeds.append(args.seconds / (time.perf_counter() - t0))
+            cpu.append((time.process_time() - c0) / args.seconds)
+    # CPU time says what the work costs whatever else the machine is doing; wall time is what a user waits
+    print(f"offline render {args.size}² {args.fps} fps, {engine.label}: median {statistics.median(speeds):.1f}x "
+          f"real time, min {min(speeds):.1f}x, max {max(speeds):.1f}x ({args.runs} runs of {args.seconds:.0f} s); "
+          f"CPU {statistics.median(cpu):.3f} core-seconds per second of video")
+    return 0
+
+
+def add_bench_cli(bench_subparsers) -> None:
+    """`avatar bench latency` and `avatar bench render-offline`."""
+    for name, fn, help_text in (("latency", bench_latency, "mic→pixel latency through the virtual microphone"),
+                                ("render-offline", bench_render_offline, "offline render speed (x real time)")):
+        p = bench_subparsers.add_parser(name, help=help_text)
+        p.add_argument("--face", help="photo (default: the shipped face)")
+        p.add_argument("--model", default=None,
+                       help="model file, or 'probe' for the hand-set loudness network (default: the shipped model)")
+        p.add_argument("--backend", default="auto")
+        p.add_argument("--size", type=_int_in(*SIZE_RANGE), default=512)
+        if name == "latency":
+            p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=60)
+            p.add_argument("--bursts", type=int, default=30)
+            p.add_argument("--device", default=None, help="input device (default: the system default)")
+            p.add_argument("--sink", default="vmic_out", help="PulseAudio sink that feeds the microphone")
+            p.add_argument("--no-smoothing", action="store_true", help="show the network's raw output (no spring)")
+            p.add_argument("--verbose-onsets", action="store_true", help="print every onset's latency")
+        else:
+            p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=30)
+            p.add_argument("--seconds", type=float, default=10.0)
+            p.add_argument("--runs", type=int, default=3)
+        p.set_defaults(func=fn)

@@ -1,0 +1,218 @@
+import os
+
+import numpy as np
+import pytest
+
+from avatar.pipeline import FEATURE_RATE, FRAME_CENTER_OFFSET, LipSync, ParamTrack, neutral_params, render_offline
+from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
+
+SR = 16000
+
+
+def test_param_track_samples_by_time_and_holds_at_the_ends():
+    track = ParamTrack(seconds=1.0)
+    assert track.latest_time is None and not track.at(0.3).any()
+    rows = np.zeros((10, 4), np.float32)
+    rows[:, 0] = np.arange(10) / 10
+    track.append(rows, first_index=5)
+    assert track.latest_time == pytest.approx(14 / FEATURE_RATE + FRAME_CENTER_OFFSET)
+    t7 = 7 / FEATURE_RATE + FRAME_CENTER_OFFSET
+    assert track.at(t7)[0] == pytest.approx(0.2)
+    assert track.at(t7 + 0.005)[0] == pytest.approx(0.25)
+    assert track.at(-1.0)[0] == 0.0 and track.at(99.0)[0] == pytest.approx(0.9)
+    track.append(np.ones((200, 4), np.float32), first_index=15)  # longer than the track: oldest dropped
+    assert track.at(0.0)[0] == 1.0
+
+
+@pytest.mark.parametrize("block", [160, 441, 4000])
+def test_lipsync_puts_the_mouth_on_the_audio_clock(loudness_engine, block):
+    onsets = [0.5, 1.2]
+    audio = tone_bursts(onsets, 2.0)
+    lipsync = LipSync(loudness_engine)
+    for i in range(0, len(audio), block):
+        lipsync.push(audio[i:i + block])
+    lipsync.flush()
+    times = np.arange(0, 2.0, 0.001)
+    jaw = np.array([lipsync.track.at(t)[0] for t in times])
+    rises = times[1:][(jaw[1:] > 0.5) & (jaw[:-1] <= 0.5)]
+    # a 25 ms analysis window centred on its frame: the mouth may open up to half a window early
+    np.testing.assert_allclose(rises, onsets, atol=0.0135)
+
+
+def mouth_opening(frame, neutral):
+    return float(np.abs(frame.astype(np.int16) - neutral.astype(np.int16)).mean())
+
+
+def open_frame_times(info, neutral, threshold):
+    opening = np.array([mouth_opening(f, neutral) for f in info["frames"]])
+    is_open = opening > threshold
+    return info["times"][1:][is_open[1:] & ~is_open[:-1]]
+
+
+def tone_onsets(info, threshold=0.2):
+    sig = info["audio"].astype(np.float64)
+    k = int(0.005 * info["sample_rate"])
+    rms = np.sqrt(np.convolve(sig ** 2, np.ones(k) / k, "same"))
+    above = np.flatnonzero(rms > threshold)
+    starts = above[np.r_[True, np.diff(above) > info["sample_rate"] // 10]]
+    return info["audio_start"] + (starts - k // 2) / info["sample_rate"]
+
+
+def test_offline_render_lips_match_the_tone_within_a_frame(tmp_path, loudness_engine):
+    fps, onsets = 30, [0.5, 1.3, 2.05]
+    renderer = SimpleFrames()
+    out = render_offline(tone_bursts(onsets, 3.0), loudness_engine, renderer, tmp_path / "o.mp4", fps=fps)
+    info = decode_mp4(out)
+    assert (info["video_codec"], info["audio_codec"], info["pix_fmt"]) == ("h264", "aac", "yuv420p")
+    assert len(info["frames"]) == 3 * fps
+    assert abs(len(info["audio"]) / info["sample_rate"] - 3.0) < 0.05
+    neutral = renderer.render(neutral_params(), 0.0)
+    opened = open_frame_times(info, neutral, threshold=5.0)
+    tones = tone_onsets(info)
+    assert len(opened) == len(tones) == 3
+    np.testing.assert_allclose(opened, tones, atol=1 / fps)
+
+
+def test_live_mic_to_recording_lips_match_voice_within_a_frame(virtual_mic, tmp_path, loudness_engine):
+    """Through the real virtual microphone: tone bursts → engine → frames; the MP4's mouth opens with each tone."""
+    import time
+
+    from avatar.pipeline import LivePipeline, MicSource
+
+    onsets = [0.6, 1.4, 2.1]
+    write_wav(tmp_path / "bursts.wav", tone_bursts(onsets, 2.8), SR)
+    renderer = SimpleFrames()
+    pipeline = LivePipeline(loudness_engine, renderer, fps=60).start()
+    try:
+        pipeline.set_source(MicSource())
+        time.sleep(0.3)
+        recording = pipeline.start_recording(tmp_path / "live.mp4", fps=30)
+        virtual_mic(tmp_path / "bursts.wav")
+        time.sleep(0.3)
+        path = pipeline.stop_recording()
+        stats = pipeline.stats()
+    finally:
+        pipeline.stop()
+    assert path == recording.path and not pipeline.errors
+    assert stats.fps > 40 and stats.latency_ms is not None and 0 < stats.latency_ms < 500
+    info = decode_mp4(path)
+    assert (info["video_codec"], info["audio_codec"], info["pix_fmt"]) == ("h264", "aac", "yuv420p")
+    video_seconds = info["times"][-1] - info["times"][0] + 1 / 30
+    assert abs(video_seconds - len(info["audio"]) / info["sample_rate"]) < 0.15
+    neutral = renderer.render(neutral_params(), 0.0)
+    opened = open_frame_times(info, neutral, threshold=5.0)
+    tones = tone_onsets(info)
+    assert len(tones) == 3 and len(opened) == 3
+    np.testing.assert_allclose(opened, tones, atol=1 / 30)
+
+
+def test_lost_microphone_gives_a_message_and_the_view_runs_on(virtual_mic, monkeypatch):
+    """A second, private sound server is killed mid-stream: the pipeline says so and keeps making frames."""
+    import time
+
+    from avatar.mic import rescan_devices
+    from avatar.pipeline import LivePipeline, MicSource, SilenceSource
+    from tests.conftest import _AvEnv
+
+    for key in ("PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH"):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # restored afterwards
+    doomed = _AvEnv("pulse")
+    messages = []
+    pipeline = None
+    try:
+        rescan_devices()
+        pipeline = LivePipeline(None, SimpleFrames(), fps=30, on_event=messages.append).start()
+        pipeline.set_source(MicSource())
+        time.sleep(0.3)
+        assert pipeline.source.alive
+        doomed.down()
+        deadline = time.monotonic() + 3
+        while not messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert messages and "stopped delivering sound" in messages[0]
+        assert isinstance(pipeline.source, SilenceSource)
+        seq = pipeline.latest.seq
+        time.sleep(0.3)
+        assert pipeline.latest.seq > seq + 3  # still animating
+    finally:
+        if pipeline is not None:
+            pipeline.stop()
+        doomed.down()
+    monkeypatch.undo()
+    rescan_devices()
+
+
+def test_audio_file_mode_plays_the_sound(virtual_mic, tmp_path):
+    """FileSource plays through the default output (the virtual sink), which the virtual microphone hears."""
+    import time
+
+    from scipy.signal import correlate
+
+    from avatar.mic import Microphone
+    from avatar.pipeline import FileSource
+    from tests.test_mic import _speechlike
+
+    ref = _speechlike(SR, 1.0, seed=3)
+    write_wav(tmp_path / "demo.wav", ref, SR)
+    with Microphone(samplerate=SR) as mic:
+        source = FileSource(tmp_path / "demo.wav")
+        assert source.stream is not None, "no output device was opened"
+        delivered = []
+        deadline = time.monotonic() + 5
+        while not source.finished and time.monotonic() < deadline:
+            delivered.append(source.read())
+            time.sleep(0.01)
+        source.close()  # finished: waits for the sound to play out
+        time.sleep(0.3)
+        heard, _ = mic.read()
+    assert source.finished and len(np.concatenate(delivered)) == len(ref)
+    c = correlate(heard, ref, mode="valid", method="fft")
+    k = int(np.argmax(c))
+    seg = heard[k:k + len(ref)]
+    assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95
+
+
+@pytest.mark.parametrize("device_rate", [None, 44100], ids=["converted-by-the-sound-server", "resampled-here"])
+def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path, device_rate):
+    import time
+
+    from scipy.signal import correlate
+
+    from avatar.pipeline import MicSource
+    from tests.test_mic import _speechlike
+
+    ref = _speechlike(SR, 1.0, seed=5)
+    write_wav(tmp_path / "ref.wav", ref, SR)
+    source = MicSource(samplerate=device_rate)
+    try:
+        assert source.mic.samplerate == (device_rate or SR)
+        time.sleep(0.2)
+        virtual_mic(tmp_path / "ref.wav")
+        time.sleep(0.3)
+        got = source.read()
+    finally:
+        source.close()
+    c = correlate(got, ref, mode="valid", method="fft")
+    k = int(np.argmax(c))
+    seg = got[k:k + len(ref)]
+    assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95
+
+
+def test_a_stale_replacement_does_not_clobber_a_newly_chosen_source():
+    """The audio worker's 'device lost → silence' must not undo a device the user picked meanwhile."""
+    from avatar.pipeline import LivePipeline, SilenceSource
+
+    class Tracked(SilenceSource):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    pipeline = LivePipeline(None, SimpleFrames())
+    lost, chosen, fallback = Tracked(), Tracked(), Tracked()
+    pipeline.set_source(lost)
+    pipeline.set_source(chosen)  # the user's pick
+    assert lost.closed
+    assert not pipeline.set_source(fallback, replacing=lost)  # the worker's late reaction
+    assert pipeline.source is chosen and not chosen.closed and fallback.closed
+    assert pipeline.set_source(fallback, replacing=chosen) and pipeline.source is fallback
