@@ -181,3 +181,13 @@ def test_face_package_imports_headless():
             "bad = [m for m in ('mediapipe', 'torch', 'PySide6', 'sounddevice') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_pressed_lips_shut_an_open_jaw():
+    from avatar.face.render import field_weights
+
+    open_jaw = dict.fromkeys(("jaw_open", "lip_spread", "lip_round", "lip_press"), 0.0) | {"jaw_open": 0.8}
+    assert field_weights(open_jaw)[0][0] == pytest.approx(0.8)
+    assert field_weights(open_jaw | {"lip_press": 0.2})[0][0] == pytest.approx(0.8)
+    assert 0 < field_weights(open_jaw | {"lip_press": 0.4})[0][0] < 0.8
+    assert field_weights(open_jaw | {"lip_press": 0.6})[0][0] == 0.0

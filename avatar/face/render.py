@@ -40,12 +40,17 @@ def _clamp(v: float, lo: float, hi: float) -> float:
     return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
 
 
+PRESS_CLOSES_FROM, PRESS_SHUT = 0.25, 0.5  # lip_press range over which an open jaw is pulled shut
+
+
 def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None):
     """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order), clipped to their ranges."""
     p = {k: _value(params, k) for k in PARAM_NAMES + EXTRA_PARAMS}
     for k, v in (extras or {}).items():
         p[k] = p.get(k, 0.0) + v
     jaw, spread, rnd, press = (_clamp(p[k], 0, 1) for k in PARAM_NAMES)
+    # pressed lips (p/b/m) are shut whatever the jaw says: the network's closure signal wins from press 0.5 on
+    jaw *= 1.0 - _clamp((press - PRESS_CLOSES_FROM) / (PRESS_SHUT - PRESS_CLOSES_FROM), 0, 1)
     blink = p["blink"]
     local = np.array([
         jaw,
