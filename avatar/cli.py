@@ -133,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as e:  # an optional extra that this install lacks: say which, no traceback
+        extra = "train" if args.command == "train" else "torch"
+        print(f"avatar {args.command}: needs {e.name}, which is not installed "
+              f"(pip install 'talking-avatar[{extra}]')", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -204,3 +204,4 @@ def test_shipped_model_pair_agrees():
     ort_out = create_engine("onnxruntime", weights.with_suffix(".onnx")).step(x)
     assert np.abs(torch_out.params - ort_out.params).max() <= 1e-5
     assert np.abs(torch_out.visemes - ort_out.visemes).max() <= 1e-5
+
