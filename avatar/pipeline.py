@@ -196,8 +196,8 @@ class MicSource:
     """A live microphone, conditioned (gain, gate) and delivered at 16 kHz.
 
     Captured at 16 kHz when the device or its sound server can convert (PulseAudio, PipeWire, ALSA's plug
-    layer all can, in a few ms); otherwise at the device's own rate and resampled here, which costs more latency
-    (the high-quality streaming resampler holds back ~40 ms and releases ~34 ms bursts)."""
+    layer all can, in a few ms); otherwise at the device's own rate and resampled here by
+    avatar.audio.StreamResampler (about 1 ms more)."""
 
     def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
                  samplerate: int | None = None):

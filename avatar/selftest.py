@@ -38,10 +38,7 @@ def test_signal(seconds: float = TONE_SECONDS, sr: int = 16000) -> np.ndarray:
 
 
 def run(backend: str = "auto", out_dir: str | None = None) -> int:
-    steps: list[tuple[str, float, str]] = []
-
     def step(name: str, detail: str = ""):
-        steps.append((name, process_age(), detail))
         print(f"  [{process_age():6.2f} s] {name}{': ' + detail if detail else ''}", flush=True)
 
     print("talking-avatar self-test")

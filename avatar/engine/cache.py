@@ -62,9 +62,6 @@ class EngineCache:
         meta_path.write_text(json.dumps({"parts": parts, "sha256": sha256_bytes(data), "nbytes": len(data)}))
         return engine_path
 
-    def discard(self, parts: dict[str, str], why: str) -> None:
-        self._discard(parts, why)
-
     def _discard(self, parts, why):
         log.warning("cached engine %s: %s; rebuilding", self.paths(parts)[0].name, why)
         for p in self.paths(parts):
