@@ -38,6 +38,8 @@ ANALYSIS_SHARE = 0.05  # of an offline render's progress bar: the audio → para
 # Live, its lag adds straight to mic→pixel latency, so the app runs it faster than the face module's default:
 SMOOTHING_OMEGA = 150.0  # rad/s: 7 ms time constant; still rounds off the 100 Hz steps and single-frame jitter
 SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA  # 13 ms: the spring's group delay; frames are stamped this much earlier
+# ...and stiffens for big moves (up to 600 rad/s, 1.7 ms): a vowel onset opens the mouth without the spring's lag
+SMOOTHING_MAX_OMEGA = 600.0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,7 +145,7 @@ class ParamSampler:
         if smooth:
             from avatar.face import ParamSmoother
 
-            self.smoother = ParamSmoother(omega=SMOOTHING_OMEGA)
+            self.smoother = ParamSmoother(omega=SMOOTHING_OMEGA, max_omega=SMOOTHING_MAX_OMEGA)
         self.delay = SMOOTHING_DELAY if smooth else 0.0
         self._next = 0  # first track frame not yet given to the smoother
 

@@ -39,6 +39,31 @@ def test_smoother_is_frame_rate_independent_and_settles():
     assert np.all(np.diff(rising) >= -1e-12)
 
 
+def _step_response(smoother, size, fps=240, seconds=0.2):
+    smoother.push(0.0, {"jaw_open": 0.0})
+    smoother.push(0.01, {"jaw_open": size})
+    return np.array([smoother.sample(t)["jaw_open"] for t in np.arange(0, seconds, 1 / fps)]) / size
+
+
+def test_adaptive_smoother_is_quick_on_big_moves_and_calm_on_small_ones():
+    def half_time(response, fps=240):
+        return np.argmax(response >= 0.5) / fps - 0.01  # the step comes at 10 ms
+
+    plain, quick = ParamSmoother(omega=150), ParamSmoother(omega=150, max_omega=600, adapt_span=0.1)
+    big_plain, big_quick = _step_response(plain, 0.8), _step_response(quick, 0.8)
+    assert half_time(big_quick) < 0.5 * half_time(big_plain)  # a vowel onset shows sooner
+    assert big_quick.max() <= 1.0 + 1e-9 and big_quick[-1] > 0.999  # still settles without overshoot
+    small_plain = _step_response(ParamSmoother(omega=150), 0.01)
+    small_quick = _step_response(ParamSmoother(omega=150, max_omega=600, adapt_span=0.1), 0.01)
+    assert np.abs(small_quick - small_plain).max() < 0.1  # a 10 ms wobble is smoothed (almost) as before
+    # still frame-rate independent: the rate is chosen when a target arrives, not when a frame is drawn
+    a = _step_response(ParamSmoother(omega=150, max_omega=600), 0.8, fps=60)
+    b = _step_response(ParamSmoother(omega=150, max_omega=600), 0.8, fps=120)[::2]
+    np.testing.assert_allclose(a, b, atol=1e-12)
+    with pytest.raises(ValueError):
+        ParamSmoother(omega=150, max_omega=100)
+
+
 def test_smoother_handles_gaps_time_going_back_and_bad_values():
     s = ParamSmoother()
     assert s.sample(0.0) == {}

@@ -25,6 +25,27 @@ def test_delayed_targets_describe_earlier_frames():
     np.testing.assert_array_equal(d.params[2:], s.params[:4])
 
 
+def test_onset_frames_and_their_weight():
+    import torch
+
+    from avatar.train.fit import SILENCE, losses, onset_frames
+    from avatar.visemes import VISEME_INDEX
+    sil, a, b = SILENCE, VISEME_INDEX["aa"], VISEME_INDEX["E"]  # (not p/b/m: those weigh more anyway)
+    vis = torch.tensor([[sil, sil, a, a, a, a, a, a, a, sil, b, b]])
+    assert onset_frames(torch, vis).int().tolist() == [[0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1]]
+    # a prediction that is wrong only at the onsets costs more when onsets weigh more
+    params = torch.zeros(1, 12, 4)
+    p_logits = torch.full((1, 12, 4), -9.0)
+    p_logits[0, 2:4, 0] = 3.0
+    v_logits = torch.zeros(1, 12, 15)
+    plain = losses(torch, v_logits, p_logits, vis, params)[2]
+    weighted = losses(torch, v_logits, p_logits, vis, params, onset_weight=4.0)[2]
+    assert weighted > 1.3 * plain
+    p_logits[0, 2:4, 0], p_logits[0, 7:9, 0] = -9.0, 3.0  # ...and less when they are wrong elsewhere
+    assert losses(torch, v_logits, p_logits, vis, params, onset_weight=4.0)[2] < 0.7 * losses(
+        torch, v_logits, p_logits, vis, params)[2]
+
+
 @pytest.mark.slow
 def test_tiny_model_loss_falls_on_fresh_data(tmp_path):
     from avatar.model import load_model

@@ -2,6 +2,10 @@
 
 Each parameter follows its latest target through a critically damped spring, solved exactly between target
 changes, so sampling at 30 or 60 fps gives the same values at the same instants.
+
+Optionally the spring stiffens for big moves (like the One Euro filter: calm when the mouth hovers, quick when
+it jumps): for each target change the rate is `omega * (1 + |target - value| / adapt_span)`, capped at
+`max_omega`. Small 10 ms wobbles keep the full smoothing; a mouth opening on a vowel onset is not held back.
 """
 from __future__ import annotations
 
@@ -14,10 +18,18 @@ MAX_PENDING = 4096  # targets kept while nobody samples (40 s at 100 Hz)
 
 
 class ParamSmoother:
-    def __init__(self, omega: float = DEFAULT_OMEGA, initial: Mapping[str, float] | None = None):
+    def __init__(self, omega: float = DEFAULT_OMEGA, initial: Mapping[str, float] | None = None,
+                 max_omega: float | None = None, adapt_span: float = 0.1):
         if not omega > 0:
             raise ValueError("omega must be positive")
+        if max_omega is not None and max_omega < omega:
+            raise ValueError("max_omega must be at least omega")
+        if not adapt_span > 0:
+            raise ValueError("adapt_span must be positive")
         self.omega = float(omega)
+        self.max_omega = float(max_omega) if max_omega is not None else self.omega
+        self.adapt_span = float(adapt_span)
+        self._omega: dict[str, float] = {}  # per parameter: the rate chosen at its latest target change
         self._pending: deque[tuple[float, dict[str, float]]] = deque(maxlen=MAX_PENDING)
         self._target: dict[str, float] = dict(initial or {})
         self._value: dict[str, float] = dict(initial or {})
@@ -26,7 +38,7 @@ class ParamSmoother:
         self._last_push: float = -math.inf
 
     def reset(self, initial: Mapping[str, float] | None = None):
-        self.__init__(self.omega, initial)
+        self.__init__(self.omega, initial, self.max_omega, self.adapt_span)
 
     def push(self, t: float, params: Mapping[str, float]):
         """A new target at time t (seconds, non-decreasing; an earlier t starts over from that time)."""
@@ -40,9 +52,9 @@ class ParamSmoother:
     def _advance(self, dt: float):
         if dt <= 0:
             return
-        w = self.omega
-        decay = math.exp(-w * dt)
         for k, target in self._target.items():
+            w = self._omega.get(k, self.omega)
+            decay = math.exp(-w * dt)
             x0 = self._value.get(k, 0.0) - target
             v0 = self._velocity.get(k, 0.0)
             c = v0 + w * x0
@@ -71,6 +83,8 @@ class ParamSmoother:
                 self._target[k] = v
                 self._value.setdefault(k, 0.0)
                 self._velocity.setdefault(k, 0.0)
+                jump = abs(v - self._value[k])
+                self._omega[k] = min(self.max_omega, self.omega * (1.0 + jump / self.adapt_span))
         self._advance(t - self._time)
         self._time = t
         return dict(self._value)

@@ -8,6 +8,7 @@ from pathlib import Path
 def _gen(args: argparse.Namespace) -> int:
     from .datagen import GenConfig, generate
     config = GenConfig(seed=args.seed, split=args.split, piper_share=args.piper_share,
+                       festival_share=args.festival_share,
                        shard_seconds=args.shard_seconds, text_root=args.text,
                        speed_range=(args.speed_min, args.speed_max))
     paths = generate(config, Path(args.out), args.hours, procs=args.procs)
@@ -20,7 +21,7 @@ def _fit(args: argparse.Namespace) -> int:
     config = FitConfig(cell=args.cell, n_hidden=args.hidden, n_layers=args.layers, lookahead=args.lookahead,
                        batch=args.batch, segment=args.segment, lr=args.lr,
                        minutes=None if args.steps else args.minutes, steps=args.steps, seed=args.seed,
-                       threads=args.threads, device=args.device, init=args.init)
+                       threads=args.threads, device=args.device, init=args.init, onset_weight=args.onset_weight)
     fit(config, [Path(d) for d in args.data], Path(args.out), val=Path(args.val) if args.val else None)
     return 0
 
@@ -82,6 +83,9 @@ def add_cli(subparsers) -> None:
     gen.add_argument("--split", choices=["train", "eval"], default="train",
                      help="eval: held-out sentences and espeak voices")
     gen.add_argument("--piper-share", type=float, default=0.3, help="share of utterances from piper TTS")
+    gen.add_argument("--festival-share", type=float, default=0.0,
+                     help="share of utterances from festival's recorded voices (needs Debian festival + festvox "
+                          "voices; see avatar/train/festival.py)")
     gen.add_argument("--shard-seconds", type=float, default=300.0)
     gen.add_argument("--speed-min", type=float, default=0.9, help="slowest resampling speed factor")
     gen.add_argument("--speed-max", type=float, default=1.1,
@@ -108,7 +112,9 @@ def add_cli(subparsers) -> None:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    fit.add_argument("--init", help="start from these weights (fine-tuning; same dims)")
+    fit.add_argument("--init", help="start from these weights (fine-tuning; same dims, any look-ahead)")
+    fit.add_argument("--onset-weight", type=float, default=1.0,
+                     help="weight of the 50 ms after each silence->speech onset (>1: a live mouth that opens sooner)")
     fit.set_defaults(func=_fit)
 
     ev = sub.add_parser("evaluate", help="metrics on held-out synthetic voices and real speech, beside an energy baseline")

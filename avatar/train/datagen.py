@@ -37,7 +37,8 @@ EVAL_VARIANTS = ("m7", "f4", "klatt3", "Alicia", "john", "steph")
 class GenConfig:
     seed: int = 0
     split: str = "train"  # 'train' or 'eval' (held-out sentences and espeak voices)
-    piper_share: float = 0.25  # share of utterances from piper (the rest from espeak)
+    piper_share: float = 0.25  # share of utterances from piper
+    festival_share: float = 0.0  # share from festival's recorded-voice synthesizers (the rest from espeak)
     shard_seconds: float = SHARD_SECONDS
     speed_range: tuple = augment.SPEED_RANGE  # resampling speed: >1 raises pitch and formants (shorter tract)
     text_root: str | None = None  # an unpacked fortunes .deb; None: the system's fortunes or built-in text
@@ -62,7 +63,22 @@ def _gap_seconds(rng: np.random.Generator) -> float:
 
 def _synthesize(rng, sentences, voices, config, piper_state, shard_index):
     text = sentences[int(rng.integers(len(sentences)))]
-    if rng.random() < config.piper_share:
+    pick = rng.random()
+    if config.piper_share <= pick < config.piper_share + config.festival_share:
+        from .festival import (DURATION_STRETCH_RANGE, F0_MEAN_RANGE, F0_STD_RANGE, HALF_TONE_RANGE, Festival,
+                               available_voices)
+        if piper_state.get("festival") is None:
+            piper_state["festival"] = Festival()
+            piper_state["festival_voices"] = available_voices()
+            if not piper_state["festival_voices"]:
+                raise RuntimeError("festival_share > 0 but no festival voice is installed (see avatar/train/festival.py)")
+        names = piper_state["festival_voices"]
+        settings = dict(voice=names[int(rng.integers(len(names)))], stretch=rng.uniform(*DURATION_STRETCH_RANGE),
+                        f0_mean=rng.uniform(*F0_MEAN_RANGE), f0_std=rng.uniform(*F0_STD_RANGE),
+                        half_tones=rng.uniform(*HALF_TONE_RANGE))
+        utt = piper_state["festival"].synth(text, **settings)
+        meta = dict(source="festival", **settings)
+    elif pick < config.piper_share:
         if piper_state.get("voice") is None:
             from .piper_voice import Piper
             piper_state["voice"] = Piper(seed=config.seed * 100003 + shard_index)

@@ -9,6 +9,7 @@ the output at frame t is trained on the labels of frame t - lookahead.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -34,6 +35,7 @@ SMOOTH_WEIGHT = 20.0  # frame-to-frame velocity MSE against the target's: no jit
 SILENCE = VISEME_INDEX["sil"]
 BILABIAL = VISEME_INDEX["PP"]
 BILABIAL_WEIGHT = 3.0  # p/b/m closures are short but the most visible error: weigh their frames up
+ONSET_FRAMES = 5  # speech frames this close after silence are "onset" frames (50 ms)
 HISTORY_EVERY = 10  # steps between loss records
 
 
@@ -53,6 +55,7 @@ class FitConfig:
     eval_every: int = 500
     device: str = "auto"
     init: str | None = None  # start from these weights (same dims) instead of random: fine-tuning
+    onset_weight: float = 1.0  # >1 weighs speech onsets up: a live mouth that opens late is the visible lag
 
 
 @dataclass
@@ -112,10 +115,21 @@ def lane_indices(n: int, batch: int, segment: int, rng: np.random.Generator):
         position = (position + segment) % n
 
 
-def losses(torch, v_logits, p_logits, vis, params):
-    """(total, cross-entropy, param MSE, velocity MSE); bilabial frames weigh BILABIAL_WEIGHT times more."""
+def onset_frames(torch, vis):
+    """(B, T) bool: speech frames within ONSET_FRAMES after a silence frame (of the same segment)."""
+    silent = (vis == SILENCE).float()
+    padded = torch.nn.functional.pad(silent, (ONSET_FRAMES, 0))[:, :-1]  # frame t sees frames t-5 .. t-1
+    recent = torch.nn.functional.max_pool1d(padded[:, None], ONSET_FRAMES, stride=1)[:, 0]
+    return (silent == 0) & (recent > 0)
+
+
+def losses(torch, v_logits, p_logits, vis, params, onset_weight: float = 1.0):
+    """(total, cross-entropy, param MSE, velocity MSE); bilabial frames weigh BILABIAL_WEIGHT times more, speech
+    onsets `onset_weight` times more."""
     f = torch.nn.functional
     weight = 1.0 + (BILABIAL_WEIGHT - 1.0) * (vis == BILABIAL).float()
+    if onset_weight != 1.0:
+        weight = weight + (onset_weight - 1.0) * onset_frames(torch, vis).float()
     norm = weight.mean()
     ce = (f.cross_entropy(v_logits.transpose(1, 2), vis, reduction="none") * weight).mean() / norm
     pred = torch.sigmoid(p_logits)
@@ -156,7 +170,8 @@ def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, 
     if config.init:
         from avatar.model import load_model
         start = load_model(config.init)
-        if start.dims != dims:
+        # a different look-ahead is only a different output delay: the same weights re-learn it
+        if dataclasses.replace(start.dims, lookahead=dims.lookahead) != dims:
             raise ValueError(f"{config.init} has dims {start.dims}, not {dims}")
         model.load_state_dict(start.state_dict())  # its feature normalisation included
     else:
@@ -181,7 +196,7 @@ def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, 
                           for a in (stream.features[idx], target.visemes[idx], target.params[idx]))
         v_logits, p_logits, state = model(x, state, logits=True)
         state = tuple(s.detach() for s in state)  # carried, not back-propagated through: truncated BPTT
-        loss, ce, mse, smooth = losses(torch, v_logits, p_logits, vis, params)
+        loss, ce, mse, smooth = losses(torch, v_logits, p_logits, vis, params, config.onset_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
