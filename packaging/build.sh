@@ -12,7 +12,7 @@ VENV=${VENV:-build/pkg-venv}
 rm -rf "$VENV" build/pyinstaller dist/talking-avatar
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip
-"$VENV/bin/pip" install -q . "pyinstaller>=6.10"
+"$VENV/bin/pip" install -q -c packaging/bundle-constraints.txt . "pyinstaller>=6.10"
 # The bundle takes OpenCV's headless build of the same version in place of opencv-contrib-python (which
 # mediapipe declares): exactly one cv2 either way, and no second Qt 5 copy or contrib modules in the bundle.
 CV_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('opencv-contrib-python'))")
