@@ -21,7 +21,8 @@ def _fit(args: argparse.Namespace) -> int:
     config = FitConfig(cell=args.cell, n_hidden=args.hidden, n_layers=args.layers, lookahead=args.lookahead,
                        batch=args.batch, segment=args.segment, lr=args.lr,
                        minutes=None if args.steps else args.minutes, steps=args.steps, seed=args.seed,
-                       threads=args.threads, device=args.device, init=args.init, onset_weight=args.onset_weight)
+                       threads=args.threads, device=args.device, init=args.init, onset_weight=args.onset_weight,
+                       bilabial_weight=args.bilabial_weight)
     fit(config, [Path(d) for d in args.data], Path(args.out), val=Path(args.val) if args.val else None)
     return 0
 
@@ -95,7 +96,7 @@ def add_cli(subparsers) -> None:
                      help="an unpacked `fortunes` .deb (dpkg -x); default: installed fortunes, else built-in text")
     gen.set_defaults(func=_gen)
 
-    from .fit import BATCH, LEARNING_RATE, SEGMENT
+    from .fit import BATCH, BILABIAL_WEIGHT, LEARNING_RATE, SEGMENT
     fit = sub.add_parser("fit", help="train with truncated BPTT over long streams, the state carried between segments")
     fit.add_argument("--data", required=True, nargs="+", help="training dataset folder(s) (from `avatar train gen`)")
     fit.add_argument("--val", help="validation dataset folder (e.g. --split eval), evaluated during training")
@@ -113,6 +114,8 @@ def add_cli(subparsers) -> None:
     fit.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     fit.add_argument("--init", help="start from these weights (fine-tuning; same dims, any look-ahead)")
+    fit.add_argument("--bilabial-weight", type=float, default=BILABIAL_WEIGHT,
+                     help="weight of p/b/m frames (their closures are short but the most visible error)")
     fit.add_argument("--onset-weight", type=float, default=1.0,
                      help="weight of the 50 ms after each silence->speech onset (>1: a live mouth that opens sooner)")
     fit.set_defaults(func=_fit)

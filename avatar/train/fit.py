@@ -56,6 +56,7 @@ class FitConfig:
     device: str = "auto"
     init: str | None = None  # start from these weights (same dims) instead of random: fine-tuning
     onset_weight: float = 1.0  # >1 weighs speech onsets up: a live mouth that opens late is the visible lag
+    bilabial_weight: float = BILABIAL_WEIGHT
 
 
 @dataclass
@@ -123,11 +124,12 @@ def onset_frames(torch, vis):
     return (silent == 0) & (recent > 0)
 
 
-def losses(torch, v_logits, p_logits, vis, params, onset_weight: float = 1.0):
-    """(total, cross-entropy, param MSE, velocity MSE); bilabial frames weigh BILABIAL_WEIGHT times more, speech
+def losses(torch, v_logits, p_logits, vis, params, onset_weight: float = 1.0,
+           bilabial_weight: float = BILABIAL_WEIGHT):
+    """(total, cross-entropy, param MSE, velocity MSE); bilabial frames weigh `bilabial_weight` times more, speech
     onsets `onset_weight` times more."""
     f = torch.nn.functional
-    weight = 1.0 + (BILABIAL_WEIGHT - 1.0) * (vis == BILABIAL).float()
+    weight = 1.0 + (bilabial_weight - 1.0) * (vis == BILABIAL).float()
     if onset_weight != 1.0:
         weight = weight + (onset_weight - 1.0) * onset_frames(torch, vis).float()
     norm = weight.mean()
@@ -196,7 +198,8 @@ def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, 
                           for a in (stream.features[idx], target.visemes[idx], target.params[idx]))
         v_logits, p_logits, state = model(x, state, logits=True)
         state = tuple(s.detach() for s in state)  # carried, not back-propagated through: truncated BPTT
-        loss, ce, mse, smooth = losses(torch, v_logits, p_logits, vis, params, config.onset_weight)
+        loss, ce, mse, smooth = losses(torch, v_logits, p_logits, vis, params, config.onset_weight,
+                                       config.bilabial_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
