@@ -72,3 +72,6 @@ def test_generator_uses_festival_share():
     assert {m["voice"] for m in shard["meta"]} <= set(fest.VOICES)
     speech = shard["visemes"] != VISEME_INDEX["sil"]
     assert 0.1 < speech.mean() < 0.9
+    only = generate_shard(GenConfig(seed=5, piper_share=0.0, festival_share=1.0, shard_seconds=8,
+                                    festival_voices=(fest.available_voices()[-1],)), 0, list(BUILTIN_SENTENCES))
+    assert {m["voice"] for m in only["meta"]} == {fest.available_voices()[-1]}

@@ -39,6 +39,7 @@ class GenConfig:
     split: str = "train"  # 'train' or 'eval' (held-out sentences and espeak voices)
     piper_share: float = 0.25  # share of utterances from piper
     festival_share: float = 0.0  # share from festival's recorded-voice synthesizers (the rest from espeak)
+    festival_voices: tuple | None = None  # festival voices to use (None: every installed one)
     shard_seconds: float = SHARD_SECONDS
     speed_range: tuple = augment.SPEED_RANGE  # resampling speed: >1 raises pitch and formants (shorter tract)
     text_root: str | None = None  # an unpacked fortunes .deb; None: the system's fortunes or built-in text
@@ -69,9 +70,11 @@ def _synthesize(rng, sentences, voices, config, piper_state, shard_index):
                                available_voices)
         if piper_state.get("festival") is None:
             piper_state["festival"] = Festival()
-            piper_state["festival_voices"] = available_voices()
+            installed = available_voices()
+            piper_state["festival_voices"] = [v for v in installed if v in (config.festival_voices or installed)]
             if not piper_state["festival_voices"]:
-                raise RuntimeError("festival_share > 0 but no festival voice is installed (see avatar/train/festival.py)")
+                raise RuntimeError("festival_share > 0 but none of the festival voices asked for is installed "
+                                   "(see avatar/train/festival.py)")
         names = piper_state["festival_voices"]
         settings = dict(voice=names[int(rng.integers(len(names)))], stretch=rng.uniform(*DURATION_STRETCH_RANGE),
                         f0_mean=rng.uniform(*F0_MEAN_RANGE), f0_std=rng.uniform(*F0_STD_RANGE),
