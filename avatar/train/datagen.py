@@ -62,33 +62,33 @@ def _gap_seconds(rng: np.random.Generator) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _synthesize(rng, sentences, voices, config, piper_state, shard_index):
+def _synthesize(rng, sentences, voices, config, synths, shard_index):
     text = sentences[int(rng.integers(len(sentences)))]
     pick = rng.random()
     if config.piper_share <= pick < config.piper_share + config.festival_share:
         from .festival import (DURATION_STRETCH_RANGE, F0_MEAN_RANGE, F0_STD_RANGE, HALF_TONE_RANGE, Festival,
                                available_voices)
-        if piper_state.get("festival") is None:
-            piper_state["festival"] = Festival()
+        if synths.get("festival") is None:
+            synths["festival"] = Festival()
             installed = available_voices()
-            piper_state["festival_voices"] = [v for v in installed if v in (config.festival_voices or installed)]
-            if not piper_state["festival_voices"]:
+            synths["festival_voices"] = [v for v in installed if v in (config.festival_voices or installed)]
+            if not synths["festival_voices"]:
                 raise RuntimeError("festival_share > 0 but none of the festival voices asked for is installed "
                                    "(see avatar/train/festival.py)")
-        names = piper_state["festival_voices"]
+        names = synths["festival_voices"]
         settings = dict(voice=names[int(rng.integers(len(names)))], stretch=rng.uniform(*DURATION_STRETCH_RANGE),
                         f0_mean=rng.uniform(*F0_MEAN_RANGE), f0_std=rng.uniform(*F0_STD_RANGE),
                         half_tones=rng.uniform(*HALF_TONE_RANGE))
-        utt = piper_state["festival"].synth(text, **settings)
+        utt = synths["festival"].synth(text, **settings)
         meta = dict(source="festival", **settings)
     elif pick < config.piper_share:
-        if piper_state.get("voice") is None:
+        if synths.get("voice") is None:
             from .piper_voice import Piper
-            piper_state["voice"] = Piper(seed=config.seed * 100003 + shard_index)
+            synths["voice"] = Piper(seed=config.seed * 100003 + shard_index)
         from .piper_voice import LENGTH_SCALE_RANGE, NOISE_SCALE_RANGE, NOISE_W_RANGE
         settings = dict(length_scale=rng.uniform(*LENGTH_SCALE_RANGE), noise_scale=rng.uniform(*NOISE_SCALE_RANGE),
                         noise_w=rng.uniform(*NOISE_W_RANGE))
-        utt = piper_state["voice"].synth(text, **settings)
+        utt = synths["voice"].synth(text, **settings)
         meta = dict(source="piper", voice="en_US-joe-medium", **settings)
     else:
         from .espeak import PITCH_RANGE, PITCH_SPAN_RANGE, RATE_RANGE, Espeak
@@ -108,11 +108,11 @@ def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
     """
     rng = _shard_rng(config, index)
     voices = espeak_voices(config.split)
-    piper_state: dict = {}
+    synths: dict = {}
     pieces, units, metas = [], [], []
     position = 0  # samples
     while position < config.shard_seconds * SAMPLE_RATE:
-        utt, meta = _synthesize(rng, sentences, voices, config, piper_state, index)
+        utt, meta = _synthesize(rng, sentences, voices, config, synths, index)
         if len(utt.audio) == 0:
             continue
         speed = float(rng.uniform(*config.speed_range))

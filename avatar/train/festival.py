@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .espeak import Utterance
-from .phonemes import SILENCE
+from .phonemes import ARPABET, SILENCE
 
 VOICE_ROOT = Path("/usr/share/festival/voices")
 # festival voice name -> the Scheme function that selects it
@@ -37,19 +37,17 @@ F0_MEAN_RANGE, F0_STD_RANGE = (80.0, 150.0), (8.0, 30.0)
 HALF_TONE_RANGE = (-3.0, 4.0)
 SYNTH_TIMEOUT_S = 60.0
 
-# Festival's US "radio" phone set -> ARPAbet (the shared names are the same letters, lower case)
+# Festival's US "radio" phone set -> ARPAbet (the other names are ARPAbet's, in lower case)
 FESTIVAL_TO_ARPA = {
     "ax": ["AH"], "axr": ["ER"], "dx": ["T"], "nx": ["N"], "hv": ["HH"], "el": ["AH", "L"], "em": ["AH", "M"],
     "en": ["AH", "N"], "pau": [SILENCE], "h#": [SILENCE], "brth": [SILENCE], "#": [SILENCE],
 }
-ARPA_SAME = ("aa ae ah ao aw ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw v w y z "
-             "zh").split()
 
 
 def festival_to_arpa(phone: str) -> list[str]:
     if phone in FESTIVAL_TO_ARPA:
         return list(FESTIVAL_TO_ARPA[phone])
-    return [phone.upper()] if phone in ARPA_SAME else [SILENCE]
+    return [phone.upper()] if phone.upper() in ARPABET else [SILENCE]
 
 
 def available_voices() -> list[str]:
