@@ -156,3 +156,17 @@ def test_benchmark_reports_medians_and_p99():
     assert all(r["median"] > 0 for r in results.values())
     assert results["cpu 256"]["p99"] >= results["cpu 256"]["median"]
     assert "cpu 256" in format_results(results)
+
+
+def test_benchmark_takes_stored_landmarks_without_detection(monkeypatch):
+    from avatar.face import bench
+    from avatar.face import landmarks as lm
+
+    def no_detection(*a, **k):
+        raise AssertionError("stored landmarks must not run the detector")
+
+    monkeypatch.setattr(lm, "detect_faces", no_detection)
+    points = np.load(Path(__file__).parent / "data" / "face" / "default_face_landmarks.npy")
+    results = bench.benchmark(canvases=(256,), frames=3, gpu=False, landmarks=points)
+    assert set(results) == {"rig build 512 (stored landmarks)", "cpu 256"}
+    assert all(r["median"] > 0 for r in results.values())

@@ -42,8 +42,12 @@ def time_renderer(renderer, frames: int = BENCH_FRAMES, sync=None) -> tuple[np.n
 
 
 def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = BENCH_FRAMES,
-              gpu: bool = True, threads: int | None = None) -> dict[str, dict[str, float]]:
-    """Times in milliseconds: {'<device> <size>': {'median': ms, 'p99': ms, 'cpu': ms}, 'rig build': {...}}."""
+              gpu: bool = True, threads: int | None = None,
+              landmarks: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Times in milliseconds: {'<device> <size>': {'median': ms, 'p99': ms, 'cpu': ms}, 'rig build': {...}}.
+
+    With stored `landmarks` (photo pixels) the rigs are built from them and the landmark rows are left out:
+    GPU machines need not have mediapipe."""
     import cv2
 
     from avatar.face import build_rig, create_renderer
@@ -55,17 +59,20 @@ def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = 
     photo = photo or assets_dir() / "default_face.jpg"
     results: dict[str, dict[str, float]] = {}
     image = load_photo(photo)
-    t0 = time.perf_counter()
-    detect_faces(image)
-    results["first landmarks (incl. mediapipe start)"] = {"median": (time.perf_counter() - t0) * 1e3, "p99": math.nan}
+    if landmarks is None:
+        t0 = time.perf_counter()
+        detect_faces(image)
+        results["first landmarks (incl. mediapipe start)"] = {"median": (time.perf_counter() - t0) * 1e3,
+                                                               "p99": math.nan}
     builds = []
     for _ in range(5):
         t0 = time.perf_counter()
-        build_rig(image, canvas=512)
+        build_rig(image, canvas=512, landmarks=landmarks)
         builds.append(time.perf_counter() - t0)
-    results["landmarks + rig build 512"] = _stats(np.array(builds))
+    results["rig build 512 (stored landmarks)" if landmarks is not None else "landmarks + rig build 512"] = \
+        _stats(np.array(builds))
     live = LivelinessConfig(enabled=True, seed=0)
-    rigs = {size: build_rig(image, canvas=size) for size in canvases}
+    rigs = {size: build_rig(image, canvas=size, landmarks=landmarks) for size in canvases}
     for size, rig in rigs.items():
         results[f"cpu {size}"] = _stats(*time_renderer(create_renderer(rig, "cpu", live), frames))
     if gpu:
@@ -105,7 +112,15 @@ def run_bench_render(args=None) -> int:
     """Entry for `avatar bench render [--photo P] [--frames N]`."""
     photo = getattr(args, "photo", None)
     frames = getattr(args, "frames", None) or BENCH_FRAMES
-    print(format_results(benchmark(photo, frames=frames, threads=getattr(args, "threads", None))))
+    landmarks = getattr(args, "landmarks", None)
+    if landmarks is not None:
+        try:
+            landmarks = np.load(landmarks, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            print(f"error: cannot read landmarks from {args.landmarks}: {e}")
+            return 2
+    print(format_results(benchmark(photo, frames=frames, threads=getattr(args, "threads", None),
+                                   landmarks=landmarks)))
     return 0
 
 
@@ -113,5 +128,8 @@ def add_bench_arguments(parser) -> None:
     """Options of `avatar bench render` (the lead's bench parser calls this, then run_bench_render)."""
     parser.add_argument("--photo", help="face photo (default: the shipped default face)")
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES, help="frames timed per size")
+    parser.add_argument("--landmarks", metavar="NPY",
+                        help="the photo's landmarks as a (478, 2|3) .npy in photo pixels: skips landmark detection "
+                             "(for machines without mediapipe)")
     parser.add_argument("--threads", type=int, default=None,
                         help="OpenCV threads (default: OpenCV's choice, one per core)")

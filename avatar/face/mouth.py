@@ -119,8 +119,14 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     )
 
 
+try:  # the clip ufunc itself: np.clip's wrapper costs more than small arrays do
+    from numpy._core.umath import clip as _clip_ufunc  # numpy >= 1.26 (np.core warns from numpy 2 on)
+except ImportError:
+    from numpy.core.umath import clip as _clip_ufunc
+
+
 class NumpyOps:
-    clip = staticmethod(np.core.umath.clip)  # the ufunc itself: np.clip's wrapper costs more than small arrays do
+    clip = staticmethod(_clip_ufunc)
     minimum = staticmethod(np.minimum)
     where = staticmethod(np.where)
 
@@ -130,7 +136,7 @@ class NumpyOps:
 
     @staticmethod
     def smooth01(x):  # smoothstep(0, 1, x)
-        s = np.core.umath.clip(x, 0.0, 1.0)
+        s = _clip_ufunc(x, 0.0, 1.0)
         return s * s * (3 - 2 * s)
 
     @staticmethod
