@@ -26,6 +26,8 @@ fi
 
 "$VENV/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
   packaging/talking-avatar.spec
+# placeholders for the HEVC/AV1 encoder libraries PyAV links but the app never opens (-28 MB)
+"$VENV/bin/python" packaging/stub_unused_codecs.py dist/talking-avatar/_internal/av.libs
 cp packaging/talking-avatar.desktop packaging/talking-avatar.png packaging/install-desktop-entry.sh dist/talking-avatar/
 
 echo "bundle size: $(du -sm dist/talking-avatar | cut -f1) MB"

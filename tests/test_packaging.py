@@ -1,5 +1,6 @@
 """The desktop bundle: packaging/build.sh makes it from this checkout in a runtime-only environment (no torch,
 no training tools) and the bundle passes its own --self-test headless; the source install passes it too."""
+import json
 import os
 import re
 import subprocess
@@ -44,3 +45,54 @@ def test_bundle_builds_from_the_checkout_and_passes_self_test(tmp_path):
         assert not (internal / unwanted).exists(), f"{unwanted} leaked into the bundle"
     size = int(re.search(r"bundle size: (\d+) MB", out).group(1))
     print(f"bundle {size} MB (goal {SIZE_GOAL_MB} MB); {re.search(r'cold start to first frame [0-9.]+ s', out).group(0)}")
+    assert size <= SIZE_GOAL_MB, f"bundle {size} MB is over the {SIZE_GOAL_MB} MB goal"
+
+
+ENCODE_CHECK = """
+import io, json
+import av, numpy as np
+results = {"av": av.__file__}
+for name in ("libx265", "libsvtav1", "libx264"):
+    buf = io.BytesIO()
+    try:
+        with av.open(buf, "w", format="mp4") as out:
+            s = out.add_stream(name, rate=30)
+            s.width = s.height = 64
+            s.pix_fmt = "yuv420p"
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            for packet in list(s.encode(frame)) + list(s.encode(None)):
+                out.mux(packet)
+        results[name] = "ok"
+    except Exception as e:  # what a user of the bundle would see
+        results[name] = type(e).__name__
+print(json.dumps(results))
+"""
+
+
+def test_unused_encoder_placeholders_fail_cleanly_and_h264_still_encodes(tmp_path):
+    import shutil
+
+    import av
+
+    if sys.platform != "linux" or any(shutil.which(t) is None for t in ("nm", "readelf", "cc")):
+        pytest.skip("needs Linux with nm, readelf and cc (binutils, gcc)")
+    sys.path.insert(0, str(ROOT / "packaging"))
+    try:
+        from stub_unused_codecs import stub_unused
+    finally:
+        sys.path.pop(0)
+    site = Path(av.__file__).resolve().parent.parent
+    if not (site / "av.libs").is_dir():
+        pytest.skip("this PyAV is not a manylinux wheel with its own av.libs")
+    shutil.copytree(site / "av", tmp_path / "av")
+    shutil.copytree(site / "av.libs", tmp_path / "av.libs")
+    done = stub_unused(tmp_path / "av.libs")
+    assert {name.split("-")[0] for name, _, _ in done} == {"libx265", "libSvtAv1Enc"}
+    assert all(new < 100_000 < old for _, old, new in done)
+    run = subprocess.run([sys.executable, "-c", ENCODE_CHECK], env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]  # a placeholder that crashed FFmpeg would end here
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert results["av"].startswith(str(tmp_path))  # the copy with the placeholders was the one imported
+    assert results["libx264"] == "ok"
+    assert results["libx265"] != "ok" and results["libsvtav1"] != "ok"
