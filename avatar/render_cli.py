@@ -230,8 +230,10 @@ def bench_latency(args) -> int:
         return frame
 
     pipeline.render_once = render_and_measure
-    period = 0.7
-    onsets = [0.5 + period * i for i in range(args.bursts)]
+    period = 0.7  # a whole number of frames at 30 and 60 fps: alone, every burst would meet the same frame phase
+    # so each onset is shifted by a golden-ratio fraction of a frame: the bursts sample every phase of the render
+    # clock evenly, and the spread (p95) includes the wait for the next frame
+    onsets = [0.5 + period * i + ((i * 0.6180339887) % 1.0) / args.fps for i in range(args.bursts)]
     audio = tone_bursts(onsets, onsets[-1] + 0.6, length=0.3, vowel=True)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "bursts.wav"
