@@ -139,3 +139,25 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     c = load_shard(generate(GenConfig(seed=12, piper_share=0.0, shard_seconds=6), tmp_path / "c", 6 / 3600,
                             procs=1, progress=False)[0])
     assert len(c["audio"]) != len(a[0]["audio"]) or not np.array_equal(c["audio"], a[0]["audio"])
+
+
+def _shard_process_dying_on_shard_one(config_dict, sentences, index, out):
+    """Like datagen's shard process, but shard 1's process dies the way a synthesizer crash kills it."""
+    import os
+
+    from avatar.train.datagen import _shard_process
+    if index == 1:
+        os.abort()
+    _shard_process(config_dict, sentences, index, out)
+
+
+@needs_espeak
+def test_a_dying_shard_process_is_named_and_the_others_are_written(tmp_path):
+    from avatar.train.datagen import GenConfig, ShardsFailed, generate, shard_path
+    config = GenConfig(seed=13, piper_share=0.0, shard_seconds=4)
+    with pytest.raises(ShardsFailed, match=r"1 of 3 shards could not be made: shard 1 \(exit code -6 = signal 6\)"):
+        generate(config, tmp_path, 12 / 3600, procs=2, progress=False, _target=_shard_process_dying_on_shard_one)
+    assert shard_path(tmp_path, 0).exists() and shard_path(tmp_path, 2).exists()
+    assert not shard_path(tmp_path, 1).exists()
+    paths = generate(config, tmp_path, 12 / 3600, procs=2, progress=False)  # a rerun makes only what is missing
+    assert all(p.exists() for p in paths) and len(paths) == 3

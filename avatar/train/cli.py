@@ -6,13 +6,17 @@ from pathlib import Path
 
 
 def _gen(args: argparse.Namespace) -> int:
-    from .datagen import GenConfig, generate
+    from .datagen import GenConfig, ShardsFailed, generate
     config = GenConfig(seed=args.seed, split=args.split, piper_share=args.piper_share,
                        festival_share=args.festival_share,
                        festival_voices=tuple(args.festival_voices.split(",")) if args.festival_voices else None,
                        shard_seconds=args.shard_seconds, text_root=args.text,
                        speed_range=(args.speed_min, args.speed_max))
-    paths = generate(config, Path(args.out), args.hours, procs=args.procs)
+    try:
+        paths = generate(config, Path(args.out), args.hours, procs=args.procs)
+    except ShardsFailed as e:
+        print(f"avatar train gen: {e}")
+        return 1
     print(f"{len(paths)} shard(s) in {args.out}")
     return 0
 

@@ -175,8 +175,23 @@ def _worker_run(job: tuple[int, str]) -> tuple[int, float]:
     return index, len(shard["audio"]) / SAMPLE_RATE
 
 
-def generate(config: GenConfig, out: Path, hours: float, procs: int = 2, progress: bool = True) -> list[Path]:
-    """Write ceil(hours*3600 / shard_seconds) shards to `out` with `procs` processes; existing shards are kept."""
+def _shard_process(config_dict: dict, sentences: list[str], index: int, out: str) -> None:
+    """Body of one shard's own process."""
+    _worker_init(config_dict, sentences)
+    _worker_run((index, out))
+
+
+class ShardsFailed(RuntimeError):
+    """Some shards could not be made (their process died); the others are written."""
+
+
+def generate(config: GenConfig, out: Path, hours: float, procs: int = 2, progress: bool = True,
+             _target=_shard_process) -> list[Path]:
+    """Write ceil(hours*3600 / shard_seconds) shards to `out` with `procs` processes; existing shards are kept.
+
+    Raises ShardsFailed naming the shards whose process died (a synthesizer crash), after making all the others."""
+    from multiprocessing.connection import wait
+
     from tqdm import tqdm
 
     from .text import load_sentences
@@ -185,14 +200,43 @@ def generate(config: GenConfig, out: Path, hours: float, procs: int = 2, progres
     n_shards = max(1, int(np.ceil(hours * 3600 / config.shard_seconds)))
     (out / "dataset.json").write_text(json.dumps(dict(dataclasses.asdict(config), n_shards=n_shards,
                                                       n_sentences=len(sentences)), indent=1))
-    todo = [(i, str(out)) for i in range(n_shards) if not shard_path(out, i).exists()]
+    todo = [i for i in range(n_shards) if not shard_path(out, i).exists()]
     bar = tqdm(total=n_shards * config.shard_seconds, unit="s", unit_scale=True, desc=f"gen {config.split} audio",
                disable=not progress, initial=(n_shards - len(todo)) * config.shard_seconds)
     # One fresh process per shard: espeak-ng carries synthesis state (pitch phase) from one utterance to the
-    # next inside a process, so a shard is reproducible only when it is the first thing its process makes.
+    # next inside a process, so a shard is reproducible only when it is the first thing its process makes. Plain
+    # processes rather than a Pool: a worker that dies (libespeak-ng once hit a general protection fault here)
+    # would leave Pool.imap waiting forever; a process's exit code names exactly the shard that failed.
     ctx = multiprocessing.get_context("spawn")  # espeak and onnxruntime do not survive fork well
-    with ctx.Pool(max(1, procs), _worker_init, (dataclasses.asdict(config), sentences), maxtasksperchild=1) as pool:
-        for _, seconds in pool.imap_unordered(_worker_run, todo):
-            bar.update(seconds)
-    bar.close()
+    config_dict = dataclasses.asdict(config)
+    running: dict[int, multiprocessing.process.BaseProcess] = {}
+    failed: dict[int, int | None] = {}
+    try:
+        while todo or running:
+            while todo and len(running) < max(1, procs):
+                index = todo.pop(0)
+                running[index] = ctx.Process(target=_target, args=(config_dict, sentences, index, str(out)),
+                                             daemon=True)
+                running[index].start()
+            wait([p.sentinel for p in running.values()])
+            for index, proc in list(running.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                del running[index]
+                if proc.exitcode == 0 and shard_path(out, index).exists():
+                    bar.update(config.shard_seconds)
+                else:
+                    failed[index] = proc.exitcode
+    finally:
+        for proc in running.values():  # interrupted: no orphan synthesizers
+            proc.terminate()
+        bar.close()
+    if failed:
+        how = ", ".join(f"shard {i} (exit code {code}{' = signal ' + str(-code) if code and code < 0 else ''})"
+                        for i, code in sorted(failed.items()))
+        raise ShardsFailed(f"{len(failed)} of {n_shards} shards could not be made: {how}; their processes died "
+                           "(a synthesizer crash, or the error printed above). The other shards are written. Run "
+                           "the same command again to retry them; if a shard fails again, its draw of text and "
+                           "voices crashes the synthesizer: leave it out or use another --seed.")
     return [shard_path(out, i) for i in range(n_shards)]
