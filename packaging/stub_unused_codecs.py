@@ -23,6 +23,7 @@ UNUSED_ENCODERS = {
     "libx265": "0",  # x265_api_get_N(depth) -> NULL: FFmpeg reports the bit depth as unsupported
     "libSvtAv1Enc": "(long)0x80001000",  # EB_ErrorInsufficientResources: FFmpeg stops at the handle
 }
+TOOLS = ("nm", "readelf", "cc")  # without them the real libraries stay
 
 
 def dynamic_symbols(lib: Path, defined: bool) -> set[str]:
@@ -41,7 +42,7 @@ def soname(lib: Path) -> str:
 
 
 def stub_source(symbols: set[str], result: str) -> str:
-    lines = [f"/* placeholder: the app never opens this encoder (packaging/stub_unused_codecs.py) */"]
+    lines = ["/* placeholder: the app never opens this encoder (packaging/stub_unused_codecs.py) */"]
     lines += [f"long {name}(void) {{ return {result}; }}" for name in sorted(symbols)]
     return "\n".join(lines) + "\n"
 
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__)
         return 2
-    missing = [tool for tool in ("nm", "readelf", "cc") if shutil.which(tool) is None]
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         print(f"stub_unused_codecs: {', '.join(missing)} not found: keeping the real encoder libraries")
         return 0

@@ -74,13 +74,13 @@ def test_unused_encoder_placeholders_fail_cleanly_and_h264_still_encodes(tmp_pat
 
     import av
 
-    if sys.platform != "linux" or any(shutil.which(t) is None for t in ("nm", "readelf", "cc")):
-        pytest.skip("needs Linux with nm, readelf and cc (binutils, gcc)")
     sys.path.insert(0, str(ROOT / "packaging"))
     try:
-        from stub_unused_codecs import stub_unused
+        from stub_unused_codecs import TOOLS, stub_unused
     finally:
         sys.path.pop(0)
+    if sys.platform != "linux" or any(shutil.which(t) is None for t in TOOLS):
+        pytest.skip(f"needs Linux with {', '.join(TOOLS)} (binutils, gcc)")
     site = Path(av.__file__).resolve().parent.parent
     if not (site / "av.libs").is_dir():
         pytest.skip("this PyAV is not a manylinux wheel with its own av.libs")

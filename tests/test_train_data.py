@@ -141,14 +141,14 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     assert len(c["audio"]) != len(a[0]["audio"]) or not np.array_equal(c["audio"], a[0]["audio"])
 
 
-def _shard_process_dying_on_shard_one(config_dict, sentences, index, out):
+def _shard_process_dying_on_shard_one(config, sentences, index, out):
     """Like datagen's shard process, but shard 1's process dies the way a synthesizer crash kills it."""
     import os
 
     from avatar.train.datagen import _shard_process
     if index == 1:
         os.abort()
-    _shard_process(config_dict, sentences, index, out)
+    _shard_process(config, sentences, index, out)
 
 
 @needs_espeak

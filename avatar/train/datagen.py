@@ -82,13 +82,13 @@ def _synthesize(rng, sentences, voices, config, synths, shard_index):
         utt = synths["festival"].synth(text, **settings)
         meta = dict(source="festival", **settings)
     elif pick < config.piper_share:
-        if synths.get("voice") is None:
+        if synths.get("piper") is None:
             from .piper_voice import Piper
-            synths["voice"] = Piper(seed=config.seed * 100003 + shard_index)
+            synths["piper"] = Piper(seed=config.seed * 100003 + shard_index)
         from .piper_voice import LENGTH_SCALE_RANGE, NOISE_SCALE_RANGE, NOISE_W_RANGE
         settings = dict(length_scale=rng.uniform(*LENGTH_SCALE_RANGE), noise_scale=rng.uniform(*NOISE_SCALE_RANGE),
                         noise_w=rng.uniform(*NOISE_W_RANGE))
-        utt = synths["voice"].synth(text, **settings)
+        utt = synths["piper"].synth(text, **settings)
         meta = dict(source="piper", voice="en_US-joe-medium", **settings)
     else:
         from .espeak import PITCH_RANGE, PITCH_SPAN_RANGE, RATE_RANGE, Espeak
@@ -160,25 +160,10 @@ def load_shard(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
-_WORKER: dict = {}
-
-
-def _worker_init(config_dict: dict, sentences: list[str]) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER.update(config=GenConfig(**config_dict), sentences=sentences)
-
-
-def _worker_run(job: tuple[int, str]) -> tuple[int, float]:
-    index, out = job
-    shard = generate_shard(_WORKER["config"], index, _WORKER["sentences"])
-    save_shard(Path(out), index, shard)
-    return index, len(shard["audio"]) / SAMPLE_RATE
-
-
-def _shard_process(config_dict: dict, sentences: list[str], index: int, out: str) -> None:
+def _shard_process(config: GenConfig, sentences: list[str], index: int, out: str) -> None:
     """Body of one shard's own process."""
-    _worker_init(config_dict, sentences)
-    _worker_run((index, out))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    save_shard(Path(out), index, generate_shard(config, index, sentences))
 
 
 class ShardsFailed(RuntimeError):
@@ -208,14 +193,13 @@ def generate(config: GenConfig, out: Path, hours: float, procs: int = 2, progres
     # processes rather than a Pool: a worker that dies (libespeak-ng once hit a general protection fault here)
     # would leave Pool.imap waiting forever; a process's exit code names exactly the shard that failed.
     ctx = multiprocessing.get_context("spawn")  # espeak and onnxruntime do not survive fork well
-    config_dict = dataclasses.asdict(config)
     running: dict[int, multiprocessing.process.BaseProcess] = {}
     failed: dict[int, int | None] = {}
     try:
         while todo or running:
             while todo and len(running) < max(1, procs):
                 index = todo.pop(0)
-                running[index] = ctx.Process(target=_target, args=(config_dict, sentences, index, str(out)),
+                running[index] = ctx.Process(target=_target, args=(config, sentences, index, str(out)),
                                              daemon=True)
                 running[index].start()
             wait([p.sentinel for p in running.values()])
