@@ -7,6 +7,7 @@ gain, noise gate, resampling to 16 kHz — happens in the consumer (`avatar.pipe
 from __future__ import annotations
 
 from dataclasses import dataclass
+import threading
 import time
 
 import numpy as np
@@ -139,6 +140,7 @@ class Microphone:
         self.status_errors = 0  # PortAudio overflow/underflow flags seen by the callback
         self._clock = (0, None)  # (ring index, ADC time in stream seconds) of the latest block
         self._last_callback = None  # time.monotonic() of the latest callback
+        self._arrived = threading.Event()  # set by each callback: the reader wakes at once instead of polling
         try:
             self.stream = sd.InputStream(device=info["index"], samplerate=self.samplerate, channels=1,
                                          dtype="float32", blocksize=int(round(block_seconds * self.samplerate)),
@@ -154,6 +156,7 @@ class Microphone:
         self._clock = (self.ring.written, time_info.inputBufferAdcTime)
         self.ring.write(indata[:, 0])
         self._last_callback = time.monotonic()
+        self._arrived.set()
 
     def start(self) -> "Microphone":
         try:
@@ -178,7 +181,12 @@ class Microphone:
 
     def read(self) -> tuple[np.ndarray, int]:
         """New samples at `samplerate` since the last read, and the capture index of the first one."""
+        self._arrived.clear()  # before reading: a block landing during the read sets it again
         return self.ring.read()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a callback has delivered samples not yet read (True), or `timeout` s pass (False)."""
+        return self._arrived.wait(timeout)
 
     @property
     def alive(self) -> bool:

@@ -74,6 +74,10 @@ def test_virtual_mic_capture_matches_fed_wav(virtual_mic, tmp_path):
         got, start = mic.read()
         assert mic.alive
         assert mic.adc_time(start + len(got)) is not None
+        # the reader is woken by the next block (every 5 ms), and only once per delivery
+        assert mic.wait(1.0)
+        more, more_start = mic.read()
+        assert len(more) > 0 and more_start == start + len(got)
     assert len(got) > 48000
     c = correlate(got, ref, mode="valid", method="fft")
     k = int(np.argmax(c))

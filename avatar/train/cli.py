@@ -10,7 +10,7 @@ def _gen(args: argparse.Namespace) -> int:
     config = GenConfig(seed=args.seed, split=args.split, piper_share=args.piper_share,
                        festival_share=args.festival_share,
                        festival_voices=tuple(args.festival_voices.split(",")) if args.festival_voices else None,
-                       shard_seconds=args.shard_seconds, text_root=args.text,
+                       flite_share=args.flite_share, shard_seconds=args.shard_seconds, text_root=args.text,
                        speed_range=(args.speed_min, args.speed_max))
     try:
         paths = generate(config, Path(args.out), args.hours, procs=args.procs)
@@ -95,6 +95,9 @@ def add_cli(subparsers) -> None:
     gen.add_argument("--festival-voices", default=None,
                      help="comma-separated festival voices (default: every installed one: cmu_us_slt_arctic_hts, "
                           "kal_diphone, ked_diphone)")
+    gen.add_argument("--flite-share", type=float, default=0.0,
+                     help="share of utterances from flite's recorded-voice models awb, rms, slt (needs Debian "
+                          "libflite1; see avatar/train/flite.py)")
     gen.add_argument("--shard-seconds", type=float, default=300.0)
     gen.add_argument("--speed-min", type=float, default=0.9, help="slowest resampling speed factor")
     gen.add_argument("--speed-max", type=float, default=1.1,

@@ -40,6 +40,7 @@ class GenConfig:
     piper_share: float = 0.25  # share of utterances from piper
     festival_share: float = 0.0  # share from festival's recorded-voice synthesizers (the rest from espeak)
     festival_voices: tuple | None = None  # festival voices to use (None: every installed one)
+    flite_share: float = 0.0  # share from flite's clustergen voices (awb, rms, slt), drawn after festival's
     shard_seconds: float = SHARD_SECONDS
     speed_range: tuple = augment.SPEED_RANGE  # resampling speed: >1 raises pitch and formants (shorter tract)
     text_root: str | None = None  # an unpacked fortunes .deb; None: the system's fortunes or built-in text
@@ -81,6 +82,18 @@ def _synthesize(rng, sentences, voices, config, synths, shard_index):
                         half_tones=rng.uniform(*HALF_TONE_RANGE))
         utt = synths["festival"].synth(text, **settings)
         meta = dict(source="festival", **settings)
+    elif 0 <= pick - config.piper_share - config.festival_share < config.flite_share:
+        from .flite import DURATION_STRETCH_RANGE, Flite, available_voices
+        if synths.get("flite") is None:
+            synths["flite"] = Flite()
+            synths["flite_voices"] = available_voices()
+            if not synths["flite_voices"]:
+                raise RuntimeError("flite_share > 0 but no flite voice is installed (apt-get install libflite1)")
+        names = synths["flite_voices"]
+        settings = dict(voice=names[int(rng.integers(len(names)))], stretch=rng.uniform(*DURATION_STRETCH_RANGE),
+                        seed=int(rng.integers(2**31)))
+        utt = synths["flite"].synth(text, **settings)
+        meta = dict(source="flite", **settings)
     elif pick < config.piper_share:
         if synths.get("piper") is None:
             from .piper_voice import Piper
