@@ -94,3 +94,13 @@ def test_real_prompts_align_when_installed():
         assert all(e > s for s, e, _ in c.units)
         assert c.units[-1][1] <= len(c.audio) / 16 + 20  # ms, within the clip
         assert {p for _, _, p in c.units} - {"SIL"}
+
+
+def test_aligner_labels_agree_with_exact_synthesizer_timing():
+    """`avatar train label-check`: the ceiling for scores against aligned real speech is measured, not assumed."""
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx not installed (pip install '.[train]')")
+    from avatar.train.realspeech import aligner_agreement
+    rows = aligner_agreement(per_voice=2)
+    voices = [k for k in rows if k != "all"]
+    assert voices and rows["all"]["clips"] == sum(rows[k]["clips"] for k in voices) >= 2
+    assert rows["all"]["r"] > 0.75 and rows["all"]["viseme"] > 0.6

@@ -5,6 +5,15 @@ import argparse
 from pathlib import Path
 
 
+def _label_check(args: argparse.Namespace) -> int:
+    from .realspeech import aligner_agreement
+    rows = aligner_agreement(args.per_voice, Path(args.text) if args.text else None, progress=True)
+    print("| voice | clips | jaw_open r (aligned vs exact) | viseme frames agreeing |\n|---|---|---|---|")
+    for voice, row in sorted(rows.items(), key=lambda kv: kv[0] == "all"):
+        print(f"| {voice} | {row['clips']} | {row['r']:.3f} | {100 * row['viseme']:.1f}% |")
+    return 0
+
+
 def _gen(args: argparse.Namespace) -> int:
     from .datagen import GenConfig, ShardsFailed, generate
     config = GenConfig(seed=args.seed, split=args.split, piper_share=args.piper_share,
@@ -141,6 +150,12 @@ def add_cli(subparsers) -> None:
     ev.add_argument("--json", help="write all results here")
     ev.add_argument("--markdown", help="write the report tables here")
     ev.set_defaults(func=_evaluate)
+
+    lc = sub.add_parser("label-check", help="how well pocketsphinx labels match exact synthesizer timing (the "
+                                             "ceiling for scores against labelled real speech)")
+    lc.add_argument("--per-voice", type=int, default=12, help="held-out sentences per synthesizer voice")
+    lc.add_argument("--text", default=None, help="an unpacked `fortunes` .deb, as for `gen`")
+    lc.set_defaults(func=_label_check)
 
     ship = sub.add_parser("ship", help="copy trained weights into assets/ and export the ONNX beside them")
     ship.add_argument("model", help="trained weights (.safetensors)")
