@@ -32,6 +32,27 @@ def test_segments_become_arpabet_units():
     assert all(b[0] == a[1] for a, b in zip(units, units[1:]))  # contiguous
 
 
+def test_other_languages_phones_become_arpabet():
+    segments = fest.parse_segs("#\n0.1 100 pau\n0.2 100 m\n0.3 100 a1\n0.35 100 J\n0.4 100 O1\n0.5 100 rr\n0.6 100 e:\n"
+                               "0.7 100 tS\n0.8 100 ##\n0.9 100 xx\n")
+    phones = [p for _, _, p in fest.segments_to_units(segments, fest.foreign_to_arpa)]
+    # stress digits and length marks dropped; silences (and anything unknown) merge into one silence
+    assert phones == ["SIL", "M", "AA", "N", "AO", "R", "EH", "CH", "SIL"]
+
+
+@pytest.mark.skipif(not fest.available_foreign_voices(), reason="no other-language festival voice installed "
+                                                                  "(apt-get install festvox-ca-ona-hts festvox-suopuhe-lj)")
+def test_other_languages_voices_only_when_named():
+    from avatar.train.datagen import GenConfig, generate_shard
+    from avatar.train.text import BUILTIN_SENTENCES
+    voice = fest.available_foreign_voices()[0]
+    shard = generate_shard(GenConfig(seed=5, piper_share=0.0, festival_share=1.0, shard_seconds=6,
+                                     festival_voices=(voice,)), 0, list(BUILTIN_SENTENCES))
+    assert {m["voice"] for m in shard["meta"]} == {voice}
+    assert (shard["visemes"] == VISEME_INDEX["PP"]).any() and (shard["visemes"] == VISEME_INDEX["aa"]).any()
+    assert voice not in fest.available_voices()  # the default (every installed voice) stays English
+
+
 def test_scheme_string_is_safe():
     s = fest.scheme_string('He said "hi" to Zoë \\ (ok)')
     assert s == '"He said \'hi\' to Zoe (ok)"'

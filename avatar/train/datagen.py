@@ -68,10 +68,12 @@ def _synthesize(rng, sentences, voices, config, synths, shard_index):
     pick = rng.random()
     if config.piper_share <= pick < config.piper_share + config.festival_share:
         from .festival import (DURATION_STRETCH_RANGE, F0_MEAN_RANGE, F0_STD_RANGE, HALF_TONE_RANGE, Festival,
-                               available_voices)
+                               available_foreign_voices, available_voices)
         if synths.get("festival") is None:
             synths["festival"] = Festival()
             installed = available_voices()
+            if config.festival_voices:  # the other languages' voices only when named
+                installed += available_foreign_voices()
             synths["festival_voices"] = [v for v in installed if v in (config.festival_voices or installed)]
             if not synths["festival_voices"]:
                 raise RuntimeError("festival_share > 0 but none of the festival voices asked for is installed "

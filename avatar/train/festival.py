@@ -31,6 +31,14 @@ VOICES = {
     "kal_diphone": "voice_kal_diphone",  # male (diphone)
     "ked_diphone": "voice_ked_diphone",  # male (diphone)
 }
+# Female recorded voices of other languages, used only when asked for by name (`--festival-voices`): English text
+# read with their own letter-to-sound rules, so the phones are theirs, but timed exactly and sounding through a
+# real woman's vocal tract, which the English voices have only once (slt).
+#   apt-get install festvox-ca-ona-hts festvox-suopuhe-lj
+FOREIGN_VOICES = {
+    "upc_ca_ona_hts": "voice_upc_ca_ona_hts",  # Catalan female (HTS)
+    "suo_fi_lj_diphone": "voice_suo_fi_lj_diphone",  # Finnish female (diphone, 22.05 kHz)
+}
 DURATION_STRETCH_RANGE = (0.8, 1.35)  # >1 speaks slower
 # the diphone voices' intonation target (Hz); the HTS voice's F0 is part of its model: shifted in half-tones
 F0_MEAN_RANGE, F0_STD_RANGE = (80.0, 150.0), (8.0, 30.0)
@@ -44,6 +52,20 @@ FESTIVAL_TO_ARPA = {
 }
 
 
+# those voices' SAMPA-like phones (stress digit and length mark removed) -> the nearest ARPAbet mouth
+FOREIGN_TO_ARPA = {
+    "a": "AA", "e": "EH", "E": "EH", "i": "IY", "o": "AO", "O": "AO", "u": "UW", "y": "UW", "ax": "AH", "@": "AH",
+    "b": "B", "d": "D", "f": "F", "g": "G", "k": "K", "l": "L", "L": "L", "m": "M", "n": "N", "p": "P", "r": "R",
+    "rr": "R", "s": "S", "t": "T", "v": "V", "w": "W", "z": "Z", "j": "Y", "h": "HH", "S": "SH", "Z": "ZH",
+    "J": "N", "N": "NG", "ng": "NG", "T": "TH", "dZ": "JH", "tS": "CH", "dz": "Z", "ts": "S",
+}
+
+
+def foreign_to_arpa(phone: str) -> list[str]:
+    base = phone.rstrip("0123456789:")
+    return [FOREIGN_TO_ARPA.get(base, SILENCE)]  # pau, #, ## and anything unknown: silence
+
+
 def festival_to_arpa(phone: str) -> list[str]:
     if phone in FESTIVAL_TO_ARPA:
         return list(FESTIVAL_TO_ARPA[phone])
@@ -55,6 +77,12 @@ def available_voices() -> list[str]:
     if shutil.which("festival") is None:
         return []
     return [name for name in VOICES if any(VOICE_ROOT.glob(f"*/{name}"))]
+
+
+def available_foreign_voices() -> list[str]:
+    if shutil.which("festival") is None:
+        return []
+    return [name for name in FOREIGN_VOICES if any(VOICE_ROOT.glob(f"*/{name}"))]
 
 
 def parse_segs(text: str) -> list[tuple[float, float, str]]:
@@ -71,11 +99,11 @@ def parse_segs(text: str) -> list[tuple[float, float, str]]:
     return segments
 
 
-def segments_to_units(segments) -> list[tuple[float, float, str]]:
+def segments_to_units(segments, to_arpa=festival_to_arpa) -> list[tuple[float, float, str]]:
     """Festival segments -> ARPAbet units; a two-phone segment (syllabic el/em/en) is split 40/60; pauses merge."""
     units = []
     for start, end, name in segments:
-        phones = festival_to_arpa(name)
+        phones = to_arpa(name)
         if len(phones) == 2:
             mid = start + 0.4 * (end - start)
             pieces = [(start, mid, phones[0]), (mid, end, phones[1])]
@@ -124,7 +152,7 @@ class Festival:
         else:
             intonation = (f"(set! int_lr_params '((target_f0_mean {f0_mean:.1f}) (target_f0_std {f0_std:.1f}) "
                           "(model_f0_mean 170) (model_f0_std 34)))\n")
-        proc.stdin.write(f"({VOICES[voice]})\n{intonation}(Parameter.set 'Duration_Stretch {stretch:.4f})\n"
+        proc.stdin.write(f"({VOICES.get(voice) or FOREIGN_VOICES[voice]})\n{intonation}(Parameter.set 'Duration_Stretch {stretch:.4f})\n"
                          f"(set! avatar_utt (utt.synth (Utterance Text {scheme_string(text)})))\n"
                          f"(utt.save.wave avatar_utt \"{wav}\" 'riff)\n(utt.save.segs avatar_utt \"{segs}\")\n"
                          f"(set! avatar_fd (fopen \"{done}\" \"w\"))\n(format avatar_fd \"done\")\n(fclose avatar_fd)\n")
@@ -138,7 +166,8 @@ class Festival:
             audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
             if w.getnchannels() > 1:
                 audio = audio.reshape(-1, w.getnchannels())[:, 0]
-        return Utterance(audio.copy(), rate, segments_to_units(parse_segs(segs.read_text())))
+        to_arpa = foreign_to_arpa if voice in FOREIGN_VOICES else festival_to_arpa
+        return Utterance(audio.copy(), rate, segments_to_units(parse_segs(segs.read_text()), to_arpa))
 
     def _wait_done(self, proc: subprocess.Popen, done: Path) -> None:
         """Festival's stdout is block-buffered in a pipe, so completion is signalled by a file it writes last."""
