@@ -7,6 +7,7 @@ which the real-speech evaluation rewards. Festival reports each segment's end ti
 segment starts at its closure, so no closure correction is needed (unlike espeak).
 
     apt-get install festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
+    apt-get install festvox-ca-ona-hts festvox-suopuhe-lj   # optional: FOREIGN_VOICES below
 
 Festival is a training-time tool only (the app never imports this module).
 """
