@@ -75,6 +75,20 @@ def test_mouth_targets_close_on_bilabials_and_rest_in_silence():
 def test_weak_consonants_take_the_lips_of_the_nearby_vowel():
     m = mouth_targets([(0, 100, "SIL"), (100, 160, "T"), (160, 400, "UW"), (400, 500, "SIL")], 50)
     assert m[13, PARAM_NAMES.index("lip_round")] > 0.3  # anticipatory rounding in the "t" of "too"
+    # ...but keep the jaw raised for the tongue's contact: the "t" of "top" opens a quarter of the way to /ɑ/
+    m = mouth_targets([(0, 100, "SIL"), (100, 160, "T"), (160, 400, "AA"), (400, 500, "SIL")], 50)
+    t_jaw, aa_jaw = VISEME_POSE["DD"][JAW], VISEME_POSE["aa"][JAW]
+    assert m[13, JAW] == pytest.approx(t_jaw + 0.25 * (aa_jaw - t_jaw), abs=1e-3)
+
+
+def test_ah_is_a_mid_vowel():
+    """/ʌ/ and schwa share the "aa" viseme class but open the jaw like /ɛ/, not like /ɑ/."""
+    from avatar.train.targets import phone_pose
+    units = [(0, 100, "SIL"), (100, 300, "AH"), (300, 500, "AA"), (500, 600, "SIL")]
+    m = mouth_targets(units, 60)
+    assert list(viseme_targets(units, 60)[[20, 40]]) == [VISEME_INDEX["aa"]] * 2
+    assert m[20, JAW] == pytest.approx(VISEME_POSE["E"][JAW]) and m[40, JAW] == pytest.approx(VISEME_POSE["aa"][JAW])
+    assert phone_pose("AH0") == phone_pose("AH") and phone_pose("IY1") == VISEME_POSE["ih"]
 
 
 @needs_espeak
@@ -136,6 +150,10 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     assert len(a[0]["audio"]) != len(a[1]["audio"]) or not np.array_equal(a[0]["audio"], a[1]["audio"])
     n = len(a[0]["visemes"])
     assert len(a[0]["audio"]) == n * 160 and a[0]["params"].shape == (n, 4) and n >= 600
+    # the timed phones are kept: the stored targets are exactly what they give
+    units = [(float(s), float(e), str(p)) for (s, e), p in zip(a[0]["unit_times"], a[0]["unit_phones"])]
+    assert units and {p for _, _, p in units} - {"SIL"}
+    np.testing.assert_allclose(mouth_targets(units, n), a[0]["params"].astype(np.float32), atol=2e-3)
     c = load_shard(generate(GenConfig(seed=12, piper_share=0.0, shard_seconds=6), tmp_path / "c", 6 / 3600,
                             procs=1, progress=False)[0])
     assert len(c["audio"]) != len(a[0]["audio"]) or not np.array_equal(c["audio"], a[0]["audio"])

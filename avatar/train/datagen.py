@@ -155,7 +155,10 @@ def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
     n_frames = len(audio) // HOP_LENGTH
     audio = np.clip(np.round(audio[: n_frames * HOP_LENGTH] * 32767), -32768, 32767).astype(np.int16)
     return dict(audio=audio, visemes=viseme_targets(units, n_frames),
-                params=mouth_targets(units, n_frames).astype(np.float16), meta=metas)
+                params=mouth_targets(units, n_frames).astype(np.float16), meta=metas,
+                # the timed phones themselves, so targets can be recomputed without synthesizing again
+                unit_times=np.array([(s, e) for s, e, _ in units], np.float32).reshape(-1, 2),
+                unit_phones=np.array([p for _, _, p in units], "<U3"))
 
 
 def shard_path(out: Path, index: int) -> Path:
@@ -165,7 +168,7 @@ def shard_path(out: Path, index: int) -> Path:
 def save_shard(out: Path, index: int, shard: dict) -> None:
     path = shard_path(out, index)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, audio=shard["audio"], visemes=shard["visemes"], params=shard["params"])
+    np.savez(tmp, **{k: v for k, v in shard.items() if k != "meta"})
     os.replace(tmp, path)  # a crash never leaves a half-written shard behind
     path.with_suffix(".json").write_text(json.dumps(shard["meta"], indent=0))
 

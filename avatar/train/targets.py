@@ -13,9 +13,14 @@ from .phonemes import SILENCE, to_viseme
 
 FRAME_MS = 10.0  # 100 frames/s
 RAMP_MS = 30.0  # each side of a phone boundary: a 60 ms transition, about a real lip/jaw movement
-# Lips and jaw of tongue-only consonants are free, so they lean towards the nearest vowel (coarticulation).
+# Lips of tongue-only consonants are free, so they lean towards the nearest vowel (coarticulation); the jaw much
+# less: alveolar and velar contacts need it raised (a /s/ or /t/ holds the jaw high whatever the vowel).
 WEAK_VISEMES = frozenset({"TH", "DD", "kk", "nn", "SS"})
-WEAK_BLEND = 0.5  # share of the neighbouring vowel's pose a weak consonant takes
+WEAK_LIP_BLEND = 0.5  # share of the neighbouring vowel's lip spread / rounding a weak consonant takes
+WEAK_JAW_BLEND = 0.25  # ...and of its jaw opening
+# Phones whose mouth differs from their viseme class's pose. AH (/ʌ/ and, unstressed, schwa: the commonest vowel of
+# running speech) shares the "aa" class but is a mid vowel: its jaw opens like /ɛ/'s, not like /ɑ/'s.
+PHONE_POSE = {"AH": (0.55, 0.20, 0.00, 0.00)}
 VOWEL_VISEMES = frozenset({"aa", "E", "ih", "oh", "ou"})
 VOWEL_REACH_MS = 200.0  # how far a weak consonant looks for that vowel
 # Held for their whole extent (transitions happen inside the neighbours): lips must be seen fully shut.
@@ -42,15 +47,21 @@ def viseme_targets(units, n_frames: int) -> np.ndarray:
     return np.array([VISEME_INDEX[to_viseme(p)] for p in frame_phones(units, n_frames)], dtype=np.uint8)
 
 
-def _unit_poses(visemes: list[str], centers: np.ndarray) -> np.ndarray:
-    poses = np.array([VISEME_POSE[v] for v in visemes], dtype=np.float64)
+def phone_pose(phone: str) -> tuple:
+    """The mouth parameters one ARPAbet phone aims for (its viseme's pose unless PHONE_POSE says otherwise)."""
+    return PHONE_POSE.get(phone.rstrip("012").upper()) or VISEME_POSE[to_viseme(phone)]
+
+
+def _unit_poses(phones: list[str], visemes: list[str], centers: np.ndarray) -> np.ndarray:
+    poses = np.array([phone_pose(p) for p in phones], dtype=np.float64)
     vowels = [i for i, v in enumerate(visemes) if v in VOWEL_VISEMES]
+    blend = np.array([WEAK_JAW_BLEND, WEAK_LIP_BLEND, WEAK_LIP_BLEND])  # jaw_open, lip_spread, lip_round
     for i, v in enumerate(visemes):
         if v not in WEAK_VISEMES or not vowels:
             continue
         nearest = min(vowels, key=lambda j: (abs(centers[j] - centers[i]), j < i))  # ties: anticipate the next
         if abs(centers[nearest] - centers[i]) <= VOWEL_REACH_MS:
-            poses[i, :3] = (1 - WEAK_BLEND) * poses[i, :3] + WEAK_BLEND * poses[nearest, :3]
+            poses[i, :3] = (1 - blend) * poses[i, :3] + blend * poses[nearest, :3]
     return poses
 
 
@@ -74,7 +85,7 @@ def mouth_targets(units, n_frames: int) -> np.ndarray:
     units = filled + [(last_end, 1e9, SILENCE)]
     visemes = [to_viseme(p) for _, _, p in units]
     centers = np.array([(s + e) / 2 for s, e, _ in units])
-    poses = _unit_poses(visemes, centers)
+    poses = _unit_poses([p for _, _, p in units], visemes, centers)
     key_t, key_v = [], []
     for (start, end, _), viseme, pose in zip(units, visemes, poses):
         ramp = 0.0 if viseme in HELD_VISEMES else min(RAMP_MS, 0.4 * (end - start))
