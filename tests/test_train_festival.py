@@ -40,8 +40,8 @@ def test_other_languages_phones_become_arpabet():
     assert phones == ["SIL", "M", "AA", "N", "AO", "R", "EH", "CH", "SIL"]
 
 
-@pytest.mark.skipif(not fest.available_foreign_voices(), reason="no other-language festival voice installed "
-                                                                  "(apt-get install festvox-ca-ona-hts festvox-suopuhe-lj)")
+@pytest.mark.skipif(not fest.available_foreign_voices(),
+                    reason="no other-language festival voice (apt-get install festvox-ca-ona-hts festvox-suopuhe-lj)")
 def test_other_languages_voices_only_when_named():
     from avatar.train.datagen import GenConfig, generate_shard
     from avatar.train.text import BUILTIN_SENTENCES

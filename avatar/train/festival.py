@@ -35,7 +35,6 @@ VOICES = {
 # Female recorded voices of other languages, used only when asked for by name (`--festival-voices`): English text
 # read with their own letter-to-sound rules, so the phones are theirs, but timed exactly and sounding through a
 # real woman's vocal tract, which the English voices have only once (slt).
-#   apt-get install festvox-ca-ona-hts festvox-suopuhe-lj
 FOREIGN_VOICES = {
     "upc_ca_ona_hts": "voice_upc_ca_ona_hts",  # Catalan female (HTS)
     "suo_fi_lj_diphone": "voice_suo_fi_lj_diphone",  # Finnish female (diphone, 22.05 kHz)
@@ -153,7 +152,8 @@ class Festival:
         else:
             intonation = (f"(set! int_lr_params '((target_f0_mean {f0_mean:.1f}) (target_f0_std {f0_std:.1f}) "
                           "(model_f0_mean 170) (model_f0_std 34)))\n")
-        proc.stdin.write(f"({VOICES.get(voice) or FOREIGN_VOICES[voice]})\n{intonation}(Parameter.set 'Duration_Stretch {stretch:.4f})\n"
+        select = VOICES.get(voice) or FOREIGN_VOICES[voice]
+        proc.stdin.write(f"({select})\n{intonation}(Parameter.set 'Duration_Stretch {stretch:.4f})\n"
                          f"(set! avatar_utt (utt.synth (Utterance Text {scheme_string(text)})))\n"
                          f"(utt.save.wave avatar_utt \"{wav}\" 'riff)\n(utt.save.segs avatar_utt \"{segs}\")\n"
                          f"(set! avatar_fd (fopen \"{done}\" \"w\"))\n(format avatar_fd \"done\")\n(fclose avatar_fd)\n")
