@@ -117,11 +117,14 @@ def segments_to_units(segments, to_arpa=festival_to_arpa) -> list[tuple[float, f
     return units
 
 
+def plain_ascii(text: str) -> str:
+    """Text as the synthesizers' C front ends take it: accents dropped (Zoë -> Zoe), whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").split())
+
+
 def scheme_string(text: str) -> str:
     """Text as a Scheme string literal festival accepts: ASCII only, quotes and backslashes escaped."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    ascii_text = " ".join(ascii_text.replace("\\", " ").split())
-    return '"' + ascii_text.replace('"', "'") + '"'
+    return '"' + plain_ascii(text.replace("\\", " ")).replace('"', "'") + '"'
 
 
 class Festival:

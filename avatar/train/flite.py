@@ -13,12 +13,11 @@ Flite is a training-time tool only (the app never imports this module).
 from __future__ import annotations
 
 import ctypes
-import unicodedata
 
 import numpy as np
 
 from .espeak import Utterance
-from .festival import segments_to_units  # festival's phone set and unit rules
+from .festival import plain_ascii, segments_to_units  # festival's phone set and unit rules
 
 VOICES = ("awb", "rms", "slt")  # libflite_cmu_us_<name>.so.1
 DURATION_STRETCH_RANGE = (0.8, 1.35)  # >1 speaks slower
@@ -66,10 +65,6 @@ def available_voices() -> list[str]:
     return out
 
 
-def ascii_text(text: str) -> bytes:
-    return " ".join(unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").split()).encode()
-
-
 class Flite:
     """Flite in this process; `synth` returns 16 kHz audio with [(start_ms, end_ms, ARPAbet)] units."""
 
@@ -93,7 +88,7 @@ class Flite:
         lib, v = self._lib, self._voice(voice)
         lib.feat_set_float(v.contents.features, b"duration_stretch", stretch)
         self._libc.srand(seed)
-        utt = lib.flite_synth_text(ascii_text(text), ctypes.cast(v, ctypes.c_void_p))
+        utt = lib.flite_synth_text(plain_ascii(text).encode(), ctypes.cast(v, ctypes.c_void_p))
         if not utt:
             return Utterance(np.zeros(0, np.int16), 16000, [])
         try:

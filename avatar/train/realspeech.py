@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from avatar.audio import load_audio
+from avatar.audio import HOP_LENGTH, load_audio
 
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds/en")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -157,12 +157,12 @@ def _clean_voices() -> list[tuple[str, Callable[[str], object]]]:
     except Exception:  # noqa: BLE001
         pass
     from . import festival, flite
-    if festival.available_voices():
+    if names := festival.available_voices():
         fest = festival.Festival()
-        voices += [(f"festival {v}", lambda text, v=v: fest.synth(text, v)) for v in festival.available_voices()]
-    if flite.available_voices():
+        voices += [(f"festival {v}", lambda text, v=v: fest.synth(text, v)) for v in names]
+    if names := flite.available_voices():
         fl = flite.Flite()
-        voices += [(f"flite {v}", lambda text, v=v: fl.synth(text, v)) for v in flite.available_voices()]
+        voices += [(f"flite {v}", lambda text, v=v: fl.synth(text, v)) for v in names]
     return voices
 
 
@@ -198,7 +198,7 @@ def aligner_agreement(per_voice: int = 12, text_root: Path | None = None, progre
                 aligned = aligner.align(audio, words)
             except RuntimeError:
                 continue
-            n = len(audio) // (SAMPLE_RATE // 100)
+            n = len(audio) // HOP_LENGTH
             for key in (label, "all"):
                 rows = pooled.setdefault(key, [[], [], []])
                 rows[0].append(mouth_targets(utt.units, n)[:, 0])
