@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def _engine_info(args) -> int:
@@ -30,20 +31,23 @@ def _engine_info(args) -> int:
 def _engine_build(args) -> int:
     import time
 
-    from avatar.engine import EngineError, create_engine
+    from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
 
-    t0 = time.perf_counter()
-    try:
-        engine = create_engine(args.backend, args.model)
-    except (EngineError, ValueError) as e:
-        print(f"avatar engine build: {e}", file=sys.stderr)
-        return 1
-    built = getattr(engine, "built_now", None)
-    what = {True: "built and cached", False: "loaded from the cache", None: "ready (nothing to build)"}[built]
-    print(f"{engine.label}: {what} in {time.perf_counter() - t0:.2f} s")
-    cache = getattr(engine, "cache", None)
-    if cache is not None:
-        print(f"engine cache: {cache.folder}")
+    # both shipped models unless one is named: the app's live view runs one, files the other
+    models = [args.model] if args.model else [default_model_path(), live_model_path()]
+    for model in models:
+        t0 = time.perf_counter()
+        try:
+            engine = create_engine(args.backend, model)
+        except (EngineError, ValueError) as e:
+            print(f"avatar engine build: {e}", file=sys.stderr)
+            return 1
+        built = getattr(engine, "built_now", None)
+        what = {True: "built and cached", False: "loaded from the cache", None: "ready (nothing to build)"}[built]
+        print(f"{Path(model).name}, {engine.label}: {what} in {time.perf_counter() - t0:.2f} s")
+        cache = getattr(engine, "cache", None)
+        if cache is not None:
+            print(f"engine cache: {cache.folder}")
     return 0
 
 
@@ -68,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_engine_info)
     build = engine_sub.add_parser("build", help="build and cache the engine for a backend (TensorRT by default)")
     build.add_argument("--backend", default="tensorrt", help=f"one of: {', '.join(BACKENDS)}")
-    build.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    build.add_argument("--model", help="a .safetensors or .onnx model (default: both shipped ones)")
     build.set_defaults(func=_engine_build)
 
     bench = sub.add_parser("bench", help="benchmarks: medians and p99")

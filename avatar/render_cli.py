@@ -147,6 +147,10 @@ def loudness_probe_model():
     return net.eval()
 
 
+BURST_ATTACK = 0.005  # s: the latency bursts' raised-cosine onset; an abrupt step is a click, which reads as a
+# plosive release (measured: a 0 ms look-ahead network opens a frame later on it than on a 5-20 ms attack)
+ONSET_LEVEL = 1e-3  # a burst starts at its first sample above this (-60 dBFS; the virtual mic's silence is 0)...
+ONSET_WALKBACK = 480  # ...searched up to 30 ms before its loudness is detected
 VOWEL_F0 = 120.0  # Hz: a low voice
 VOWEL_FORMANTS = ((730.0, 90.0), (1090.0, 110.0), (2440.0, 170.0))  # "aa": (centre, bandwidth) Hz
 
@@ -161,24 +165,28 @@ def _vowel(t: np.ndarray) -> np.ndarray:
     return out / np.abs(out).max()
 
 
-def tone_bursts(onsets, seconds, sr=16000, length=0.25, freq=1000.0, amplitude=0.5, vowel=False) -> np.ndarray:
+def tone_bursts(onsets, seconds, sr=16000, length=0.25, freq=1000.0, amplitude=0.5, vowel=False,
+                attack=0.0) -> np.ndarray:
     """Silence with bursts starting at `onsets` (s): the latency and A/V-sync test signal. Each burst is a pure
     tone, or with `vowel` a synthetic "aa", which the trained lip-sync model opens the mouth for (a pure tone is
-    not speech, and it rightly stays closed)."""
+    not speech, and it rightly stays closed). `attack` > 0 gates each burst on with a raised-cosine ramp of that
+    many seconds (no click at the onset: no voice starts with one)."""
     t = np.arange(int(seconds * sr)) / sr
     out = np.zeros_like(t)
     for onset in onsets:
         k = (t >= onset) & (t < onset + length)
-        out[k] = amplitude * (_vowel(t[k] - onset) if vowel else np.sin(2 * np.pi * freq * (t[k] - onset)))
+        tb = t[k] - onset
+        gate = 0.5 - 0.5 * np.cos(np.pi * np.clip(tb / attack, 0.0, 1.0)) if attack > 0 else 1.0
+        out[k] = amplitude * gate * (_vowel(tb) if vowel else np.sin(2 * np.pi * freq * tb))
     return out.astype(np.float32)
 
 
-def _bench_engine(args):
-    from avatar.engine import create_engine
+def _bench_engine(args, live: bool = False):
+    from avatar.engine import create_engine, live_model_path
 
     if args.model == "probe":
         return create_engine("torch" if args.backend == "auto" else args.backend, loudness_probe_model())
-    return create_engine(args.backend, args.model)
+    return create_engine(args.backend, args.model or (live_model_path() if live else None))
 
 
 def _bench_renderer(args):
@@ -213,7 +221,7 @@ def bench_latency(args) -> int:
 
     torch.set_num_threads(1)
     rescan_devices()
-    engine, renderer = _bench_engine(args), _bench_renderer(args)
+    engine, renderer = _bench_engine(args, live=True), _bench_renderer(args)
     closed = renderer.render(neutral_params(), 0.0)[::4, ::4].astype(np.int16)
     wide = renderer.render({**neutral_params(), "jaw_open": 1.0}, 0.0)[::4, ::4].astype(np.int16)
     threshold = 0.5 * np.abs(wide - closed).mean()
@@ -234,7 +242,7 @@ def bench_latency(args) -> int:
     # so each onset is shifted by a golden-ratio fraction of a frame: the bursts sample every phase of the render
     # clock evenly, and the spread (p95) includes the wait for the next frame
     onsets = [0.5 + period * i + ((i * 0.6180339887) % 1.0) / args.fps for i in range(args.bursts)]
-    audio = tone_bursts(onsets, onsets[-1] + 0.6, length=0.3, vowel=True)
+    audio = tone_bursts(onsets, onsets[-1] + 0.6, length=0.3, vowel=True, attack=args.attack_ms / 1000)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "bursts.wav"
         with wave.open(str(wav), "wb") as w:
@@ -268,7 +276,13 @@ def bench_latency(args) -> int:
     k = 80  # 5 ms rms
     rms = np.sqrt(np.convolve(sig.astype(np.float64) ** 2, np.ones(k) / k, "same"))
     above = np.flatnonzero(rms > 0.05)  # bursts peak at 0.5; the vowel's RMS is ~0.15, silence ~0
-    starts = np.maximum(above[np.r_[True, np.diff(above) > 1600]] - k // 2, 0) if len(above) else above
+    detected = above[np.r_[True, np.diff(above) > 1600]] if len(above) else above
+    # the onset is the burst's first audible sample (not where its loudness is detected): walk back from the
+    # detection over the attack to where the signal leaves the digital silence of the virtual microphone
+    starts = []
+    for i in detected:
+        lead = np.abs(sig[max(i - ONSET_WALKBACK, 0):i + 1]) > ONSET_LEVEL
+        starts.append(max(i - ONSET_WALKBACK, 0) + int(np.argmax(lead)))
     latencies, in_app = [], []
     for i in starts:
         t_onset = index[i] / 16000
@@ -289,7 +303,7 @@ def bench_latency(args) -> int:
         print("of which in the app (read → frame):", " ".join(f"{v:.1f}" for v in in_app))
     smoothing = "raw parameters" if args.no_smoothing else "smoothed"
     print(f"mic→pixel latency at {args.fps} fps, {engine.label}, {args.size}², {smoothing} "
-          f"({len(latencies)} tone onsets): {_summary(latencies)}\n"
+          f"({len(latencies)} tone onsets, {args.attack_ms:g} ms attack): {_summary(latencies)}\n"
           f"  of which in the app (audio read from the ring → frame ready): {_summary(in_app)}")
     return 0
 
@@ -328,7 +342,8 @@ def add_bench_cli(bench_subparsers) -> None:
         p = bench_subparsers.add_parser(name, help=help_text)
         p.add_argument("--face", help="photo (default: the shipped face)")
         p.add_argument("--model", default=None,
-                       help="model file, or 'probe' for the hand-set loudness network (default: the shipped model)")
+                       help="model file, or 'probe' for the hand-set loudness network (default: the shipped "
+                       + ("live model)" if name == "latency" else "model)"))
         p.add_argument("--backend", default="auto")
         p.add_argument("--size", type=_int_in(*SIZE_RANGE), default=512)
         if name == "latency":
@@ -338,6 +353,8 @@ def add_bench_cli(bench_subparsers) -> None:
             p.add_argument("--sink", default="vmic_out", help="PulseAudio sink that feeds the microphone")
             p.add_argument("--no-smoothing", action="store_true", help="show the network's raw output (no spring)")
             p.add_argument("--verbose-onsets", action="store_true", help="print every onset's latency")
+            p.add_argument("--attack-ms", type=float, default=1000 * BURST_ATTACK,
+                           help="raised-cosine onset of each test burst (default %(default)g; 0: an abrupt step)")
         else:
             p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=30)
             p.add_argument("--seconds", type=float, default=10.0)

@@ -43,7 +43,7 @@ def run(backend: str = "auto", out_dir: str | None = None) -> int:
 
     print("talking-avatar self-test")
     try:
-        from avatar.engine import create_engine
+        from avatar.engine import create_engine, live_model_path
         from avatar.face import LivelinessConfig, build_rig, create_renderer
         from avatar.paths import assets_dir
 
@@ -51,7 +51,7 @@ def run(backend: str = "auto", out_dir: str | None = None) -> int:
         rig = build_rig(photo, canvas=TEST_SIZE)
         step("photo + landmarks + rig", photo.name)
         renderer = create_renderer(rig, device="cpu", liveliness=LivelinessConfig(enabled=True, seed=0))
-        engine = create_engine(backend)
+        engine = create_engine(backend, live_model_path())
         step("engine", engine.label)
 
         from avatar.audio import log_mel

@@ -126,4 +126,18 @@ def test_bench_latency_runs_through_the_virtual_mic(virtual_mic, monkeypatch, tm
     code = _bench(["latency", "--model", "probe", "--backend", "onnxruntime", "--size", "128", "--bursts", "3"],
                   monkeypatch, tmp_path)
     out = capsys.readouterr().out
-    assert code == 0 and "mic→pixel latency at 60 fps" in out and "(3 tone onsets)" in out
+    assert code == 0 and "mic→pixel latency at 60 fps" in out and "(3 tone onsets, 5 ms attack)" in out
+
+
+def test_latency_bursts_are_gated_on_without_a_click():
+    from avatar.render_cli import BURST_ATTACK, tone_bursts
+
+    sr, onset = 16000, 0.1
+    i = int(onset * sr)
+    abrupt = tone_bursts([onset], 0.5, length=0.2, vowel=True)
+    gated = tone_bursts([onset], 0.5, length=0.2, vowel=True, attack=BURST_ATTACK)
+    assert np.all(gated[:i] == 0) and np.any(gated[i:i + 16] != 0)  # starts exactly at the onset...
+    first_ms = slice(i, i + sr // 1000)
+    assert np.abs(gated[first_ms]).max() < 0.25 * np.abs(abrupt[first_ms]).max()  # ...rising, not stepping
+    full = slice(i + int(BURST_ATTACK * sr), i + int(0.05 * sr))
+    np.testing.assert_allclose(gated[full], abrupt[full], atol=1e-6)  # then the same vowel

@@ -35,3 +35,12 @@ def test_engine_info_lists_every_backend(capsys):
     out = capsys.readouterr().out
     for backend in BACKENDS[1:]:
         assert backend in out
+
+
+def test_engine_build_readies_both_shipped_models(capsys):
+    from avatar import cli
+    from avatar.engine import DEFAULT_MODEL, LIVE_MODEL
+
+    assert cli.main(["engine", "build", "--backend", "onnxruntime"]) == 0
+    out = capsys.readouterr().out
+    assert DEFAULT_MODEL in out and LIVE_MODEL in out and out.count("ready") == 2

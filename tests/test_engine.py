@@ -194,14 +194,25 @@ def test_cache_key_separates_models_and_gpus(tmp_path):
     assert cache.load(PARTS) is None and not engine_path.exists()
 
 
-def test_shipped_model_pair_agrees():
-    from avatar.engine import default_model_path
+@pytest.mark.parametrize("which", ["default", "live"])
+def test_shipped_model_pair_agrees(which):
+    from avatar.engine import default_model_path, live_model_path
 
-    weights = default_model_path()
-    assert weights.is_file() and weights.with_suffix(".onnx").is_file(), "the default model must ship as a pair"
+    weights = {"default": default_model_path, "live": live_model_path}[which]()
+    assert weights.is_file() and weights.with_suffix(".onnx").is_file(), f"the {which} model must ship as a pair"
     x = _features(200, seed=7)
     torch_out = create_engine("torch", weights).step(x)
     ort_out = create_engine("onnxruntime", weights.with_suffix(".onnx")).step(x)
     assert np.abs(torch_out.params - ort_out.params).max() <= 1e-5
     assert np.abs(torch_out.visemes - ort_out.visemes).max() <= 1e-5
 
+
+
+def test_live_view_runs_the_zero_look_ahead_model_and_exports_the_default_one():
+    """The app's live view must answer each frame at once; files may wait for what follows (more accurate)."""
+    from avatar.gui.app import real_engine_factory, real_offline_engine_factory
+
+    live, offline = real_engine_factory("onnxruntime"), real_offline_engine_factory("onnxruntime")
+    assert live.lookahead == 0 and offline.lookahead == 2
+    x = _features(50, seed=3)
+    assert np.abs(live.step(x).params - offline.step(x).params).max() > 1e-3  # two different networks

@@ -134,13 +134,15 @@ def test_cli_writes_and_reports(engine, tmp_path, capsys, monkeypatch):
     assert lipsync.FORMATS == (".json", ".csv", ".tsv")
 
 
-def test_shipped_model_on_real_speech_closes_in_silence_and_opens_on_vowels(tmp_path):
+@pytest.mark.parametrize("which", ["default", "live"])
+def test_shipped_model_on_real_speech_closes_in_silence_and_opens_on_vowels(tmp_path, which):
     """A real human prompt (Debian's asterisk sounds) between half-seconds of room silence."""
     from avatar.audio import load_audio
-    from avatar.engine import create_engine, default_model_path
+    from avatar.engine import create_engine, default_model_path, live_model_path
     from avatar.train.realspeech import ASTERISK_SOUNDS, Aligner, normalize_transcript
-    if not default_model_path().is_file():
-        pytest.skip(f"no shipped model at {default_model_path()}")
+    model = {"default": default_model_path, "live": live_model_path}[which]()
+    if not model.is_file():
+        pytest.skip(f"no shipped model at {model}")
     prompt = ASTERISK_SOUNDS / "agent-pass.g722"
     if not prompt.is_file():
         pytest.skip("asterisk prompts not installed (apt-get install asterisk-core-sounds-en-g722)")
@@ -150,7 +152,7 @@ def test_shipped_model_on_real_speech_closes_in_silence_and_opens_on_vowels(tmp_
     pad = np.random.default_rng(0).normal(0, 3e-4, 8000).astype(np.float32)  # 0.5 s of quiet room
     path = _write_wav(tmp_path / "real.wav", np.concatenate([pad, speech, pad]))
     out = tmp_path / "real.json"
-    write_track(track_audio_file(path, create_engine("onnxruntime")), out)
+    write_track(track_audio_file(path, create_engine("onnxruntime", model)), out)
     jaw = np.array(json.loads(out.read_text())["params"]["jaw_open"])
     assert len(jaw) == (len(speech) + 16000) // 160
     silence = np.concatenate([jaw[5:45], jaw[-45:-5]])

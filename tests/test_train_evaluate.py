@@ -36,6 +36,20 @@ def test_a_late_mouth_is_caught():
     assert m["best_lag_ms"] == 60 and m["openness_r"] < 0.9
 
 
+def test_opening_delay_counts_lateness_and_look_ahead():
+    y = _labels()
+    perfect = mouth_metrics([_perfect(y)], [y])
+    assert perfect["onsets_timed"] == 1 and perfect["opening_delay_ms"] == 0  # one pause -> speech onset
+    late = _perfect(y)
+    late.jaw = np.concatenate([np.zeros(3), late.jaw[:-3]])  # opens 30 ms late...
+    late.delay = 2  # ...and is shown 20 ms after it is heard (look-ahead)
+    assert mouth_metrics([late], [y])["opening_delay_ms"] == 50
+    shut = _perfect(y)
+    shut.jaw[:] = 0
+    m = mouth_metrics([shut], [y])
+    assert m["onsets_timed"] == 0 and m["onsets_never_opened"] == 1
+
+
 def test_a_mouth_that_never_closes_on_p_b_m_is_caught():
     y = _labels()
     t = _perfect(y)

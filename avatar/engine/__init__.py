@@ -16,20 +16,30 @@ from avatar.engine.base import MAX_CHUNK, EngineError, EngineOutput, StatefulEng
 from avatar.paths import assets_dir, cache_dir
 
 __all__ = ["BACKENDS", "MAX_CHUNK", "EngineError", "EngineOutput", "StatefulEngine", "BackendStatus",
-           "create_engine", "probe", "probe_backends", "default_model_path", "resolve_onnx"]
+           "create_engine", "probe", "probe_backends", "default_model_path", "live_model_path", "resolve_onnx"]
 
 # in the order `auto` tries them
 AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime", "torch")
 BACKENDS = ("auto", *AUTO_ORDER, "torch-cuda", "torch-cudagraph")
 ALIASES = {"trt": "tensorrt", "tensorrt-rtx": "tensorrt", "ort": "onnxruntime", "onnx": "onnxruntime",
            "onnxruntime-cpu": "onnxruntime", "ort-cuda": "onnxruntime-cuda", "pytorch": "torch", "cpu": "onnxruntime"}
+# Two shipped networks, the same size and the same interface: the default one waits 20 ms for what follows a
+# frame (more accurate; for files, where nothing waits), the live one answers each frame at once (no look-ahead:
+# the mouth opens ~20 ms sooner after a voice starts, for slightly lower accuracy). See assets/MODEL_CARD.md.
 DEFAULT_MODEL = "lipsync_gru.safetensors"
+LIVE_MODEL = "lipsync_gru_live.safetensors"
 
 ModelSource = Union[str, Path, "LipSyncNet", None]  # noqa: F821 (torch is optional)
 
 
 def default_model_path() -> Path:
+    """The model for audio files: `avatar render`, `avatar lipsync`, File → Export video."""
     return assets_dir() / DEFAULT_MODEL
+
+
+def live_model_path() -> Path:
+    """The model for the microphone (and anything shown as it is heard): the app's live view and recording."""
+    return assets_dir() / LIVE_MODEL
 
 
 def normalize_backend(name: str) -> str:

@@ -9,6 +9,14 @@ log = logging.getLogger(__name__)
 
 
 def real_engine_factory(backend: str):
+    """The live view's engine: the zero-look-ahead model."""
+    from avatar.engine import create_engine, live_model_path
+
+    return create_engine(backend, live_model_path())
+
+
+def real_offline_engine_factory(backend: str):
+    """File → Export video's engine: the default (20 ms look-ahead) model; a file need not answer at once."""
     from avatar.engine import create_engine
 
     return create_engine(backend)
@@ -21,13 +29,15 @@ def real_renderer_factory(photo: str, prefs, landmarks=None):
                          landmarks=landmarks)
 
 
-def main_window(prefs=None, engine_factory=None, renderer_factory=None):
-    """The main window with the real engine and renderer; needs a QApplication. Opens the last (or default) photo."""
+def main_window(prefs=None, engine_factory=None, renderer_factory=None, offline_engine_factory=None):
+    """The main window with the real engines and renderer; needs a QApplication. Opens the last (or default) photo.
+    A given `engine_factory` also serves exports unless `offline_engine_factory` is given too."""
     from avatar.gui.settings import load_preferences
     from avatar.gui.window import MainWindow
 
     prefs = prefs or load_preferences()
-    engine_factory = engine_factory or real_engine_factory
+    if engine_factory is None:
+        engine_factory, offline_engine_factory = real_engine_factory, offline_engine_factory or real_offline_engine_factory
     startup_error = None
 
     def tolerant_engine_factory(backend):
@@ -40,6 +50,7 @@ def main_window(prefs=None, engine_factory=None, renderer_factory=None):
 
     window = MainWindow(prefs, tolerant_engine_factory, renderer_factory or real_renderer_factory)
     window.engine_factory = engine_factory
+    window.offline_engine_factory = offline_engine_factory or engine_factory
     if startup_error:
         window.show_error(startup_error)
     photo = prefs.photo or default_photo()

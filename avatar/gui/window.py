@@ -60,13 +60,15 @@ class _Events(QObject):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, prefs: Preferences, engine_factory, renderer_factory):
-        """engine_factory(backend) -> StatefulEngine; renderer_factory(photo_path, prefs) -> renderer."""
+    def __init__(self, prefs: Preferences, engine_factory, renderer_factory, offline_engine_factory=None):
+        """engine_factory(backend) -> StatefulEngine for the live view; offline_engine_factory(backend) for
+        exports (default: engine_factory); renderer_factory(photo_path, prefs) -> renderer."""
         super().__init__()
         from avatar.pipeline import LivePipeline
 
         self.prefs = prefs
         self.engine_factory = engine_factory
+        self.offline_engine_factory = offline_engine_factory or engine_factory
         self.renderer_factory = renderer_factory
         self.setWindowTitle("Talking Avatar")
         self.setAcceptDrops(True)
@@ -534,7 +536,7 @@ class MainWindow(QMainWindow):
 
         def job(worker):
             audio = load_audio(audio_path)
-            engine = self.engine_factory(prefs.backend)
+            engine = self.offline_engine_factory(prefs.backend)
             renderer = self.renderer_factory(photo, prefs) if photo else _Blank(prefs.size)
             return render_offline(audio, engine, renderer, out_path, fps=prefs.record_fps,
                                   progress=worker.progress.emit, cancelled=lambda: worker.cancel_requested)

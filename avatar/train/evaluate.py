@@ -24,6 +24,11 @@ CLOSED_PRESS = 0.5  # ...or with the lips pressed together at least this much (t
 BILABIAL_TOLERANCE = 2  # frames either side of an aligned p/b/m where its closure may show (aligner error)
 SILENCE_MARGIN = 3  # silence frames this close to speech are left out of "silence shown closed"
 MAX_LAG = 15  # frames searched either way for the best-aligning lag
+# opening delay: how long after a labelled speech onset the live mouth opens, look-ahead included
+ONSET_SILENCE = 10  # frames of labelled silence before an onset (100 ms: a pause, not a stop closure)
+OPEN_JAW = 0.3  # "open": half of the renderer's pixel range from closed to jaw_open 1 (`avatar bench latency`)
+ONSET_REACH = 15  # frames after the onset in which the labels must open (else the onset is not timed)...
+ONSET_SEARCH = 20  # ...and in which the track must follow (else it counts as never opening)
 # 6 mouth-shape classes: rest, lips shut, lip-teeth, tongue/teeth consonants, open/spread vowels, rounded
 SIX_CLASSES = {"sil": 0, "PP": 1, "FF": 2, "TH": 3, "DD": 3, "kk": 3, "CH": 3, "SS": 3, "nn": 3,
                "aa": 4, "E": 4, "ih": 4, "RR": 5, "oh": 5, "ou": 5}
@@ -40,6 +45,7 @@ class Track:
     visemes: np.ndarray  # (T,) int viseme index
     jaw: np.ndarray  # (T,) jaw_open
     press: np.ndarray | None = None  # (T,) lip_press, None for predictors without one
+    delay: int = 0  # frames between hearing a frame and showing it live (a model's look-ahead)
 
     @property
     def closed(self) -> np.ndarray:
@@ -118,6 +124,28 @@ def _best_lag(preds: list[np.ndarray], labels: list[np.ndarray]) -> int:
     return best
 
 
+def opening_delays(tracks: list[Track], labels: list[Labels]) -> tuple[np.ndarray, int]:
+    """(ms per timed onset, onsets never opened): after each labelled pause, the frames from the labels' jaw first
+    reaching OPEN_JAW to the track's, plus the track's live delay. The part of live mic->pixel latency the
+    predictor adds on real onsets (the pipeline adds the rest: `avatar bench latency`)."""
+    delays, missed = [], 0
+    for t, y in zip(tracks, labels):
+        silent = y.visemes == VISEME_INDEX["sil"]
+        for i in range(ONSET_SILENCE, len(silent)):
+            if silent[i] or not silent[i - ONSET_SILENCE:i].all():
+                continue
+            opens = np.flatnonzero(y.params[i:i + ONSET_REACH, JAW] >= OPEN_JAW)
+            if len(opens) == 0 or i + opens[0] + ONSET_SEARCH > len(t.jaw):
+                continue
+            first = i + opens[0]
+            shown = np.flatnonzero(t.jaw[i - ONSET_SILENCE // 2:first + ONSET_SEARCH] >= OPEN_JAW)
+            if len(shown) == 0:
+                missed += 1
+            else:
+                delays.append(10 * (i - ONSET_SILENCE // 2 + shown[0] - first + t.delay))
+    return np.array(delays, float), missed
+
+
 def mouth_metrics(tracks: list[Track], labels: list[Labels]) -> dict:
     """The report's metrics over a set of clips (each predicted track beside its labels)."""
     vis = np.concatenate([t.visemes for t in tracks])
@@ -137,6 +165,7 @@ def mouth_metrics(tracks: list[Track], labels: list[Labels]) -> dict:
     quiet = np.concatenate(quiet)
     jitter = np.concatenate([np.abs(np.diff(t.jaw, 2)) for t in tracks if len(t.jaw) > 2])
     lab_jitter = np.concatenate([np.abs(np.diff(y.params[:, JAW], 2)) for y in labels if len(y.params) > 2])
+    delays, never_opened = opening_delays(tracks, labels)
     return dict(
         frames=int(len(vis)),
         viseme_acc=float(np.mean(vis == lab_vis)),
@@ -149,12 +178,16 @@ def mouth_metrics(tracks: list[Track], labels: list[Labels]) -> dict:
         best_lag_ms=10 * _best_lag([t.jaw for t in tracks], [y.params[:, JAW] for y in labels]),
         jitter=float(np.mean(jitter)) if len(jitter) else float("nan"),
         label_jitter=float(np.mean(lab_jitter)) if len(lab_jitter) else float("nan"),
+        opening_delay_ms=float(np.median(delays)) if len(delays) else float("nan"),
+        opening_delay_p90_ms=float(np.percentile(delays, 90)) if len(delays) else float("nan"),
+        onsets_timed=int(len(delays)),
+        onsets_never_opened=int(never_opened),
     )
 
 
 def model_track(model, audio: np.ndarray) -> Track:
     v, p = predict(model, audio)
-    return Track(v.argmax(-1), p[:, JAW], p[:, PRESS])
+    return Track(v.argmax(-1), p[:, JAW], p[:, PRESS], delay=model.dims.lookahead)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -225,7 +258,8 @@ def evaluate_models(models: dict, evalset: EvalSet, baseline: bool = True) -> di
 METRIC_COLUMNS = (("viseme_acc", "15-viseme acc", "{:.1%}"), ("six_class_acc", "6-class acc", "{:.1%}"),
                   ("openness_r", "openness r", "{:.3f}"), ("openness_mae", "openness MAE", "{:.3f}"),
                   ("bilabial_closure_recall", "p/b/m closed", "{:.1%}"), ("silence_closed", "silence closed", "{:.1%}"),
-                  ("best_lag_ms", "best lag ms", "{:+d}"), ("jitter", "jitter", "{:.4f}"))
+                  ("best_lag_ms", "best lag ms", "{:+d}"), ("jitter", "jitter", "{:.4f}"),
+                  ("opening_delay_ms", "opening delay ms", "{:.0f}"), ("opening_delay_p90_ms", "p90", "{:.0f}"))
 
 
 def markdown_table(results: dict) -> str:
