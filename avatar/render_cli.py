@@ -277,12 +277,13 @@ def bench_latency(args) -> int:
     rms = np.sqrt(np.convolve(sig.astype(np.float64) ** 2, np.ones(k) / k, "same"))
     above = np.flatnonzero(rms > 0.05)  # bursts peak at 0.5; the vowel's RMS is ~0.15, silence ~0
     detected = above[np.r_[True, np.diff(above) > 1600]] if len(above) else above
-    # the onset is the burst's first audible sample (not where its loudness is detected): walk back from the
-    # detection over the attack to where the signal leaves the digital silence of the virtual microphone
+    # the onset is the burst's first audible sample (not where its loudness is detected): from before the
+    # detection (over the attack) to the end of the RMS window that detected it (a step is seen half a window early),
+    # where the signal leaves the digital silence of the virtual microphone
     starts = []
     for i in detected:
-        lead = np.abs(sig[max(i - ONSET_WALKBACK, 0):i + 1]) > ONSET_LEVEL
-        starts.append(max(i - ONSET_WALKBACK, 0) + int(np.argmax(lead)))
+        first = max(i - ONSET_WALKBACK, 0)
+        starts.append(first + int(np.argmax(np.abs(sig[first:i + k]) > ONSET_LEVEL)))
     latencies, in_app = [], []
     for i in starts:
         t_onset = index[i] / 16000
