@@ -37,7 +37,8 @@ def main_window(prefs=None, engine_factory=None, renderer_factory=None, offline_
 
     prefs = prefs or load_preferences()
     if engine_factory is None:
-        engine_factory, offline_engine_factory = real_engine_factory, offline_engine_factory or real_offline_engine_factory
+        engine_factory = real_engine_factory
+        offline_engine_factory = offline_engine_factory or real_offline_engine_factory
     startup_error = None
 
     def tolerant_engine_factory(backend):
