@@ -207,7 +207,6 @@ def test_shipped_model_pair_agrees(which):
     assert np.abs(torch_out.visemes - ort_out.visemes).max() <= 1e-5
 
 
-
 def test_live_view_runs_the_zero_look_ahead_model_and_exports_the_default_one():
     """The app's live view must answer each frame at once; files may wait for what follows (more accurate)."""
     from avatar.gui.app import real_engine_factory, real_offline_engine_factory

@@ -49,9 +49,9 @@ def main_window(prefs=None, engine_factory=None, renderer_factory=None, offline_
             startup_error = f"The lip-sync model could not be started ({backend}): {e}"
             return None
 
-    window = MainWindow(prefs, tolerant_engine_factory, renderer_factory or real_renderer_factory)
+    window = MainWindow(prefs, tolerant_engine_factory, renderer_factory or real_renderer_factory,
+                        offline_engine_factory or engine_factory)
     window.engine_factory = engine_factory
-    window.offline_engine_factory = offline_engine_factory or engine_factory
     if startup_error:
         window.show_error(startup_error)
     photo = prefs.photo or default_photo()

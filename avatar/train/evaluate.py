@@ -131,8 +131,8 @@ def opening_delays(tracks: list[Track], labels: list[Labels]) -> tuple[np.ndarra
     delays, missed = [], 0
     for t, y in zip(tracks, labels):
         silent = y.visemes == VISEME_INDEX["sil"]
-        for i in range(ONSET_SILENCE, len(silent)):
-            if silent[i] or not silent[i - ONSET_SILENCE:i].all():
+        for i, _ in _segments(~silent):
+            if i < ONSET_SILENCE or not silent[i - ONSET_SILENCE:i].all():
                 continue
             opens = np.flatnonzero(y.params[i:i + ONSET_REACH, JAW] >= OPEN_JAW)
             if len(opens) == 0 or i + opens[0] + ONSET_SEARCH > len(t.jaw):
