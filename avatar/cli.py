@@ -99,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     render_cli.add_bench_cli(bench_sub)
     render_cli.add_cli(sub)
 
+    from avatar import eval as evaluation
     from avatar import lipsync
 
     lipsync.add_cli(sub)
+    evaluation.add_cli(sub)
     try:  # the [train] tools are absent from runtime-only installs such as the desktop bundle
         from avatar.train.cli import add_cli as add_train_cli
     except ImportError:

@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -52,6 +53,11 @@ def _grow(buffer: np.ndarray, used: int, extra: int) -> np.ndarray:
 
 def track_audio_file(path: str | Path, engine) -> MouthTrack:
     """Run `engine` over the file, state carried from block to block; frame i describes samples [i*160, (i+1)*160)."""
+    return track_audio(iter_audio(path, block=int(BLOCK_SECONDS * 16000)), engine, source=path)
+
+
+def track_audio(blocks: Iterable[np.ndarray], engine, source: str | Path = "the audio") -> MouthTrack:
+    """Run `engine` over 16 kHz mono blocks of any size, state carried; frame i describes samples [i*160, (i+1)*160)."""
     lookahead = engine.lookahead
     mel = LogMelStream()
     engine.reset()
@@ -69,11 +75,11 @@ def track_audio_file(path: str | Path, engine) -> MouthTrack:
         visemes[n_out:n_out + len(out.params)] = out.visemes
         n_out += len(out.params)
 
-    for block in iter_audio(path, block=int(BLOCK_SECONDS * 16000)):
+    for block in blocks:
         n_samples += len(block)
         run(mel.push(block))
     if n_samples < HOP_LENGTH:
-        raise LipsyncError(f"{path}: the file holds no audio ({n_samples} samples)")
+        raise LipsyncError(f"{source}: the file holds no audio ({n_samples} samples)")
     run(mel.push(np.zeros(lookahead * HOP_LENGTH, np.float32)))  # flush the output delay
     n_frames = n_samples // HOP_LENGTH
     return MouthTrack(params[lookahead:lookahead + n_frames].copy(), visemes[lookahead:lookahead + n_frames].copy())

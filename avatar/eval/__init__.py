@@ -1,0 +1,25 @@
+"""`avatar eval`: the app held against reality (real talking clips); see avatar/eval/video.py."""
+from __future__ import annotations
+
+
+def _run_video(args) -> int:
+    from avatar.eval.video import run  # OpenCV, mediapipe and the engine load only when a clip is measured
+
+    return run(args)
+
+
+def add_cli(subparsers) -> None:
+    """Register `avatar eval video CLIP... [--model M] [--out DIR]` on the top-level subparsers."""
+    ev = subparsers.add_parser("eval", help="measure against real people on camera")
+    ev_sub = ev.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    p = ev_sub.add_parser("video", help="lip-sync and renderer against real talking clips (FaceMesh on both)")
+    p.add_argument("clips", nargs="+", metavar="CLIP", help="real talking videos with their own audio")
+    p.add_argument("--model", default="default",
+                   help="default (the files model), live (the live view's model), or a .safetensors/.onnx path")
+    p.add_argument("--backend", default="auto", help="inference backend (see `avatar engine info`)")
+    p.add_argument("--out", metavar="DIR", help="write report.md, report.json and a montage PNG per clip here")
+    p.add_argument("--av-offset", action="append", metavar="CLIP=MS",
+                   help="a clip whose sound trails its picture by MS in the file (repeatable); the sound is moved "
+                        "back before measuring. Default: none, the figures of the issue's exact ruler")
+    p.add_argument("--no-render", action="store_true", help="only the motion figures (no render, no chain figures)")
+    p.set_defaults(func=_run_video)
