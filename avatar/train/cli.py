@@ -20,7 +20,7 @@ def _gen(args: argparse.Namespace) -> int:
                        festival_share=args.festival_share,
                        festival_voices=tuple(args.festival_voices.split(",")) if args.festival_voices else None,
                        flite_share=args.flite_share, shard_seconds=args.shard_seconds, text_root=args.text,
-                       speed_range=(args.speed_min, args.speed_max))
+                       speed_range=(args.speed_min, args.speed_max), targets=args.targets)
     try:
         paths = generate(config, Path(args.out), args.hours, procs=args.procs)
     except ShardsFailed as e:
@@ -47,10 +47,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import run_evaluation
     from .realspeech import RealSpeechUnavailable
+    targets = tuple(args.targets.split(","))
+    if not set(targets) <= {"hand", "measured"}:
+        print(f"avatar train evaluate: --targets takes hand, measured or hand,measured, got {args.targets!r}",
+              file=sys.stderr)
+        return 2
     try:
         results, report = run_evaluation([Path(m) for m in args.models], Path(args.synthetic) if args.synthetic else None,
                                          not args.no_real, Path(args.real_cache) if args.real_cache else None,
-                                         limit=args.limit, bench=not args.no_bench)
+                                         limit=args.limit, bench=not args.no_bench,
+                                         targets=targets)
     except (RealSpeechUnavailable, FileNotFoundError) as e:
         print(f"avatar train evaluate: {e}", file=sys.stderr)
         return 1
@@ -112,6 +118,9 @@ def add_cli(subparsers) -> None:
     gen.add_argument("--speed-max", type=float, default=1.1,
                      help="fastest resampling speed factor (1.2 moves a male voice's formants towards a female's)")
     gen.add_argument("--procs", type=int, default=2, help="worker processes")
+    gen.add_argument("--targets", choices=["hand", "measured"], default="hand",
+                     help="mouth targets: hand (the 2026-11-28 table the shipped models learnt) or measured (from real "
+                          "faces: `avatar train measure-targets`)")
     gen.add_argument("--text", default=None,
                      help="an unpacked `fortunes` .deb (dpkg -x); default: installed fortunes, else built-in text")
     gen.set_defaults(func=_gen)
@@ -147,6 +156,9 @@ def add_cli(subparsers) -> None:
     ev.add_argument("--real-cache", default=None, help="JSON file caching the pocketsphinx alignments")
     ev.add_argument("--limit", type=int, help="only the first N real-speech prompts")
     ev.add_argument("--no-bench", action="store_true", help="skip the per-step timing")
+    ev.add_argument("--targets", default="hand",
+                    help="mouth targets of the real-speech labels: hand (the 2026-11-28 table), measured (from real "
+                         "faces, `measure-targets`) or both as hand,measured")
     ev.add_argument("--json", help="write all results here")
     ev.add_argument("--markdown", help="write the report tables here")
     ev.set_defaults(func=_evaluate)
@@ -156,6 +168,9 @@ def add_cli(subparsers) -> None:
     lc.add_argument("--per-voice", type=int, default=12, help="held-out sentences per synthesizer voice")
     lc.add_argument("--text", default=None, help="an unpacked `fortunes` .deb, as for `gen`")
     lc.set_defaults(func=_label_check)
+
+    from . import real_mouths
+    real_mouths.add_cli(sub)
 
     ship = sub.add_parser("ship", help="copy trained weights into assets/ and export the ONNX beside them")
     ship.add_argument("model", help="trained weights (.safetensors)")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import augment
-from .targets import mouth_targets, viseme_targets
+from .targets import mouth_targets, rules_named, viseme_targets
 
 SAMPLE_RATE = augment.SAMPLE_RATE
 HOP_LENGTH = 160  # 10 ms frames
@@ -44,6 +44,7 @@ class GenConfig:
     shard_seconds: float = SHARD_SECONDS
     speed_range: tuple = augment.SPEED_RANGE  # resampling speed: >1 raises pitch and formants (shorter tract)
     text_root: str | None = None  # an unpacked fortunes .deb; None: the system's fortunes or built-in text
+    targets: str = "hand"  # mouth target rules (avatar/train/targets.py): "hand" or "measured" from real faces
 
 
 def espeak_voices(split: str) -> list[str]:
@@ -155,7 +156,7 @@ def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
     n_frames = len(audio) // HOP_LENGTH
     audio = np.clip(np.round(audio[: n_frames * HOP_LENGTH] * 32767), -32768, 32767).astype(np.int16)
     return dict(audio=audio, visemes=viseme_targets(units, n_frames),
-                params=mouth_targets(units, n_frames).astype(np.float16), meta=metas,
+                params=mouth_targets(units, n_frames, rules_named(config.targets)).astype(np.float16), meta=metas,
                 # the timed phones themselves, so targets can be recomputed without synthesizing again
                 unit_times=np.array([(s, e) for s, e, _ in units], np.float32).reshape(-1, 2),
                 unit_phones=np.array([p for _, _, p in units], "<U3"))

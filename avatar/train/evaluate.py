@@ -16,7 +16,7 @@ from avatar.audio import HOP_LENGTH, log_mel
 from avatar.visemes import PARAM_NAMES, VISEME_INDEX, VISEME_POSE, VISEMES
 
 from .phonemes import BILABIALS
-from .targets import frame_phones, mouth_targets, viseme_targets
+from .targets import HAND_RULES, TargetRules, frame_phones, mouth_targets, rules_named, viseme_targets
 
 JAW, PRESS = PARAM_NAMES.index("jaw_open"), PARAM_NAMES.index("lip_press")
 CLOSED_JAW = 0.15  # a mouth counts as shown closed below this jaw opening (about a "nn" or less)...
@@ -60,9 +60,9 @@ class Labels:
     bilabial: np.ndarray  # (T,) bool: an aligned p/b/m sounds in this frame
 
     @classmethod
-    def from_units(cls, units, n_frames: int) -> "Labels":
+    def from_units(cls, units, n_frames: int, rules: TargetRules = HAND_RULES) -> "Labels":
         phones = frame_phones(units, n_frames)
-        return cls(viseme_targets(units, n_frames), mouth_targets(units, n_frames),
+        return cls(viseme_targets(units, n_frames), mouth_targets(units, n_frames, rules),
                    np.array([p in BILABIALS for p in phones], dtype=bool))
 
 
@@ -222,8 +222,8 @@ def synthetic_set(folder: Path, clip_seconds: float = 30.0) -> EvalSet:
                    f"{len(audios)} clips from {folder}: held-out sentences and espeak voices")
 
 
-def real_set(cache: Path | None = None, limit: int | None = None) -> EvalSet:
-    """The asterisk prompts with pocketsphinx labels (alignments cached as JSON in `cache`)."""
+def real_set(cache: Path | None = None, limit: int | None = None, rules: TargetRules = HAND_RULES) -> EvalSet:
+    """The asterisk prompts with pocketsphinx labels (alignments cached as JSON in `cache`), mouths by `rules`."""
     from avatar.audio import load_audio
 
     from .realspeech import ASTERISK_SOUNDS, asterisk_clips
@@ -238,9 +238,11 @@ def real_set(cache: Path | None = None, limit: int | None = None) -> EvalSet:
             cache.write_text(json.dumps(aligned))
     entries = aligned["clips"][:limit]
     audios = [load_audio(ASTERISK_SOUNDS / f"{c['name']}.g722") for c in entries]
-    labels = [Labels.from_units([tuple(u) for u in c["units"]], len(a) // HOP_LENGTH) for c, a in zip(entries, audios)]
+    labels = [Labels.from_units([tuple(u) for u in c["units"]], len(a) // HOP_LENGTH, rules)
+              for c, a in zip(entries, audios)]
     seconds = sum(len(a) for a in audios) / 16000
-    return EvalSet("real speech (asterisk prompts)", audios, labels,
+    name = "real speech (asterisk prompts)" + ("" if rules is HAND_RULES else f", {rules.name} targets")
+    return EvalSet(name, audios, labels,
                    f"{len(audios)} prompts, {seconds / 60:.1f} min, one female speaker, pocketsphinx-aligned; "
                    f"skipped {aligned['skipped']}")
 
@@ -289,7 +291,8 @@ def step_time_ms(model, chunk: int = 4, iters: int = 300) -> dict:
 
 
 def run_evaluation(model_paths: list[Path], synthetic: Path | None, real: bool, real_cache: Path | None,
-                   limit: int | None = None, bench: bool = True) -> tuple[dict, str]:
+                   limit: int | None = None, bench: bool = True, targets: tuple[str, ...] = ("hand",)
+                   ) -> tuple[dict, str]:
     """Every model (and the energy baseline) on each available set; (results dict, markdown report)."""
     import torch
 
@@ -303,8 +306,8 @@ def run_evaluation(model_paths: list[Path], synthetic: Path | None, real: bool, 
     sets = []
     if synthetic is not None:
         sets.append(synthetic_set(synthetic))
-    if real:
-        sets.append(real_set(real_cache, limit))
+    if real:  # one table per set of target rules: the labels' mouths change, the alignment does not
+        sets += [real_set(real_cache, limit, rules_named(name)) for name in targets]
     results, lines = {"sets": {}, "models": {}}, []
     for evalset in sets:
         res = evaluate_models(models, evalset)
