@@ -62,3 +62,18 @@ def test_tiny_model_loss_falls_on_fresh_data(tmp_path):
     model = load_model(tmp_path / "tiny.safetensors")  # weights saved and loadable, normalisation learned
     assert model.dims.lookahead == 2 and model.dims.n_hidden == 32
     assert float(model.feature_std.min()) > 0 and float(model.feature_mean.abs().sum()) > 0
+
+
+def test_targets_recomputed_from_the_shards_timed_phones(tmp_path):
+    from avatar.train.datagen import GenConfig, generate
+    from avatar.train.fit import load_stream
+    from avatar.train.targets import HAND_RULES, measured_rules
+
+    generate(GenConfig(seed=3, piper_share=0.0, shard_seconds=20), tmp_path / "d", 20 / 3600, procs=1, progress=False)
+    stored = load_stream(tmp_path / "d")
+    hand, measured = load_stream(tmp_path / "d", targets="hand"), load_stream(tmp_path / "d", targets="measured")
+    np.testing.assert_allclose(hand.params, stored.params, atol=2e-3)  # stored as float16 by the same rules
+    assert np.array_equal(hand.visemes, measured.visemes)  # only the mouth parameters change
+    nn = stored.visemes == 8  # "nn" frames: the measured rules keep the lips apart on a tongue consonant
+    assert nn.sum() > 10 and measured.params[nn, 0].mean() > hand.params[nn, 0].mean() + 0.1
+    assert HAND_RULES.viseme_pose["nn"][0] < measured_rules().viseme_pose["nn"][0]

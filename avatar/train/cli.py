@@ -36,7 +36,7 @@ def _fit(args: argparse.Namespace) -> int:
                        batch=args.batch, segment=args.segment, lr=args.lr,
                        minutes=None if args.steps else args.minutes, steps=args.steps, seed=args.seed,
                        threads=args.threads, device=args.device, init=args.init, onset_weight=args.onset_weight,
-                       bilabial_weight=args.bilabial_weight)
+                       bilabial_weight=args.bilabial_weight, targets=args.targets)
     fit(config, [Path(d) for d in args.data], Path(args.out), val=Path(args.val) if args.val else None)
     return 0
 
@@ -147,6 +147,9 @@ def add_cli(subparsers) -> None:
                      help="weight of p/b/m frames (their closures are short but the most visible error)")
     fit.add_argument("--onset-weight", type=float, default=1.0,
                      help="weight of the 50 ms after each silence->speech onset (>1: a live mouth that opens sooner)")
+    fit.add_argument("--targets", choices=["hand", "measured"], default=None,
+                     help="recompute the mouth targets from the shards' timed phones by these rules (default: the "
+                          "targets stored in the shards)")
     fit.set_defaults(func=_fit)
 
     ev = sub.add_parser("evaluate", help="metrics on held-out synthetic voices and real speech, beside an energy baseline")

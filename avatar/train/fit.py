@@ -23,6 +23,7 @@ from avatar.audio import log_mel
 from avatar.visemes import VISEME_INDEX, VISEME_POSE
 
 from .datagen import load_shard
+from .targets import mouth_targets, rules_named
 
 SEGMENT = 100  # frames per truncated-BPTT segment (1 s)
 BATCH = 64  # parallel lanes of the stream
@@ -57,6 +58,7 @@ class FitConfig:
     init: str | None = None  # start from these weights (same dims) instead of random: fine-tuning
     onset_weight: float = 1.0  # >1 weighs speech onsets up: a live mouth that opens late is the visible lag
     bilabial_weight: float = BILABIAL_WEIGHT
+    targets: str | None = None  # recompute the mouth targets from the shards' timed phones by these rules (None: stored)
 
 
 @dataclass
@@ -81,8 +83,9 @@ def shard_features(path: Path) -> np.ndarray:
     return feats
 
 
-def load_stream(folders, max_shards: int | None = None) -> Stream:
-    """All shards of one dataset folder (or several) joined into one stream."""
+def load_stream(folders, max_shards: int | None = None, targets: str | None = None) -> Stream:
+    """All shards of one dataset folder (or several) joined into one stream; `targets` names the rules
+    (avatar/train/targets.py) to recompute the mouth parameters by from each shard's timed phones."""
     folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
     paths = [p for folder in folders for p in sorted(Path(folder).glob("shard-*[0-9].npz"))[:max_shards]]
     if not paths:
@@ -94,7 +97,11 @@ def load_stream(folders, max_shards: int | None = None) -> Stream:
         n = min(len(f), len(shard["visemes"]))
         feats.append(f[:n].astype(np.float32))
         vis.append(shard["visemes"][:n].astype(np.int64))
-        params.append(shard["params"][:n].astype(np.float32))
+        if targets is None:
+            params.append(shard["params"][:n].astype(np.float32))
+        else:
+            units = [(float(a), float(b), str(ph)) for (a, b), ph in zip(shard["unit_times"], shard["unit_phones"])]
+            params.append(mouth_targets(units, len(shard["visemes"]), rules_named(targets))[:n])
     return Stream(np.concatenate(feats), np.concatenate(vis), np.concatenate(params))
 
 
@@ -164,8 +171,8 @@ def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, 
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
                           else "cpu" if config.device == "auto" else config.device)
     t_load = time.time()
-    stream = load_stream(data, max_shards)
-    val_stream = load_stream(val) if val else None
+    stream = load_stream(data, max_shards, config.targets)
+    val_stream = load_stream(val, targets=config.targets) if val else None
     log(f"data: {len(stream) / 360000:.2f} h ({len(stream)} frames); loaded in {time.time() - t_load:.0f} s")
     dims = ModelDims(n_hidden=config.n_hidden, n_layers=config.n_layers, cell=config.cell, lookahead=config.lookahead)
     model = LipSyncNet(dims).to(device)

@@ -132,12 +132,14 @@ def pose_table(samples: dict, base: TargetRules = HAND_RULES) -> tuple[dict, dic
     phones = {}
     for phone, rows in samples.items():
         v = to_viseme(phone)
-        if len(rows) < MIN_PHONE_COUNT or v in FIXED_VISEMES:
+        # a phone gets its own row when seen often, or when the hand table already set it apart from its class
+        # (AH, a mid vowel in the open "aa" class): then shrunk towards that row instead of the class
+        if v in FIXED_VISEMES or (len(rows) < MIN_PHONE_COUNT and phone not in base.phone_pose):
             continue
         counts[phone] = len(rows)
-        vj, vs, vr, vp = visemes[v]
-        phones[phone] = _pose(_shrunk([o for o, _ in rows], vj),
-                              _shrunk([w for _, w in rows], SPREAD_FULL * vs - ROUND_FULL * vr), vp)
+        pj, ps, pr, pp = base.phone_pose.get(phone, visemes[v])
+        phones[phone] = _pose(_shrunk([o for o, _ in rows], pj),
+                              _shrunk([w for _, w in rows], SPREAD_FULL * ps - ROUND_FULL * pr), pp)
     return visemes, phones, counts
 
 
