@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from avatar.train import augment, music
+from avatar.train.evaluate import MUSIC_OPEN_JAW, Track, evaluate_music, music_metrics, music_section
 from avatar.visemes import PARAM_NAMES, VISEME_INDEX, VISEME_POSE
 
 JAW = PARAM_NAMES.index("jaw_open")
@@ -176,6 +177,8 @@ def test_no_music_installed_is_a_clear_error(monkeypatch):
         music.MusicSource("train")
     with pytest.raises(music.MusicUnavailable):
         music.held_out_music()
+    results, lines = music_section({})
+    assert "skipped" in results and any(line.startswith("skipped: ") for line in lines)
 
 
 @needs_any_music
@@ -271,3 +274,55 @@ def test_gen_with_music_but_none_installed_says_so(monkeypatch, tmp_path, capsys
     assert main(["train", "gen", "--out", str(tmp_path / "d"), "--hours", "0.001", "--music-share", "0.3"]) == 1
     assert "no music source" in capsys.readouterr().out
     assert not (tmp_path / "d").exists()  # nothing started
+
+
+# ----------------------------------------------------------------------------------------------------
+# the evaluation's music metric
+
+
+def test_music_metric_counts_open_frames():
+    jaw = np.array([0.0, 0.1, MUSIC_OPEN_JAW, 0.25, 0.5, 0.9, 0.0, 0.05])
+    vis = np.array([VISEME_INDEX["sil"]] * 4 + [VISEME_INDEX["aa"]] * 2 + [VISEME_INDEX["sil"]] * 2)
+    m = music_metrics([Track(vis[:5], jaw[:5]), Track(vis[5:], jaw[5:])])
+    assert m["frames"] == 8
+    assert m["open_share"] == 3 / 8  # 0.25, 0.5, 0.9: exactly MUSIC_OPEN_JAW is not above it
+    assert m["mean_jaw"] == pytest.approx(jaw.mean())
+    assert m["speech_viseme_share"] == 2 / 8
+
+
+def test_music_evaluation_runs_each_predictor_on_each_clip():
+    # a hand-made "model": the jaw opens 0.5 on every frame louder than -30 dBFS
+    def loud_opens(audio):
+        jaw = np.where(_frame_db(audio) > -30, 0.5, 0.0)
+        return Track(np.where(jaw > 0, VISEME_INDEX["aa"], VISEME_INDEX["sil"]), jaw)
+
+    def clip(loud_frames, n=100):
+        a = np.full(n * 160, 1e-3, np.float32)
+        a[: loud_frames * 160] = 0.3
+        return a
+
+    clips = [("wanderer", clip(30)), ("midi-eval-0", clip(10)), ("midi-eval-1", clip(0))]
+    res = evaluate_music({"fake": loud_opens, "closed": lambda a: Track(np.zeros(len(a) // 160, int),
+                                                                        np.zeros(len(a) // 160))}, clips)
+    assert res["fake"]["all"]["open_share"] == pytest.approx(40 / 300)
+    assert res["fake"]["recorded"]["open_share"] == pytest.approx(30 / 100)
+    assert res["fake"]["midi"]["open_share"] == pytest.approx(10 / 200)
+    assert res["closed"]["all"]["open_share"] == 0.0 and res["closed"]["all"]["mean_jaw"] == 0.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def test_evaluate_reports_the_music_table_for_each_model(monkeypatch):
+    from avatar.train.evaluate import run_evaluation
+    weights = Path(__file__).resolve().parents[1] / "assets" / "lipsync_gru.safetensors"
+    rng = np.random.default_rng(0)
+    clips = [("wanderer", 0.1 * rng.standard_normal(16000).astype(np.float32)),
+             ("midi-eval-0", np.zeros(16000, np.float32))]
+    monkeypatch.setattr(music, "held_out_music", lambda: clips)
+    results, report = run_evaluation([weights], None, False, None, bench=False)
+    metrics = results["music"]["metrics"]
+    assert set(metrics) == {"energy baseline", "lipsync_gru (gru, look-ahead 20 ms)"}
+    assert all(m["all"]["frames"] == 200 and m["midi"]["frames"] == 100 for m in metrics.values())
+    assert "### held-out instrumental music" in report and f"jaw_open > {MUSIC_OPEN_JAW}" in report
+    assert "| lipsync_gru (gru, look-ahead 20 ms) |" in report.split("### held-out instrumental music")[1]
+    _, without = run_evaluation([weights], None, False, None, bench=False, music=False)
+    assert "instrumental music" not in without

@@ -58,7 +58,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         results, report = run_evaluation([Path(m) for m in args.models], Path(args.synthetic) if args.synthetic else None,
                                          not args.no_real, Path(args.real_cache) if args.real_cache else None,
-                                         limit=args.limit, bench=not args.no_bench)
+                                         limit=args.limit, bench=not args.no_bench, music=not args.no_music)
     except (RealSpeechUnavailable, FileNotFoundError) as e:
         print(f"avatar train evaluate: {e}", file=sys.stderr)
         return 1
@@ -161,6 +161,9 @@ def add_cli(subparsers) -> None:
     ev.add_argument("--real-cache", default=None, help="JSON file caching the pocketsphinx alignments")
     ev.add_argument("--limit", type=int, help="only the first N real-speech prompts")
     ev.add_argument("--no-bench", action="store_true", help="skip the per-step timing")
+    ev.add_argument("--no-music", action="store_true",
+                    help="skip the held-out instrumental music check (run whenever the music packages or "
+                         "fluidsynth are installed)")
     ev.add_argument("--json", help="write all results here")
     ev.add_argument("--markdown", help="write the report tables here")
     ev.set_defaults(func=_evaluate)
