@@ -18,6 +18,19 @@ LOWPASS_HZ = (3400.0, 7800.0)
 PEAK_HZ = (600.0, 4000.0)
 PEAK_DB = (-8.0, 8.0)
 HUM_HZ = (50.0, 60.0)
+# keyboard: clicks in typing bursts; each key a few-ms noise burst, and its release a quieter one after it
+KEY_RATE_HZ = (3.0, 10.0)  # keystrokes per second while typing
+KEY_DECAY_MS = (0.8, 4.0)
+KEY_RELEASE_MS = (50.0, 130.0)
+TYPING_BURST_S, TYPING_PAUSE_S = (0.8, 5.0), (0.3, 3.0)
+# fan: steady band-limited noise plus a weak blade-pass tone
+FAN_LOW_HZ, FAN_HIGH_HZ = (80.0, 400.0), (900.0, 4000.0)
+FAN_BLADE_HZ = (60.0, 300.0)
+# traffic: low rumble whose level swells slowly as vehicles pass
+TRAFFIC_HIGHPASS_HZ = 30.0  # below this the rumble would be sub-audible drift
+TRAFFIC_LOWPASS_HZ = (150.0, 600.0)
+TRAFFIC_SWELL_S = (2.0, 12.0)  # period of the slowest swell
+TRAFFIC_FLOOR = (0.1, 0.5)  # envelope minimum relative to its peak
 
 
 def resample(audio: np.ndarray, rate_in: float, rate_out: float, quality: str = "HQ") -> np.ndarray:
@@ -47,6 +60,67 @@ def hum(n: int, rng: np.random.Generator) -> np.ndarray:
     f0 = rng.choice(HUM_HZ)
     x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) for k in (1, 2, 3, 5))
     return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12)).astype(np.float32)
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    return (x / (np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12)).astype(np.float32)
+
+
+def keyboard_clicks(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS typing: bursts of keystrokes (a bright decaying click, then a quieter release) and pauses."""
+    x = np.zeros(n + SAMPLE_RATE // 2, np.float64)
+    t, typing = 0, bool(rng.random() < 0.7)
+    rate = rng.uniform(*KEY_RATE_HZ)
+    while t < n:
+        if not typing:
+            t += int(rng.uniform(*TYPING_PAUSE_S) * SAMPLE_RATE)
+        else:
+            end = t + int(rng.uniform(*TYPING_BURST_S) * SAMPLE_RATE)
+            while t < min(end, n):
+                for delay, gain in ((0.0, 1.0), (rng.uniform(*KEY_RELEASE_MS) / 1000, rng.uniform(0.2, 0.6))):
+                    tau = rng.uniform(*KEY_DECAY_MS) / 1000
+                    m = int(6 * tau * SAMPLE_RATE) + 1
+                    a = t + int(delay * SAMPLE_RATE)
+                    click = np.diff(rng.standard_normal(m + 1)) * np.exp(-np.arange(m) / (tau * SAMPLE_RATE))
+                    x[a:a + m] += gain * rng.uniform(0.4, 1.0) * click[: len(x) - a]
+                t += int(rng.exponential(1 / rate) * SAMPLE_RATE) + int(0.03 * SAMPLE_RATE)
+        typing = not typing
+    return _unit_rms(x[:n]) if np.any(x[:n]) else x[:n].astype(np.float32)
+
+
+def fan(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS fan or air conditioning: steady band-limited noise with a weak blade-pass tone."""
+    from scipy.signal import butter, sosfilt
+    band = [rng.uniform(*FAN_LOW_HZ), rng.uniform(*FAN_HIGH_HZ)]
+    x = _unit_rms(sosfilt(butter(2, band, "bandpass", fs=SAMPLE_RATE, output="sos"), rng.standard_normal(n)))
+    t = np.arange(n) / SAMPLE_RATE
+    blade = rng.uniform(*FAN_BLADE_HZ)
+    tone = sum(np.sin(2 * np.pi * blade * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3))
+    return _unit_rms(x + rng.uniform(0.0, 0.3) * tone)
+
+
+def traffic(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS traffic through a window: low band-passed pink noise whose level swells over seconds."""
+    from scipy.signal import butter, sosfilt
+    band = [TRAFFIC_HIGHPASS_HZ, rng.uniform(*TRAFFIC_LOWPASS_HZ)]
+    rumble = sosfilt(butter(2, band, "bandpass", fs=SAMPLE_RATE, output="sos"), colored_noise(n, rng, 1.0))
+    t = np.arange(n) / SAMPLE_RATE
+    period = rng.uniform(*TRAFFIC_SWELL_S)
+    swell = sum(rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * t / (period / k) + rng.uniform(0, 2 * np.pi))
+                for k in (1.0, 1.7, 2.9))
+    swell = (swell - swell.min()) / (np.ptp(swell) + 1e-12)
+    floor = rng.uniform(*TRAFFIC_FLOOR)
+    return _unit_rms(rumble * (floor + (1 - floor) * swell))
+
+
+NOISE_KINDS = {"hum": hum, "keyboard": keyboard_clicks, "fan": fan, "traffic": traffic}
+
+
+def room_noise(n: int, rng: np.random.Generator, dbfs: float) -> tuple[np.ndarray, str]:
+    """One of NOISE_KINDS at `dbfs` RMS, and its name."""
+    kind = str(rng.choice(list(NOISE_KINDS)))
+    x = NOISE_KINDS[kind](n, rng)
+    return (set_level(x, dbfs) if n and np.any(x) else x), kind
 
 
 def background(n: int, rng: np.random.Generator, dbfs: float) -> np.ndarray:

@@ -16,11 +16,19 @@ def _label_check(args: argparse.Namespace) -> int:
 
 def _gen(args: argparse.Namespace) -> int:
     from .datagen import GenConfig, ShardsFailed, generate
+    if args.music_share > 0:
+        from .music import MusicSource, MusicUnavailable
+        try:
+            MusicSource(args.split)  # say so before any worker starts, not from inside each one
+        except MusicUnavailable as e:
+            print(f"avatar train gen: {e}")
+            return 1
     config = GenConfig(seed=args.seed, split=args.split, piper_share=args.piper_share,
                        festival_share=args.festival_share,
                        festival_voices=tuple(args.festival_voices.split(",")) if args.festival_voices else None,
                        flite_share=args.flite_share, shard_seconds=args.shard_seconds, text_root=args.text,
-                       speed_range=(args.speed_min, args.speed_max), targets=args.targets)
+                       speed_range=(args.speed_min, args.speed_max), targets=args.targets,
+                       music_share=args.music_share, noise_share=args.noise_share)
     try:
         paths = generate(config, Path(args.out), args.hours, procs=args.procs)
     except ShardsFailed as e:
@@ -55,8 +63,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         results, report = run_evaluation([Path(m) for m in args.models], Path(args.synthetic) if args.synthetic else None,
                                          not args.no_real, Path(args.real_cache) if args.real_cache else None,
-                                         limit=args.limit, bench=not args.no_bench,
-                                         targets=targets)
+                                         limit=args.limit, bench=not args.no_bench, targets=targets,
+                                         music=not args.no_music)
     except (RealSpeechUnavailable, FileNotFoundError) as e:
         print(f"avatar train evaluate: {e}", file=sys.stderr)
         return 1
@@ -117,6 +125,12 @@ def add_cli(subparsers) -> None:
     gen.add_argument("--speed-min", type=float, default=0.9, help="slowest resampling speed factor")
     gen.add_argument("--speed-max", type=float, default=1.1,
                      help="fastest resampling speed factor (1.2 moves a male voice's formants towards a female's)")
+    gen.add_argument("--music-share", type=float, default=0.0,
+                     help="share of utterances with instrumental music before them (alone, labelled closed) and "
+                          "in half the cases under them, quieter (needs the Debian music packages or fluidsynth + "
+                          "fluid-soundfont-gm; see avatar/train/music.py)")
+    gen.add_argument("--noise-share", type=float, default=0.0,
+                     help="share of segments with room noise: hum, keyboard typing, fan or traffic rumble")
     gen.add_argument("--procs", type=int, default=2, help="worker processes")
     gen.add_argument("--targets", choices=["hand", "measured"], default="hand",
                      help="mouth targets: hand (the 2026-11-28 table the shipped models learnt) or measured (from real "
@@ -162,6 +176,9 @@ def add_cli(subparsers) -> None:
     ev.add_argument("--targets", default="hand",
                     help="mouth targets of the real-speech labels: hand (the 2026-11-28 table), measured (from real "
                          "faces, `measure-targets`) or both as hand,measured")
+    ev.add_argument("--no-music", action="store_true",
+                    help="skip the held-out instrumental music check (run whenever the music packages or "
+                         "fluidsynth are installed)")
     ev.add_argument("--json", help="write all results here")
     ev.add_argument("--markdown", help="write the report tables here")
     ev.set_defaults(func=_evaluate)

@@ -29,6 +29,16 @@ GAP_KINDS = ((0.45, 0.08, 0.6), (0.4, 0.6, 2.5), (0.15, 2.5, 8.0))
 P_DIGITAL_SILENCE = 0.1  # segments with no background at all
 P_REVERB, P_EQ, P_CLIP = 0.35, 0.5, 0.03
 CLIP_DRIVE_DB = (6.0, 18.0)
+# music in the room (config.music_share): a stretch of music alone before the utterance, and in some cases
+# music going on under the speech, quieter than it; frames without speech keep the closed 'sil' targets
+MUSIC_ALONE_S = (1.0, 12.0)  # music-only stretch added to the gap
+MUSIC_ALONE_DBFS = augment.GAIN_DBFS_RANGE  # music alone is as loud as speech can be: level is no cue
+P_MUSIC_UNDER_SPEECH = 0.5
+MUSIC_SNR_DB = (3.0, 20.0)  # speech above music playing under it
+MUSIC_STOPS_BEFORE_S = (0.0, 1.0)  # music that does not go on under speech ends this long before the voice
+MUSIC_FADE_S = (0.01, 0.5)
+# room noise (config.noise_share): hum, typing, fan or traffic over a whole segment, louder than the background
+ROOM_NOISE_DBFS = (-65.0, -30.0)
 # espeak variants never used for training: the held-out synthetic voices of `avatar train evaluate`
 EVAL_VARIANTS = ("m7", "f4", "klatt3", "Alicia", "john", "steph")
 
@@ -45,6 +55,9 @@ class GenConfig:
     speed_range: tuple = augment.SPEED_RANGE  # resampling speed: >1 raises pitch and formants (shorter tract)
     text_root: str | None = None  # an unpacked fortunes .deb; None: the system's fortunes or built-in text
     targets: str = "hand"  # mouth target rules (avatar/train/targets.py): "hand" or "measured" from real faces
+    # both 0 by default, so configs from before they existed give the same data (no random draws are made)
+    music_share: float = 0.0  # share of utterances with instrumental music before (and sometimes under) them
+    noise_share: float = 0.0  # share of segments with hum, keyboard, fan or traffic noise (augment.NOISE_KINDS)
 
 
 def espeak_voices(split: str) -> list[str]:
@@ -116,6 +129,34 @@ def _synthesize(rng, sentences, voices, config, synths, shard_index):
     return utt, meta
 
 
+def _fade_out(audio: np.ndarray, n_fade: int) -> np.ndarray:
+    n_fade = min(n_fade, len(audio))
+    if n_fade > 0:
+        audio[len(audio) - n_fade:] *= np.linspace(1.0, 0.0, n_fade, dtype=np.float32)
+    return audio
+
+
+def add_music(gap: np.ndarray, speech_len: int, speech_db: float, rng: np.random.Generator,
+              source) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(longer gap, music to add to gap + speech, what was drawn): music alone for a few seconds before the
+    utterance, then either going on under the speech MUSIC_SNR_DB below it, or fading out before the voice."""
+    gap = np.zeros(len(gap) + int(rng.uniform(*MUSIC_ALONE_S) * SAMPLE_RATE), np.float32)
+    under = bool(rng.random() < P_MUSIC_UNDER_SPEECH)
+    if under:
+        n_music, level = len(gap) + speech_len, speech_db - rng.uniform(*MUSIC_SNR_DB)
+    else:
+        n_music = max(1, len(gap) - int(rng.uniform(*MUSIC_STOPS_BEFORE_S) * SAMPLE_RATE))
+        level = rng.uniform(*MUSIC_ALONE_DBFS)
+    clip, info = source.segment(n_music, rng)
+    if np.any(clip):
+        clip = augment.set_level(clip, level)
+    clip = _fade_out(clip, int(rng.uniform(*MUSIC_FADE_S) * SAMPLE_RATE))
+    music = np.zeros(len(gap) + speech_len, np.float32)
+    music[:n_music] = clip
+    return gap, music, dict(info, level_dbfs=round(float(level), 1), under_speech=under,
+                            seconds=round(n_music / SAMPLE_RATE, 2))
+
+
 def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
     """One stream of about `config.shard_seconds`: audio int16, visemes (T,) uint8, params (T,4) float16, meta.
 
@@ -140,15 +181,28 @@ def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
         speech_db = rng.uniform(*augment.GAIN_DBFS_RANGE)
         speech = augment.set_level(speech, speech_db)
         gap = np.zeros(int(_gap_seconds(rng) * SAMPLE_RATE), np.float32)
-        segment = np.concatenate([gap, speech])
+        extra = {}
+        if config.music_share > 0 and rng.random() < config.music_share:
+            if synths.get("music") is None:
+                from .music import MusicSource
+                synths["music"] = MusicSource(config.split)  # raises MusicUnavailable when nothing is installed
+            gap, music, extra["music"] = add_music(gap, len(speech), speech_db, rng, synths["music"])
+            extra["music"]["start_ms"] = position * 1000.0 / SAMPLE_RATE
+            segment = np.concatenate([gap, speech]) + music
+        else:
+            segment = np.concatenate([gap, speech])
         if rng.random() >= P_DIGITAL_SILENCE:
             noise_db = min(rng.uniform(*augment.NOISE_DBFS_RANGE), speech_db - augment.MIN_SNR_DB)
             segment = segment + augment.background(len(segment), rng, noise_db)
+        if config.noise_share > 0 and rng.random() < config.noise_share:
+            noise_db = min(rng.uniform(*ROOM_NOISE_DBFS), speech_db - augment.MIN_SNR_DB)
+            noise, extra["room_noise"] = augment.room_noise(len(segment), rng, noise_db)
+            segment = segment + noise
         if rng.random() < P_CLIP:
             segment = np.clip(segment * 10 ** (rng.uniform(*CLIP_DRIVE_DB) / 20), -1.0, 1.0)
         start_ms = (position + len(gap)) * 1000.0 / SAMPLE_RATE
         units += [(start_ms + s / speed, start_ms + e / speed, p) for s, e, p in utt.units]
-        metas.append(dict(meta, speed=speed, level_dbfs=speech_db, start_ms=start_ms,
+        metas.append(dict(meta, **extra, speed=speed, level_dbfs=speech_db, start_ms=start_ms,
                           end_ms=start_ms + len(speech) * 1000.0 / SAMPLE_RATE))
         pieces.append(segment)
         position += len(segment)
