@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, AudioError, LogMelStream, iter_audio
+from avatar.outputs import OutputIsInputError, check_not_an_input
 from avatar.visemes import PARAM_NAMES, RHUBARB_SHAPE, VISEMES
 
 FORMATS = (".json", ".csv", ".tsv")
@@ -141,6 +142,11 @@ def _run(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in FORMATS:
         print(f"avatar lipsync: {out}: the output must end in {', '.join(FORMATS)}", file=sys.stderr)
+        return 2
+    try:
+        check_not_an_input(out, args.input)
+    except OutputIsInputError as e:
+        print(f"avatar lipsync: {e}", file=sys.stderr)
         return 2
     try:
         engine = create_engine(args.backend, args.model)

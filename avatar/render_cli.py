@@ -59,12 +59,17 @@ def _fail(message: str, code: int) -> int:
 def run_render(args) -> int:
     from avatar.audio import AudioError, load_audio
     from avatar.engine import EngineError, create_engine
+    from avatar.outputs import OutputIsInputError, check_not_an_input
     from avatar.pipeline import open_renderer, render_offline
     from avatar.record import RecordError, check_output_path
 
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         return _fail(f"the output must be an .mp4 file, got {out.name}", EXIT_USAGE)
+    try:
+        check_not_an_input(out, args.audio, args.face)
+    except OutputIsInputError as e:
+        return _fail(str(e), EXIT_USAGE)
     try:
         check_output_path(out)
     except RecordError as e:
