@@ -38,7 +38,9 @@ def add_cli(subparsers) -> None:
     """`avatar render --face PHOTO --audio SPEECH -o out.mp4 [--size 512 --fps 30 --backend auto]`."""
     p = subparsers.add_parser("render", help="render a talking-head MP4 from a photo and a speech file (offline)",
                               description="Render a talking-head video (H.264 + AAC) from one face photo and a "
-                                          "speech recording, faster than real time.")
+                                          "speech recording, faster than real time.",
+                              epilog="exit codes: 0 ok, 1 engine or encoder failure, 2 bad arguments, 3 unreadable "
+                                     "input, 4 no face in the photo, 5 cannot write the output, 130 interrupted")
     p.add_argument("--face", required=True, metavar="PHOTO", help="a photo with one face (jpg, png, ...)")
     p.add_argument("--audio", required=True, metavar="SPEECH", help="speech audio (wav, mp3, flac, m4a, ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the video to write")
@@ -58,7 +60,7 @@ def _fail(message: str, code: int) -> int:
 
 def run_render(args) -> int:
     from avatar.audio import AudioError, load_audio
-    from avatar.engine import EngineError, create_engine
+    from avatar.engine import EngineError, create_engine, normalize_backend
     from avatar.outputs import OutputIsInputError, check_not_an_input
     from avatar.pipeline import open_renderer, render_offline
     from avatar.record import RecordError, check_output_path
@@ -67,8 +69,9 @@ def run_render(args) -> int:
     if out.suffix.lower() != ".mp4":
         return _fail(f"the output must be an .mp4 file, got {out.name}", EXIT_USAGE)
     try:
+        normalize_backend(args.backend)  # before the rig is built: a typo fails at once
         check_not_an_input(out, args.audio, args.face)
-    except OutputIsInputError as e:
+    except (ValueError, OutputIsInputError) as e:
         return _fail(str(e), EXIT_USAGE)
     try:
         check_output_path(out)

@@ -80,3 +80,135 @@ def test_output_beside_its_input_is_fine(tmp_path):
     check_not_an_input(tmp_path / "a.tsv", a, None)  # a new file
     (tmp_path / "b.wav").write_bytes(b"x")
     check_not_an_input(tmp_path / "b.wav", a)  # an existing other file with the same contents
+
+
+# ----------------------------------------------------------------------------------------------------
+# every CLI error a message and a documented exit code, no tracebacks
+
+
+@pytest.fixture
+def bad_models(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model at all")
+    garbage_onnx = tmp_path / "garbage.onnx"
+    garbage_onnx.write_bytes(os.urandom(200))
+    return {"junk": junk, "garbage": garbage_onnx, "missing": tmp_path / "nowhere.safetensors"}
+
+
+def _no_traceback(r):
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("out, code, words", [
+    ("missing-folder/o.tsv", 5, "does not exist"),
+    ("a-folder.tsv", 5, "is a folder"),
+    ("locked/o.tsv", 5, "permission denied"),
+])
+def test_lipsync_checks_its_output_before_reading_the_input(tmp_path, out, code, words):
+    (tmp_path / "a-folder.tsv").mkdir()
+    (tmp_path / "locked").mkdir(mode=0o555)
+    if os.geteuid() == 0 and "locked" in out:
+        pytest.skip("root writes into read-only folders")
+    # the input does not exist: an output check that came after reading it would say "no such file" instead
+    r = avatar(["lipsync", str(tmp_path / "absent.wav"), "-o", str(tmp_path / out)], tmp_path)
+    _no_traceback(r)
+    assert r.returncode == code and words in r.stderr, r.stderr
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_lipsync_unwritable_output_at_the_end_leaves_no_part_file(tmp_path, speech, monkeypatch, capsys):
+    """The folder is writable when checked, then the write fails (disk full): a message, code 5, no .part."""
+    import errno
+
+    from avatar import cli, lipsync
+
+    def full_disk(track, out):
+        out.with_name(out.name + ".part").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(lipsync, "write_track", full_disk)
+    assert cli.main(["lipsync", str(speech), "-o", str(tmp_path / "o.tsv"), "--backend", "onnxruntime"]) == 5
+    assert "No space left" in capsys.readouterr().err
+    assert not list(tmp_path.glob("o.tsv*"))
+
+
+@pytest.mark.parametrize("extra, code, words", [
+    (["--backend", "nonsense"], 2, "unknown backend 'nonsense'"),
+    (["--model", "junk"], 1, "not a readable talking-avatar model"),
+    (["--model", "junk", "--backend", "onnxruntime"], 1, "not a readable talking-avatar model"),
+    (["--model", "garbage"], 1, "garbage.onnx"),
+    (["--model", "missing"], 1, "not found"),
+])
+def test_lipsync_bad_backend_or_model_is_a_message(tmp_path, speech, bad_models, extra, code, words):
+    extra = [str(bad_models[a]) if a in bad_models else a for a in extra]
+    r = avatar(["lipsync", str(speech), "-o", str(tmp_path / "o.tsv"), *extra], tmp_path)
+    _no_traceback(r)
+    assert r.returncode == code and words in r.stderr, r.stderr
+    assert not list(tmp_path.glob("o.tsv*"))
+
+
+def test_lipsync_unreadable_input_is_code_3(tmp_path):
+    (tmp_path / "notes.wav").write_text("not audio\n" * 20)
+    r = avatar(["lipsync", str(tmp_path / "notes.wav"), "-o", str(tmp_path / "o.json"), "--backend", "onnxruntime"],
+               tmp_path)
+    _no_traceback(r)
+    assert r.returncode == 3 and "notes.wav" in r.stderr
+    assert not list(tmp_path.glob("o.json*"))
+
+
+def test_render_unknown_backend_exits_2_before_building_the_rig(tmp_path, speech, monkeypatch, capsys):
+    from avatar import cli, pipeline
+
+    def no_rig(*a, **k):
+        raise AssertionError("the rig was built before the backend was checked")
+
+    monkeypatch.setattr(pipeline, "open_renderer", no_rig)
+    code = cli.main(["render", "--face", str(FACE), "--audio", str(speech), "-o", str(tmp_path / "o.mp4"),
+                     "--backend", "nonsense", "-q"])
+    assert code == 2 and "unknown backend 'nonsense'" in capsys.readouterr().err
+
+
+def test_render_bad_model_is_a_message(tmp_path, speech, bad_models):
+    r = avatar(["render", "--face", str(FACE), "--audio", str(speech), "-o", str(tmp_path / "o.mp4"), "--size", "128",
+                "--backend", "onnxruntime", "--model", str(bad_models["junk"]), "-q"], tmp_path)
+    _no_traceback(r)
+    assert r.returncode == 1 and "not a readable talking-avatar model" in r.stderr
+
+
+def test_window_backend_option_is_checked_and_used(monkeypatch, capsys):
+    from avatar import cli, gui
+
+    started = []
+    monkeypatch.setattr(gui, "run_app", lambda argv, backend=None: started.append(backend) or 0)
+    assert cli.main(["--backend", "nonsense"]) == 2
+    assert "unknown backend 'nonsense'" in capsys.readouterr().err and started == []
+    assert cli.main(["--backend", "ort"]) == 0 and started == ["onnxruntime"]
+    assert cli.main([]) == 0 and started[-1] is None  # no option: the saved setting stays
+
+
+def test_window_starts_on_the_backend_given(qapp, qsettings, monkeypatch):
+    from avatar.gui import app
+    from avatar.gui.settings import Preferences, save_preferences
+
+    save_preferences(Preferences(backend="torch", photo=str(FACE)))
+    seen = {}
+
+    def fake_main_window(prefs):
+        seen["backend"] = prefs.backend
+
+        class Window:
+            resize = show = lambda *a: None
+        return Window()
+
+    monkeypatch.setattr(app, "main_window", fake_main_window)
+    monkeypatch.setattr(qapp, "exec", lambda: 0)
+    assert app.run_app([], backend="onnxruntime") == 0 and seen["backend"] == "onnxruntime"
+    assert app.run_app([]) == 0 and seen["backend"] == "torch"
+
+
+def test_bench_engine_unknown_backend_exits_2(capsys):
+    from avatar import cli
+
+    assert cli.main(["bench", "engine", "--backends", "nonsense", "--iters", "1"]) == 2
+    assert "unknown backend 'nonsense'" in capsys.readouterr().err

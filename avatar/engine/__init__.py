@@ -145,7 +145,12 @@ def _load_torch_model(model: ModelSource):
         path = path.with_suffix(".safetensors")
     if not path.is_file():
         raise EngineError(f"{path}: model weights not found (the torch backend needs the .safetensors file)")
-    return load_model(path)
+    try:
+        return load_model(path)
+    except ImportError:
+        raise
+    except Exception as e:  # safetensors, json and torch each raise their own types for a damaged or foreign file
+        raise EngineError(f"{path}: not a readable talking-avatar model ({e})") from e
 
 
 def resolve_onnx(model: ModelSource) -> Path:

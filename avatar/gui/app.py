@@ -79,17 +79,21 @@ def _excepthook(window_getter):
     return hook
 
 
-def run_app(argv: list[str] | None = None) -> int:
+def run_app(argv: list[str] | None = None, backend: str | None = None) -> int:
+    """The desktop app; `backend` (from `avatar --backend X`) replaces the saved backend setting."""
     from PySide6.QtWidgets import QApplication
 
-    from avatar.gui.settings import APPLICATION, ORGANIZATION
+    from avatar.gui.settings import APPLICATION, ORGANIZATION, load_preferences
 
     app = QApplication.instance() or QApplication([sys.argv[0], *(argv or [])])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     window = None
     sys.excepthook = _excepthook(lambda: window)  # errors become dialogs, never tracebacks on screen
-    window = main_window()
+    prefs = load_preferences()
+    if backend is not None:
+        prefs.backend = backend
+    window = main_window(prefs)
     window.resize(720, 760)
     window.show()
     return app.exec()
