@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.face.landmarks import MAX_FACES
+
 # exit codes of `avatar render`
 EXIT_OK = 0
 EXIT_FAILED = 1  # engine or encoder failure
@@ -48,6 +50,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=30, help="frames per second (default 30)")
     p.add_argument("--backend", default="auto", help="inference backend: auto, tensorrt, onnxruntime, torch, ...")
     p.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    p.add_argument("--face-index", type=_int_in(0, MAX_FACES - 1), default=0, metavar="N",
+                   help="which face when the photo has several (0 = the largest, default)")
     p.add_argument("--no-liveliness", action="store_true", help="no blinks, head sway or breathing: only the mouth moves")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_render)
@@ -56,6 +60,19 @@ def add_cli(subparsers) -> None:
 def _fail(message: str, code: int) -> int:
     print(f"avatar render: {message}", file=sys.stderr)
     return code
+
+
+def _face_landmarks(photo: str, index: int) -> np.ndarray:
+    """The landmarks of the photo's `index`-th face, largest first (in the photo's pixels as load_photo gives them,
+    which is what the rig takes). Raises NoFaceError when the photo has fewer faces."""
+    from avatar.face import NoFaceError, detect_faces, load_photo
+
+    image = load_photo(photo)
+    faces = detect_faces(image)
+    if index >= len(faces):
+        raise NoFaceError(f"the photo has {len(faces)} face(s), so --face-index {index} does not exist "
+                          f"(0 is the largest)", image)
+    return faces[index]
 
 
 def run_render(args) -> int:
@@ -84,7 +101,9 @@ def run_render(args) -> int:
     if len(audio) == 0:
         return _fail(f"{args.audio}: the audio is empty", EXIT_BAD_INPUT)
     try:
-        renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness})
+        landmarks = _face_landmarks(args.face, args.face_index) if args.face_index else None
+        renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness},
+                                 landmarks=landmarks)
     except Exception as e:
         kind = type(e).__name__
         if kind == "NoFaceError":

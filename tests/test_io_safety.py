@@ -212,3 +212,71 @@ def test_bench_engine_unknown_backend_exits_2(capsys):
 
     assert cli.main(["bench", "engine", "--backends", "nonsense", "--iters", "1"]) == 2
     assert "unknown backend 'nonsense'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# README and CLI agree: `avatar render --face-index N`
+
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory):
+    """The default face beside a smaller copy of itself: face 0 is the left (larger) one, face 1 the right."""
+    import cv2
+
+    face = cv2.imread(str(FACE))
+    small = np.full_like(face, 200)
+    sub = cv2.resize(face, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+    small[:sub.shape[0], :sub.shape[1]] = sub
+    path = tmp_path_factory.mktemp("faces") / "two.png"
+    cv2.imwrite(str(path), np.concatenate([face, small], axis=1))
+    return path, face.shape[1]
+
+
+def test_render_face_index_picks_the_other_face(tmp_path, speech, two_faces, monkeypatch):
+    import avatar.face
+    from avatar import cli
+
+    path, width = two_faces
+    rigs = []
+    real_build_rig = avatar.face.build_rig
+
+    def keep(photo, **kw):
+        rig = real_build_rig(photo, **kw)
+        rigs.append((kw.get("landmarks"), rig))
+        return rig
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(avatar.face, "build_rig", keep)
+    for index in (0, 1):
+        out = tmp_path / f"face{index}.mp4"
+        assert cli.main(["render", "--face", str(path), "--audio", str(speech), "-o", str(out), "--size", "128",
+                         "--fps", "10", "--face-index", str(index), "--backend", "onnxruntime", "-q"]) == 0
+        assert out.stat().st_size > 0
+    (first, rig0), (chosen, rig1) = rigs
+    assert first is None  # the default: the rig finds the largest face itself
+    assert chosen[:, 0].min() > width  # --face-index 1: the smaller face, in the right half
+    assert np.abs(rig0.image.astype(int) - rig1.image.astype(int)).mean() > 5  # framed on another face
+
+
+def test_render_face_index_beyond_the_faces_found_exits_4(tmp_path, speech, capsys):
+    from avatar import cli
+
+    out = tmp_path / "o.mp4"
+    assert cli.main(["render", "--face", str(FACE), "--audio", str(speech), "-o", str(out),
+                     "--face-index", "3", "-q"]) == 4
+    assert "has 1 face(s), so --face-index 3 does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_readme_options_of_avatar_render_exist():
+    """Every `--option` the README shows on an `avatar render` line is one the command accepts."""
+    import re
+
+    from avatar.cli import build_parser
+
+    render = build_parser()._subparsers._group_actions[0].choices["render"]
+    accepted = {o for a in render._actions for o in a.option_strings}
+    readme = (ROOT / "README.md").read_text()
+    shown = set(re.findall(r"--[a-z][a-z-]+", " ".join(re.findall(r"avatar render[^`\n]*", readme))))
+    assert "--face-index" in shown and "--face-index" in accepted
+    assert shown <= accepted, shown - accepted
