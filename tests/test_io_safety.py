@@ -280,3 +280,120 @@ def test_readme_options_of_avatar_render_exist():
     shown = set(re.findall(r"--[a-z][a-z-]+", " ".join(re.findall(r"avatar render[^`\n]*", readme))))
     assert "--face-index" in shown and "--face-index" in accepted
     assert shown <= accepted, shown - accepted
+
+
+# ----------------------------------------------------------------------------------------------------
+# photos: refused by pixel count before decoding, big ones decoded in bounded memory
+
+
+def one_colour_png(path, width, height, rows=None):
+    """A black RGB PNG written row by row (never held in memory): a 20000x20000 one is ~5 MB on disk.
+    `rows` < height writes only that many rows: a file whose header claims more than its data holds."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(1)
+    row = b"\x00" + bytes(3 * width)
+    body = b"".join(z.compress(row) for _ in range(height if rows is None else rows)) + z.flush()
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                           + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+PEAK_RSS = ("import resource, sys\n"
+            "from avatar.face.photo import PhotoError, load_photo\n"
+            "try:\n    print('shape', load_photo(sys.argv[1]).shape)\n"
+            "except PhotoError as e:\n    print('refused', e)\n"
+            "print('peak_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+
+
+def _load_in_subprocess(path):
+    r = subprocess.run([sys.executable, "-c", PEAK_RSS, str(path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    return lines, float(lines["peak_mb"]), r.stderr
+
+
+@pytest.fixture(scope="module")
+def baseline_rss():
+    """Peak RSS of the same subprocess loading a small photo: the imports' own share."""
+    return _load_in_subprocess(FACE)[1]
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, baseline_rss):
+    """20000x20000 (400 MP, exactly twice the limit, where Pillow itself only warns): 1.2 GB decoded, 5.5 GB in
+    the old conversions. Refused from the header: the process stays at the size of its imports."""
+    lines, peak, err = _load_in_subprocess(one_colour_png(tmp_path / "bomb.png", 20000, 20000))
+    assert "refused" in lines and "20000x20000 pixels (400 megapixels)" in lines["refused"]
+    assert peak < baseline_rss + 50, (peak, baseline_rss)
+    assert "DecompressionBombWarning" not in err
+
+
+def test_photo_just_over_the_limit_is_refused_before_decoding(tmp_path):
+    """Between the limit and twice it Pillow only warns; a file whose data ends after its header shows that
+    nothing is decoded (decoding it would say "damaged")."""
+    from avatar.face.photo import MAX_FILE_PIXELS, PhotoError, load_photo
+
+    side = int(np.sqrt(MAX_FILE_PIXELS)) + 100
+    with pytest.raises(PhotoError, match="megapixels can be opened"):
+        load_photo(one_colour_png(tmp_path / "big.png", side, side, rows=2))
+
+
+def test_large_photo_is_shrunk_before_its_conversions(tmp_path, baseline_rss):
+    """A 36 MP RGBA photo: decoded (144 MB), scaled down at once, then converted. The old path converted the whole
+    photo in float32 (peak 1.65 GB for this one); now the decoded copy and Pillow's premultiplied one (RGBA is
+    resized premultiplied) are the peak, under three decoded sizes (measured 0.45 GB)."""
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.new("RGBA", (6000, 6000), (200, 120, 90, 128)).save(path, compress_level=1)
+    lines, peak, _ = _load_in_subprocess(path)
+    assert lines["shape"] == "(2048, 2048, 3)"
+    decoded_mb = 6000 * 6000 * 4 / 2**20
+    assert peak < baseline_rss + 3 * decoded_mb, (peak, baseline_rss)
+
+
+def test_large_jpeg_decodes_at_a_reduced_scale(tmp_path):
+    """JPEG's own 1/2..1/8 scaled decoding gives the same picture (within JPEG error) at the same size."""
+    from PIL import Image
+
+    from avatar.face.photo import load_photo
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (60, 80, 3), np.uint8)
+    big = np.asarray(Image.fromarray(small).resize((8000, 6000), Image.NEAREST))
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=95)
+    img = load_photo(tmp_path / "big.jpg")
+    assert img.shape == (1536, 2048, 3)
+    expected = np.asarray(Image.fromarray(small).resize((2048, 1536), Image.NEAREST)).astype(int)
+    assert np.median(np.abs(img.astype(int) - expected)) < 8
+
+
+def test_window_says_why_it_refuses_a_bomb(app_window_bomb, qtbot):
+    window, bomb = app_window_bomb
+    previous = window.renderer
+    window.open_photo(str(bomb))
+    qtbot.waitUntil(lambda: bool(getattr(window, "last_error", "")), timeout=20000)
+    assert "megapixels can be opened" in window.last_error
+    assert window.renderer is previous
+
+
+@pytest.fixture
+def app_window_bomb(qtbot, qsettings, tmp_path, monkeypatch):
+    from avatar.engine import create_engine
+    from avatar.gui import main_window
+    from avatar.gui.settings import load_preferences
+    from tests.conftest import loudness_model
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    prefs = load_preferences()
+    prefs.size, prefs.output_folder, prefs.liveliness = 256, str(tmp_path), {"enabled": False}
+    w = main_window(prefs, engine_factory=lambda backend: create_engine("onnxruntime", model=loudness_model()))
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: w.renderer is not None, timeout=20000)
+    yield w, one_colour_png(tmp_path / "bomb.png", 15000, 15000, rows=2)
+    w.close()
