@@ -397,3 +397,67 @@ def app_window_bomb(qtbot, qsettings, tmp_path, monkeypatch):
     qtbot.waitUntil(lambda: w.renderer is not None, timeout=20000)
     yield w, one_colour_png(tmp_path / "bomb.png", 15000, 15000, rows=2)
     w.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# settings validated on load
+
+
+def _ini(tmp_path):
+    """The avatar.ini that QSettings (isolated by the qsettings fixture) reads."""
+    from avatar.gui.settings import _settings
+
+    return Path(_settings().fileName())
+
+
+@pytest.mark.parametrize("key, raw", [
+    ("size", "99999"), ("size", "0"), ("size", "big"),
+    ("gain_db", "nan"), ("gain_db", "inf"), ("gain_db", "1e9"),
+    ("gate_db", "-nan"), ("gate_db", "0"),
+    ("record_fps", "0"), ("record_fps", "-5"), ("record_fps", "100000"),
+    ("fps", "7"), ("backend", "nonsense"), ("background", "plaid"), ("background_color", "red"),
+    ("background_color", "#12345"), ("name_prefix", "../../etc/x"), ("name_prefix", "   "),
+    ("liveliness", "[1, 2]"), ("liveliness", '{"blinks": "maybe"}'), ("recent_photos", "{}"),
+])
+def test_damaged_setting_is_replaced_by_its_default(qsettings, tmp_path, key, raw):
+    from avatar.gui.settings import Preferences, invalid_message, load_preferences
+
+    ini = _ini(tmp_path)
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    ini.write_text(f"[General]\nsize=384\n{key}={raw}\n" if key != "size" else f"[General]\n{key}={raw}\n")
+    prefs = load_preferences()
+    assert getattr(prefs, key) == getattr(Preferences(), key)
+    if key != "size":
+        assert prefs.size == 384  # the good values around it are kept
+    assert prefs.invalid == [key] and key in invalid_message(prefs)
+
+
+def test_good_settings_load_without_a_message(qsettings):
+    from avatar.gui.settings import Preferences, invalid_message, load_preferences, save_preferences
+
+    save_preferences(Preferences(size=768, gain_db=-3.5, gate_db=-100.0, record_fps=25, backend="ort",
+                                 liveliness={"blinks": False}, name_prefix="my talk"))
+    prefs = load_preferences()
+    assert (prefs.size, prefs.gain_db, prefs.record_fps, prefs.liveliness) == (768, -3.5, 25, {"blinks": False})
+    assert invalid_message(prefs) is None
+
+
+def test_window_starts_with_damaged_settings_and_says_so_once(qtbot, qsettings, tmp_path, monkeypatch):
+    from avatar.engine import create_engine
+    from avatar.gui import main_window
+    from avatar.gui.settings import invalid_message, load_preferences
+    from tests.conftest import loudness_model
+
+    ini = _ini(tmp_path)
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    ini.write_text("[General]\nsize=99999\ngain_db=nan\nrecord_fps=0\n")
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    w = main_window(engine_factory=lambda backend: create_engine("onnxruntime", model=loudness_model()))
+    qtbot.addWidget(w)
+    try:
+        assert "record_fps, size, gain_db" in w.last_error
+        qtbot.waitUntil(lambda: w.renderer is not None, timeout=20000)
+        assert w.renderer.size == (512, 512) and w.prefs.record_fps == 30 and w.prefs.gain_db == 0.0
+    finally:
+        w.close()
+    assert invalid_message(load_preferences()) is None  # the defaults were stored: no message next time
