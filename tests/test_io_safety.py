@@ -461,3 +461,106 @@ def test_window_starts_with_damaged_settings_and_says_so_once(qtbot, qsettings, 
     finally:
         w.close()
     assert invalid_message(load_preferences()) is None  # the defaults were stored: no message next time
+
+
+# ----------------------------------------------------------------------------------------------------
+# no network at all
+
+
+# Runs avatar.cli.main(argv) with a Python audit hook that appends every socket event (family, event) to a file as
+# it happens (the app is stopped with SIGTERM, so nothing is left to write at exit). Native code (ONNX Runtime's
+# telemetry is C++) opens sockets without Python seeing them: strace covers that.
+AUDITED = r"""
+import socket, sys
+log = open(sys.argv[1], "a", buffering=1)
+def hook(event, args):
+    if event.startswith("socket."):
+        family = ""
+        if event in ("socket.__new__",):
+            family = getattr(args[1], "name", str(args[1]))
+        elif event in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"):
+            family = getattr(getattr(args[0], "family", ""), "name", "")
+        log.write(f"{event} {family}\n")
+sys.addaudithook(hook)
+sys.argv = ["avatar", *sys.argv[2:]]
+from avatar.cli import main
+sys.exit(main())
+"""
+INET = ("AF_INET", "AF_INET6")
+NAME_LOOKUPS = ("socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr",
+                "socket.getnameinfo")
+APP_SECONDS = 15  # ONNX Runtime's telemetry made its first DNS look-up ~9 s after the app started
+
+
+def _network_env(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_CACHE_HOME": str(home / ".cache"), "AVATAR_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen"}
+    env.pop("ORT_DISABLE_TELEMETRY", None)  # the package must set it itself
+    return env, home
+
+
+def _audited(argv, tmp_path, seconds=None):
+    """Run `avatar ARGV` under the audit hook (and strace -f when present): (python events, strace lines,
+    stdout+stderr, HOME). `seconds`: stop it with SIGTERM after that long (the window runs until closed)."""
+    import shutil
+    import signal
+    import time
+
+    env, home = _network_env(tmp_path)
+    events = tmp_path / "audit.txt"
+    trace = tmp_path / "strace.txt"
+    cmd = [sys.executable, "-c", AUDITED, str(events), *argv]
+    if shutil.which("strace"):
+        cmd = ["strace", "-f", "-qq", "-e", "trace=socket,connect,bind,sendto,sendmsg", "-o", str(trace), *cmd]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if seconds is None:
+        out = proc.communicate(timeout=300)[0]
+    else:
+        time.sleep(seconds)
+        assert proc.poll() is None, proc.communicate()[0]
+        # strace -f: signal the traced python (strace's child), then strace ends with it
+        child = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0]
+                    ) if cmd[0] == "strace" else proc.pid
+        os.kill(child, signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+    lines = events.read_text().splitlines() if events.exists() else []
+    traced = trace.read_text().splitlines() if trace.exists() else None
+    return lines, traced, out, home
+
+
+def _assert_offline(lines, traced, home):
+    inet = [e for e in lines if e.split(" ")[-1] in INET or e.split(" ")[0] in NAME_LOOKUPS]
+    assert not inet, inet
+    # AF_UNIX sockets are fine: PulseAudio's server, the X server, D-Bus are on this machine
+    if traced is not None:
+        native = [t for t in traced if ("connect(" in t or "sendto(" in t or "sendmsg(" in t or "bind(" in t)
+                  and ("AF_INET" in t)]
+        assert not native, native
+    assert not (home / ".cache" / "Microsoft").exists(), "ONNX Runtime wrote its telemetry queue"
+
+
+def _strace_or_skip(traced):
+    if traced is None:
+        pytest.skip("strace is not installed (.ci/apt-packages.txt): native sockets unchecked; Python's were")
+
+
+def test_cli_uses_no_network(tmp_path, speech):
+    lines, traced, out, home = _audited(["lipsync", str(speech), "-o", str(tmp_path / "o.tsv"), "--backend",
+                                         "onnxruntime"], tmp_path)
+    assert "50 frames" in out, out
+    _assert_offline(lines, traced, home)
+    lines, traced, out, home = _audited(["--self-test"], tmp_path)
+    assert "self-test" in out and "Traceback" not in out, out
+    _assert_offline(lines, traced, home)
+    _strace_or_skip(traced)
+
+
+def test_app_uses_no_network(tmp_path):
+    lines, traced, out, home = _audited([], tmp_path, seconds=APP_SECONDS)
+    assert "Traceback" not in out, out
+    assert any(e.startswith("socket.") for e in lines) or traced  # the hook was live (X/Pulse/D-Bus sockets)
+    _assert_offline(lines, traced, home)
+    _strace_or_skip(traced)
