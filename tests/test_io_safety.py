@@ -564,3 +564,44 @@ def test_app_uses_no_network(tmp_path):
     assert any(e.startswith("socket.") for e in lines) or traced  # the hook was live (X/Pulse/D-Bus sockets)
     _assert_offline(lines, traced, home)
     _strace_or_skip(traced)
+
+
+# ----------------------------------------------------------------------------------------------------
+# models only from the package's own paths
+
+
+PLANTED = ("face_landmark/face_landmark_with_attention.tflite", "face_landmark/face_landmark.tflite",
+           "face_detection/face_detection_short_range.tflite", "selfie_segmentation/selfie_segmentation.tflite")
+
+
+def test_models_planted_in_the_current_folder_are_not_loaded(tmp_path):
+    """MediaPipe opens "mediapipe/modules/..." from the current folder and ./bazel-bin before its own: junk planted
+    in both must not be read (junk made FaceMesh fail; another model would have been used silently)."""
+    for base in (tmp_path, tmp_path / "bazel-bin"):
+        for name in PLANTED:
+            junk = base / "mediapipe" / "modules" / name
+            junk.parent.mkdir(parents=True, exist_ok=True)
+            junk.write_bytes(b"TFL3 planted junk, not a model")
+    code = ("import numpy as np\nfrom PIL import Image\nfrom avatar.face.landmarks import detect_faces\n"
+            f"faces = detect_faces(np.asarray(Image.open({str(FACE)!r}).convert('RGB')))\n"
+            "print('faces', len(faces), round(float(np.ptp(faces[0][:, 0]))))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("faces 1 "), r.stdout
+
+
+def test_pinned_solution_works_for_a_solution_without_calculator_options(tmp_path, monkeypatch):
+    """SelfieSegmentation (the background fill's person mask) passes no calculator options: pinned all the same."""
+    import mediapipe as mp
+
+    from avatar.face.landmarks import pinned_solution
+
+    junk = tmp_path / "mediapipe" / "modules" / "selfie_segmentation" / "selfie_segmentation.tflite"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"planted junk")
+    monkeypatch.chdir(tmp_path)
+    image = np.asarray(__import__("PIL.Image").Image.open(FACE).convert("RGB"))
+    with pinned_solution(mp.solutions.selfie_segmentation.SelfieSegmentation)(model_selection=0) as seg:
+        mask = seg.process(image).segmentation_mask
+    assert mask.shape == image.shape[:2] and mask.max() > 0.5 > mask.min()
