@@ -605,3 +605,35 @@ def test_pinned_solution_works_for_a_solution_without_calculator_options(tmp_pat
     with pinned_solution(mp.solutions.selfie_segmentation.SelfieSegmentation)(model_selection=0) as seg:
         mask = seg.process(image).segmentation_mask
     assert mask.shape == image.shape[:2] and mask.max() > 0.5 > mask.min()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the ONNX export cache: checksummed, rebuilt when damaged
+
+
+@pytest.mark.parametrize("damage", ["flipped bytes", "truncated", "no checksum"])
+def test_damaged_onnx_export_is_rebuilt(tmp_path, monkeypatch, damage):
+    pytest.importorskip("torch")
+    from avatar.engine import create_engine, resolve_onnx
+    from avatar.engine.cache import verify_checksum
+    from avatar.model import save_model
+    from tests.conftest import loudness_model
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    lone = tmp_path / "m.safetensors"  # no .onnx beside it: ONNX Runtime runs the cached export
+    save_model(loudness_model(), lone)
+    cached = resolve_onnx(lone)
+    good = cached.read_bytes()
+    x = np.random.default_rng(0).standard_normal((4, 40)).astype(np.float32)
+    expected = create_engine("onnxruntime", lone).step(x).params
+    for backend in ("auto", "onnxruntime"):
+        if damage == "flipped bytes":
+            cached.write_bytes(good[:100] + bytes(b ^ 0xFF for b in good[100:400]) + good[400:])
+        elif damage == "truncated":
+            cached.write_bytes(good[: len(good) // 2])
+        else:  # a cache written before checksums existed, or its sidecar lost
+            cached.with_suffix(".json").unlink()
+        engine = create_engine(backend, lone)
+        assert engine.name == "onnxruntime", engine.selection
+        np.testing.assert_allclose(engine.step(x).params, expected, atol=1e-6)
+        assert cached.read_bytes() == good and verify_checksum(cached)
