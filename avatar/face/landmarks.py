@@ -6,6 +6,7 @@ z is MediaPipe's relative depth in the same pixel scale, smaller = nearer the ca
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Mapping
 
@@ -70,9 +71,9 @@ def _face_mesh():
             import mediapipe as mp
         except ImportError as e:  # pragma: no cover - mediapipe is a declared dependency
             raise RuntimeError("mediapipe 0.10.21 is needed to find faces (pip install mediapipe==0.10.21)") from e
-        _mesh = pinned_solution(mp.solutions.face_mesh.FaceMesh)(static_image_mode=True, refine_landmarks=True,
-                                                         max_num_faces=MAX_FACES,
-                                                         min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+        mesh = pinned_solution(mp.solutions.face_mesh.FaceMesh)
+        _mesh = mesh(static_image_mode=True, refine_landmarks=True, max_num_faces=MAX_FACES,
+                     min_detection_confidence=MIN_DETECTION_CONFIDENCE)
     return _mesh
 
 
@@ -83,8 +84,6 @@ def pinned_solution(solution):
     folder, then ./bazel-bin, before its resource root: a file planted there would be parsed and run. The subclass
     rewrites every such path in the graph to an absolute one, in the graph config that SolutionBase's
     `_initialize_graph_interface` returns and builds the graph from (any solution: FaceMesh, SelfieSegmentation)."""
-    import os
-
     import mediapipe as mp
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__)))  # the folder holding mediapipe/
@@ -112,8 +111,8 @@ def _pin_model_paths(config, root: str) -> None:
 
 
 def _absolute_models(message, root: str) -> bool:
-    import os
-
+    """Every "mediapipe/....tflite" string field in an options message (searched recursively) joined to `root`;
+    True if any was."""
     changed = False
     for field, value in message.ListFields():
         if field.type == field.TYPE_MESSAGE:

@@ -109,12 +109,13 @@ def _check_pixels(size: tuple[int, int], name: str) -> None:
 
 def _shrink(im, max_side: int):
     """A decoded image over max_side scaled down by Pillow at once (box filter: area averaging, as load_photo's
-    own INTER_AREA), so the conversions after it work on the small copy. Modes Pillow cannot resize (16-bit grey,
-    palette), and shapes that would end up under MIN_SIDE, are left to load_photo as before."""
+    own INTER_AREA), so the conversions after it work on the small copy. Palette and 1-bit images (which Pillow
+    would resize by nearest neighbour), modes it cannot resize, and shapes that would end up under MIN_SIDE are
+    left to load_photo as before."""
     w, h = im.size
     scale = max_side / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # what load_photo's resize gives
-    if scale >= 1 or min(size) < MIN_SIDE:
+    if scale >= 1 or min(size) < MIN_SIDE or im.mode in ("1", "P", "PA"):
         return im
     try:
         return im.resize(size, Image.Resampling.BOX)

@@ -21,7 +21,7 @@ DISPLAY_RATES = (60, 30)
 SIZES = (256, 384, 512, 768)
 BACKGROUNDS = ("photo", "color", "green")
 GREEN_SCREEN = "#00ff00"  # pure green keys cleanly in OBS's chroma key filter
-SIZE_RANGE = (64, 2048)  # render sizes a rig can be built at (the menu offers SIZES; `avatar render --size` the same range)
+SIZE_RANGE = (64, 2048)  # as `avatar render --size` (the menu offers SIZES)
 RECORD_FPS_RANGE = (1, 120)  # as `avatar render --fps`
 GAIN_RANGE_DB = (-20.0, 30.0)  # the gain slider's range
 GATE_RANGE_DB = (-100.0, -20.0)  # -100 = off; the slider's range above that
@@ -133,7 +133,7 @@ def invalid_message(prefs: Preferences) -> str | None:
     names = getattr(prefs, "invalid", [])
     if not names:
         return None
-    return (f"Some saved settings were damaged or out of range and were reset to their defaults: {', '.join(names)}.")
+    return f"Some saved settings were damaged or out of range and were reset to their defaults: {', '.join(names)}."
 
 
 def save_preferences(prefs: Preferences) -> None:
