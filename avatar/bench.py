@@ -1,6 +1,7 @@
 """`avatar bench engine`: per-chunk step latency of every available backend, side by side in one run."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -70,8 +71,15 @@ def run_engine_bench(args) -> int:
     import os
     import platform
 
-    from avatar.engine import default_model_path
+    from avatar.engine import default_model_path, normalize_backend
 
+    backends = None
+    if args.backends:
+        try:  # an unknown name would otherwise match nothing and print an empty table
+            backends = [normalize_backend(b) for b in args.backends]
+        except ValueError as e:
+            print(f"avatar bench engine: {e}", file=sys.stderr)
+            return 2
     model = args.model or (default_model_path() if default_model_path().exists() else None)
     if model is None:  # no shipped weights yet: time a freshly initialised network of the default size
         from avatar.model import LipSyncNet, ModelDims
@@ -83,7 +91,7 @@ def run_engine_bench(args) -> int:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    rows = bench_engines(model, chunk=args.chunk, iters=args.iters, backends=args.backends)
+    rows = bench_engines(model, chunk=args.chunk, iters=args.iters, backends=backends)
     cpu = platform.processor() or platform.machine()
     title = (f"engine step, {args.chunk} frames ({args.chunk * 10} ms) per step, batch 1 — "
              f"{os.cpu_count()} CPU cores ({cpu}), 1 thread per CPU backend, python {platform.python_version()}")

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("--self-test", action="store_true",
                         help="run the whole app path headless (photo, engine, frames, MP4) and exit 0 if it works")
-    parser.add_argument("--backend", default="auto", help=f"inference backend for the app and --self-test: {', '.join(BACKENDS)}")
+    parser.add_argument("--backend", help=f"inference backend for the app (kept as its setting) and --self-test: "
+                        f"{', '.join(BACKENDS)}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     engine = sub.add_parser("engine", help="inference backends: what this machine has, building TensorRT engines")
@@ -124,17 +125,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.backend is not None and (args.self_test or args.command is None):
+        from avatar.engine import normalize_backend
+
+        try:
+            args.backend = normalize_backend(args.backend)
+        except ValueError as e:
+            print(f"avatar: {e}", file=sys.stderr)
+            return 2
     if args.self_test:
         from avatar.selftest import run
 
-        return run(backend=args.backend)
+        return run(backend=args.backend or "auto")
     if args.command is None:
         try:
             from avatar.gui import run_app
         except ImportError as e:
             print(f"avatar: the desktop app is not available in this install ({e})", file=sys.stderr)
             return 1
-        return run_app(argv)
+        return run_app(argv, backend=args.backend)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

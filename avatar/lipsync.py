@@ -20,6 +20,8 @@ from typing import Iterable
 import numpy as np
 
 from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, AudioError, LogMelStream, iter_audio
+from avatar.outputs import OutputIsInputError, check_not_an_input
+from avatar.render_cli import EXIT_BAD_INPUT, EXIT_CANNOT_WRITE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from avatar.visemes import PARAM_NAMES, RHUBARB_SHAPE, VISEMES
 
 FORMATS = (".json", ".csv", ".tsv")
@@ -142,27 +144,53 @@ def write_track(track: MouthTrack, out: Path) -> None:
     tmp.replace(out)
 
 
+def _fail(message: str, code: int) -> int:
+    print(f"avatar lipsync: {message}", file=sys.stderr)
+    return code
+
+
 def _run(args) -> int:
-    from avatar.engine import EngineError, create_engine
+    """Arguments and the output path are checked before any audio is read: a bad one fails at once."""
+    from avatar.engine import EngineError, create_engine, normalize_backend
+    from avatar.record import RecordError, check_output_path
     out = Path(args.output)
     if out.suffix.lower() not in FORMATS:
-        print(f"avatar lipsync: {out}: the output must end in {', '.join(FORMATS)}", file=sys.stderr)
-        return 2
+        return _fail(f"{out}: the output must end in {', '.join(FORMATS)}", EXIT_USAGE)
+    try:
+        normalize_backend(args.backend)
+        check_not_an_input(out, args.input)
+    except (ValueError, OutputIsInputError) as e:
+        return _fail(str(e), EXIT_USAGE)
+    try:
+        check_output_path(out)
+    except RecordError as e:
+        return _fail(str(e), EXIT_CANNOT_WRITE)
     try:
         engine = create_engine(args.backend, args.model)
+    except EngineError as e:
+        return _fail(str(e), EXIT_FAILED)
+    part = out.with_name(out.name + ".part")  # write_track's temporary file: never left behind
+    try:
         track = track_audio_file(args.input, engine)
         write_track(track, out)
-    except (AudioError, LipsyncError, EngineError) as e:
-        print(f"avatar lipsync: {e}", file=sys.stderr)
-        return 1
+    except (AudioError, LipsyncError) as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    except EngineError as e:
+        return _fail(str(e), EXIT_FAILED)
+    except OSError as e:
+        return _fail(f"cannot write {out}: {e.strerror or e}", EXIT_CANNOT_WRITE)
+    finally:
+        part.unlink(missing_ok=True)
     print(f"{out}: {track.n_frames} frames ({track.n_frames / FRAMES_PER_SECOND:.2f} s) at {FRAMES_PER_SECOND} fps "
           f"by {engine.label}")
-    return 0
+    return EXIT_OK
 
 
 def add_cli(subparsers) -> None:
     """Register `avatar lipsync INPUT -o OUT` on the top-level argparse subparsers."""
-    p = subparsers.add_parser("lipsync", help="mouth track of an audio file for animators (.json, .csv, Rhubarb .tsv)")
+    p = subparsers.add_parser("lipsync", help="mouth track of an audio file for animators (.json, .csv, Rhubarb .tsv)",
+                              epilog="exit codes: 0 ok, 1 engine or model failure, 2 bad arguments, 3 unreadable "
+                                     "input, 5 cannot write the output, 130 interrupted")
     p.add_argument("input", help="any audio file (wav, mp3, flac, m4a, ogg...)")
     p.add_argument("-o", "--output", required=True, help="out.json | out.csv | out.tsv (Rhubarb Lip Sync)")
     p.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")

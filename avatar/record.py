@@ -58,7 +58,7 @@ def check_output_path(path: str | Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise RecordError(f"Cannot write to {folder}: permission denied. Choose another output folder.")
     if path.is_dir():
-        raise RecordError(f"{path} is a folder; choose a file name ending in .mp4.")
+        raise RecordError(f"{path} is a folder; choose a file name for the output.")
     return path
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.face.landmarks import MAX_FACES
+
 # exit codes of `avatar render`
 EXIT_OK = 0
 EXIT_FAILED = 1  # engine or encoder failure
@@ -38,7 +40,9 @@ def add_cli(subparsers) -> None:
     """`avatar render --face PHOTO --audio SPEECH -o out.mp4 [--size 512 --fps 30 --backend auto]`."""
     p = subparsers.add_parser("render", help="render a talking-head MP4 from a photo and a speech file (offline)",
                               description="Render a talking-head video (H.264 + AAC) from one face photo and a "
-                                          "speech recording, faster than real time.")
+                                          "speech recording, faster than real time.",
+                              epilog="exit codes: 0 ok, 1 engine or encoder failure, 2 bad arguments, 3 unreadable "
+                                     "input, 4 no face in the photo, 5 cannot write the output, 130 interrupted")
     p.add_argument("--face", required=True, metavar="PHOTO", help="a photo with one face (jpg, png, ...)")
     p.add_argument("--audio", required=True, metavar="SPEECH", help="speech audio (wav, mp3, flac, m4a, ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the video to write")
@@ -46,6 +50,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=30, help="frames per second (default 30)")
     p.add_argument("--backend", default="auto", help="inference backend: auto, tensorrt, onnxruntime, torch, ...")
     p.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    p.add_argument("--face-index", type=_int_in(0, MAX_FACES - 1), default=0, metavar="N",
+                   help="which face when the photo has several (0 = the largest, default)")
     p.add_argument("--no-liveliness", action="store_true", help="no blinks, head sway or breathing: only the mouth moves")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_render)
@@ -56,15 +62,34 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _face_landmarks(photo: str, index: int) -> np.ndarray:
+    """The landmarks of the photo's `index`-th face, largest first (in the photo's pixels as load_photo gives them,
+    which is what the rig takes). Raises NoFaceError when the photo has fewer faces."""
+    from avatar.face import NoFaceError, detect_faces, load_photo
+
+    image = load_photo(photo)
+    faces = detect_faces(image)
+    if index >= len(faces):
+        raise NoFaceError(f"the photo has {len(faces)} face(s), so --face-index {index} does not exist "
+                          f"(0 is the largest)", image)
+    return faces[index]
+
+
 def run_render(args) -> int:
     from avatar.audio import AudioError, load_audio
-    from avatar.engine import EngineError, create_engine
+    from avatar.engine import EngineError, create_engine, normalize_backend
+    from avatar.outputs import OutputIsInputError, check_not_an_input
     from avatar.pipeline import open_renderer, render_offline
     from avatar.record import RecordError, check_output_path
 
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         return _fail(f"the output must be an .mp4 file, got {out.name}", EXIT_USAGE)
+    try:
+        normalize_backend(args.backend)  # before the rig is built: a typo fails at once
+        check_not_an_input(out, args.audio, args.face)
+    except (ValueError, OutputIsInputError) as e:
+        return _fail(str(e), EXIT_USAGE)
     try:
         check_output_path(out)
     except RecordError as e:
@@ -76,7 +101,9 @@ def run_render(args) -> int:
     if len(audio) == 0:
         return _fail(f"{args.audio}: the audio is empty", EXIT_BAD_INPUT)
     try:
-        renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness})
+        landmarks = _face_landmarks(args.face, args.face_index) if args.face_index else None
+        renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness},
+                                 landmarks=landmarks)
     except Exception as e:
         kind = type(e).__name__
         if kind == "NoFaceError":

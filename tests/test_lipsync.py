@@ -128,7 +128,7 @@ def test_cli_writes_and_reports(engine, tmp_path, capsys, monkeypatch):
     assert args.func(args) == 0 and (tmp_path / "out.tsv").exists()
     assert "100 frames" in capsys.readouterr().out
     args = parser.parse_args(["lipsync", str(tmp_path / "nope.wav"), "-o", str(tmp_path / "o.json")])
-    assert args.func(args) == 1 and "no such file" in capsys.readouterr().err
+    assert args.func(args) == 3 and "no such file" in capsys.readouterr().err
     args = parser.parse_args(["lipsync", str(path), "-o", str(tmp_path / "o.txt")])
     assert args.func(args) == 2 and "must end in" in capsys.readouterr().err
     assert lipsync.FORMATS == (".json", ".csv", ".tsv")

@@ -43,6 +43,14 @@ def test_bundle_builds_from_the_checkout_and_passes_self_test(tmp_path):
     internal = bundle / "_internal"
     for unwanted in ("torch", "jax", "jaxlib", "piper", "espeakng_loader", "pocketsphinx"):
         assert not (internal / unwanted).exists(), f"{unwanted} leaked into the bundle"
+    # no telemetry from the bundle either: ONNX Runtime's queue would appear under ~/.cache/Microsoft (the bundle's
+    # 1.20.1 wrote none even with ORT_DISABLE_TELEMETRY=0 on 2026-12-01; 1.32 does: this guards a newer pin)
+    home = tmp_path / "home"
+    home.mkdir()
+    bare = {k: v for k, v in env.items() if k != "ORT_DISABLE_TELEMETRY"}  # (this process's import of avatar set it)
+    again = subprocess.run([str(bundle / "talking-avatar"), "--self-test"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120, env={**bare, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")})
+    assert again.returncode == 0 and not (home / ".cache" / "Microsoft").exists(), again.stdout + again.stderr
     size = int(re.search(r"bundle size: (\d+) MB", out).group(1))
     print(f"bundle {size} MB (goal {SIZE_GOAL_MB} MB); {re.search(r'cold start to first frame [0-9.]+ s', out).group(0)}")
     assert size <= SIZE_GOAL_MB, f"bundle {size} MB is over the {SIZE_GOAL_MB} MB goal"

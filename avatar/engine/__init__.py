@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 from avatar.engine.base import MAX_CHUNK, EngineError, EngineOutput, StatefulEngine
+from avatar.engine.cache import verify_checksum, write_checksum
 from avatar.paths import assets_dir, cache_dir
 
 __all__ = ["BACKENDS", "MAX_CHUNK", "EngineError", "EngineOutput", "StatefulEngine", "BackendStatus",
@@ -145,7 +147,12 @@ def _load_torch_model(model: ModelSource):
         path = path.with_suffix(".safetensors")
     if not path.is_file():
         raise EngineError(f"{path}: model weights not found (the torch backend needs the .safetensors file)")
-    return load_model(path)
+    try:
+        return load_model(path)
+    except ImportError:
+        raise
+    except Exception as e:  # safetensors, json and torch each raise their own types for a damaged or foreign file
+        raise EngineError(f"{path}: not a readable talking-avatar model ({e})") from e
 
 
 def resolve_onnx(model: ModelSource) -> Path:
@@ -171,10 +178,11 @@ def resolve_onnx(model: ModelSource) -> Path:
     digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in net.state_dict().values()))
     digest.update(repr(net.dims).encode())
     out = cache_dir() / "onnx" / f"{digest.hexdigest()[:24]}.onnx"
-    if not out.is_file():
+    if not verify_checksum(out):  # checksummed like the TensorRT cache: a damaged export is rebuilt, not trusted
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp.onnx")
+        tmp = out.with_suffix(f".{os.getpid()}.tmp.onnx")  # per process: two exports at once do not collide
         export_onnx(net, tmp)
+        write_checksum(tmp).replace(out.with_suffix(".json"))
         tmp.replace(out)
     return out
 

@@ -29,6 +29,34 @@ def cache_key(parts: dict[str, str]) -> str:
     return sha256_bytes(json.dumps(parts, sort_keys=True).encode())[:24]
 
 
+def write_checksum(path: Path) -> Path:
+    """A JSON sidecar (same name, .json) with the file's SHA-256 and size, for verify_checksum."""
+    data = Path(path).read_bytes()
+    sidecar = Path(path).with_suffix(".json")
+    sidecar.write_text(json.dumps({"sha256": sha256_bytes(data), "nbytes": len(data)}))
+    return sidecar
+
+
+def verify_checksum(path: Path) -> bool:
+    """True when the file and its sidecar agree; a missing, truncated or altered file (or sidecar) is removed with
+    its sidecar, so the caller rebuilds it."""
+    path, sidecar = Path(path), Path(path).with_suffix(".json")
+    if not path.exists():
+        return False
+    try:
+        meta = json.loads(sidecar.read_text())
+        data = path.read_bytes()
+        ok = meta.get("sha256") == sha256_bytes(data) and meta.get("nbytes") == len(data)
+        why = "corrupt (checksum mismatch)"
+    except (OSError, ValueError, AttributeError) as e:
+        ok, why = False, f"no readable checksum ({e})"
+    if not ok:
+        log.warning("cached %s: %s; rebuilding", path.name, why)
+        path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+    return ok
+
+
 class EngineCache:
     def __init__(self, folder: Path | None = None):
         self.folder = Path(folder) if folder is not None else cache_dir() / ENGINE_SUBDIR

@@ -6,6 +6,7 @@ z is MediaPipe's relative depth in the same pixel scale, smaller = nearer the ca
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Mapping
 
@@ -70,10 +71,58 @@ def _face_mesh():
             import mediapipe as mp
         except ImportError as e:  # pragma: no cover - mediapipe is a declared dependency
             raise RuntimeError("mediapipe 0.10.21 is needed to find faces (pip install mediapipe==0.10.21)") from e
-        _mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
-                                                max_num_faces=MAX_FACES,
-                                                min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+        mesh = pinned_solution(mp.solutions.face_mesh.FaceMesh)
+        _mesh = mesh(static_image_mode=True, refine_landmarks=True, max_num_faces=MAX_FACES,
+                     min_detection_confidence=MIN_DETECTION_CONFIDENCE)
     return _mesh
+
+
+def pinned_solution(solution):
+    """A MediaPipe solution class whose models are read from mediapipe's own install folder only.
+
+    Its graph names the models by relative paths ("mediapipe/modules/..."), which MediaPipe opens from the current
+    folder, then ./bazel-bin, before its resource root: a file planted there would be parsed and run. The subclass
+    rewrites every such path in the graph to an absolute one, in the graph config that SolutionBase's
+    `_initialize_graph_interface` returns and builds the graph from (any solution: FaceMesh, SelfieSegmentation)."""
+    import mediapipe as mp
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__)))  # the folder holding mediapipe/
+
+    class Pinned(solution):
+        def _initialize_graph_interface(self, *args, **kwargs):
+            config = super()._initialize_graph_interface(*args, **kwargs)
+            _pin_model_paths(config, root)
+            return config
+
+    return Pinned
+
+
+def _pin_model_paths(config, root: str) -> None:
+    """Model paths in a CalculatorGraphConfig's node options made absolute under `root` (in place)."""
+    from google.protobuf import symbol_database
+
+    for node in config.node:
+        _absolute_models(node.options, root)
+        for packed in node.node_options:  # proto3 options: google.protobuf.Any
+            options = symbol_database.Default().GetSymbol(packed.type_url.split("/")[-1])()
+            options.ParseFromString(packed.value)
+            if _absolute_models(options, root):
+                packed.value = options.SerializeToString()
+
+
+def _absolute_models(message, root: str) -> bool:
+    """Every "mediapipe/....tflite" string field in an options message (searched recursively) joined to `root`;
+    True if any was."""
+    changed = False
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for item in (value if field.label == field.LABEL_REPEATED else [value]):
+                changed = _absolute_models(item, root) or changed
+        elif (field.type == field.TYPE_STRING and field.label != field.LABEL_REPEATED
+              and value.startswith("mediapipe/") and value.endswith(".tflite")):
+            setattr(message, field.name, os.path.join(root, value))
+            changed = True
+    return changed
 
 
 def detect_faces(image: np.ndarray) -> list[np.ndarray]:

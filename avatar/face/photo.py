@@ -5,18 +5,28 @@ import io
 import os
 from pathlib import Path
 from typing import Union
+import warnings
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 MAX_SIDE = 2048  # larger photos are downscaled: landmarks and rendering gain nothing from more pixels
 MIN_SIDE = 32  # smaller than this cannot hold a usable face
-MAX_FILE_PIXELS = 200_000_000  # refuse decompression bombs before decoding
+MAX_FILE_PIXELS = 200_000_000  # refused by the header's size, before decoding: a decompression bomb (a 1 MB
+# one-colour PNG can claim 20000x20000), yet every camera's photo fits (a 200 MP phone sensor is 16320x12240)
+EXIF_ORIENTATION = 0x0112
+# how to turn each EXIF orientation upright (what PIL.ImageOps.exif_transpose does, applied after shrinking)
+UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+           7: "TRANSVERSE", 8: "ROTATE_90"}
 BACKDROP_RGB = (236, 236, 236)  # transparent pixels are shown over this light grey
 PORTRAIT_FACE_FRACTION = 0.42  # in the default portrait crop the face (brow to chin) is this much of the height
 PORTRAIT_CENTER_SHIFT = 0.08  # crop centre sits this many crop-heights below the face centre (shows the neck)
 
 PhotoSource = Union[str, os.PathLike, bytes, np.ndarray]
+
+# Pillow warns of a possible decompression bomb before _check_pixels refuses the same photo with a clearer message
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class PhotoError(ValueError):
@@ -28,7 +38,7 @@ def load_photo(source: PhotoSource, max_side: int = MAX_SIDE) -> np.ndarray:
     if isinstance(source, np.ndarray):
         image = _array_to_rgb(source, "the given array")
     elif isinstance(source, (bytes, bytearray)):
-        image = _decode(bytes(source), "the given bytes")
+        image = _decode(bytes(source), "the given bytes", max_side)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -39,7 +49,7 @@ def load_photo(source: PhotoSource, max_side: int = MAX_SIDE) -> np.ndarray:
             data = path.read_bytes()
         except OSError as e:
             raise PhotoError(f"Cannot read {path}: {e.strerror or e}") from e
-        image = _decode(data, path.name)
+        image = _decode(data, path.name, max_side)
     else:
         raise PhotoError(f"A photo must be a file path, bytes or an image array, not {type(source).__name__}.")
     h, w = image.shape[:2]
@@ -51,19 +61,30 @@ def load_photo(source: PhotoSource, max_side: int = MAX_SIDE) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
+def _decode(data: bytes, name: str, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Decode with Pillow: the size is checked from the header first, and big photos are shrunk while (JPEG) or
+    right after decoding, before any conversion copies them, so memory stays near one decoded copy."""
     if not data:
         raise PhotoError(f"{name} is empty.")
-    Image.MAX_IMAGE_PIXELS = MAX_FILE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_FILE_PIXELS  # Pillow's own check stays as a backstop (it trips at twice this)
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            _check_pixels(im.size, name)
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-            im = ImageOps.exif_transpose(im)
+                _check_pixels(im.size, name)
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+            if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale where that still gives max_side
+                scale = max_side / max(im.size)
+                if scale < 0.5:
+                    im.draft(im.mode, (int(np.ceil(im.size[0] * scale)), int(np.ceil(im.size[1] * scale))))
             im.load()
+            im = _shrink(im, max_side)
+            if orientation in UPRIGHT:
+                im = im.transpose(getattr(Image.Transpose, UPRIGHT[orientation]))
             return _pil_to_rgb(im, name)
+    except PhotoError:
+        raise
     except UnidentifiedImageError:
         pass  # maybe OpenCV can (e.g. some 16-bit TIFF variants); below
     except Image.DecompressionBombError as e:
@@ -77,6 +98,29 @@ def _decode(data: bytes, name: str) -> np.ndarray:
     if fallback is not None:
         return fallback
     raise PhotoError(f"{name} is not an image this app can read (supported: JPEG, PNG, WebP, BMP, TIFF, GIF).")
+
+
+def _check_pixels(size: tuple[int, int], name: str) -> None:
+    w, h = size
+    if w * h > MAX_FILE_PIXELS:
+        raise PhotoError(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); photos of up to "
+                         f"{MAX_FILE_PIXELS / 1e6:.0f} megapixels can be opened. Scale it down first.")
+
+
+def _shrink(im, max_side: int):
+    """A decoded image over max_side scaled down by Pillow at once (box filter: area averaging, as load_photo's
+    own INTER_AREA), so the conversions after it work on the small copy. Palette and 1-bit images (which Pillow
+    would resize by nearest neighbour), modes it cannot resize, and shapes that would end up under MIN_SIDE are
+    left to load_photo as before."""
+    w, h = im.size
+    scale = max_side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # what load_photo's resize gives
+    if scale >= 1 or min(size) < MIN_SIDE or im.mode in ("1", "P", "PA"):
+        return im
+    try:
+        return im.resize(size, Image.Resampling.BOX)
+    except ValueError:
+        return im
 
 
 def _decode_cv2(data: bytes) -> np.ndarray | None:

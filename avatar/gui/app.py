@@ -32,7 +32,7 @@ def real_renderer_factory(photo: str, prefs, landmarks=None):
 def main_window(prefs=None, engine_factory=None, renderer_factory=None, offline_engine_factory=None):
     """The main window with the real engines and renderer; needs a QApplication. Opens the last (or default) photo.
     A given `engine_factory` also serves exports unless `offline_engine_factory` is given too."""
-    from avatar.gui.settings import load_preferences
+    from avatar.gui.settings import invalid_message, load_preferences, save_preferences
     from avatar.gui.window import MainWindow
 
     prefs = prefs or load_preferences()
@@ -54,6 +54,11 @@ def main_window(prefs=None, engine_factory=None, renderer_factory=None, offline_
     window.engine_factory = engine_factory
     if startup_error:
         window.show_error(startup_error)
+    repaired = invalid_message(prefs)
+    if repaired:  # said once: the defaults are stored in their place
+        window.show_error(repaired, "Settings reset")
+        save_preferences(prefs)
+        prefs.invalid = []
     photo = prefs.photo or default_photo()
     if photo:
         window.open_photo(photo)
@@ -79,17 +84,21 @@ def _excepthook(window_getter):
     return hook
 
 
-def run_app(argv: list[str] | None = None) -> int:
+def run_app(argv: list[str] | None = None, backend: str | None = None) -> int:
+    """The desktop app; `backend` (from `avatar --backend X`) replaces the saved backend setting."""
     from PySide6.QtWidgets import QApplication
 
-    from avatar.gui.settings import APPLICATION, ORGANIZATION
+    from avatar.gui.settings import APPLICATION, ORGANIZATION, load_preferences
 
     app = QApplication.instance() or QApplication([sys.argv[0], *(argv or [])])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     window = None
     sys.excepthook = _excepthook(lambda: window)  # errors become dialogs, never tracebacks on screen
-    window = main_window()
+    prefs = load_preferences()
+    if backend is not None:
+        prefs.backend = backend
+    window = main_window(prefs)
     window.resize(720, 760)
     window.show()
     return app.exec()

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 import json
+import logging
+import math
 from pathlib import Path
+import re
 
 from PySide6.QtCore import QSettings, QStandardPaths
+
+from avatar.engine import normalize_backend
+
+log = logging.getLogger(__name__)
 
 ORGANIZATION = "talking-avatar"
 APPLICATION = "avatar"
@@ -14,6 +21,11 @@ DISPLAY_RATES = (60, 30)
 SIZES = (256, 384, 512, 768)
 BACKGROUNDS = ("photo", "color", "green")
 GREEN_SCREEN = "#00ff00"  # pure green keys cleanly in OBS's chroma key filter
+SIZE_RANGE = (64, 2048)  # as `avatar render --size` (the menu offers SIZES)
+RECORD_FPS_RANGE = (1, 120)  # as `avatar render --fps`
+GAIN_RANGE_DB = (-20.0, 30.0)  # the gain slider's range
+GATE_RANGE_DB = (-100.0, -20.0)  # -100 = off; the slider's range above that
+COLOUR_PATTERN = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 def default_output_folder() -> str:
@@ -56,28 +68,72 @@ def _settings() -> QSettings:
     return QSettings(QSettings.IniFormat, QSettings.UserScope, ORGANIZATION, APPLICATION)
 
 
+def _in(lo, hi):
+    return lambda v: lo <= v <= hi and math.isfinite(v)
+
+
+def _backend_ok(name: str) -> bool:
+    try:
+        normalize_backend(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _prefix_ok(text: str) -> bool:  # what Window.set_name_prefix accepts: no path separators
+    return bool(text.strip()) and all(c.isalnum() or c in " -_" for c in text)
+
+
+# each stored value must pass its check or the default takes its place: a hand-edited or damaged avatar.ini must
+# not stop the app starting (size=99999, gain_db=nan) or break it later (record_fps=0)
+VALID = {
+    "backend": _backend_ok,
+    "fps": lambda v: v in DISPLAY_RATES,
+    "record_fps": _in(*RECORD_FPS_RANGE),
+    "size": _in(*SIZE_RANGE),
+    "background": lambda v: v in BACKGROUNDS,
+    "background_color": lambda v: COLOUR_PATTERN.fullmatch(v) is not None,
+    "liveliness": lambda v: all(isinstance(k, str) and isinstance(on, bool) for k, on in v.items()),
+    "name_prefix": _prefix_ok,
+    "gain_db": _in(*GAIN_RANGE_DB),
+    "gate_db": _in(*GATE_RANGE_DB),
+    "recent_photos": lambda v: all(isinstance(p, str) for p in v),
+}
+
+
 def load_preferences() -> Preferences:
+    """The stored preferences; each value that is unreadable or out of range is replaced by its default and its
+    name listed in the returned object's `invalid` (see invalid_message)."""
     stored, prefs = _settings(), Preferences()
+    prefs.invalid = []
     for f in fields(Preferences):
         raw = stored.value(f.name)
         if raw is None:
             continue
         default = getattr(prefs, f.name)
-        try:  # values come back as strings from the ini file: coerce to the field's type, ignore junk
+        try:  # values come back as strings from the ini file: coerce to the field's type
             if isinstance(default, (dict, list)):
                 value = json.loads(raw) if isinstance(raw, str) else raw
                 if not isinstance(value, type(default)):
-                    continue
+                    raise TypeError(f"not a {type(default).__name__}")
             else:
                 value = type(default)(raw)
-        except (TypeError, ValueError):
+            if f.name in VALID and not VALID[f.name](value):
+                raise ValueError("out of range")
+        except (TypeError, ValueError) as e:
+            log.warning("setting %s=%r ignored (%s); using %r", f.name, raw, e, default)
+            prefs.invalid.append(f.name)
             continue
         setattr(prefs, f.name, value)
-    if prefs.fps not in DISPLAY_RATES:
-        prefs.fps = DISPLAY_RATES[0]
-    if prefs.background not in BACKGROUNDS:
-        prefs.background = "photo"
     return prefs
+
+
+def invalid_message(prefs: Preferences) -> str | None:
+    """One sentence naming the settings that were replaced by defaults on load, or None."""
+    names = getattr(prefs, "invalid", [])
+    if not names:
+        return None
+    return f"Some saved settings were damaged or out of range and were reset to their defaults: {', '.join(names)}."
 
 
 def save_preferences(prefs: Preferences) -> None:
