@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from avatar.face import landmarks as lm
+from avatar.face.rest import close_mouth, lips_apart
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
 
 LOCAL_FIELDS = ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press", "blink_r", "blink_l", "brow_raise")
@@ -387,6 +388,7 @@ class Rig:
     mouth_box: tuple[int, int, int, int]  # x0, y0, x1, y1 canvas pixels where the lips can part
     mouth_u: np.ndarray  # float32 over mouth_box: position along the mouth from its centre, pixels
     appearance: "object"  # avatar.face.mouth.MouthAppearance
+    closed_at_rest: bool = False  # the photo's lips were apart and `image` is the photo with them closed
     build_seconds: float = 0.0
 
     @property
@@ -473,6 +475,9 @@ def rig_from_canvas(image: np.ndarray, points: np.ndarray) -> Rig:
     from avatar.face.mouth import measure_appearance
 
     t0 = time.perf_counter()
+    closed_at_rest = lips_apart(points)
+    if closed_at_rest:  # a smile with teeth: the rest pose is closed lips (avatar.face.rest)
+        image, points = close_mouth(image, points)
     height, width = image.shape[:2]
     step = max(MIN_STEP, int(round(max(width, height) / GRID_CELLS)))
     g = FaceGeometry(points)
@@ -489,7 +494,8 @@ def rig_from_canvas(image: np.ndarray, points: np.ndarray) -> Rig:
     appearance = measure_appearance(image, g)
     rig = Rig(image=np.ascontiguousarray(image), landmarks=points, geometry=g, step=step, local_box=local_box,
               local_fields=local_fields, head_box=head_box, head_fields=head_fields_, below=below, band=band,
-              line_t=t.astype(np.float32), mouth_box=mb, mouth_u=mouth_u.astype(np.float32), appearance=appearance)
+              line_t=t.astype(np.float32), mouth_box=mb, mouth_u=mouth_u.astype(np.float32), appearance=appearance,
+              closed_at_rest=closed_at_rest)
     rig.build_seconds = time.perf_counter() - t0
     return rig
 
