@@ -43,8 +43,12 @@ def _clamp(v: float, lo: float, hi: float) -> float:
 PRESS_CLOSES_FROM, PRESS_SHUT = 0.25, 0.5  # lip_press range over which an open jaw is pulled shut
 
 
+EYE_PARAMS = ("blink_r", "blink_l")  # the order of Rig.eyes
+
+
 def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None):
-    """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order), clipped to their ranges."""
+    """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order, eye closures in EYE_PARAMS
+    order), clipped to their ranges."""
     p = {k: _value(params, k) for k in PARAM_NAMES + EXTRA_PARAMS}
     for k, v in (extras or {}).items():
         p[k] = p.get(k, 0.0) + v
@@ -58,12 +62,11 @@ def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | Non
         spread,
         rnd,
         press,
-        _clamp(max(p["blink_r"], blink), 0, 1),
-        _clamp(max(p["blink_l"], blink), 0, 1),
         _clamp(p["brow_raise"], -0.5, 1),
     ], np.float32)
     head = np.array([_clamp(p[k], -1, 1) for k in HEAD_FIELDS], np.float32)
-    return local, head
+    eyes = np.array([_clamp(max(p[k], blink), 0, 1) for k in EYE_PARAMS], np.float32)
+    return local, head, eyes
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Renderer:
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
         self.rig = rig
         self.liveliness = Liveliness(liveliness)  # None: the defaults (blinks, sway, breathing, emphasis on)
+        self._eye_levels = [0.0] * len(EYE_PARAMS)  # each eye's closure in the photo being warped now
         app = rig.appearance
         self.statics = mouth_statics(rig.mouth_u, app)
         self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue)
@@ -117,11 +121,22 @@ class Renderer:
         return field_weights(params, self.liveliness.extras(params, t))
 
     def render(self, params: Mapping[str, float], t: float = 0.0) -> np.ndarray:
-        local, head = self.weights(params, t)
-        return self.render_weights(local, head)
+        local, head, eyes = self.weights(params, t)
+        return self.render_weights(local, head, eyes)
 
-    def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
+    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
+
+    def _eye_changes(self, eyes: np.ndarray | None):
+        """[(eye index, its box, the box's RGB pixels now)] for each eye whose closure changed since the last
+        frame; the renderers write them into the photo they warp (so head and mouth motion carry the lids)."""
+        eyes = np.zeros(len(EYE_PARAMS), np.float32) if eyes is None else np.asarray(eyes, np.float32)
+        changes = []
+        for k, (eye, level) in enumerate(zip(self.rig.eyes, eyes.tolist())):
+            if level != self._eye_levels[k]:
+                self._eye_levels[k] = level
+                changes.append((k, eye.box, eye.patch(level)))
+        return changes
 
     def _slit_mask(self, ops, local_pos):
         """1 along the slit between the inner mouth corners (widened by this frame's spread), 0 beyond: elsewhere
@@ -235,6 +250,7 @@ class CpuRenderer(Renderer):
         self._mouth_origin = (float(rig.mouth_box[0]), float(rig.mouth_box[1]), 0.0, 0.0)  # a cv2 scalar
         self._statics_image = stack_statics(self.statics)
         self._image_rgba = cv2.cvtColor(rig.image, cv2.COLOR_RGB2RGBA)
+        self._source = rig.image.copy()  # the photo with each eye at its current closure (see _eye_changes)
         # per canvas cell row, the cell columns each field reaches (padded by one cell)
         n_rows = -(-h // step)
         mags = np.abs(rig.local_fields).max(axis=(1, 4))
@@ -315,17 +331,20 @@ class CpuRenderer(Renderer):
             y, x = origin[0] + ya, origin[1] + xa
             cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=frame[y:y + yb - ya, x:x + xb - xa])
 
-    def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
+    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
         rig = self.rig
         local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
+        for _, (ex0, ey0, ex1, ey1), patch in self._eye_changes(eyes):
+            self._source[ey0:ey1, ex0:ex1] = patch
+            cv2.cvtColor(patch, cv2.COLOR_RGB2RGBA, dst=self._image_rgba[ey0:ey1, ex0:ex1])
         plan = self.plan(local, head)
         if plan is None:
-            return rig.image.copy()
+            return self._source.copy()
         step = rig.step
         r0, r1, c0, c1 = plan.cells
         y0, y1, x0, x1 = plan.region
         h, w = y1 - y0, x1 - x0
-        frame = rig.image.copy()  # one memcpy: cheaper than copying only around the warped strips
+        frame = self._source.copy()  # one memcpy: cheaper than copying only around the warped strips
         # coarse work on the region plus one cell all round, so that upsampling is exact up to the region's edge
         cells = (slice(r0, r1 + 2), slice(c0, c1 + 2))  # self._cell_grid starts one cell before the canvas
         head_c = np.zeros((r1 - r0 + 2, c1 - c0 + 2, 2), np.float32)

@@ -19,10 +19,11 @@ import cv2
 import numpy as np
 
 from avatar.face import landmarks as lm
+from avatar.face.eyes import build_eyes
 from avatar.face.rest import close_mouth, lips_apart
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
 
-LOCAL_FIELDS = ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press", "blink_r", "blink_l", "brow_raise")
+LOCAL_FIELDS = ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press", "brow_raise")  # blinks: avatar.face.eyes
 # Fields that move the mouth sideways; the renderer applies them after the others (composed, not added), so a
 # rounded mouth also narrows the opening the jaw makes.
 SIDEWAYS_FIELDS = ("lip_spread", "lip_round")
@@ -41,9 +42,6 @@ SPREAD_OUT = 0.10  # each corner moves out by this at lip_spread = 1, in W
 ROUND_IN = 0.17  # each corner moves in by this at lip_round = 1, in W ("oo" is ~35% narrower)
 ROUND_PROTRUDE = 0.045  # rounded lips push apart (a small round opening), in W per lip
 PRESS_ROLL = 0.35  # pressed lips roll in by this fraction of their thickness
-BLINK_CLOSE = 0.9  # the upper lid travels this fraction of the eye opening; the lower lid rises the rest
-BLINK_LID_REACH = 0.6  # lid skin this far above the lid (in half eye widths) slides down: short spares glasses
-BLINK_SQUASH = 0.97  # the eyeball band between the lids shrinks to 3% of its height
 BROW_LIFT = 0.11  # brow raise, in IOD
 YAW_RAD, PITCH_RAD, ROLL_RAD = 0.12, 0.10, 0.08  # head rotation at |param| = 1 (about 7, 6 and 4.5 degrees)
 RISE = 0.012  # breathing rise at head_rise = 1, in FH
@@ -198,29 +196,6 @@ def lip_press(g: FaceGeometry, x, y, lower: bool):
     reach = max(thick, 2.0 * g.photo_gap / 2 + 1)
     dv = (roll * body + half_gap * np.exp(-(tt / reach) ** 2)) * np.sqrt(g.slit(u)) * _beyond(g, t, lower)
     return g.to_xy(np.zeros_like(u), -dv if lower else dv)
-
-
-def _eye_field(g: FaceGeometry, upper_idx, lower_idx):
-    pts = g.points[:, :2]
-    center = pts[list(upper_idx + lower_idx)].mean(0)
-    up = g.to_frame(pts[list(upper_idx)], center)
-    lo = g.to_frame(pts[list(lower_idx)], center)
-    up, lo = up[np.argsort(up[:, 0])], lo[np.argsort(lo[:, 0])]
-    u0, u1 = min(up[0, 0], lo[0, 0]), max(up[-1, 0], lo[-1, 0])
-    half_w = max((u1 - u0) / 2, 1.0)
-
-    def blink(g_, x, y, lower: bool):
-        u, v = g.uv(x, y, center)
-        vu = np.interp(u, up[:, 0], up[:, 1])
-        h = np.clip(np.interp(u, lo[:, 0], lo[:, 1]) - vu, 0, None) * ((u > u0) & (u < u1))
-        s = v - vu
-        above = BLINK_CLOSE * h * (1 - smoothstep(0, BLINK_LID_REACH * half_w, -s))
-        between = BLINK_CLOSE * h - BLINK_SQUASH * s
-        below = (BLINK_CLOSE - BLINK_SQUASH) * h * (1 - smoothstep(0, 0.8 * half_w, s - h))
-        dv = np.where(s < 0, above, np.where(s <= h, between, below))
-        return g.to_xy(np.zeros_like(u), dv)
-
-    return blink
 
 
 def brow_raise(g: FaceGeometry, x, y, lower: bool):
@@ -388,6 +363,7 @@ class Rig:
     mouth_box: tuple[int, int, int, int]  # x0, y0, x1, y1 canvas pixels where the lips can part
     mouth_u: np.ndarray  # float32 over mouth_box: position along the mouth from its centre, pixels
     appearance: "object"  # avatar.face.mouth.MouthAppearance
+    eyes: tuple  # (right, left) avatar.face.eyes.EyeBlink: each eye's closing stages
     closed_at_rest: bool = False  # the photo's lips were apart and `image` is the photo with them closed
     build_seconds: float = 0.0
 
@@ -414,9 +390,7 @@ def _support(mags: np.ndarray, step: int, width: int, height: int, pad: int) -> 
 def build_local(g: FaceGeometry, width: int, height: int, step: int):
     hc, wc = -(-height // step), -(-width // step)
     gx, gy = _grid(hc, wc, step)
-    funcs = [jaw, lip_raise, lip_spread, lip_round, lip_press,
-             _eye_field(g, lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER),
-             _eye_field(g, lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER), brow_raise]
+    funcs = [jaw, lip_raise, lip_spread, lip_round, lip_press, brow_raise]
     mags = np.zeros((hc, wc))
     for f in funcs:
         for lower in (False, True):
@@ -428,7 +402,7 @@ def build_local(g: FaceGeometry, width: int, height: int, step: int):
     fields = np.zeros((len(funcs), 2, box.r1 - box.r0, box.c1 - box.c0, 2), np.float32)
     for k, f in enumerate(funcs):
         for b, lower in enumerate((False, True)):
-            if b == 1 and LOCAL_FIELDS[k] in ("blink_r", "blink_l", "brow_raise"):  # the same on both sides
+            if b == 1 and LOCAL_FIELDS[k] == "brow_raise":  # the same on both sides
                 fields[k, 1] = fields[k, 0]
                 continue
             bx, by = invert(lambda x, y: f(g, x, y, lower), sx, sy, max_step=0.25 * g.W)
@@ -492,10 +466,11 @@ def rig_from_canvas(image: np.ndarray, points: np.ndarray) -> Rig:
     mys, mxs = np.mgrid[mb[1]:mb[3], mb[0]:mb[2]].astype(np.float64)
     mouth_u, _ = g.uv(mxs, mys, g.mouth_center)
     appearance = measure_appearance(image, g)
+    eyes = build_eyes(image, points, g.ux, g.vy)
     rig = Rig(image=np.ascontiguousarray(image), landmarks=points, geometry=g, step=step, local_box=local_box,
               local_fields=local_fields, head_box=head_box, head_fields=head_fields_, below=below, band=band,
               line_t=t.astype(np.float32), mouth_box=mb, mouth_u=mouth_u.astype(np.float32), appearance=appearance,
-              closed_at_rest=closed_at_rest)
+              eyes=eyes, closed_at_rest=closed_at_rest)
     rig.build_seconds = time.perf_counter() - t0
     return rig
 
