@@ -192,3 +192,79 @@ def test_glasses_rims_stay_straight_in_a_blink(blinks):
         assert rim.sum() > 30, "the rim is in the box (else this test means nothing)"
         moved = np.abs(luma1[y0:y1, x0:x1] - luma0[y0:y1, x0:x1])[rim] > 12
         assert moved.mean() < 0.1, moved.mean()
+
+
+# ---------------------------------------------------------------- interior
+TEETH_FACES = ("default", "astronaut", "bbaf2n.mpg", "kim_7s_raw.mp4", "lp_d20.mp4")
+MARKER = np.array([0.0, 255.0, 0.0], np.float32)
+
+
+def sclera_of(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The eye white, measured here on its own: inside both eye contours, outside the irises, the brightest
+    quarter of the pixels (median RGB)."""
+    px = []
+    ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    for iris, (upper, lower) in zip(IRIS, EYE_CONTOURS):
+        eye = np.zeros(image.shape[:2], np.uint8)
+        cv2.fillPoly(eye, [np.round(points[list(upper) + list(lower[::-1]), :2]).astype(np.int32)], 1)
+        c = points[iris[0], :2]
+        radius = np.mean([np.linalg.norm(points[i, :2] - c) for i in iris[1:]])
+        px.append(image[(eye > 0) & (np.hypot(xs - c[0], ys - c[1]) > 1.1 * radius)].astype(float))
+    px = np.concatenate(px)
+    luma = px @ [0.299, 0.587, 0.114]
+    return np.median(px[luma >= np.quantile(luma, 0.75)], axis=0)
+
+
+@pytest.mark.parametrize("name", TEETH_FACES)
+def test_teeth_are_white_balanced_from_the_sclera(name):
+    from avatar.visemes import PARAM_NAMES, VISEME_POSE
+
+    rig = build_rig(photo(name), canvas=512)
+    sclera = sclera_of(rig.image, rig.landmarks)
+    r = create_renderer(rig, "cpu", OFF)
+    for viseme in ("aa", "E"):
+        params = dict(zip(PARAM_NAMES, VISEME_POSE[viseme]))
+        frame = r.render(params, 0.0).astype(float)
+        teeth_colour = r.colors[2]
+        r.colors = r.colors[:2] + (MARKER,) + r.colors[3:]  # where the teeth are: paint them pure green once
+        marked = r.render(params, 0.0).astype(float)
+        r.colors = r.colors[:2] + (teeth_colour,) + r.colors[3:]
+        teeth = (marked[..., 1] - frame[..., 1] > 60) & (marked[..., 0] < frame[..., 0] - 20)
+        assert teeth.sum() >= 10, f"{name} {viseme}: the teeth show (else this test means nothing)"
+        px = frame[teeth]
+        ratio = lambda c, k: c[..., k] / np.maximum(c[..., 0], 1.0)  # noqa: E731  (G or B over R)
+        # never bluer or greener than the sclera (a little slack for the independent measurement), never brighter
+        assert np.median(ratio(px, 2)) <= ratio(sclera, 2) + 0.03, (name, viseme, np.median(px, 0), sclera)
+        assert np.median(ratio(px, 1)) <= ratio(sclera, 1) + 0.03, (name, viseme, np.median(px, 0), sclera)
+        assert np.percentile(px @ [0.299, 0.587, 0.114], 95) <= sclera @ [0.299, 0.587, 0.114] + 3
+
+
+def _painted(r, params, index: int) -> np.ndarray:
+    """Pixels where interior colour `index` shows: rendered once with it painted pure green."""
+    frame = r.render(params, 0.0).astype(float)
+    keep = r.colors[index]
+    r.colors = r.colors[:index] + (MARKER,) + r.colors[index + 1:]
+    marked = r.render(params, 0.0).astype(float)
+    r.colors = r.colors[:index] + (keep,) + r.colors[index + 1:]
+    return (marked[..., 1] - frame[..., 1] > 40) & (marked[..., 0] < frame[..., 0] - 15)
+
+
+@pytest.mark.parametrize("name", ("default", "astronaut"))
+def test_tongue_shows_on_open_vowels_and_tongue_tip_sounds_and_the_cavity_is_red_brown(name):
+    from avatar.visemes import PARAM_NAMES, VISEME_POSE
+
+    rig = build_rig(photo(name), canvas=512)
+    r = create_renderer(rig, "cpu", OFF)
+    pose = {v: dict(zip(PARAM_NAMES, VISEME_POSE[v])) for v in VISEME_POSE}
+    tongue = {v: _painted(r, pose[v], 3).sum() for v in ("aa", "DD", "TH", "nn", "ou", "SS", "PP")}
+    assert tongue["aa"] > 40 and min(tongue["DD"], tongue["TH"], tongue["nn"]) > 8, tongue
+    assert tongue["PP"] == 0 and tongue["ou"] < tongue["aa"] / 3, tongue
+    teeth = {v: _painted(r, pose[v], 2).sum() for v in ("aa", "E", "ou", "oh")}
+    assert max(teeth["ou"], teeth["oh"]) < min(teeth["aa"], teeth["E"]) / 3, teeth  # rounded lips hide the teeth
+    frame = r.render(pose["aa"], 0.0).astype(float)
+    for index in (0, 1):  # the cavity near the lips and in the depth: red-brown, not neutral black or grey
+        px = frame[_painted(r, pose["aa"], index)]
+        assert len(px) > 20
+        rgb = np.median(px, axis=0)
+        assert rgb[0] > 1.3 * rgb[2] and rgb[0] > 1.3 * rgb[1] and rgb[0] > 25, (index, rgb)
+    assert rig.appearance.tongue[0] > 1.2 * rig.appearance.tongue[1]  # pink-red

@@ -14,12 +14,15 @@ import numpy as np
 
 from avatar.face.liveliness import Liveliness, LivelinessConfig
 from avatar.face.mouth import MouthStatics, NumpyOps, gap_coverage, interior, mouth_statics
-from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig
+from avatar.face.rig import (HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig,
+                             lip_motion)
+from avatar.face.shapes import DEFAULT_SHAPES, ShapeMap, mouth_pose, rig_weights
 from avatar.visemes import PARAM_NAMES
 
 SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
-TEARING = np.array([n in ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press") for n in LOCAL_FIELDS])
-SPREAD_SHOWS_TEETH = 0.45  # lip_spread also raises the upper lip this much ("ee" shows the upper teeth)
+TEARING = np.array([n in ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press")
+                    for n in LOCAL_FIELDS])
+SLIT_TAPER = 0.05  # the opening fades out over this (in mouth widths) at the slit's ends
 MIN_COVERAGE = 1.0 / 512  # below this the lips are closed: no interior to draw
 STRIP_PIXELS = 32  # the CPU warp runs in strips about this tall, each as wide as the active fields reach there
 NO_SPAN = 1 << 20  # a row's span (NO_SPAN, -NO_SPAN): no field reaches it
@@ -40,30 +43,22 @@ def _clamp(v: float, lo: float, hi: float) -> float:
     return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
 
 
-PRESS_CLOSES_FROM, PRESS_SHUT = 0.25, 0.5  # lip_press range over which an open jaw is pulled shut
-
-
 EYE_PARAMS = ("blink_r", "blink_l")  # the order of Rig.eyes
 
 
-def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None):
+def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None,
+                  shapes: ShapeMap = DEFAULT_SHAPES):
     """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order, eye closures in EYE_PARAMS
     order), clipped to their ranges."""
     p = {k: _value(params, k) for k in PARAM_NAMES + EXTRA_PARAMS}
     for k, v in (extras or {}).items():
         p[k] = p.get(k, 0.0) + v
     jaw, spread, rnd, press = (_clamp(p[k], 0, 1) for k in PARAM_NAMES)
-    # pressed lips (p/b/m) are shut whatever the jaw says: the network's closure signal wins from press 0.5 on
-    jaw *= 1.0 - _clamp((press - PRESS_CLOSES_FROM) / (PRESS_SHUT - PRESS_CLOSES_FROM), 0, 1)
+    # the mouth's motions from the four parameters (pressed lips shut an open jaw): avatar.face.shapes
+    mouth = rig_weights(jaw, spread, rnd, press, _clamp(p["lip_raise"], 0, 1), shapes)
+    mouth["brow_raise"] = _clamp(p["brow_raise"], -0.5, 1)
     blink = p["blink"]
-    local = np.array([
-        jaw,
-        _clamp(p["lip_raise"] + SPREAD_SHOWS_TEETH * spread, 0, 1),
-        spread,
-        rnd,
-        press,
-        _clamp(p["brow_raise"], -0.5, 1),
-    ], np.float32)
+    local = np.array([mouth[k] for k in LOCAL_FIELDS], np.float32)
     head = np.array([_clamp(p[k], -1, 1) for k in HEAD_FIELDS], np.float32)
     eyes = np.array([_clamp(max(p[k], blink), 0, 1) for k in EYE_PARAMS], np.float32)
     return local, head, eyes
@@ -98,7 +93,7 @@ class Renderer:
         self._eye_levels = [0.0] * len(EYE_PARAMS)  # each eye's closure in the photo being warped now
         app = rig.appearance
         self.statics = mouth_statics(rig.mouth_u, app)
-        self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue)
+        self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue, app.gums)
         step = rig.step
         lb, hb = rig.local_box, rig.head_box
         mags = np.abs(rig.local_fields).max(axis=(1, 4))
@@ -147,7 +142,8 @@ class Renderer:
         # the inner corners move out with spread and in with rounding (as lip_spread / lip_round move them there)
         corner = (g.a_in / g.a_out) ** 1.3
         reach = g.a_in + (SPREAD_OUT * self._spread - ROUND_IN * corner * self._round) * g.W + 1.5
-        return ops.clip(reach - abs(u), 0.0, 1.0)
+        soft = SLIT_TAPER * g.W + 1.0  # the opening closes toward its corners, never with a straight cut
+        return ops.clip((reach - abs(u)) * (1.0 / soft), 0.0, 1.0)
 
     def plan(self, local: np.ndarray, head: np.ndarray) -> FramePlan | None:
         rig = self.rig
@@ -157,6 +153,8 @@ class Renderer:
         tearing = local_on and bool(np.any(local[TEARING]))
         self._spread = float(local[LOCAL_FIELDS.index("lip_spread")])
         self._round = float(local[LOCAL_FIELDS.index("lip_round")])
+        if tearing:  # what the interior shows this frame
+            self._pose = mouth_pose(dict(zip(LOCAL_FIELDS, local.tolist())), *lip_motion(local))
         cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
         cells += [self._mouth_cells] if tearing else []
         cells += [self._head_cells] if head_on else []
@@ -218,8 +216,8 @@ def stack_statics(st) -> np.ndarray:
     return np.ascontiguousarray(np.dstack([getattr(st, k) for k in STATIC_CHANNELS]).astype(np.float32))
 
 
-def unstack_statics(image, rows, teeth_on: float) -> MouthStatics:
-    return MouthStatics(rows=rows, teeth_on=teeth_on, **{k: image[..., i] for i, k in enumerate(STATIC_CHANNELS)})
+def unstack_statics(image, rows) -> MouthStatics:
+    return MouthStatics(rows=rows, **{k: image[..., i] for i, k in enumerate(STATIC_CHANNELS)})
 
 
 class CpuRenderer(Renderer):
@@ -429,8 +427,8 @@ class CpuRenderer(Renderer):
         a = alpha[gr, gc]
         st_img = cv2.remap(self._statics_image, cv2.subtract(local_pos[gr, gc], self._mouth_origin), None,
                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        st = unstack_statics(st_img, np.arange(gr.start, gr.stop, dtype=np.float32)[:, None], self.statics.teeth_on)
-        rgb = interior(NumpyOps, a, st, self.rig.appearance, self.colors)
+        st = unstack_statics(st_img, np.arange(gr.start, gr.stop, dtype=np.float32)[:, None])
+        rgb = interior(NumpyOps, a, st, self.rig.appearance, self.colors, self._pose)
         blend = cv2.blendLinear(out[gr, gc].astype(np.float32), rgb, 1 - a, a)  # per-pixel alpha, any channels
         out[gr, gc] = cv2.convertScaleAbs(blend)  # rounded, saturated to uint8
 

@@ -160,8 +160,8 @@ class TorchRenderer(Renderer):
         # the whole mouth box, no cropping to the opening: finding it would stall the GPU for a host round trip
         st_img = _sample(self._statics_image, local_pos - self._mouth_origin).permute(1, 2, 0)
         row_idx = torch.arange(my1 - my0, dtype=torch.float32, device=self.device)[:, None]
-        st = unstack_statics(st_img, row_idx, self.statics.teeth_on)
-        rgb = interior(TorchOps, alpha, st, self.rig.appearance, self._colors)
+        st = unstack_statics(st_img, row_idx)
+        rgb = interior(TorchOps, alpha, st, self.rig.appearance, self._colors, self._pose)
         region = warped[box]
         a = alpha[..., None]
         warped = warped.clone()

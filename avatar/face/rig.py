@@ -23,7 +23,8 @@ from avatar.face.eyes import build_eyes
 from avatar.face.rest import close_mouth, lips_apart
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
 
-LOCAL_FIELDS = ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press", "brow_raise")  # blinks: avatar.face.eyes
+# the local motions; blinks are drawn apart (avatar.face.eyes)
+LOCAL_FIELDS = ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press", "brow_raise")
 # Fields that move the mouth sideways; the renderer applies them after the others (composed, not added), so a
 # rounded mouth also narrows the opening the jaw makes.
 SIDEWAYS_FIELDS = ("lip_spread", "lip_round")
@@ -38,6 +39,8 @@ JAW_DROP = 0.42  # lower-lip drop at jaw_open = 1, in W (a wide "aa" opens about
 JAW_UPPER_LIFT = 0.10  # the upper lip rises by this fraction of the drop
 JAW_NARROW = 0.07  # the mouth corners move in by this fraction of the drop
 LIP_RAISE = 0.09  # upper-lip raise (shows the upper teeth), in W
+LIP_DROP = 0.1  # lower-lip drop beyond the jaw's (shows the lower teeth), in W
+LIP_CARRY = 0.8  # a raised / dropped lip moves whole over this share of its thickness, then the skin follows
 SPREAD_OUT = 0.10  # each corner moves out by this at lip_spread = 1, in W
 ROUND_IN = 0.17  # each corner moves in by this at lip_round = 1, in W ("oo" is ~35% narrower)
 ROUND_PROTRUDE = 0.045  # rounded lips push apart (a small round opening), in W per lip
@@ -46,7 +49,6 @@ BROW_LIFT = 0.11  # brow raise, in IOD
 YAW_RAD, PITCH_RAD, ROLL_RAD = 0.12, 0.10, 0.08  # head rotation at |param| = 1 (about 7, 6 and 4.5 degrees)
 RISE = 0.012  # breathing rise at head_rise = 1, in FH
 MIN_EYE_DISTANCE = 4.0  # pixels: closer eyes cannot carry a rig
-OPEN_MOUTH_GAP = 0.06  # a photo whose lips are apart by more than this (in W) keeps its own mouth interior
 
 
 def smoothstep(e0, e1, x):
@@ -87,7 +89,6 @@ class FaceGeometry:
         self.a_out = 0.5 * self.W
         gap = self.lower_lip_v(0.0) - self.upper_lip_v(0.0)
         self.photo_gap = max(float(gap), 0.0)
-        self.mouth_open = self.photo_gap > OPEN_MOUTH_GAP * self.W
         c = self.to_frame(p[[lm.CHIN, lm.UPPER_LIP_TOP, lm.LOWER_LIP_BOTTOM, lm.UPPER_LIP_INNER,
                              lm.LOWER_LIP_INNER]], self.mouth_center)
         self.t_chin = float(c[0, 1] - self.line_v(c[0, 0]))
@@ -153,17 +154,40 @@ def jaw(g: FaceGeometry, x, y, lower: bool):
         neck = 1 - smoothstep(g.t_chin, g.t_chin + 2.2 * drop, t)  # the chin slides over the neck
         dv = drop * mag * neck * _beyond(g, t, lower)
     else:
-        dv = -JAW_UPPER_LIFT * drop * s * (1 - smoothstep(0, 0.45 * g.W, -t)) * _beyond(g, t, lower)
+        dv = -JAW_UPPER_LIFT * drop * s * _lip_carry(g, -t, g.upper_thick, 0.45 * g.W) * _beyond(g, t, lower)
     du = -JAW_NARROW * drop * g.corner_profile(u, 0.5 * g.W) * np.exp(-(t / (0.6 * g.W)) ** 2)
     return g.to_xy(du, dv)
+
+
+def _lip_carry(g: FaceGeometry, across, thick: float, reach: float):
+    """1 over the lip's body (its thickness from the line), fading over `reach` beyond it: the lip moves whole
+    instead of thinning to a line, and the skin beyond follows."""
+    body = LIP_CARRY * thick
+    return 1 - smoothstep(body, body + reach, across)
 
 
 def lip_raise(g: FaceGeometry, x, y, lower: bool):
     u, t = g.mouth_ut(x, y)
     if lower:
         return np.zeros_like(u), np.zeros_like(u)
-    dv = -LIP_RAISE * g.W * g.slit(u) ** 0.7 * (1 - smoothstep(0, 0.55 * g.W, -t)) * _beyond(g, t, lower)
+    dv = -LIP_RAISE * g.W * g.slit(u) ** 0.7 * _lip_carry(g, -t, g.upper_thick, 0.5 * g.W) * _beyond(g, t, lower)
     return g.to_xy(np.zeros_like(u), dv)
+
+
+def lip_drop(g: FaceGeometry, x, y, lower: bool):
+    """The lower lip alone drops (the chin stays): it shows the lower teeth."""
+    u, t = g.mouth_ut(x, y)
+    if not lower:
+        return np.zeros_like(u), np.zeros_like(u)
+    dv = LIP_DROP * g.W * g.slit(u) ** 0.7 * _lip_carry(g, t, g.lower_thick, 0.45 * g.W) * _beyond(g, t, lower)
+    return g.to_xy(np.zeros_like(u), dv)
+
+
+def lip_motion(weights) -> tuple[float, float]:
+    """(upper-lip lift, lower-lip drop beyond the jaw) at the mouth's middle, in W, for LOCAL_FIELDS weights."""
+    w = dict(zip(LOCAL_FIELDS, weights))
+    lift = JAW_UPPER_LIFT * JAW_DROP * w["jaw"] + LIP_RAISE * w["lip_raise"]
+    return float(lift), float(LIP_DROP * w["lip_drop"])
 
 
 def lip_spread(g: FaceGeometry, x, y, lower: bool):
@@ -390,7 +414,7 @@ def _support(mags: np.ndarray, step: int, width: int, height: int, pad: int) -> 
 def build_local(g: FaceGeometry, width: int, height: int, step: int):
     hc, wc = -(-height // step), -(-width // step)
     gx, gy = _grid(hc, wc, step)
-    funcs = [jaw, lip_raise, lip_spread, lip_round, lip_press, brow_raise]
+    funcs = [jaw, lip_raise, lip_drop, lip_spread, lip_round, lip_press, brow_raise]
     mags = np.zeros((hc, wc))
     for f in funcs:
         for lower in (False, True):
@@ -431,7 +455,7 @@ def build_head(g: FaceGeometry, width: int, height: int, step: int):
 def _mouth_box(g: FaceGeometry, box: Box):
     drop = JAW_DROP * g.W
     up = JAW_UPPER_LIFT * drop + LIP_RAISE * g.W + ROUND_PROTRUDE * g.W + 0.04 * g.W + g.photo_gap / 2 + 3
-    down = drop + ROUND_PROTRUDE * g.W + 0.04 * g.W + g.photo_gap / 2 + 3
+    down = drop + LIP_DROP * g.W + ROUND_PROTRUDE * g.W + 0.04 * g.W + g.photo_gap / 2 + 3
     corners = []
     for u in (-g.a_in - 3, g.a_in + 3):
         v0 = float(g.line_v(np.clip(u, -g.a_in, g.a_in)))
