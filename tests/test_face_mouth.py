@@ -268,3 +268,32 @@ def test_tongue_shows_on_open_vowels_and_tongue_tip_sounds_and_the_cavity_is_red
         rgb = np.median(px, axis=0)
         assert rgb[0] > 1.3 * rgb[2] and rgb[0] > 1.3 * rgb[1] and rgb[0] > 25, (index, rgb)
     assert rig.appearance.tongue[0] > 1.2 * rig.appearance.tongue[1]  # pink-red
+
+
+# ---------------------------------------------------------------- shapes
+SHAPE_FACES = ("default", "astronaut", "bbaf2n.mpg", "lp_d20.mp4")
+
+
+@pytest.mark.parametrize("name", SHAPE_FACES)
+def test_mouth_shapes_on_re_detected_landmarks(name):
+    """Rounding narrows the mouth into an oval, spreading widens it, "aa" opens tall with a whole upper lip,
+    pressed lips shut an open jaw (FaceMesh on rendered frames, eye-aligned, inter-ocular distance 1)."""
+    from avatar.visemes import PARAM_NAMES, VISEME_POSE
+
+    r = create_renderer(build_rig(photo(name), canvas=512), "cpu", OFF)
+    pts = {k: lm.normalize(detect(r.render(p, 0.0))) for k, p in {
+        "rest": {}, "round": {"lip_round": 1.0}, "spread": {"lip_spread": 1.0},
+        "aa": dict(zip(PARAM_NAMES, VISEME_POSE["aa"])), "E": dict(zip(PARAM_NAMES, VISEME_POSE["E"])),
+        "ou": dict(zip(PARAM_NAMES, VISEME_POSE["ou"])),
+        "pressed open jaw": {"jaw_open": 0.7, "lip_press": 1.0}}.items()}
+    dist = lambda k, a, b: float(np.linalg.norm(pts[k][a, :2] - pts[k][b, :2]))  # noqa: E731
+    width = {k: dist(k, *lm.MOUTH_CORNERS) for k in pts}
+    assert width["round"] < 0.88 * width["rest"], width
+    assert width["spread"] > 1.06 * width["rest"], width
+    assert dist("aa", UPPER_LIP_IN, LOWER_LIP_IN) > 0.3  # a tall opening
+    assert dist("aa", lm.UPPER_LIP_TOP, UPPER_LIP_IN) > 0.75 * dist("rest", lm.UPPER_LIP_TOP, UPPER_LIP_IN)
+    oval = {k: dist(k, UPPER_LIP_IN, LOWER_LIP_IN) / dist(k, *lm.MOUTH_INNER_CORNERS) for k in ("ou", "E")}
+    assert oval["ou"] > 1.3 * oval["E"], oval  # "oo" opens round, "E" long and thin
+    # p/b/m: shut (no interior drawn; FaceMesh sees the pressed, rolled-in lips within its jitter of closed)
+    assert opening(detect(r.render({"jaw_open": 0.7, "lip_press": 1.0}, 0.0))) < 0.03
+    assert not any(_painted(r, {"jaw_open": 0.7, "lip_press": 1.0}, k).any() for k in range(5))

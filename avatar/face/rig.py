@@ -21,6 +21,7 @@ import numpy as np
 from avatar.face import landmarks as lm
 from avatar.face.eyes import build_eyes
 from avatar.face.rest import close_mouth, lips_apart
+from avatar.face.shapes import DEFAULT_SHAPES
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
 
 # the local motions; blinks are drawn apart (avatar.face.eyes)
@@ -35,16 +36,18 @@ SUPPORT_EPS = 0.02  # pixels: a field smaller than this is treated as zero (boun
 NEWTON_ITERS = 10
 
 # Magnitudes, as fractions of the mouth width (outer corners) W, the eye distance IOD or the face height FH.
-JAW_DROP = 0.42  # lower-lip drop at jaw_open = 1, in W (a wide "aa" opens about 40-45% of the mouth width)
-JAW_UPPER_LIFT = 0.10  # the upper lip rises by this fraction of the drop
-JAW_NARROW = 0.07  # the mouth corners move in by this fraction of the drop
-LIP_RAISE = 0.09  # upper-lip raise (shows the upper teeth), in W
-LIP_DROP = 0.1  # lower-lip drop beyond the jaw's (shows the lower teeth), in W
+# The mouth motions' sizes live with the rest of the mouth mapping in avatar.face.shapes (one place to calibrate).
+JAW_DROP = DEFAULT_SHAPES.jaw_drop
+JAW_UPPER_LIFT = DEFAULT_SHAPES.jaw_upper_lift
+JAW_NARROW = DEFAULT_SHAPES.jaw_narrow
+LIP_RAISE = DEFAULT_SHAPES.lip_raise
+LIP_DROP = DEFAULT_SHAPES.lip_drop
 LIP_CARRY = 0.8  # a raised / dropped lip moves whole over this share of its thickness, then the skin follows
-SPREAD_OUT = 0.10  # each corner moves out by this at lip_spread = 1, in W
-ROUND_IN = 0.17  # each corner moves in by this at lip_round = 1, in W ("oo" is ~35% narrower)
-ROUND_PROTRUDE = 0.045  # rounded lips push apart (a small round opening), in W per lip
-PRESS_ROLL = 0.35  # pressed lips roll in by this fraction of their thickness
+SPREAD_OUT = DEFAULT_SHAPES.spread_out
+ROUND_IN = DEFAULT_SHAPES.round_in
+ROUND_PROTRUDE = DEFAULT_SHAPES.round_protrude
+ROUND_POUT = DEFAULT_SHAPES.round_pout
+PRESS_ROLL = DEFAULT_SHAPES.press_roll
 BROW_LIFT = 0.11  # brow raise, in IOD
 YAW_RAD, PITCH_RAD, ROLL_RAD = 0.12, 0.10, 0.08  # head rotation at |param| = 1 (about 7, 6 and 4.5 degrees)
 RISE = 0.012  # breathing rise at head_rise = 1, in FH
@@ -202,10 +205,16 @@ def lip_spread(g: FaceGeometry, x, y, lower: bool):
 
 
 def lip_round(g: FaceGeometry, x, y, lower: bool):
+    """Corners in, lips apart into a small oval, and each lip pouts (pushed forward, it shows taller): its outer
+    edge moves out while its inner edge stays."""
     u, t = g.mouth_ut(x, y)
     du = -ROUND_IN * g.W * g.corner_profile(u, 0.6 * g.W) * np.exp(-(t / (0.55 * g.W)) ** 2)
     push = ROUND_PROTRUDE * g.W * g.slit(u) ** 1.5 * np.exp(-(t / (0.4 * g.W)) ** 2)
-    return g.to_xy(du, push if lower else -push)
+    thick = g.lower_thick if lower else g.upper_thick
+    across = np.abs(t)
+    pout = ROUND_POUT * g.W * np.sqrt(g.slit(u)) * smoothstep(0, thick, across) * (
+        1 - smoothstep(thick, thick + 0.45 * g.W, across))
+    return g.to_xy(du, push + pout if lower else -(push + pout))
 
 
 def lip_press(g: FaceGeometry, x, y, lower: bool):
@@ -454,8 +463,9 @@ def build_head(g: FaceGeometry, width: int, height: int, step: int):
 
 def _mouth_box(g: FaceGeometry, box: Box):
     drop = JAW_DROP * g.W
-    up = JAW_UPPER_LIFT * drop + LIP_RAISE * g.W + ROUND_PROTRUDE * g.W + 0.04 * g.W + g.photo_gap / 2 + 3
-    down = drop + LIP_DROP * g.W + ROUND_PROTRUDE * g.W + 0.04 * g.W + g.photo_gap / 2 + 3
+    rounding = (ROUND_PROTRUDE + ROUND_POUT) * g.W
+    up = JAW_UPPER_LIFT * drop + LIP_RAISE * g.W + rounding + 0.04 * g.W + g.photo_gap / 2 + 3
+    down = drop + LIP_DROP * g.W + rounding + 0.04 * g.W + g.photo_gap / 2 + 3
     corners = []
     for u in (-g.a_in - 3, g.a_in + 3):
         v0 = float(g.line_v(np.clip(u, -g.a_in, g.a_in)))

@@ -23,7 +23,18 @@ def _smooth(e0: float, e1: float, x: float) -> float:
 
 @dataclass(frozen=True)
 class ShapeMap:
-    # --- rig motion weights (each motion's full-strength size is in avatar.face.rig) ---
+    # --- each rig motion's size at full strength (avatar.face.rig builds them), in mouth widths W ---
+    jaw_drop: float = 0.42  # lower-lip drop at jaw_open = 1 (a wide "aa" opens about 40-45% of the mouth width)
+    jaw_upper_lift: float = 0.10  # the upper lip rises by this fraction of the drop
+    jaw_narrow: float = 0.07  # the mouth corners move in by this fraction of the drop
+    lip_raise: float = 0.09  # upper-lip raise (uncovers the upper teeth)
+    lip_drop: float = 0.1  # lower-lip drop beyond the jaw's (uncovers the lower teeth)
+    spread_out: float = 0.13  # each corner moves out this much at lip_spread = 1 ("ee": wide and thin)
+    round_in: float = 0.2  # each corner moves in this much at lip_round = 1 ("oo" is ~35% narrower)
+    round_protrude: float = 0.06  # rounded lips part into a small oval, per lip
+    round_pout: float = 0.03  # and push forward: each lip's outer edge moves out this much (it shows taller)
+    press_roll: float = 0.35  # pressed lips roll in by this fraction of their thickness (p/b/m)
+    # --- rig motion weights from the network's parameters ---
     raise_per_spread: float = 0.45  # upper-lip raise per lip_spread: a spread lip lifts off the upper teeth
     drop_per_jaw: float = 0.25  # lower-lip drop (beyond the jaw's) per jaw_open: wide vowels pull the lip down
     drop_per_spread_open: float = 0.8  # and per lip_spread x jaw_open: "E" shows the lower teeth
