@@ -112,7 +112,7 @@ EYE_FACES = ("default", "astronaut") + EYE_CLIPS
 EYE_PAIRS = (((159, 145), (158, 153), (160, 144)), ((386, 374), (385, 380), (387, 373)))  # (right, left) lids
 IRIS = (lm.RIGHT_IRIS, lm.LEFT_IRIS)
 EYE_CONTOURS = ((lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER), (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER))
-CLOSED_HEIGHT_EACH, CLOSED_HEIGHT_MEAN = 0.6, 0.3  # re-detected closed/open eye height; see test_blinks_close_eye
+CLOSED_HEIGHT_EACH, CLOSED_HEIGHT_MEAN = 0.45, 0.3  # re-detected closed/open eye height; see test_blinks_close_eye
 
 
 def eye_heights(points: np.ndarray) -> np.ndarray:
