@@ -82,8 +82,9 @@ class _Lips:
 def lips_apart(points: np.ndarray) -> bool:
     """Whether the photo's lips are apart enough to be closed at rest (middle gap over OPEN_GAP mouth widths)."""
     lips = _Lips(points)
-    _, hu, _, _, _ = lips.curves(np.linspace(-0.15 * lips.W, 0.15 * lips.W, 7))
-    return bool(np.max(hu) * 2 > OPEN_GAP * lips.W)
+    u = np.linspace(-0.15 * lips.W, 0.15 * lips.W, 7)
+    gap = np.interp(u, lips.lo[:, 0], lips.lo[:, 1]) - np.interp(u, lips.up[:, 0], lips.up[:, 1])
+    return bool(np.max(gap) > OPEN_GAP * lips.W)
 
 
 def close_mouth(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
