@@ -28,8 +28,8 @@ LID_REACH_DOWN = 0.35  # lower-lid skin this far below stretches up
 MIN_REACH = 0.15  # in half eye widths: the lid skin reach never shrinks below this
 RIM_DARKER = 0.65  # a row darker than this times the brightest lid skin row below it ends the reach (a glasses
 # rim, a brow or hair: those must not slide down with the lid)
-LASH_DARK = 0.5  # the moving lid edge is darkened this much (its lashes and shadow) at its centre
-LASH_WIDTH = 0.03  # in eye widths (plus 0.4 pixel)
+LASH_DARK = 0.35  # the moving lid edge is darkened this much (its lashes and shadow) at its centre
+LASH_WIDTH = 0.022  # in eye widths (plus 0.4 pixel)
 SUPERSAMPLE = 3  # samples per pixel along each axis when drawing the stages
 
 
