@@ -18,6 +18,7 @@ from avatar.face import landmarks as lm
 TOOTH_LENGTH = 0.13  # upper-incisor crown height, in mouth widths W: a lip lifted beyond it shows gums
 LOWER_TOOTH_LENGTH = 0.09
 TONGUE_MAX = 0.2  # the tongue shows at most this tall, in W
+TIP_UNCOVERS = 0.5  # a raised tongue tip shows below the upper teeth: they cover at most this much less
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
 LOWER_GAPS = (0.0, 0.085, 0.165, 0.24)
@@ -195,7 +196,10 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     d_bot = (center + length / 2) - rows  # and above its bottom edge
     upper_px, lower_px = max(pose.upper_show * W, 0.0), max(pose.lower_show * W, 0.0)
     # upper teeth hang from the gums: a lip lifted beyond their crown shows gums above them
-    cu = ops.clip(st.upper_h * upper_px - d_top + 0.5, 0.0, 1.0)
+    upper_h = st.upper_h * upper_px
+    if pose.tongue_tip > 0:  # the teeth leave room below them for a raised tongue tip
+        upper_h = ops.minimum(upper_h, (1.0 - TIP_UNCOVERS * pose.tongue_tip) * length)
+    cu = ops.clip(upper_h - d_top + 0.5, 0.0, 1.0)
     gum_px = max(upper_px - TOOTH_LENGTH * W, 0.0)
     cg = ops.clip(st.upper_h * gum_px - d_top + 0.5, 0.0, 1.0) if gum_px > 0 else 0.0
     cl = ops.clip(st.lower_h * min(lower_px, LOWER_TOOTH_LENGTH * W) - d_bot + 0.5, 0.0, 1.0)
@@ -205,8 +209,8 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     vis_gum = cg
     vis_up = cu - cg
     not_up = 1 - cu
-    vis_lo = cl * not_up
-    vis_tg = ct * (not_up - vis_lo)  # ct (1 - cu) (1 - cl)
+    vis_lo = cl * (1 - pose.tongue_tip * ct) * not_up  # a raised tip is in front of the lower teeth
+    vis_tg = ct * (not_up - vis_lo)
     vis_cav = not_up - vis_lo - vis_tg
     # light falls in through the opening: darker under the upper lip, in the depth and when barely open
     occl = (0.45 + 0.55 * ops.smooth01(d_top / (0.07 * W + 1))) * (0.8 + 0.2 * ops.smooth01(d_bot / (0.04 * W + 1)))

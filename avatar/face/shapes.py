@@ -29,8 +29,8 @@ class ShapeMap:
     jaw_narrow: float = 0.07  # the mouth corners move in by this fraction of the drop
     lip_raise: float = 0.09  # upper-lip raise (uncovers the upper teeth)
     lip_drop: float = 0.1  # lower-lip drop beyond the jaw's (uncovers the lower teeth)
-    spread_out: float = 0.13  # each corner moves out this much at lip_spread = 1 ("ee": wide and thin)
-    round_in: float = 0.2  # each corner moves in this much at lip_round = 1 ("oo" is ~35% narrower)
+    spread_out: float = 0.10  # each corner moves out this much at lip_spread = 1 ("ee": wide and thin)
+    round_in: float = 0.12  # each corner moves in this much at lip_round = 1 (GRID: 0.17 made widths vary 1.5x real)
     round_protrude: float = 0.06  # rounded lips part into a small oval, per lip
     round_pout: float = 0.03  # and push forward: each lip's outer edge moves out this much (it shows taller)
     press_roll: float = 0.35  # pressed lips roll in by this fraction of their thickness (p/b/m)
@@ -41,14 +41,14 @@ class ShapeMap:
     press_closes_from: float = 0.25  # lip_press over which an open jaw is pulled shut (p/b/m win over the jaw)
     press_shut: float = 0.5
     # --- what the interior shows, in mouth widths W ---
-    upper_teeth_rest: float = 0.03  # upper incisors showing below a relaxed upper lip
+    upper_teeth_rest: float = 0.10  # upper incisors showing below a relaxed upper lip (GRID speakers show many)
     upper_teeth_per_lift: float = 1.0  # more show as the upper lip lifts (1 = exactly as far as it lifts)
-    lower_teeth_rest: float = -0.025  # lower incisors sit this far below a relaxed lower lip's edge (hidden)
+    lower_teeth_rest: float = 0.02  # lower incisors showing above a relaxed lower lip's edge (< 0: hidden)
     lower_teeth_per_drop: float = 1.0  # they show as the lower lip drops beyond the jaw
     lower_teeth_per_open: float = 0.04  # and a little on a wide jaw opening (jaw_open beyond 0.5, per unit)
-    round_hides_teeth: float = 0.85  # rounded, pushed-forward lips cover this share of the teeth
+    round_hides_teeth: float = 1.1  # rounded, pushed-forward lips cover this share of the teeth per lip_round
     tongue_open_share: float = 0.32  # the tongue fills this share of an open vowel's opening, from below
-    round_hides_tongue: float = 0.7  # rounded vowels hold the tongue back: this much less of it shows
+    round_hides_tongue: float = 0.9  # rounded vowels hold the tongue back: this much less of it shows
     tongue_tip_share: float = 0.3  # raised for t/d/n/l/th (a small, unrounded opening): this much more
     tongue_tip_jaw: tuple[float, float, float, float] = (0.08, 0.16, 0.3, 0.45)  # jaw_open ramp up, plateau, down
 
@@ -63,6 +63,7 @@ class MouthPose:
     upper_show: float  # upper-teeth height below the upper lip
     lower_show: float  # lower-teeth height above the lower lip
     tongue_share: float  # share of the opening's height the tongue fills from below
+    tongue_tip: float  # 0..1: the tongue tip is up (t/d/n/l/th): in front of the lower teeth, below the upper ones
 
 
 def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: float = 0.0,
@@ -84,11 +85,11 @@ def mouth_pose(weights: dict[str, float], upper_lift: float, lower_drop: float,
     """The interior for rig weights; upper_lift / lower_drop: how far (in W) the lips' middles moved at those
     weights beyond the jaw's own drop (avatar.face.rig.lip_motion)."""
     jaw, spread, rnd = weights["jaw"], weights["lip_spread"], weights["lip_round"]
-    hidden = 1.0 - shapes.round_hides_teeth * rnd
+    hidden = max(1.0 - shapes.round_hides_teeth * rnd, 0.0)
     upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
     lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop
              + shapes.lower_teeth_per_open * max(jaw - 0.5, 0.0) / 0.5) * hidden
     a, b, c, d = shapes.tongue_tip_jaw
     tip = _smooth(a, b, jaw) * (1.0 - _smooth(c, d, jaw)) * (1.0 - rnd) * (1.0 - _smooth(0.3, 0.5, spread))
     tongue = shapes.tongue_open_share * (1.0 - shapes.round_hides_tongue * rnd) + shapes.tongue_tip_share * tip
-    return MouthPose(upper, lower, tongue)
+    return MouthPose(upper, lower, tongue, tip)
