@@ -18,10 +18,14 @@ from avatar.face import landmarks as lm
 TOOTH_LENGTH = 0.13  # upper-incisor crown height, in mouth widths W: a lip lifted beyond it shows gums
 LOWER_TOOTH_LENGTH = 0.09
 TONGUE_MAX = 0.2  # the tongue shows at most this tall, in W
+OCCLUSION_TOP = 0.65  # light reaching the interior just under the upper lip (1 = as lit as the opening's middle)
+OCCLUSION_NARROW = 0.75  # and inside a barely open mouth
+LOWER_TEETH_WARMTH = 0.12  # share of the lower teeth's colour that is the cavity's red light
 TIP_UNCOVERS = 0.5  # a raised tongue tip shows below the upper teeth: they cover at most this much less
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
 LOWER_GAPS = (0.0, 0.085, 0.165, 0.24)
+GAP_DARK = 0.12  # the soft shadow between two teeth
 FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
 TEETH_OF_SCLERA = 0.95  # teeth brightness relative to the sclera (in the mouth they are never lit better)
 TEETH_WARMTH = (1.0, 0.97, 0.9)  # teeth are a little yellower than the sclera (RGB factors; never bluer/greener)
@@ -29,8 +33,8 @@ SCLERA_PALEST = 0.5  # the eye's white: of its pixels outside the iris, the pale
 SCLERA_BRIGHTEST = 0.4  # and of those the brightest 40% (lashes and shadow are darker)
 MIN_SCLERA_PIXELS = 12
 # Interior colours as RGB factors of the photo's lip colour (at full colourfulness; greyer photos get greyer ones)
-CAVITY_EDGE_OF_LIP = (0.62, 0.4, 0.38)  # the cavity near the lips: dark red-brown
-CAVITY_DEEP_OF_LIP = (0.34, 0.17, 0.16)  # and in the depth
+CAVITY_EDGE_OF_LIP = (0.8, 0.52, 0.4)  # the cavity near the lips: dark red-brown
+CAVITY_DEEP_OF_LIP = (0.38, 0.2, 0.16)  # and in the depth
 TONGUE_OF_LIP = (0.98, 0.8, 0.83)  # pink-red
 GUMS_OF_LIP = (1.05, 0.82, 0.85)
 
@@ -144,8 +148,10 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
         upper_h=(np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
         lower_h=(np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
-        upper_shade=(0.92 * lat * (1 - 0.22 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
-        lower_shade=(0.6 * lat * (1 - 0.15 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
+        upper_shade=(0.92 * lat * (1 - GAP_DARK * gaps(UPPER_GAPS, 1.5)) * np.minimum(prof_u * 5, 1)
+                     ).astype(np.float32),
+        lower_shade=(0.6 * lat * (1 - GAP_DARK * gaps(LOWER_GAPS, 1.5)) * np.minimum(prof_l * 5, 1)
+                     ).astype(np.float32),
         side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
     )
 
@@ -213,8 +219,9 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     vis_tg = ct * (not_up - vis_lo)
     vis_cav = not_up - vis_lo - vis_tg
     # light falls in through the opening: darker under the upper lip, in the depth and when barely open
-    occl = (0.45 + 0.55 * ops.smooth01(d_top / (0.07 * W + 1))) * (0.8 + 0.2 * ops.smooth01(d_bot / (0.04 * W + 1)))
-    occl = occl * (0.6 + 0.4 * ops.smooth01(length / (0.15 * W)))
+    occl = (OCCLUSION_TOP + (1 - OCCLUSION_TOP) * ops.smooth01(d_top / (0.07 * W + 1))) * (
+        0.85 + 0.15 * ops.smooth01(d_bot / (0.04 * W + 1)))
+    occl = occl * (OCCLUSION_NARROW + (1 - OCCLUSION_NARROW) * ops.smooth01(length / (0.15 * W)))
     deep = ops.smooth01(ops.minimum(d_top, d_bot) / (0.1 * W + 1)) * st.side_dark
     deep_w = vis_cav * deep
     edge_w = (vis_cav - deep_w) * st.side_dark
@@ -224,7 +231,9 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
     gum_w = vis_gum * st.upper_shade
     lit = (0.8 + 0.2 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
-    return ops.mix(occl, (edge_w, deep_w, teeth_w * lit, lower_w * lit, tongue_w, gum_w * lit),
+    # the lower teeth stand in the mouth's red light: part of their colour is the cavity's
+    return ops.mix(occl, (edge_w + LOWER_TEETH_WARMTH * lower_w, deep_w, teeth_w * lit,
+                          (1 - LOWER_TEETH_WARMTH) * lower_w * lit, tongue_w, gum_w * lit),
                    (cav_edge, cav_deep, teeth, teeth, tongue, gums))
 
 
