@@ -1,9 +1,10 @@
-"""The synthesized mouth interior: dark cavity with depth shading, upper and lower teeth, a hint of tongue.
+"""The synthesized mouth interior: a red-brown cavity graded by depth, teeth where the lips uncover them, gums,
+a tongue.
 
-Colours are measured from the photo once (lip colour, skin light, colourfulness) so the interior matches the
-photo's lighting; a photo whose mouth is already open keeps its own teeth and gets only cavity (and tongue)
-where the lips part further. The per-frame math is written once over a tiny ops table so the OpenCV and torch
-renderers share it.
+Colours come from the photo itself, once: the teeth from the sclera (the photo's own white: teeth are never bluer,
+greener or brighter than it), the cavity, tongue and gums from the lips. How much of the teeth and tongue shows
+follows the lips each frame (avatar.face.shapes.MouthPose). The per-frame math is written once over a tiny ops
+table so the OpenCV and torch renderers share it.
 """
 from __future__ import annotations
 
@@ -14,16 +15,28 @@ import numpy as np
 
 from avatar.face import landmarks as lm
 
-TEETH_RGB = (240.0, 229.0, 204.0)  # well-lit natural teeth: creamy, never blue-white
-TONGUE_RGB = (168.0, 82.0, 84.0)
-REFERENCE_SKIN_LUMA = 165.0  # skin this bright gets the teeth colour above unchanged
-UPPER_TEETH = 0.13  # visible upper-incisor height below the upper lip, in mouth widths
-LOWER_TEETH = 0.05
-TONGUE_MAX = 0.16
+TOOTH_LENGTH = 0.13  # upper-incisor crown height, in mouth widths W: a lip lifted beyond it shows gums
+LOWER_TOOTH_LENGTH = 0.09
+TONGUE_MAX = 0.2  # the tongue shows at most this tall, in W
+OCCLUSION_TOP = 0.65  # light reaching the interior just under the upper lip (1 = as lit as the opening's middle)
+OCCLUSION_NARROW = 0.75  # and inside a barely open mouth
+LOWER_TEETH_WARMTH = 0.12  # share of the lower teeth's colour that is the cavity's red light
+TIP_UNCOVERS = 0.5  # a raised tongue tip shows below the upper teeth: they cover at most this much less
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
 LOWER_GAPS = (0.0, 0.085, 0.165, 0.24)
+GAP_DARK = 0.12  # the soft shadow between two teeth
 FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
+TEETH_OF_SCLERA = 0.95  # teeth brightness relative to the sclera (in the mouth they are never lit better)
+TEETH_WARMTH = (1.0, 0.97, 0.9)  # teeth are a little yellower than the sclera (RGB factors; never bluer/greener)
+SCLERA_PALEST = 0.5  # the eye's white: of its pixels outside the iris, the palest half (lids, veins are redder)
+SCLERA_BRIGHTEST = 0.4  # and of those the brightest 40% (lashes and shadow are darker)
+MIN_SCLERA_PIXELS = 12
+# Interior colours as RGB factors of the photo's lip colour (at full colourfulness; greyer photos get greyer ones)
+CAVITY_EDGE_OF_LIP = (0.8, 0.52, 0.4)  # the cavity near the lips: dark red-brown
+CAVITY_DEEP_OF_LIP = (0.38, 0.2, 0.16)  # and in the depth
+TONGUE_OF_LIP = (0.98, 0.8, 0.83)  # pink-red
+GUMS_OF_LIP = (1.05, 0.82, 0.85)
 
 
 @dataclass
@@ -32,7 +45,8 @@ class MouthAppearance:
     cavity_deep: np.ndarray
     teeth: np.ndarray
     tongue: np.ndarray
-    own_interior: bool  # the photo's mouth is open: it keeps its own teeth (no synthesized ones)
+    gums: np.ndarray
+    sclera: np.ndarray  # the photo's eye white, the teeth's reference
     W: float  # mouth width, pixels
     a_in: float  # half the slit length, pixels
 
@@ -41,6 +55,30 @@ def _region_mask(shape, polygon):
     mask = np.zeros(shape[:2], np.uint8)
     cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
     return mask.astype(bool)
+
+
+def measure_sclera(image: np.ndarray, points: np.ndarray) -> np.ndarray | None:
+    """The photo's eye white (RGB float): the brightest pixels inside both eye contours, outside the irises and off
+    the lid edges; None where too little of it shows (closed or tiny eyes)."""
+    img = image.astype(np.float32)
+    p = points[:, :2]
+    found = []
+    for upper, lower, iris in ((lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER, lm.RIGHT_IRIS),
+                               (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER, lm.LEFT_IRIS)):
+        eye = _region_mask(image.shape, p[list(upper) + list(lower[::-1])]).astype(np.uint8)
+        eye = cv2.erode(eye, np.ones((3, 3), np.uint8)) > 0  # off the lashes
+        c = p[iris[0]]
+        radius = np.mean([np.linalg.norm(p[i] - c) for i in iris[1:]])
+        ys, xs = np.nonzero(eye)
+        keep = np.hypot(xs - c[0], ys - c[1]) > 1.1 * radius
+        found.append(img[ys[keep], xs[keep]])
+    px = np.concatenate(found)
+    if len(px) < MIN_SCLERA_PIXELS:
+        return None
+    saturation = (px.max(1) - px.min(1)) / np.maximum(px.max(1), 1.0)
+    pale = px[saturation <= np.quantile(saturation, SCLERA_PALEST)]
+    luma = pale @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.median(pale[luma >= np.quantile(luma, 1 - SCLERA_BRIGHTEST)], axis=0)
 
 
 def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
@@ -58,24 +96,23 @@ def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
         if len(patch):
             patches.append(patch)
     skin = np.median(np.concatenate(patches), axis=0) if patches else np.array([190.0, 150, 130])
-    luma = float(skin @ np.array([0.299, 0.587, 0.114]))
     face = _region_mask(image.shape, p[list(lm.FACE_OVAL)])
     fpx = img[face] if face.sum() > 16 else img.reshape(-1, 3)
     chroma = float(np.abs(fpx - fpx.mean(1, keepdims=True)).mean())
     saturation = float(np.clip(chroma / FULL_SATURATION_CHROMA, 0, 1))
-    light = float(np.clip(luma / REFERENCE_SKIN_LUMA, 0.35, 1.1))
-    tint = (skin / max(skin.mean(), 1.0)) ** 0.15  # a hint of the photo's colour cast
-    teeth = np.array(TEETH_RGB) * light * tint
-    tongue = (0.55 * np.array(TONGUE_RGB) * light + 0.45 * lip) * 0.8
-    cavity_edge = lip * 0.38
-    cavity_deep = lip * 0.10 + 4.0
-    own = bool(g.mouth_open)
-    def desaturate(c):
-        grey = float(c @ np.array([0.299, 0.587, 0.114]))
-        return np.clip(grey + saturation * (c - grey), 0, 255).astype(np.float32)
+    sclera = measure_sclera(image, g.points)
+    if sclera is None:  # no eye white to see: a white as bright as the skin, with the skin's cast
+        sclera = np.full(3, float(skin.max())) * (skin / max(float(skin.max()), 1.0)) ** 0.25
+    # the teeth: the sclera's own colour, a little warmer and darker (factors <= 1: never bluer, greener, brighter)
+    teeth = sclera * TEETH_OF_SCLERA * np.array(TEETH_WARMTH)
 
-    return MouthAppearance(desaturate(cavity_edge), desaturate(cavity_deep), desaturate(teeth), desaturate(tongue),
-                           own, float(g.W), float(g.a_in))
+    def of_lip(factors):  # a colour from the lips', its tint scaled by how colourful the photo is
+        f = 1 + saturation * (np.array(factors) - np.mean(factors))
+        return np.clip(lip * np.mean(factors) * f, 0, 255).astype(np.float32)
+
+    return MouthAppearance(of_lip(CAVITY_EDGE_OF_LIP), of_lip(CAVITY_DEEP_OF_LIP), teeth.astype(np.float32),
+                           of_lip(TONGUE_OF_LIP), of_lip(GUMS_OF_LIP), sclera.astype(np.float32), float(g.W),
+                           float(g.a_in))
 
 
 @dataclass
@@ -83,13 +120,12 @@ class MouthStatics:
     """Per-pixel arrays of the mouth box that never change (they depend on the lateral position only)."""
 
     rows: np.ndarray  # (h, 1) row index within the box
-    upper_h: np.ndarray  # (h, w) visible upper-teeth height
+    upper_h: np.ndarray  # (h, w) 0..1 lateral profile of the upper teeth's visible height (notched between teeth)
     lower_h: np.ndarray
     tongue_w: np.ndarray  # 0..1 tongue lateral profile
     upper_shade: np.ndarray  # teeth brightness incl. gaps between teeth and the darker sides
     lower_shade: np.ndarray
     side_dark: np.ndarray  # cavity darkening toward the corners
-    teeth_on: float
 
 
 def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
@@ -109,13 +145,14 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     return MouthStatics(
         rows=np.arange(u.shape[0], dtype=np.float32)[:, None],
         # incisal edges notch a little between teeth (embrasures), so teeth read as separate teeth
-        upper_h=(UPPER_TEETH * W * np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
-        lower_h=(LOWER_TEETH * W * np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
+        upper_h=(np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
+        lower_h=(np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
-        upper_shade=(0.92 * lat * (1 - 0.22 * gaps(UPPER_GAPS)) * np.minimum(prof_u * 5, 1)).astype(np.float32),
-        lower_shade=(0.55 * lat * (1 - 0.12 * gaps(LOWER_GAPS)) * np.minimum(prof_l * 5, 1)).astype(np.float32),
+        upper_shade=(0.92 * lat * (1 - GAP_DARK * gaps(UPPER_GAPS, 1.5)) * np.minimum(prof_u * 5, 1)
+                     ).astype(np.float32),
+        lower_shade=(0.6 * lat * (1 - GAP_DARK * gaps(LOWER_GAPS, 1.5)) * np.minimum(prof_l * 5, 1)
+                     ).astype(np.float32),
         side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
-        teeth_on=0.0 if app.own_interior else 1.0,
     )
 
 
@@ -152,9 +189,10 @@ class NumpyOps:
         return out
 
 
-def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
-    """RGB (h, w, 3) float of the mouth interior for a gap coverage `alpha` (h, w); colors: 4 (3,) arrays."""
-    cav_edge, cav_deep, teeth, tongue = colors
+def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
+    """RGB (h, w, 3) float of the mouth interior for a gap coverage `alpha` (h, w); colors: the 5 (3,) arrays
+    (cavity edge, cavity deep, teeth, tongue, gums); pose: avatar.face.shapes.MouthPose (how much shows)."""
+    cav_edge, cav_deep, teeth, tongue, gums = colors
     W = app.W
     rows = st.rows
     # per column (1, w): the opening's length and centre
@@ -162,30 +200,41 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors):
     center = ops.colsum(alpha * rows) / (length + 1e-6)
     d_top = rows - (center - length / 2)  # distance below the opening's top edge
     d_bot = (center + length / 2) - rows  # and above its bottom edge
-    cu = ops.clip(st.upper_h - d_top + 0.5, 0.0, 1.0) * st.teeth_on
-    # lower teeth hide behind the lower lip until the jaw is well open
-    cl = ops.clip(st.lower_h - d_bot + 0.5, 0.0, 1.0) * (
-        st.teeth_on * ops.smooth01((length - 0.15 * W) / (0.12 * W)))
-    tongue_h = ops.minimum(0.4 * length, TONGUE_MAX * W) * st.tongue_w
+    upper_px, lower_px = max(pose.upper_show * W, 0.0), max(pose.lower_show * W, 0.0)
+    # upper teeth hang from the gums: a lip lifted beyond their crown shows gums above them
+    upper_h = st.upper_h * upper_px
+    if pose.tongue_tip > 0:  # the teeth leave room below them for a raised tongue tip
+        upper_h = ops.minimum(upper_h, (1.0 - TIP_UNCOVERS * pose.tongue_tip) * length)
+    cu = ops.clip(upper_h - d_top + 0.5, 0.0, 1.0)
+    gum_px = max(upper_px - TOOTH_LENGTH * W, 0.0)
+    cg = ops.clip(st.upper_h * gum_px - d_top + 0.5, 0.0, 1.0) if gum_px > 0 else 0.0
+    cl = ops.clip(st.lower_h * min(lower_px, LOWER_TOOTH_LENGTH * W) - d_bot + 0.5, 0.0, 1.0)
+    tongue_h = ops.minimum(pose.tongue_share * length, TONGUE_MAX * W) * st.tongue_w
     into_tongue = tongue_h - d_bot
     ct = ops.clip(into_tongue + 0.5, 0.0, 1.0) * st.tongue_w
-    vis_up = cu
+    vis_gum = cg
+    vis_up = cu - cg
     not_up = 1 - cu
-    vis_lo = cl * not_up
-    vis_tg = ct * (not_up - vis_lo)  # ct (1 - cu) (1 - cl)
+    vis_lo = cl * (1 - pose.tongue_tip * ct) * not_up  # a raised tip is in front of the lower teeth
+    vis_tg = ct * (not_up - vis_lo)
     vis_cav = not_up - vis_lo - vis_tg
     # light falls in through the opening: darker under the upper lip, in the depth and when barely open
-    occl = (0.45 + 0.55 * ops.smooth01(d_top / (0.07 * W + 1))) * (0.8 + 0.2 * ops.smooth01(d_bot / (0.04 * W + 1)))
-    occl = occl * (0.6 + 0.4 * ops.smooth01(length / (0.15 * W)))
+    occl = (OCCLUSION_TOP + (1 - OCCLUSION_TOP) * ops.smooth01(d_top / (0.07 * W + 1))) * (
+        0.85 + 0.15 * ops.smooth01(d_bot / (0.04 * W + 1)))
+    occl = occl * (OCCLUSION_NARROW + (1 - OCCLUSION_NARROW) * ops.smooth01(length / (0.15 * W)))
     deep = ops.smooth01(ops.minimum(d_top, d_bot) / (0.1 * W + 1)) * st.side_dark
     deep_w = vis_cav * deep
     edge_w = (vis_cav - deep_w) * st.side_dark
-    teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * st.upper_h) / (0.25 * st.upper_h + 1)))
-    lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade: warmer, from its red light
+    # teeth darken toward their tips (further from the light under the lip) and toward the corners (shade)
+    teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * upper_px) / (0.25 * upper_px + 1)))
+    lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
-    lit = (0.55 + 0.45 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
-    return ops.mix(occl, (edge_w, deep_w, teeth_w * lit, lower_w * lit, tongue_w),
-                   (cav_edge, cav_deep, teeth, 0.7 * teeth + 0.45 * tongue, tongue))
+    gum_w = vis_gum * st.upper_shade
+    lit = (0.8 + 0.2 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
+    # the lower teeth stand in the mouth's red light: part of their colour is the cavity's
+    return ops.mix(occl, (edge_w + LOWER_TEETH_WARMTH * lower_w, deep_w, teeth_w * lit,
+                          (1 - LOWER_TEETH_WARMTH) * lower_w * lit, tongue_w, gum_w * lit),
+                   (cav_edge, cav_deep, teeth, teeth, tongue, gums))
 
 
 def gap_coverage(ops, line_t_out, line_t_src):

@@ -14,12 +14,15 @@ import numpy as np
 
 from avatar.face.liveliness import Liveliness, LivelinessConfig
 from avatar.face.mouth import MouthStatics, NumpyOps, gap_coverage, interior, mouth_statics
-from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig
+from avatar.face.rig import (HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig,
+                             lip_motion)
+from avatar.face.shapes import DEFAULT_SHAPES, ShapeMap, mouth_pose, rig_weights
 from avatar.visemes import PARAM_NAMES
 
 SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
-TEARING = np.array([n in ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press") for n in LOCAL_FIELDS])
-SPREAD_SHOWS_TEETH = 0.45  # lip_spread also raises the upper lip this much ("ee" shows the upper teeth)
+TEARING = np.array([n in ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press")
+                    for n in LOCAL_FIELDS])
+SLIT_TAPER = 0.05  # the opening fades out over this (in mouth widths) at the slit's ends
 MIN_COVERAGE = 1.0 / 512  # below this the lips are closed: no interior to draw
 STRIP_PIXELS = 32  # the CPU warp runs in strips about this tall, each as wide as the active fields reach there
 NO_SPAN = 1 << 20  # a row's span (NO_SPAN, -NO_SPAN): no field reaches it
@@ -40,30 +43,25 @@ def _clamp(v: float, lo: float, hi: float) -> float:
     return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
 
 
-PRESS_CLOSES_FROM, PRESS_SHUT = 0.25, 0.5  # lip_press range over which an open jaw is pulled shut
+EYE_PARAMS = ("blink_r", "blink_l")  # the order of Rig.eyes
 
 
-def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None):
-    """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order), clipped to their ranges."""
+def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None,
+                  shapes: ShapeMap = DEFAULT_SHAPES):
+    """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order, eye closures in EYE_PARAMS
+    order), clipped to their ranges."""
     p = {k: _value(params, k) for k in PARAM_NAMES + EXTRA_PARAMS}
     for k, v in (extras or {}).items():
         p[k] = p.get(k, 0.0) + v
     jaw, spread, rnd, press = (_clamp(p[k], 0, 1) for k in PARAM_NAMES)
-    # pressed lips (p/b/m) are shut whatever the jaw says: the network's closure signal wins from press 0.5 on
-    jaw *= 1.0 - _clamp((press - PRESS_CLOSES_FROM) / (PRESS_SHUT - PRESS_CLOSES_FROM), 0, 1)
+    # the mouth's motions from the four parameters (pressed lips shut an open jaw): avatar.face.shapes
+    mouth = rig_weights(jaw, spread, rnd, press, _clamp(p["lip_raise"], 0, 1), shapes)
+    mouth["brow_raise"] = _clamp(p["brow_raise"], -0.5, 1)
     blink = p["blink"]
-    local = np.array([
-        jaw,
-        _clamp(p["lip_raise"] + SPREAD_SHOWS_TEETH * spread, 0, 1),
-        spread,
-        rnd,
-        press,
-        _clamp(max(p["blink_r"], blink), 0, 1),
-        _clamp(max(p["blink_l"], blink), 0, 1),
-        _clamp(p["brow_raise"], -0.5, 1),
-    ], np.float32)
+    local = np.array([mouth[k] for k in LOCAL_FIELDS], np.float32)
     head = np.array([_clamp(p[k], -1, 1) for k in HEAD_FIELDS], np.float32)
-    return local, head
+    eyes = np.array([_clamp(max(p[k], blink), 0, 1) for k in EYE_PARAMS], np.float32)
+    return local, head, eyes
 
 
 @dataclass
@@ -92,9 +90,10 @@ class Renderer:
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
         self.rig = rig
         self.liveliness = Liveliness(liveliness)  # None: the defaults (blinks, sway, breathing, emphasis on)
+        self._eye_levels = [0.0] * len(EYE_PARAMS)  # each eye's closure in the photo being warped now
         app = rig.appearance
         self.statics = mouth_statics(rig.mouth_u, app)
-        self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue)
+        self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue, app.gums)
         step = rig.step
         lb, hb = rig.local_box, rig.head_box
         mags = np.abs(rig.local_fields).max(axis=(1, 4))
@@ -117,11 +116,22 @@ class Renderer:
         return field_weights(params, self.liveliness.extras(params, t))
 
     def render(self, params: Mapping[str, float], t: float = 0.0) -> np.ndarray:
-        local, head = self.weights(params, t)
-        return self.render_weights(local, head)
+        local, head, eyes = self.weights(params, t)
+        return self.render_weights(local, head, eyes)
 
-    def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
+    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
+
+    def _eye_changes(self, eyes: np.ndarray | None):
+        """[(eye index, its box, the box's RGB pixels now)] for each eye whose closure changed since the last
+        frame; the renderers write them into the photo they warp (so head and mouth motion carry the lids)."""
+        eyes = np.zeros(len(EYE_PARAMS), np.float32) if eyes is None else np.asarray(eyes, np.float32)
+        changes = []
+        for k, (eye, level) in enumerate(zip(self.rig.eyes, eyes.tolist())):
+            if level != self._eye_levels[k]:
+                self._eye_levels[k] = level
+                changes.append((k, eye.box, eye.patch(level)))
+        return changes
 
     def _slit_mask(self, ops, local_pos):
         """1 along the slit between the inner mouth corners (widened by this frame's spread), 0 beyond: elsewhere
@@ -132,7 +142,8 @@ class Renderer:
         # the inner corners move out with spread and in with rounding (as lip_spread / lip_round move them there)
         corner = (g.a_in / g.a_out) ** 1.3
         reach = g.a_in + (SPREAD_OUT * self._spread - ROUND_IN * corner * self._round) * g.W + 1.5
-        return ops.clip(reach - abs(u), 0.0, 1.0)
+        soft = SLIT_TAPER * g.W + 1.0  # the opening closes toward its corners, never with a straight cut
+        return ops.clip((reach - abs(u)) * (1.0 / soft), 0.0, 1.0)
 
     def plan(self, local: np.ndarray, head: np.ndarray) -> FramePlan | None:
         rig = self.rig
@@ -142,6 +153,8 @@ class Renderer:
         tearing = local_on and bool(np.any(local[TEARING]))
         self._spread = float(local[LOCAL_FIELDS.index("lip_spread")])
         self._round = float(local[LOCAL_FIELDS.index("lip_round")])
+        if tearing:  # what the interior shows this frame
+            self._pose = mouth_pose(dict(zip(LOCAL_FIELDS, local.tolist())), *lip_motion(local))
         cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
         cells += [self._mouth_cells] if tearing else []
         cells += [self._head_cells] if head_on else []
@@ -203,8 +216,8 @@ def stack_statics(st) -> np.ndarray:
     return np.ascontiguousarray(np.dstack([getattr(st, k) for k in STATIC_CHANNELS]).astype(np.float32))
 
 
-def unstack_statics(image, rows, teeth_on: float) -> MouthStatics:
-    return MouthStatics(rows=rows, teeth_on=teeth_on, **{k: image[..., i] for i, k in enumerate(STATIC_CHANNELS)})
+def unstack_statics(image, rows) -> MouthStatics:
+    return MouthStatics(rows=rows, **{k: image[..., i] for i, k in enumerate(STATIC_CHANNELS)})
 
 
 class CpuRenderer(Renderer):
@@ -235,6 +248,7 @@ class CpuRenderer(Renderer):
         self._mouth_origin = (float(rig.mouth_box[0]), float(rig.mouth_box[1]), 0.0, 0.0)  # a cv2 scalar
         self._statics_image = stack_statics(self.statics)
         self._image_rgba = cv2.cvtColor(rig.image, cv2.COLOR_RGB2RGBA)
+        self._source = rig.image.copy()  # the photo with each eye at its current closure (see _eye_changes)
         # per canvas cell row, the cell columns each field reaches (padded by one cell)
         n_rows = -(-h // step)
         mags = np.abs(rig.local_fields).max(axis=(1, 4))
@@ -315,17 +329,20 @@ class CpuRenderer(Renderer):
             y, x = origin[0] + ya, origin[1] + xa
             cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=frame[y:y + yb - ya, x:x + xb - xa])
 
-    def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
+    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
         rig = self.rig
         local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
+        for _, (ex0, ey0, ex1, ey1), patch in self._eye_changes(eyes):
+            self._source[ey0:ey1, ex0:ex1] = patch
+            cv2.cvtColor(patch, cv2.COLOR_RGB2RGBA, dst=self._image_rgba[ey0:ey1, ex0:ex1])
         plan = self.plan(local, head)
         if plan is None:
-            return rig.image.copy()
+            return self._source.copy()
         step = rig.step
         r0, r1, c0, c1 = plan.cells
         y0, y1, x0, x1 = plan.region
         h, w = y1 - y0, x1 - x0
-        frame = rig.image.copy()  # one memcpy: cheaper than copying only around the warped strips
+        frame = self._source.copy()  # one memcpy: cheaper than copying only around the warped strips
         # coarse work on the region plus one cell all round, so that upsampling is exact up to the region's edge
         cells = (slice(r0, r1 + 2), slice(c0, c1 + 2))  # self._cell_grid starts one cell before the canvas
         head_c = np.zeros((r1 - r0 + 2, c1 - c0 + 2, 2), np.float32)
@@ -410,8 +427,8 @@ class CpuRenderer(Renderer):
         a = alpha[gr, gc]
         st_img = cv2.remap(self._statics_image, cv2.subtract(local_pos[gr, gc], self._mouth_origin), None,
                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        st = unstack_statics(st_img, np.arange(gr.start, gr.stop, dtype=np.float32)[:, None], self.statics.teeth_on)
-        rgb = interior(NumpyOps, a, st, self.rig.appearance, self.colors)
+        st = unstack_statics(st_img, np.arange(gr.start, gr.stop, dtype=np.float32)[:, None])
+        rgb = interior(NumpyOps, a, st, self.rig.appearance, self.colors, self._pose)
         blend = cv2.blendLinear(out[gr, gc].astype(np.float32), rgb, 1 - a, a)  # per-pixel alpha, any channels
         out[gr, gc] = cv2.convertScaleAbs(blend)  # rounded, saturated to uint8
 

@@ -62,7 +62,7 @@ class TorchRenderer(Renderer):
 
         h, w = rig.image.shape[:2]
         step = rig.step
-        self._image = t(rig.image, torch.uint8)  # (H, W, 3)
+        self._image = t(rig.image, torch.uint8).clone()  # (H, W, 3); its own copy: the eyes are written into it
         self._image_f = self._image.permute(2, 0, 1).float()
         # fields channels first: (K, branches, 2, rows, cols) and (K, 2, rows, cols)
         self._local_fields = t(rig.local_fields).permute(0, 1, 4, 2, 3).contiguous()
@@ -99,12 +99,16 @@ class TorchRenderer(Renderer):
         return blend
 
     @torch.no_grad()
-    def render_weights(self, local: np.ndarray, head: np.ndarray) -> np.ndarray:
+    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
         rig = self.rig
         local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
+        for _, (ex0, ey0, ex1, ey1), patch in self._eye_changes(eyes):
+            p = torch.as_tensor(np.ascontiguousarray(patch), device=self.device)
+            self._image[ey0:ey1, ex0:ex1] = p
+            self._image_f[:, ey0:ey1, ex0:ex1] = p.permute(2, 0, 1).float()
         plan = self.plan(local, head)
         if plan is None:
-            return rig.image.copy()
+            return np.ascontiguousarray(self._image.cpu().numpy())
         step = rig.step
         r0, r1, c0, c1 = plan.cells
         y0, y1, x0, x1 = plan.region
@@ -156,8 +160,8 @@ class TorchRenderer(Renderer):
         # the whole mouth box, no cropping to the opening: finding it would stall the GPU for a host round trip
         st_img = _sample(self._statics_image, local_pos - self._mouth_origin).permute(1, 2, 0)
         row_idx = torch.arange(my1 - my0, dtype=torch.float32, device=self.device)[:, None]
-        st = unstack_statics(st_img, row_idx, self.statics.teeth_on)
-        rgb = interior(TorchOps, alpha, st, self.rig.appearance, self._colors)
+        st = unstack_statics(st_img, row_idx)
+        rgb = interior(TorchOps, alpha, st, self.rig.appearance, self._colors, self._pose)
         region = warped[box]
         a = alpha[..., None]
         warped = warped.clone()

@@ -19,9 +19,13 @@ import cv2
 import numpy as np
 
 from avatar.face import landmarks as lm
+from avatar.face.eyes import build_eyes
+from avatar.face.rest import close_mouth, lips_apart
+from avatar.face.shapes import DEFAULT_SHAPES
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
 
-LOCAL_FIELDS = ("jaw", "lip_raise", "lip_spread", "lip_round", "lip_press", "blink_r", "blink_l", "brow_raise")
+# the local motions; blinks are drawn apart (avatar.face.eyes)
+LOCAL_FIELDS = ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press", "brow_raise")
 # Fields that move the mouth sideways; the renderer applies them after the others (composed, not added), so a
 # rounded mouth also narrows the opening the jaw makes.
 SIDEWAYS_FIELDS = ("lip_spread", "lip_round")
@@ -32,22 +36,22 @@ SUPPORT_EPS = 0.02  # pixels: a field smaller than this is treated as zero (boun
 NEWTON_ITERS = 10
 
 # Magnitudes, as fractions of the mouth width (outer corners) W, the eye distance IOD or the face height FH.
-JAW_DROP = 0.42  # lower-lip drop at jaw_open = 1, in W (a wide "aa" opens about 40-45% of the mouth width)
-JAW_UPPER_LIFT = 0.10  # the upper lip rises by this fraction of the drop
-JAW_NARROW = 0.07  # the mouth corners move in by this fraction of the drop
-LIP_RAISE = 0.09  # upper-lip raise (shows the upper teeth), in W
-SPREAD_OUT = 0.10  # each corner moves out by this at lip_spread = 1, in W
-ROUND_IN = 0.17  # each corner moves in by this at lip_round = 1, in W ("oo" is ~35% narrower)
-ROUND_PROTRUDE = 0.045  # rounded lips push apart (a small round opening), in W per lip
-PRESS_ROLL = 0.35  # pressed lips roll in by this fraction of their thickness
-BLINK_CLOSE = 0.9  # the upper lid travels this fraction of the eye opening; the lower lid rises the rest
-BLINK_LID_REACH = 0.6  # lid skin this far above the lid (in half eye widths) slides down: short spares glasses
-BLINK_SQUASH = 0.97  # the eyeball band between the lids shrinks to 3% of its height
+# The mouth motions' sizes live with the rest of the mouth mapping in avatar.face.shapes (one place to calibrate).
+JAW_DROP = DEFAULT_SHAPES.jaw_drop
+JAW_UPPER_LIFT = DEFAULT_SHAPES.jaw_upper_lift
+JAW_NARROW = DEFAULT_SHAPES.jaw_narrow
+LIP_RAISE = DEFAULT_SHAPES.lip_raise
+LIP_DROP = DEFAULT_SHAPES.lip_drop
+LIP_CARRY = 0.8  # a raised / dropped lip moves whole over this share of its thickness, then the skin follows
+SPREAD_OUT = DEFAULT_SHAPES.spread_out
+ROUND_IN = DEFAULT_SHAPES.round_in
+ROUND_PROTRUDE = DEFAULT_SHAPES.round_protrude
+ROUND_POUT = DEFAULT_SHAPES.round_pout
+PRESS_ROLL = DEFAULT_SHAPES.press_roll
 BROW_LIFT = 0.11  # brow raise, in IOD
 YAW_RAD, PITCH_RAD, ROLL_RAD = 0.12, 0.10, 0.08  # head rotation at |param| = 1 (about 7, 6 and 4.5 degrees)
 RISE = 0.012  # breathing rise at head_rise = 1, in FH
 MIN_EYE_DISTANCE = 4.0  # pixels: closer eyes cannot carry a rig
-OPEN_MOUTH_GAP = 0.06  # a photo whose lips are apart by more than this (in W) keeps its own mouth interior
 
 
 def smoothstep(e0, e1, x):
@@ -88,7 +92,6 @@ class FaceGeometry:
         self.a_out = 0.5 * self.W
         gap = self.lower_lip_v(0.0) - self.upper_lip_v(0.0)
         self.photo_gap = max(float(gap), 0.0)
-        self.mouth_open = self.photo_gap > OPEN_MOUTH_GAP * self.W
         c = self.to_frame(p[[lm.CHIN, lm.UPPER_LIP_TOP, lm.LOWER_LIP_BOTTOM, lm.UPPER_LIP_INNER,
                              lm.LOWER_LIP_INNER]], self.mouth_center)
         self.t_chin = float(c[0, 1] - self.line_v(c[0, 0]))
@@ -154,17 +157,40 @@ def jaw(g: FaceGeometry, x, y, lower: bool):
         neck = 1 - smoothstep(g.t_chin, g.t_chin + 2.2 * drop, t)  # the chin slides over the neck
         dv = drop * mag * neck * _beyond(g, t, lower)
     else:
-        dv = -JAW_UPPER_LIFT * drop * s * (1 - smoothstep(0, 0.45 * g.W, -t)) * _beyond(g, t, lower)
+        dv = -JAW_UPPER_LIFT * drop * s * _lip_carry(g, -t, g.upper_thick, 0.45 * g.W) * _beyond(g, t, lower)
     du = -JAW_NARROW * drop * g.corner_profile(u, 0.5 * g.W) * np.exp(-(t / (0.6 * g.W)) ** 2)
     return g.to_xy(du, dv)
+
+
+def _lip_carry(g: FaceGeometry, across, thick: float, reach: float):
+    """1 over the lip's body (its thickness from the line), fading over `reach` beyond it: the lip moves whole
+    instead of thinning to a line, and the skin beyond follows."""
+    body = LIP_CARRY * thick
+    return 1 - smoothstep(body, body + reach, across)
 
 
 def lip_raise(g: FaceGeometry, x, y, lower: bool):
     u, t = g.mouth_ut(x, y)
     if lower:
         return np.zeros_like(u), np.zeros_like(u)
-    dv = -LIP_RAISE * g.W * g.slit(u) ** 0.7 * (1 - smoothstep(0, 0.55 * g.W, -t)) * _beyond(g, t, lower)
+    dv = -LIP_RAISE * g.W * g.slit(u) ** 0.7 * _lip_carry(g, -t, g.upper_thick, 0.5 * g.W) * _beyond(g, t, lower)
     return g.to_xy(np.zeros_like(u), dv)
+
+
+def lip_drop(g: FaceGeometry, x, y, lower: bool):
+    """The lower lip alone drops (the chin stays): it shows the lower teeth."""
+    u, t = g.mouth_ut(x, y)
+    if not lower:
+        return np.zeros_like(u), np.zeros_like(u)
+    dv = LIP_DROP * g.W * g.slit(u) ** 0.7 * _lip_carry(g, t, g.lower_thick, 0.45 * g.W) * _beyond(g, t, lower)
+    return g.to_xy(np.zeros_like(u), dv)
+
+
+def lip_motion(weights) -> tuple[float, float]:
+    """(upper-lip lift, lower-lip drop beyond the jaw) at the mouth's middle, in W, for LOCAL_FIELDS weights."""
+    w = dict(zip(LOCAL_FIELDS, weights))
+    lift = JAW_UPPER_LIFT * JAW_DROP * w["jaw"] + LIP_RAISE * w["lip_raise"]
+    return float(lift), float(LIP_DROP * w["lip_drop"])
 
 
 def lip_spread(g: FaceGeometry, x, y, lower: bool):
@@ -179,10 +205,16 @@ def lip_spread(g: FaceGeometry, x, y, lower: bool):
 
 
 def lip_round(g: FaceGeometry, x, y, lower: bool):
+    """Corners in, lips apart into a small oval, and each lip pouts (pushed forward, it shows taller): its outer
+    edge moves out while its inner edge stays."""
     u, t = g.mouth_ut(x, y)
     du = -ROUND_IN * g.W * g.corner_profile(u, 0.6 * g.W) * np.exp(-(t / (0.55 * g.W)) ** 2)
     push = ROUND_PROTRUDE * g.W * g.slit(u) ** 1.5 * np.exp(-(t / (0.4 * g.W)) ** 2)
-    return g.to_xy(du, push if lower else -push)
+    thick = g.lower_thick if lower else g.upper_thick
+    across = np.abs(t)
+    pout = ROUND_POUT * g.W * np.sqrt(g.slit(u)) * smoothstep(0, thick, across) * (
+        1 - smoothstep(thick, thick + 0.45 * g.W, across))
+    return g.to_xy(du, push + pout if lower else -(push + pout))
 
 
 def lip_press(g: FaceGeometry, x, y, lower: bool):
@@ -197,29 +229,6 @@ def lip_press(g: FaceGeometry, x, y, lower: bool):
     reach = max(thick, 2.0 * g.photo_gap / 2 + 1)
     dv = (roll * body + half_gap * np.exp(-(tt / reach) ** 2)) * np.sqrt(g.slit(u)) * _beyond(g, t, lower)
     return g.to_xy(np.zeros_like(u), -dv if lower else dv)
-
-
-def _eye_field(g: FaceGeometry, upper_idx, lower_idx):
-    pts = g.points[:, :2]
-    center = pts[list(upper_idx + lower_idx)].mean(0)
-    up = g.to_frame(pts[list(upper_idx)], center)
-    lo = g.to_frame(pts[list(lower_idx)], center)
-    up, lo = up[np.argsort(up[:, 0])], lo[np.argsort(lo[:, 0])]
-    u0, u1 = min(up[0, 0], lo[0, 0]), max(up[-1, 0], lo[-1, 0])
-    half_w = max((u1 - u0) / 2, 1.0)
-
-    def blink(g_, x, y, lower: bool):
-        u, v = g.uv(x, y, center)
-        vu = np.interp(u, up[:, 0], up[:, 1])
-        h = np.clip(np.interp(u, lo[:, 0], lo[:, 1]) - vu, 0, None) * ((u > u0) & (u < u1))
-        s = v - vu
-        above = BLINK_CLOSE * h * (1 - smoothstep(0, BLINK_LID_REACH * half_w, -s))
-        between = BLINK_CLOSE * h - BLINK_SQUASH * s
-        below = (BLINK_CLOSE - BLINK_SQUASH) * h * (1 - smoothstep(0, 0.8 * half_w, s - h))
-        dv = np.where(s < 0, above, np.where(s <= h, between, below))
-        return g.to_xy(np.zeros_like(u), dv)
-
-    return blink
 
 
 def brow_raise(g: FaceGeometry, x, y, lower: bool):
@@ -387,6 +396,8 @@ class Rig:
     mouth_box: tuple[int, int, int, int]  # x0, y0, x1, y1 canvas pixels where the lips can part
     mouth_u: np.ndarray  # float32 over mouth_box: position along the mouth from its centre, pixels
     appearance: "object"  # avatar.face.mouth.MouthAppearance
+    eyes: tuple  # (right, left) avatar.face.eyes.EyeBlink: each eye's closing stages
+    closed_at_rest: bool = False  # the photo's lips were apart and `image` is the photo with them closed
     build_seconds: float = 0.0
 
     @property
@@ -412,9 +423,7 @@ def _support(mags: np.ndarray, step: int, width: int, height: int, pad: int) -> 
 def build_local(g: FaceGeometry, width: int, height: int, step: int):
     hc, wc = -(-height // step), -(-width // step)
     gx, gy = _grid(hc, wc, step)
-    funcs = [jaw, lip_raise, lip_spread, lip_round, lip_press,
-             _eye_field(g, lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER),
-             _eye_field(g, lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER), brow_raise]
+    funcs = [jaw, lip_raise, lip_drop, lip_spread, lip_round, lip_press, brow_raise]
     mags = np.zeros((hc, wc))
     for f in funcs:
         for lower in (False, True):
@@ -426,7 +435,7 @@ def build_local(g: FaceGeometry, width: int, height: int, step: int):
     fields = np.zeros((len(funcs), 2, box.r1 - box.r0, box.c1 - box.c0, 2), np.float32)
     for k, f in enumerate(funcs):
         for b, lower in enumerate((False, True)):
-            if b == 1 and LOCAL_FIELDS[k] in ("blink_r", "blink_l", "brow_raise"):  # the same on both sides
+            if b == 1 and LOCAL_FIELDS[k] == "brow_raise":  # the same on both sides
                 fields[k, 1] = fields[k, 0]
                 continue
             bx, by = invert(lambda x, y: f(g, x, y, lower), sx, sy, max_step=0.25 * g.W)
@@ -454,8 +463,9 @@ def build_head(g: FaceGeometry, width: int, height: int, step: int):
 
 def _mouth_box(g: FaceGeometry, box: Box):
     drop = JAW_DROP * g.W
-    up = JAW_UPPER_LIFT * drop + LIP_RAISE * g.W + ROUND_PROTRUDE * g.W + 0.04 * g.W + g.photo_gap / 2 + 3
-    down = drop + ROUND_PROTRUDE * g.W + 0.04 * g.W + g.photo_gap / 2 + 3
+    rounding = (ROUND_PROTRUDE + ROUND_POUT) * g.W
+    up = JAW_UPPER_LIFT * drop + LIP_RAISE * g.W + rounding + 0.04 * g.W + g.photo_gap / 2 + 3
+    down = drop + LIP_DROP * g.W + rounding + 0.04 * g.W + g.photo_gap / 2 + 3
     corners = []
     for u in (-g.a_in - 3, g.a_in + 3):
         v0 = float(g.line_v(np.clip(u, -g.a_in, g.a_in)))
@@ -473,6 +483,9 @@ def rig_from_canvas(image: np.ndarray, points: np.ndarray) -> Rig:
     from avatar.face.mouth import measure_appearance
 
     t0 = time.perf_counter()
+    closed_at_rest = lips_apart(points)
+    if closed_at_rest:  # a smile with teeth: the rest pose is closed lips (avatar.face.rest)
+        image, points = close_mouth(image, points)
     height, width = image.shape[:2]
     step = max(MIN_STEP, int(round(max(width, height) / GRID_CELLS)))
     g = FaceGeometry(points)
@@ -487,9 +500,11 @@ def rig_from_canvas(image: np.ndarray, points: np.ndarray) -> Rig:
     mys, mxs = np.mgrid[mb[1]:mb[3], mb[0]:mb[2]].astype(np.float64)
     mouth_u, _ = g.uv(mxs, mys, g.mouth_center)
     appearance = measure_appearance(image, g)
+    eyes = build_eyes(image, points, g.ux, g.vy)
     rig = Rig(image=np.ascontiguousarray(image), landmarks=points, geometry=g, step=step, local_box=local_box,
               local_fields=local_fields, head_box=head_box, head_fields=head_fields_, below=below, band=band,
-              line_t=t.astype(np.float32), mouth_box=mb, mouth_u=mouth_u.astype(np.float32), appearance=appearance)
+              line_t=t.astype(np.float32), mouth_box=mb, mouth_u=mouth_u.astype(np.float32), appearance=appearance,
+              eyes=eyes, closed_at_rest=closed_at_rest)
     rig.build_seconds = time.perf_counter() - t0
     return rig
 

@@ -1,0 +1,95 @@
+"""How the network's four mouth parameters become mouth shapes: rig motion weights and what the interior shows.
+
+The engine hands the renderer jaw_open, lip_spread, lip_round and lip_press (avatar.visemes); this module is the
+one place that maps them onto the rig's motions (jaw drop, upper-lip raise, lower-lip drop, spread, round, press)
+and onto the interior's visible teeth and tongue. Every number is a named field of ShapeMap so the mapping can be
+calibrated against real per-viseme lip contours (a fitting command writes a ShapeMap; until then these are the
+defaults, chosen from how real mouths move: "ee" lifts the upper lip off the upper teeth and drops the lower lip
+a little, "aa" opens tall and shows the lower teeth, "oo" hides the teeth behind pushed-forward lips, p/b/m shut).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
+
+
+def _smooth(e0: float, e1: float, x: float) -> float:
+    s = _clamp((x - e0) / (e1 - e0), 0.0, 1.0)
+    return s * s * (3 - 2 * s)
+
+
+@dataclass(frozen=True)
+class ShapeMap:
+    # --- each rig motion's size at full strength (avatar.face.rig builds them), in mouth widths W ---
+    jaw_drop: float = 0.42  # lower-lip drop at jaw_open = 1 (a wide "aa" opens about 40-45% of the mouth width)
+    jaw_upper_lift: float = 0.10  # the upper lip rises by this fraction of the drop
+    jaw_narrow: float = 0.07  # the mouth corners move in by this fraction of the drop
+    lip_raise: float = 0.09  # upper-lip raise (uncovers the upper teeth)
+    lip_drop: float = 0.1  # lower-lip drop beyond the jaw's (uncovers the lower teeth)
+    spread_out: float = 0.10  # each corner moves out this much at lip_spread = 1 ("ee": wide and thin)
+    round_in: float = 0.12  # each corner moves in this much at lip_round = 1 (GRID: 0.17 made widths vary 1.5x real)
+    round_protrude: float = 0.06  # rounded lips part into a small oval, per lip
+    round_pout: float = 0.03  # and push forward: each lip's outer edge moves out this much (it shows taller)
+    press_roll: float = 0.35  # pressed lips roll in by this fraction of their thickness (p/b/m)
+    # --- rig motion weights from the network's parameters ---
+    raise_per_spread: float = 0.45  # upper-lip raise per lip_spread: a spread lip lifts off the upper teeth
+    drop_per_jaw: float = 0.25  # lower-lip drop (beyond the jaw's) per jaw_open: wide vowels pull the lip down
+    drop_per_spread_open: float = 0.8  # and per lip_spread x jaw_open: "E" shows the lower teeth
+    press_closes_from: float = 0.25  # lip_press over which an open jaw is pulled shut (p/b/m win over the jaw)
+    press_shut: float = 0.5
+    # --- what the interior shows, in mouth widths W ---
+    upper_teeth_rest: float = 0.10  # upper incisors showing below a relaxed upper lip (GRID speakers show many)
+    upper_teeth_per_lift: float = 1.0  # more show as the upper lip lifts (1 = exactly as far as it lifts)
+    lower_teeth_rest: float = 0.02  # lower incisors showing above a relaxed lower lip's edge (< 0: hidden)
+    lower_teeth_per_drop: float = 1.0  # they show as the lower lip drops beyond the jaw
+    lower_teeth_per_open: float = 0.04  # and a little on a wide jaw opening (jaw_open beyond 0.5, per unit)
+    round_hides_teeth: float = 1.1  # rounded, pushed-forward lips cover this share of the teeth per lip_round
+    tongue_open_share: float = 0.32  # the tongue fills this share of an open vowel's opening, from below
+    round_hides_tongue: float = 0.9  # rounded vowels hold the tongue back: this much less of it shows
+    tongue_tip_share: float = 0.3  # raised for t/d/n/l/th (a small, unrounded opening): this much more
+    tongue_tip_jaw: tuple[float, float, float, float] = (0.08, 0.16, 0.3, 0.45)  # jaw_open ramp up, plateau, down
+
+
+DEFAULT_SHAPES = ShapeMap()
+
+
+@dataclass(frozen=True)
+class MouthPose:
+    """What one frame's interior shows, in mouth widths (shows < 0 are hidden behind the lips)."""
+
+    upper_show: float  # upper-teeth height below the upper lip
+    lower_show: float  # lower-teeth height above the lower lip
+    tongue_share: float  # share of the opening's height the tongue fills from below
+    tongue_tip: float  # 0..1: the tongue tip is up (t/d/n/l/th): in front of the lower teeth, below the upper ones
+
+
+def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: float = 0.0,
+                shapes: ShapeMap = DEFAULT_SHAPES) -> dict[str, float]:
+    """The rig's mouth motion weights (0..1) for clipped parameters; raise_: an extra upper-lip raise."""
+    jaw *= 1.0 - _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
+    return {
+        "jaw": jaw,
+        "lip_raise": _clamp(raise_ + shapes.raise_per_spread * spread, 0, 1),
+        "lip_drop": _clamp(shapes.drop_per_jaw * jaw + shapes.drop_per_spread_open * spread * jaw, 0, 1),
+        "lip_spread": spread,
+        "lip_round": rnd,
+        "lip_press": press,
+    }
+
+
+def mouth_pose(weights: dict[str, float], upper_lift: float, lower_drop: float,
+               shapes: ShapeMap = DEFAULT_SHAPES) -> MouthPose:
+    """The interior for rig weights; upper_lift / lower_drop: how far (in W) the lips' middles moved at those
+    weights beyond the jaw's own drop (avatar.face.rig.lip_motion)."""
+    jaw, spread, rnd = weights["jaw"], weights["lip_spread"], weights["lip_round"]
+    hidden = max(1.0 - shapes.round_hides_teeth * rnd, 0.0)
+    upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
+    lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop
+             + shapes.lower_teeth_per_open * max(jaw - 0.5, 0.0) / 0.5) * hidden
+    a, b, c, d = shapes.tongue_tip_jaw
+    tip = _smooth(a, b, jaw) * (1.0 - _smooth(c, d, jaw)) * (1.0 - rnd) * (1.0 - _smooth(0.3, 0.5, spread))
+    tongue = shapes.tongue_open_share * (1.0 - shapes.round_hides_tongue * rnd) + shapes.tongue_tip_share * tip
+    return MouthPose(upper, lower, tongue, tip)

@@ -1,0 +1,299 @@
+"""A mouth that looks like a real mouth (issue 14), measured on re-detected landmarks of rendered frames:
+an open-mouthed photo is closed at rest, blinks close the eye, teeth are white-balanced from the sclera,
+rounding narrows and spreading widens the mouth.
+
+The dev faces are the shipped default face (Grace Hopper, matplotlib's sample photo), scikit-image's astronaut
+(smiling with teeth) and first frames of real clips read from ../shared/data/video at run time (skipped where
+that folder is absent; nothing made from them is stored).
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from avatar.face import LivelinessConfig, build_rig, create_renderer, detect_faces
+from avatar.face import landmarks as lm
+
+OFF = LivelinessConfig(enabled=False)
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FACE = ROOT / "assets" / "default_face.jpg"
+ASTRONAUT = Path(__file__).parent / "data" / "face" / "astronaut.jpg"
+VIDEO = ROOT.parent / "shared" / "data" / "video"
+OPEN_MOUTH_CLIPS = ("kim_7s_raw.mp4", "lp_d3.mp4")  # first frames with the lips apart
+EYE_CLIPS = ("bbaf2n.mpg", "kim_7s_raw.mp4", "lp_d20.mp4", "lp_d9.mp4", "lp_d19.mp4")  # d9, d19: glasses
+UPPER_LIP_IN, LOWER_LIP_IN = 13, 14
+
+
+def first_frame(name: str) -> np.ndarray:
+    path = VIDEO / name
+    if not path.exists():
+        pytest.skip(f"real clip {path} is absent (the shared video folder is not on this machine)")
+    cap = cv2.VideoCapture(str(path))
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        pytest.skip(f"OpenCV cannot decode {path}")
+    return np.ascontiguousarray(frame[..., ::-1])
+
+
+def photo(name: str):
+    return {"default": DEFAULT_FACE, "astronaut": ASTRONAUT}.get(name) or first_frame(name)
+
+
+def detect(frame: np.ndarray) -> np.ndarray:
+    faces = detect_faces(frame)
+    assert faces, "the detector lost the face"
+    return faces[0]
+
+
+def opening(points: np.ndarray) -> float:
+    """Inner-lip opening |13-14| in inter-ocular distances (eye-aligned like avatar.face.landmarks.normalize)."""
+    n = lm.normalize(points)
+    return float(np.linalg.norm(n[UPPER_LIP_IN, :2] - n[LOWER_LIP_IN, :2]))
+
+
+@pytest.mark.parametrize("name", ("astronaut",) + OPEN_MOUTH_CLIPS)
+def test_open_mouthed_photo_is_closed_at_rest(name):
+    source = photo(name)
+    rig = build_rig(source, canvas=512)
+    original = detect(rig.image if not rig.closed_at_rest else _uncl(source))
+    assert opening(original) > 0.05, "the photo's mouth is open (else this test means nothing)"
+    assert rig.closed_at_rest
+    rest = detect(create_renderer(rig, "cpu", OFF).render({}, 0.0))
+    assert opening(rest) < 0.02, opening(rest)
+    # the lips keep their own texture and the photo's teeth are gone: inside the re-detected outer lip contour,
+    # no bright, colourless (teeth) pixels remain
+    frame = create_renderer(rig, "cpu", OFF).render({}, 0.0)
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(rest[list(lm.LIP_OUTER), :2]).astype(np.int32)], 1)
+    lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).astype(float)
+    inside = lab[mask > 0]
+    lip_chroma = np.hypot(inside[:, 1] - 128, inside[:, 2] - 128)
+    teeth_like = (inside[:, 0] > np.percentile(inside[:, 0], 50) + 25) & (lip_chroma < np.median(lip_chroma) * 0.5)
+    assert teeth_like.mean() < 0.02, teeth_like.mean()
+
+
+def _uncl(source):
+    """The photo's own portrait crop (before the rest pose closed it), for comparison."""
+    from avatar.face.photo import apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
+
+    image = load_photo(source)
+    points = detect(image)
+    cx, cy, crop_h = portrait_crop_box(points, image.shape[:2], aspect=1.0)
+    return warp_to_canvas(image, crop_affine((cx, cy), crop_h, (512, 512)), (512, 512))
+
+
+def test_closed_mouthed_photo_is_left_as_it_is():
+    rig = build_rig(DEFAULT_FACE, canvas=512)
+    assert not rig.closed_at_rest
+    assert np.array_equal(rig.image, _uncl(DEFAULT_FACE))
+
+
+def test_rest_closure_moves_landmarks_onto_the_meeting_line():
+    from avatar.face.rest import close_mouth, lips_apart
+
+    image = _uncl(ASTRONAUT)
+    points = detect(image)
+    assert lips_apart(points)
+    closed, moved = close_mouth(image, points)
+    n = lm.normalize(moved)  # eye-aligned: x along the eye line, inter-ocular distance 1
+    up, lo = n[list(lm.LIP_INNER_UPPER), :2], n[list(lm.LIP_INNER_LOWER), :2]
+    up, lo = up[np.argsort(up[:, 0])], lo[np.argsort(lo[:, 0])]
+    assert np.abs(up[:, 1] - np.interp(up[:, 0], lo[:, 0], lo[:, 1])).max() < 0.01  # the lips meet all along
+    iod = np.linalg.norm(np.subtract(*lm.eye_centers(points)))
+    far = np.linalg.norm(points[:, :2] - points[lm.MOUTH_CORNERS, :2].mean(0), axis=1) > 1.5 * iod
+    assert np.array_equal(moved[far], points[far])  # the eyes and the brows stay where they were
+    assert not lips_apart(moved)
+
+
+# ---------------------------------------------------------------- blinks
+EYE_FACES = ("default", "astronaut") + EYE_CLIPS
+EYE_PAIRS = (((159, 145), (158, 153), (160, 144)), ((386, 374), (385, 380), (387, 373)))  # (right, left) lids
+IRIS = (lm.RIGHT_IRIS, lm.LEFT_IRIS)
+EYE_CONTOURS = ((lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER), (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER))
+CLOSED_HEIGHT_EACH, CLOSED_HEIGHT_MEAN = 0.45, 0.3  # re-detected closed/open eye height; see test_blinks_close_eye
+
+
+def eye_heights(points: np.ndarray) -> np.ndarray:
+    """(right, left) lid distances (three vertical pairs each, mean), pixels."""
+    return np.array([np.mean([np.linalg.norm(points[a, :2] - points[b, :2]) for a, b in pairs])
+                     for pairs in EYE_PAIRS])
+
+
+@pytest.fixture(scope="module")
+def blinks():
+    """name -> (rig, {level: frame}) for each dev face that is present."""
+    out = {}
+    for name in EYE_FACES:
+        try:
+            source = photo(name)
+        except pytest.skip.Exception:
+            continue
+        rig = build_rig(source, canvas=512)
+        r = create_renderer(rig, "cpu", OFF)
+        frames = {level: r.render({"blink": level}, 0.0) for level in (0.0, 0.5, 1.0)}
+        frames["open again"] = r.render({}, 0.0)  # the renderer puts the photo's open eyes back
+        out[name] = rig, frames
+    return out
+
+
+@pytest.mark.parametrize("name", EYE_FACES)
+def test_blink_covers_the_iris_with_lid_skin(blinks, name):
+    if name not in blinks:
+        pytest.skip(f"{name} is absent")
+    rig, frames = blinks[name]
+    p = rig.landmarks
+    luma = {k: cv2.cvtColor(f, cv2.COLOR_RGB2LAB)[..., 0].astype(float) for k, f in frames.items()}
+    assert np.array_equal(frames[0.0], rig.image) and np.array_equal(frames["open again"], rig.image)
+    ys, xs = np.mgrid[0:rig.image.shape[0], 0:rig.image.shape[1]]
+    for iris, contour in zip(IRIS, EYE_CONTOURS):
+        c = p[iris[0], :2]
+        radius = np.mean([np.linalg.norm(p[i, :2] - c) for i in iris[1:]])
+        eye = np.zeros(rig.image.shape[:2], np.uint8)
+        cv2.fillPoly(eye, [np.round(p[list(contour[0]) + list(contour[1][::-1]), :2]).astype(np.int32)], 1)
+        visible_iris = (np.hypot(xs - c[0], ys - c[1]) < 0.8 * radius) & (eye > 0)
+        lid_skin = np.median(luma[0.0][np.hypot(xs - c[0], ys - (c[1] - 1.6 * radius)) < 0.4 * radius])
+        # closed: the iris is gone under lid skin (no dark pupil or iris left, no dark outline across it)
+        dark = (luma[1.0][visible_iris] < 0.7 * lid_skin).mean()
+        assert dark <= 0.15, (name, dark)
+
+
+def test_blinks_close_the_re_detected_eye(blinks):
+    """FaceMesh re-detected on the rendered frames: blink = 1 closes each eye, 0.5 is in between.
+
+    The issue asks for <= 10 % of the open height. FaceMesh itself does not report that on real closed eyes of
+    these faces: on the real clips' own blinks its closed/open height is 0.05-0.09 (lp_d9), 0.13-0.19 (lp_d3,
+    GRID bbaf2n) and 0.4 (lp_d19); so each eye must reach CLOSED_HEIGHT_EACH and all of them on average
+    CLOSED_HEIGHT_MEAN (the renderer before this change: 0.4-1.1 each, 0.65 on average)."""
+    closed = []
+    for name, (rig, frames) in blinks.items():
+        h = {k: eye_heights(detect(frames[k])) for k in (0.0, 0.5, 1.0)}
+        ratio, half = h[1.0] / h[0.0], h[0.5] / h[0.0]
+        assert np.all(ratio <= CLOSED_HEIGHT_EACH), (name, ratio)
+        assert np.all(half > ratio + 0.05) and np.all(half < 0.95), (name, half, ratio)
+        closed += list(ratio)
+    assert len(closed) >= 4
+    assert np.mean(closed) <= CLOSED_HEIGHT_MEAN, closed
+
+
+def test_glasses_rims_stay_straight_in_a_blink(blinks):
+    """The default face wears dark-rimmed glasses right above her eyes: the rim's pixels do not move."""
+    rig, frames = blinks["default"]
+    luma0 = cv2.cvtColor(frames[0.0], cv2.COLOR_RGB2GRAY).astype(int)
+    luma1 = cv2.cvtColor(frames[1.0], cv2.COLOR_RGB2GRAY).astype(int)
+    p = rig.landmarks
+    for upper, _ in EYE_CONTOURS:
+        lid = p[list(upper), :2]
+        width = np.ptp(lid[:, 0])
+        x0, x1 = int(lid[:, 0].min()), int(lid[:, 0].max())
+        y0, y1 = int(lid[:, 1].min() - 0.6 * width), int(lid[:, 1].min() - 0.15 * width)  # above the lashes
+        rim = luma0[y0:y1, x0:x1] < 60  # the black top bar of the frames
+        assert rim.sum() > 30, "the rim is in the box (else this test means nothing)"
+        moved = np.abs(luma1[y0:y1, x0:x1] - luma0[y0:y1, x0:x1])[rim] > 12
+        assert moved.mean() < 0.1, moved.mean()
+
+
+# ---------------------------------------------------------------- interior
+TEETH_FACES = ("default", "astronaut", "bbaf2n.mpg", "kim_7s_raw.mp4", "lp_d20.mp4")
+MARKER = np.array([0.0, 255.0, 0.0], np.float32)
+
+
+def sclera_of(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The eye white, measured here on its own: inside both eye contours, outside the irises, the brightest
+    quarter of the pixels (median RGB)."""
+    px = []
+    ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    for iris, (upper, lower) in zip(IRIS, EYE_CONTOURS):
+        eye = np.zeros(image.shape[:2], np.uint8)
+        cv2.fillPoly(eye, [np.round(points[list(upper) + list(lower[::-1]), :2]).astype(np.int32)], 1)
+        c = points[iris[0], :2]
+        radius = np.mean([np.linalg.norm(points[i, :2] - c) for i in iris[1:]])
+        px.append(image[(eye > 0) & (np.hypot(xs - c[0], ys - c[1]) > 1.1 * radius)].astype(float))
+    px = np.concatenate(px)
+    luma = px @ [0.299, 0.587, 0.114]
+    return np.median(px[luma >= np.quantile(luma, 0.75)], axis=0)
+
+
+@pytest.mark.parametrize("name", TEETH_FACES)
+def test_teeth_are_white_balanced_from_the_sclera(name):
+    from avatar.visemes import PARAM_NAMES, VISEME_POSE
+
+    rig = build_rig(photo(name), canvas=512)
+    sclera = sclera_of(rig.image, rig.landmarks)
+    r = create_renderer(rig, "cpu", OFF)
+    for viseme in ("aa", "E"):
+        params = dict(zip(PARAM_NAMES, VISEME_POSE[viseme]))
+        frame = r.render(params, 0.0).astype(float)
+        teeth_colour = r.colors[2]
+        r.colors = r.colors[:2] + (MARKER,) + r.colors[3:]  # where the teeth are: paint them pure green once
+        marked = r.render(params, 0.0).astype(float)
+        r.colors = r.colors[:2] + (teeth_colour,) + r.colors[3:]
+        teeth = (marked[..., 1] - frame[..., 1] > 60) & (marked[..., 0] < frame[..., 0] - 20)
+        assert teeth.sum() >= 10, f"{name} {viseme}: the teeth show (else this test means nothing)"
+        px = frame[teeth]
+        ratio = lambda c, k: c[..., k] / np.maximum(c[..., 0], 1.0)  # noqa: E731  (G or B over R)
+        # never bluer or greener than the sclera (a little slack for the independent measurement), never brighter
+        assert np.median(ratio(px, 2)) <= ratio(sclera, 2) + 0.03, (name, viseme, np.median(px, 0), sclera)
+        assert np.median(ratio(px, 1)) <= ratio(sclera, 1) + 0.03, (name, viseme, np.median(px, 0), sclera)
+        assert np.percentile(px @ [0.299, 0.587, 0.114], 95) <= sclera @ [0.299, 0.587, 0.114] + 3
+
+
+def _painted(r, params, index: int) -> np.ndarray:
+    """Pixels where interior colour `index` shows: rendered once with it painted pure green."""
+    frame = r.render(params, 0.0).astype(float)
+    keep = r.colors[index]
+    r.colors = r.colors[:index] + (MARKER,) + r.colors[index + 1:]
+    marked = r.render(params, 0.0).astype(float)
+    r.colors = r.colors[:index] + (keep,) + r.colors[index + 1:]
+    return (marked[..., 1] - frame[..., 1] > 40) & (marked[..., 0] < frame[..., 0] - 15)
+
+
+@pytest.mark.parametrize("name", ("default", "astronaut"))
+def test_tongue_shows_on_open_vowels_and_tongue_tip_sounds_and_the_cavity_is_red_brown(name):
+    from avatar.visemes import PARAM_NAMES, VISEME_POSE
+
+    rig = build_rig(photo(name), canvas=512)
+    r = create_renderer(rig, "cpu", OFF)
+    pose = {v: dict(zip(PARAM_NAMES, VISEME_POSE[v])) for v in VISEME_POSE}
+    tongue = {v: _painted(r, pose[v], 3).sum() for v in ("aa", "DD", "TH", "nn", "ou", "SS", "PP")}
+    assert tongue["aa"] > 40 and min(tongue["DD"], tongue["TH"], tongue["nn"]) > 8, tongue
+    assert tongue["PP"] == 0 and tongue["ou"] < tongue["aa"] / 3, tongue
+    teeth = {v: _painted(r, pose[v], 2).sum() for v in ("aa", "E", "ou", "oh")}
+    assert max(teeth["ou"], teeth["oh"]) < min(teeth["aa"], teeth["E"]) / 3, teeth  # rounded lips hide the teeth
+    frame = r.render(pose["aa"], 0.0).astype(float)
+    for index in (0, 1):  # the cavity near the lips and in the depth: red-brown, not neutral black or grey
+        px = frame[_painted(r, pose["aa"], index)]
+        assert len(px) > 20
+        rgb = np.median(px, axis=0)
+        assert rgb[0] > 1.3 * rgb[2] and rgb[0] > 1.3 * rgb[1] and rgb[0] > 25, (index, rgb)
+    assert rig.appearance.tongue[0] > 1.2 * rig.appearance.tongue[1]  # pink-red
+
+
+# ---------------------------------------------------------------- shapes
+SHAPE_FACES = ("default", "astronaut", "bbaf2n.mpg", "lp_d20.mp4")
+
+
+@pytest.mark.parametrize("name", SHAPE_FACES)
+def test_mouth_shapes_on_re_detected_landmarks(name):
+    """Rounding narrows the mouth into an oval, spreading widens it, "aa" opens tall with a whole upper lip,
+    pressed lips shut an open jaw (FaceMesh on rendered frames, eye-aligned, inter-ocular distance 1)."""
+    from avatar.visemes import PARAM_NAMES, VISEME_POSE
+
+    r = create_renderer(build_rig(photo(name), canvas=512), "cpu", OFF)
+    pts = {k: lm.normalize(detect(r.render(p, 0.0))) for k, p in {
+        "rest": {}, "round": {"lip_round": 1.0}, "spread": {"lip_spread": 1.0},
+        "aa": dict(zip(PARAM_NAMES, VISEME_POSE["aa"])), "E": dict(zip(PARAM_NAMES, VISEME_POSE["E"])),
+        "ou": dict(zip(PARAM_NAMES, VISEME_POSE["ou"])),
+        "pressed open jaw": {"jaw_open": 0.7, "lip_press": 1.0}}.items()}
+    dist = lambda k, a, b: float(np.linalg.norm(pts[k][a, :2] - pts[k][b, :2]))  # noqa: E731
+    width = {k: dist(k, *lm.MOUTH_CORNERS) for k in pts}
+    assert width["round"] < 0.88 * width["rest"], width
+    assert width["spread"] > 1.06 * width["rest"], width
+    assert dist("aa", UPPER_LIP_IN, LOWER_LIP_IN) > 0.3  # a tall opening
+    assert dist("aa", lm.UPPER_LIP_TOP, UPPER_LIP_IN) > 0.75 * dist("rest", lm.UPPER_LIP_TOP, UPPER_LIP_IN)
+    oval = {k: dist(k, UPPER_LIP_IN, LOWER_LIP_IN) / dist(k, *lm.MOUTH_INNER_CORNERS) for k in ("ou", "E")}
+    assert oval["ou"] > 1.15 * oval["E"], oval  # "oo" opens rounder than "E" (long and thin)
+    # p/b/m: shut (no interior drawn; FaceMesh sees the pressed, rolled-in lips within its jitter of closed)
+    assert opening(detect(r.render({"jaw_open": 0.7, "lip_press": 1.0}, 0.0))) < 0.03
+    assert not any(_painted(r, {"jaw_open": 0.7, "lip_press": 1.0}, k).any() for k in range(5))
