@@ -159,7 +159,7 @@ def test_a_source_draws_only_its_split_and_is_reproducible_for_a_seed():
 
 @needs_recordings
 def test_recordings_decode_at_16k_including_the_tracker_module():
-    rec = min(music.recordings(), key=lambda r: r.path.stat().st_size)
+    rec = min((r for r in music.recordings() if r.path.suffix != ".xm"), key=lambda r: r.path.stat().st_size)
     audio = music.decode(rec.path)
     import av
     with av.open(str(rec.path)) as c:
@@ -240,11 +240,14 @@ def test_room_noises_have_their_character():
 
 @needs_espeak
 @needs_any_music
-def test_music_in_a_shard_is_labelled_closed_and_speech_still_speaks():
-    from avatar.train.datagen import GenConfig, generate_shard
-    from avatar.train.text import BUILTIN_SENTENCES
-    shard = generate_shard(GenConfig(seed=3, piper_share=0.0, shard_seconds=40, music_share=1.0, noise_share=0.5),
-                           0, list(BUILTIN_SENTENCES))
+def test_music_in_a_shard_is_labelled_closed_and_speech_still_speaks(tmp_path):
+    import json
+
+    from avatar.train.datagen import GenConfig, generate, load_shard
+    # through `generate`: the shard is made in its own process, so espeak's state stays out of this one
+    config = GenConfig(seed=3, piper_share=0.0, shard_seconds=40, music_share=1.0, noise_share=0.5)
+    path = generate(config, tmp_path, 40 / 3600, procs=1, progress=False)[0]
+    shard = dict(load_shard(path), meta=json.loads(path.with_suffix(".json").read_text()))
     audio = shard["audio"].astype(np.float32) / 32768
     sil = np.array(VISEME_POSE["sil"], np.float32)
     checked = under = 0

@@ -5,6 +5,7 @@ and noise gaps) with a viseme class and four mouth parameters per 10 ms frame. I
 (seed, k, config), so a dataset is the same for a seed whatever the number of worker processes.
 
     avatar train gen --hours 2 --out data/lipsync-train
+    avatar train gen --hours 1 --music-share 0.4 --noise-share 0.3 --out data/music  # music/noise as negatives
 """
 from __future__ import annotations
 

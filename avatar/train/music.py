@@ -117,7 +117,7 @@ def _long_enough(rec: Recording) -> bool:
         with av.open(str(rec.path)) as c:
             return c.duration is None or c.duration / 1e6 >= MIN_RECORDING_SECONDS
     except (av.error.FFmpegError, OSError):
-        return True  # e.g. the XM module, which only the ffmpeg CLI opens: decode() decides
+        return shutil.which("ffmpeg") is not None  # e.g. the XM module, which only the ffmpeg CLI opens
 
 
 # ----------------------------------------------------------------------------------------------------
