@@ -46,6 +46,8 @@ SPRING_LEAD = 1.0 / FEATURE_RATE  # 10 ms
 SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA - SPRING_LEAD
 # ...and stiffens for big moves (up to 600 rad/s, 1.7 ms): a vowel onset opens the mouth without the spring's lag
 SMOOTHING_MAX_OMEGA = 600.0
+REOPEN_AFTER_SECONDS = 1.5  # a stream silent this long (since its last sound) is closed and opened again
+SETTLE_SECONDS = 1.0  # after a microphone is reopened, sound beyond what the clock allows is stale catch-up; dropped
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -205,51 +207,166 @@ class MicSource:
 
     Captured at 16 kHz when the device or its sound server can convert (PulseAudio, PipeWire, ALSA's plug
     layer all can, in a few ms); otherwise at the device's own rate and resampled here by
-    avatar.audio.StreamResampler (about 1 ms more)."""
+    avatar.audio.StreamResampler (about 1 ms more).
+
+    A stream that stops delivering (sound server stalled or restarted, device gone) is waited for, then reopened on
+    the same device with back-off (avatar.mic.Reopener); meanwhile silence paced by the wall clock is delivered,
+    and the gap ends where the stream's sound resumes, by arrival time, so the audio clock (hence a recording's
+    length and its A/V sync) keeps step with real time. `alive` turns False only when reopening gave up."""
 
     def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
-                 samplerate: int | None = None):
-        from avatar.mic import InputConditioner, Microphone, supports_rate
+                 samplerate: int | None = None, give_up_after: float | None = None):
+        from avatar.mic import REOPEN_GIVE_UP_SECONDS, InputConditioner, Microphone, supports_rate
 
         if samplerate is None and supports_rate(device, SAMPLE_RATE):
             samplerate = SAMPLE_RATE
+        self._device, self._samplerate = device, samplerate
+        self._give_up_after = REOPEN_GIVE_UP_SECONDS if give_up_after is None else give_up_after
         self.mic = Microphone(device, samplerate=samplerate).start()
         self.name = self.mic.name
         self.conditioner = InputConditioner(self.mic.samplerate, gain_db, gate_db)
         self.resampler = StreamResampler(self.mic.samplerate, SAMPLE_RATE)
-        self._first_device_index = None  # ring index of the first sample delivered: source sample 0
+        self.delivered = 0  # 16 kHz samples handed out (silence of gaps included): source sample index
+        self._segment = (0, None)  # (source index, ring index) of the current stream's first delivered sample
+        self._reopener = None  # replacing a lost stream while set (self.mic is None then)
+        self._gap_start = 0.0  # time.monotonic() when the last sample before the gap arrived
+        self._gap_filled = 0  # 16 kHz samples of silence delivered for the current gap
+        self._gap_anchor = 0  # samples delivered before the gap
+        self._settle_until = 0.0  # time.monotonic() until which a resumed stream's bursts are trimmed
+        self._stalled = False  # the stream delivers nothing (yet it is kept: the server may come back)
+        self.gaps: list[tuple[float, float]] = []  # (source time, seconds) of each gap filled with silence
+        self._messages: list[str] = []
+        self._given_up = False
         self.finished = False
 
     @property
     def alive(self) -> bool:
-        return self.mic.alive
+        return not self._given_up
 
     @property
     def level_db(self) -> float:
         return self.conditioner.level_db
 
     def now(self) -> float:
-        return self.mic.stream_time()
+        # no stream while reopening: capture_time is None then, so nothing compares this clock with another
+        return self.mic.stream_time() if self.mic is not None else time.monotonic()
 
     def read(self) -> np.ndarray:
-        raw, start = self.mic.read()
-        if self._first_device_index is None:
-            if len(raw) == 0:
-                return np.zeros(0, np.float32)
-            self._first_device_index = start
+        mic = self.mic
+        if mic is not None and not self._stalled and not mic.alive:
+            return self._stall_begins()
+        if self._stalled:
+            return self._in_stall()
+        if mic is None:
+            return self._in_gap()
+        raw, start = mic.read()
+        out = self._deliver(raw, start)
+        if time.monotonic() < self._settle_until:
+            return out[self._excess(len(out)):]
+        self.delivered += len(out)
+        return out
+
+    def _deliver(self, raw: np.ndarray, start: int) -> np.ndarray:
+        """Condition and resample ring samples from ring index `start` (not yet counted as delivered)."""
+        if self._segment[1] is None and len(raw):
+            self._segment = (self.delivered, start)  # the stream's first sample is the next one delivered
         return self.resampler.process(self.conditioner.process(raw))
+
+    def _excess(self, n: int) -> int:
+        """Of `n` new samples, how many the gap's silence already covered; counts the rest as delivered.
+
+        Anchored on arrival times: the newest sample arrived `last_arrival - gap_start` after the last one before
+        the gap, so that many samples belong between them. A stream that resumes (or is reopened) while its server
+        catches up delivers a burst of stale sound first: that is the part skipped."""
+        due = self._gap_anchor + int(round((self.mic.last_arrival - self._gap_start) * SAMPLE_RATE))
+        skip = min(n, max(0, self.delivered + n - due))
+        self._segment = (self._segment[0] - skip, self._segment[1])  # the skipped head sits under the silence
+        self.delivered += n - skip
+        return skip
+
+    def _stall_begins(self) -> np.ndarray:
+        """The stream stopped delivering: hand out what it had and begin the gap."""
+        tail = self._deliver(*self.mic.read())
+        self.delivered += len(tail)
+        self._gap_start, self._gap_anchor = self.mic.last_arrival, self.delivered
+        self._gap_filled = 0
+        self._stalled = True
+        return np.concatenate([tail, self._in_stall()])
+
+    def _in_stall(self) -> np.ndarray:
+        """Silence while the stream is silent; it goes on when it delivers again, is reopened when it does not."""
+        from avatar.mic import Reopener
+
+        mic = self.mic
+        if mic.stream.active and mic.alive:  # callbacks again: the server is back
+            self._stalled = False
+            return self._gap_ends(reopened=False)
+        if not mic.stream.active or time.monotonic() - self._gap_start > REOPEN_AFTER_SECONDS:
+            self._stalled, self.mic = False, None
+            self._reopener = Reopener(mic, self._device, self._samplerate, self._give_up_after)
+            return self._in_gap()
+        return self._paced_silence()
+
+    def _in_gap(self) -> np.ndarray:
+        """Silence while reopening; once a new stream delivers, the gap ends where its sound begins."""
+        reopener = self._reopener
+        if reopener.failed:
+            self._given_up = True  # the pipeline says so and falls back to SilenceSource
+            return np.zeros(0, np.float32)
+        if reopener.mic is None:
+            return self._paced_silence()
+        self.mic, self._reopener = reopener.mic, None
+        return self._gap_ends(reopened=True)
+
+    def _paced_silence(self) -> np.ndarray:
+        return self._silence(int((time.monotonic() - self._gap_start) * SAMPLE_RATE) - self._gap_filled)
+
+    def _gap_ends(self, reopened: bool) -> np.ndarray:
+        """The stream (resumed or new) delivers: silence up to where its newest sound begins, then that sound."""
+        mic = self.mic
+        self._settle_until = time.monotonic() + SETTLE_SECONDS
+        raw, start = mic.read()
+        fresh = self.resampler.process(self.conditioner.process(raw))
+        due = self._gap_anchor + int(round((mic.last_arrival - self._gap_start) * SAMPLE_RATE))
+        head = self._silence(due - len(fresh) - self.delivered)
+        self._segment = (self.delivered, start) if len(raw) else (0, None)
+        fresh = fresh[self._excess(len(fresh)):]
+        gap = self._gap_filled / SAMPLE_RATE
+        self.gaps.append((self._gap_anchor / SAMPLE_RATE, gap))
+        self._messages.append(f"The microphone '{self.name}' stopped delivering sound for {gap:.1f} s (the sound "
+                              "server stalled or restarted). " + ("It was reopened; the" if reopened else "The")
+                              + " gap is silence in the recording.")
+        return np.concatenate([head, fresh])
+
+    def _silence(self, n: int) -> np.ndarray:
+        n = max(0, n)
+        self._gap_filled += n
+        self.delivered += n
+        return np.zeros(n, np.float32)
+
+    def take_messages(self) -> list[str]:
+        """Status messages since the last call (a stream reopened), for the pipeline to report."""
+        messages, self._messages = self._messages, []
+        return messages
 
     def wait(self, timeout: float) -> None:
         """Returns as soon as the microphone delivers a block (every 5 ms), or after `timeout`."""
-        self.mic.wait(timeout)
+        if self.mic is not None:
+            self.mic.wait(timeout)
+        else:
+            time.sleep(timeout)
 
     def capture_time(self, index: int) -> float | None:
-        if self._first_device_index is None:
+        first_index, first_ring = self._segment
+        if self.mic is None or self._stalled or first_ring is None:
             return None
-        return self.mic.adc_time(self._first_device_index + int(index * self.mic.samplerate / SAMPLE_RATE))
+        return self.mic.adc_time(first_ring + int((index - first_index) * self.mic.samplerate / SAMPLE_RATE))
 
     def close(self) -> None:
-        self.mic.close()
+        if self._reopener is not None:
+            self._reopener.cancel()
+        if self.mic is not None:
+            self.mic.close()
 
 
 class FileSource:
@@ -453,6 +570,8 @@ class LivePipeline:
             start = self.lipsync.samples_in
             if len(audio):
                 self.lipsync.push(audio)
+        for message in getattr(source, "take_messages", list)():
+            self._report(message)
         if not alive:
             if self.set_source(SilenceSource(), replacing=source):
                 self._report(f"The microphone '{source.name}' stopped delivering sound (unplugged or taken by "
@@ -562,6 +681,11 @@ class LivePipeline:
 
     def detach_recording(self) -> "LiveRecording | None":
         """Stop feeding the recording and hand it over (to be closed, e.g. on another thread)."""
+        if self._recording is not None:
+            try:
+                self.pump_audio()  # the sound captured up to the click belongs in the file, however busy the worker
+            except Exception:  # the audio worker reports its own failures
+                pass
         with self._rec_lock:
             recording, self._recording = self._recording, None
         return recording

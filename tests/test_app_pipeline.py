@@ -148,11 +148,11 @@ def test_lost_microphone_gives_a_message_and_the_view_runs_on(virtual_mic, monke
     try:
         rescan_devices()
         pipeline = LivePipeline(None, SimpleFrames(), fps=30, on_event=messages.append).start()
-        pipeline.set_source(MicSource())
+        pipeline.set_source(MicSource(give_up_after=1.0))
         time.sleep(0.3)
         assert pipeline.source.alive
         doomed.down()
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 3 + 1.0  # reopening is retried for give_up_after before it is given up
         while not messages and time.monotonic() < deadline:
             time.sleep(0.05)
         assert messages and "stopped delivering sound" in messages[0]
@@ -166,6 +166,99 @@ def test_lost_microphone_gives_a_message_and_the_view_runs_on(virtual_mic, monke
         doomed.down()
     monkeypatch.undo()
     rescan_devices()
+
+
+def _private_sound_server(monkeypatch):
+    """A PulseAudio daemon of this test's own (faults injected into it touch nothing else); env restored after."""
+    from avatar.mic import rescan_devices
+    from tests.conftest import _AvEnv
+
+    for key in ("PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH"):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # restored by monkeypatch.undo()
+    server = _AvEnv("pulse")
+    rescan_devices()
+    return server
+
+
+def _rms(audio, sr, a, b):
+    seg = audio[int(a * sr):int(b * sr)].astype(np.float64)
+    return float(np.sqrt(np.mean(seg ** 2))) if len(seg) else 0.0
+
+
+@pytest.mark.parametrize("stall", [1.0, 2.5], ids=["resumes", "reopened"])
+def test_sound_server_stall_mid_recording_is_bridged_and_the_voice_continues(virtual_mic, tmp_path, monkeypatch,
+                                                                              loudness_engine, stall):
+    """Fault injection: the test's own sound server is paused (SIGSTOP, SIGCONT) in the middle of a live recording
+    while a tone plays into the virtual microphone. The stream is waited for (1 s) or reopened (2.5 s), the pause
+    becomes silence of its own length, the tone goes on after it in the saved MP4, and the file is as long as the
+    recording ran."""
+    import signal
+    import time
+    from pathlib import Path
+
+    from avatar.mic import rescan_devices
+    from avatar.pipeline import REOPEN_AFTER_SECONDS, LivePipeline, MicSource
+
+    server = _private_sound_server(monkeypatch)
+    freq = 440.0
+    t = np.arange(int(9.0 * SR)) / SR
+    write_wav(tmp_path / "tone.wav", 0.3 * np.sin(2 * np.pi * freq * t), SR)
+    messages, pipeline, player = [], None, None
+    try:
+        pid = int((Path(os.environ["PULSE_RUNTIME_PATH"]) / "pid").read_text())
+        pipeline = LivePipeline(loudness_engine, SimpleFrames(), fps=30, on_event=messages.append).start()
+        source = MicSource()
+        pipeline.set_source(source)
+        base = pipeline._source_base  # pipeline sample index of the source's first sample
+        player = virtual_mic(tmp_path / "tone.wav", wait=False)
+        time.sleep(0.5)
+        recording = pipeline.start_recording(tmp_path / "stalled.mp4", fps=30)
+        started = time.monotonic()
+        time.sleep(1.5)
+        paused = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(stall)
+        os.kill(pid, signal.SIGCONT)
+        stall = time.monotonic() - paused  # as long as it really was (a busy machine oversleeps)
+        time.sleep(2.0)
+        wall = time.monotonic() - started
+        written = recording.seconds
+        path = pipeline.stop_recording()
+    finally:
+        if player is not None:
+            player.terminate()
+            player.wait(timeout=10)
+        if pipeline is not None:
+            pipeline.stop()
+        server.down()
+        monkeypatch.undo()
+        rescan_devices()
+    assert path == recording.path
+    reopened = stall > REOPEN_AFTER_SECONDS
+    assert any("stopped delivering sound for" in m and ("reopened" in m) == reopened for m in messages), messages
+    assert pipeline.source is source and source.alive  # reopened, never given up
+    # the stall's gap: at most its length and the moment the resumed server takes to deliver; shorter by what the
+    # server caught up on (on a loaded machine a late first callback may add a short gap elsewhere)
+    gaps = [(at, seconds) for at, seconds in source.gaps if 0.5 < seconds < stall + 0.5]
+    assert len(gaps) == 1, (source.gaps, stall)
+    gap_at = gaps[0][0] - (recording.start_sample - base) / SR  # in the recording
+    info = decode_mp4(path)
+    sr, audio = info["sample_rate"], info["audio"]
+    seconds = len(audio) / sr
+    # the gap was filled: the file is as long as the recording ran (the decoded AAC ends on a 1024-sample frame)
+    assert -2 / 30 < seconds - wall < 2 / 30 + 1024 / sr, (seconds, wall, written, source.gaps, messages)
+    # frames go on after the stall to (nearly) the end: the render thread may lag a few frames on a busy machine
+    assert info["times"][0] < 0.1 and info["times"][-1] > wall - 0.3, (info["times"][-1], wall)
+    # the tone before the stall, silence for the stall, and the tone again until the end
+    assert _rms(audio, sr, 0.2, 1.3) > 0.1
+    assert _rms(audio, sr, gap_at + 0.05, gap_at + gaps[0][1] - 0.05) < 0.01
+    after = audio[int((seconds - 1.5) * sr):int((seconds - 0.1) * sr)]
+    assert _rms(after, sr, 0, 99) > 0.1
+    reference = np.sin(2 * np.pi * freq * np.arange(len(after)) / sr)
+    spectrum = np.abs(np.fft.rfft(after * np.hanning(len(after))))
+    assert abs(np.fft.rfftfreq(len(after), 1 / sr)[np.argmax(spectrum)] - freq) < 5
+    c = np.correlate(after[:sr // 2], reference[:sr // 2 + sr // 100], "valid")  # best over a cycle of phase
+    assert c.max() / (np.linalg.norm(after[:sr // 2]) * np.linalg.norm(reference[:sr // 2])) > 0.9
 
 
 def test_audio_file_mode_plays_the_sound(virtual_mic, tmp_path):
