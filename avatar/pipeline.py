@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+import os
 import threading
 import time
 from pathlib import Path
@@ -33,7 +34,6 @@ DEFAULT_DISPLAY_FPS = 60
 DEFAULT_RECORD_FPS = 30
 STATS_WINDOW = 120  # frames the fps / latency statistics look back over
 OFFLINE_BLOCK = SAMPLE_RATE  # 1 s of audio per engine pass when rendering a file
-ANALYSIS_SHARE = 0.05  # of an offline render's progress bar: the audio → parameters pass
 # The mouth follows the network's 100 Hz targets through avatar.face.ParamSmoother (a critically damped spring).
 # Live, its lag adds straight to mic→pixel latency, so the app runs it faster than the face module's default:
 SMOOTHING_OMEGA = 150.0  # rad/s: 7 ms time constant; still rounds off the 100 Hz steps and single-frame jitter
@@ -751,49 +751,126 @@ class Cancelled(Exception):
     """The user cancelled an offline render; the partial file was removed."""
 
 
-def render_offline(audio: np.ndarray, engine, renderer, path, fps: int = 30, smooth: bool = True,
+def _blocks(audio, block: int = OFFLINE_BLOCK):
+    """An array as consecutive blocks; any other iterable of blocks as it is."""
+    if isinstance(audio, np.ndarray):
+        return (audio[i:i + block] for i in range(0, len(audio), block))
+    return iter(audio)
+
+
+class _AudioWindow:
+    """The streamed audio not yet handed to the muxer: samples [start, start + len) of the file."""
+
+    def __init__(self):
+        self.start = 0
+        self._data = np.zeros(0, np.float32)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self._data)
+
+    def append(self, block: np.ndarray) -> None:
+        self._data = np.concatenate([self._data, np.asarray(block, np.float32)])
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        """Samples [a, b) (clipped to what arrived); everything before b is let go."""
+        out = self._data[max(a - self.start, 0):max(b - self.start, 0)]
+        keep = max(b - self.start, 0)
+        self._data, self.start = self._data[keep:], self.start + min(keep, len(self._data))
+        return out
+
+
+def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = True,
                    progress: Callable[[float], None] | None = None,
-                   cancelled: Callable[[], bool] | None = None) -> Path:
-    """Render 16 kHz `audio` to an MP4 as fast as the machine allows (encoder on its own thread).
+                   cancelled: Callable[[], bool] | None = None, total_samples: int | None = None) -> Path:
+    """Render 16 kHz speech to an MP4 as fast as the machine allows (encoder on its own thread).
 
-    Frame k shows the audio at k / fps: the smoother is sampled `delay` later, which offline is already known."""
-    from avatar.record import BackgroundRecorder, Recorder
+    `audio` is an array or an iterable of blocks (e.g. avatar.audio.iter_audio): it is streamed, each frame rendered
+    as soon as the parameters it needs exist, so memory stays flat however long the speech (`total_samples`, when
+    known, only scales `progress`). Frame k shows the audio at k / fps: the smoother is sampled `delay` later,
+    which offline is known once the engine's look-ahead has seen that far.
 
+    Written fragmented to `partial_path(path)` beside the target, renamed to `path` on success: an existing file at
+    `path` survives until then, and a render that is killed or interrupted (KeyboardInterrupt, or a RecordError such
+    as a full disk) leaves a playable partial file under that name. Cancelled removes it."""
+    from avatar.record import BackgroundRecorder, Recorder, check_output_path, partial_path
+
+    path = check_output_path(path)
+    partial = partial_path(path)
+    if total_samples is None and isinstance(audio, np.ndarray):
+        total_samples = len(audio)
     if engine is not None:
         engine.reset()
-    lipsync = LipSync(engine)
-    lipsync.track = ParamTrack(seconds=len(audio) / SAMPLE_RATE + 1.0)  # keep the whole file's parameters
-    for i in range(0, len(audio), OFFLINE_BLOCK):
-        if cancelled is not None and cancelled():
-            raise Cancelled("Export cancelled.")
-        lipsync.push(audio[i:i + OFFLINE_BLOCK])
-        if progress is not None:
-            progress(ANALYSIS_SHARE * min(1.0, (i + OFFLINE_BLOCK) / len(audio)))
-    lipsync.flush()
+    lipsync = LipSync(engine)  # its ParamTrack keeps TRACK_SECONDS: frames take the rows soon after they come
     sampler = ParamSampler(lipsync.track, smooth)
-    n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * fps))
-    first = renderer.render(sampler.at(sampler.delay), 0.0)
-    sink = BackgroundRecorder(Recorder(path, first.shape[1], first.shape[0], fps=fps, live=False), wait=True)
-    try:
-        for k in range(n_frames):
+    pending = _AudioWindow()
+    sink = None
+    k = 0  # next frame
+
+    def rows_ready_until() -> float:
+        latest = lipsync.track.latest_time
+        return -np.inf if latest is None else latest - 1.0 / FEATURE_RATE  # a row to spare: interpolation, spring
+
+    def render_frames(until_frame: int | None) -> None:
+        """Frames whose parameters exist (all of them up to `until_frame` at the end, when every row is in)."""
+        nonlocal sink, k
+        while True:
+            t = k / fps
+            if until_frame is None:
+                if t + sampler.delay + SPRING_LEAD > rows_ready_until():
+                    return
+            elif k >= until_frame:
+                return
             if cancelled is not None and cancelled():
                 raise Cancelled("Export cancelled.")
-            t = k / fps
+            image = renderer.render(sampler.at(t + sampler.delay), t)
+            if sink is None:
+                sink = BackgroundRecorder(Recorder(partial, image.shape[1], image.shape[0], fps=fps, live=False,
+                                                   fragmented=True), wait=True)
             # audio up to the end of this frame, so the muxer gets the two streams interleaved
             a, b = int(round(t * SAMPLE_RATE)), int(round((k + 1) / fps * SAMPLE_RATE))
-            sink.add_audio(audio[a:b], a / SAMPLE_RATE)
-            sink.add_frame(first if k == 0 else renderer.render(sampler.at(t + sampler.delay), t), t)
+            sink.add_audio(pending.take(a, b), a / SAMPLE_RATE)
+            sink.add_frame(image, t)
+            k += 1
             if sink.error:
-                break
-            if progress is not None:
-                progress(ANALYSIS_SHARE + (1 - ANALYSIS_SHARE) * (k + 1) / n_frames)
+                from avatar.record import RecordError
+
+                raise RecordError(sink.error)
+            if progress is not None and total_samples:
+                progress(min(1.0, k / (total_samples / SAMPLE_RATE * fps)))
+
+    try:
+        for block in _blocks(audio):
+            if cancelled is not None and cancelled():
+                raise Cancelled("Export cancelled.")
+            pending.append(block)
+            lipsync.push(block)
+            render_frames(None)
+        lipsync.flush()
+        render_frames(int(np.ceil(pending.end / SAMPLE_RATE * fps)))
+        if sink is None:
+            from avatar.record import RecordError
+
+            raise RecordError("The audio is empty: nothing to render.")
     except Cancelled:
         try:
-            sink.close()
+            if sink is not None:
+                sink.close()
+        except Exception:  # removed anyway
+            pass
         finally:
-            Path(path).unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
         raise
-    return sink.close()
+    except BaseException:  # KeyboardInterrupt, a full disk, an unreadable block: finish the partial file
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:  # the error being raised says it; the file keeps what was written
+                pass
+        raise
+    sink.close()  # raises RecordError (the partial keeps what was written) when the encoder or disk failed
+    os.replace(partial, path)
+    return path
 
 
 def liveliness_config(switches: dict | None = None):

@@ -63,6 +63,15 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
+PARTIAL_SUFFIX = ".partial"  # out.mp4 is written as out.partial.mp4 and renamed when complete
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where a file being written to `path` lives until it is complete: beside it, named as partial."""
+    path = Path(path)
+    return path.with_name(path.stem + PARTIAL_SUFFIX + path.suffix)
+
+
 class Recorder:
     """Synchronous MP4 writer. `live=True`: fragmented, low-latency encoder settings, remuxed on close."""
 
@@ -201,21 +210,26 @@ def faststart_copy(path: Path, first_times: dict | None = None) -> None:
     first_times = first_times or {}
     shift = -min([dts for _, dts in first_times.values()] + [Fraction(0)])
     tmp = path.with_name(path.name + ".part")
-    with av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
-        mapping = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
-        seen = set()
-        for packet in src.demux(*[src.streams[i] for i in mapping]):
-            if packet.dts is None:
-                continue
-            index, tb = packet.stream.index, packet.time_base
-            if index in first_times and index not in seen:
-                pts, dts = first_times[index]
-                packet.pts, packet.dts = round(pts / tb), round(dts / tb)
-            elif shift:
-                packet.pts, packet.dts = packet.pts - round(shift / tb), packet.dts - round(shift / tb)
-            seen.add(index)
-            packet.stream = mapping[index]
-            dst.mux(packet)
+    try:
+        with av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4",
+                                                 options={"movflags": "+faststart"}) as dst:
+            mapping = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
+            seen = set()
+            for packet in src.demux(*[src.streams[i] for i in mapping]):
+                if packet.dts is None:
+                    continue
+                index, tb = packet.stream.index, packet.time_base
+                if index in first_times and index not in seen:
+                    pts, dts = first_times[index]
+                    packet.pts, packet.dts = round(pts / tb), round(dts / tb)
+                elif shift:
+                    packet.pts, packet.dts = packet.pts - round(shift / tb), packet.dts - round(shift / tb)
+                seen.add(index)
+                packet.stream = mapping[index]
+                dst.mux(packet)
+    except BaseException:  # e.g. no room for the copy: the fragmented original stays as it is
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

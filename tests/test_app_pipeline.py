@@ -99,6 +99,21 @@ def test_offline_render_lips_match_the_tone_within_a_frame(tmp_path, loudness_en
     np.testing.assert_allclose(opened, tones, atol=1 / fps)
 
 
+def test_offline_render_streamed_in_blocks_equals_the_whole_array(tmp_path, loudness_engine):
+    """`avatar render` streams the decode: blocks in, frames out as their parameters arrive; the same video."""
+    from avatar.pipeline import OFFLINE_BLOCK
+
+    audio = tone_bursts([0.3, 1.1, 2.4, 3.2], 3.7)
+    whole = decode_mp4(render_offline(audio, loudness_engine, SimpleFrames(), tmp_path / "whole.mp4", fps=25))
+    blocks = (audio[i:i + OFFLINE_BLOCK] for i in range(0, len(audio), OFFLINE_BLOCK))
+    streamed = decode_mp4(render_offline(blocks, loudness_engine, SimpleFrames(), tmp_path / "streamed.mp4", fps=25))
+    assert len(whole["frames"]) == len(streamed["frames"]) == int(np.ceil(3.7 * 25))
+    np.testing.assert_array_equal(whole["times"], streamed["times"])
+    assert all(np.array_equal(a, b) for a, b in zip(whole["frames"], streamed["frames"]))
+    np.testing.assert_array_equal(whole["audio"], streamed["audio"])
+    assert not list(tmp_path.glob("*.partial.mp4"))
+
+
 def test_live_mic_to_recording_lips_match_voice_within_a_frame(virtual_mic, tmp_path, loudness_engine):
     """Through the real virtual microphone: tone bursts → engine → frames; the MP4's mouth opens with each tone."""
     import time
