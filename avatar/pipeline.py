@@ -47,7 +47,8 @@ SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA - SPRING_LEAD
 # ...and stiffens for big moves (up to 600 rad/s, 1.7 ms): a vowel onset opens the mouth without the spring's lag
 SMOOTHING_MAX_OMEGA = 600.0
 REOPEN_AFTER_SECONDS = 1.5  # a stream silent this long (since its last sound) is closed and opened again
-SETTLE_SECONDS = 1.0  # after a microphone is reopened, sound beyond what the clock allows is stale catch-up; dropped
+SETTLE_SECONDS = 1.0  # after a stream resumes or is reopened, sound beyond what the clock allows is stale; dropped
+LOSS_TOLERANCE_SECONDS = 0.05  # a resumed stream this far behind the clock lost sound: filled with silence
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -209,10 +210,11 @@ class MicSource:
     layer all can, in a few ms); otherwise at the device's own rate and resampled here by
     avatar.audio.StreamResampler (about 1 ms more).
 
-    A stream that stops delivering (sound server stalled or restarted, device gone) is waited for, then reopened on
-    the same device with back-off (avatar.mic.Reopener); meanwhile silence paced by the wall clock is delivered,
-    and the gap ends where the stream's sound resumes, by arrival time, so the audio clock (hence a recording's
-    length and its A/V sync) keeps step with real time. `alive` turns False only when reopening gave up."""
+    A stream that stops delivering (sound server stalled or restarted, device gone) is waited for: resuming, it
+    brings its server's backlog, and only sound it lost is filled with silence. One that does not resume is reopened
+    on the same device with back-off (avatar.mic.Reopener), with silence paced by the wall clock until the new
+    stream's sound begins (by arrival time). Either way the audio clock, hence a recording's length and A/V sync,
+    keeps step with real time. `alive` turns False only when reopening gave up."""
 
     def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
                  samplerate: int | None = None, give_up_after: float | None = None):
@@ -234,6 +236,7 @@ class MicSource:
         self._gap_anchor = 0  # samples delivered before the gap
         self._settle_until = 0.0  # time.monotonic() until which a resumed stream's bursts are trimmed
         self._stalled = False  # the stream delivers nothing (yet it is kept: the server may come back)
+        self._check_loss = False  # a resumed stream: compare its sound with the clock once its backlog is in
         self.gaps: list[tuple[float, float]] = []  # (source time, seconds) of each gap filled with silence
         self._messages: list[str] = []
         self._given_up = False
@@ -263,6 +266,11 @@ class MicSource:
         out = self._deliver(raw, start)
         if time.monotonic() < self._settle_until:
             return out[self._excess(len(out)):]
+        if self._check_loss:  # a resumed stream has delivered what its server kept: fill what it lost
+            self._check_loss = False
+            head = self._fill_loss(len(out))
+            self.delivered += len(out)
+            return np.concatenate([head, out])
         self.delivered += len(out)
         return out
 
@@ -278,11 +286,28 @@ class MicSource:
         Anchored on arrival times: the newest sample arrived `last_arrival - gap_start` after the last one before
         the gap, so that many samples belong between them. A stream that resumes (or is reopened) while its server
         catches up delivers a burst of stale sound first: that is the part skipped."""
-        due = self._gap_anchor + int(round((self.mic.last_arrival - self._gap_start) * SAMPLE_RATE))
-        skip = min(n, max(0, self.delivered + n - due))
+        skip = min(n, max(0, self.delivered + n - self._due()))
         self._segment = (self._segment[0] - skip, self._segment[1])  # the skipped head sits under the silence
         self.delivered += n - skip
         return skip
+
+    def _due(self) -> int:
+        """Samples that belong before the newest one, by arrival time since the gap began."""
+        return self._gap_anchor + int(round((self.mic.last_arrival - self._gap_start) * SAMPLE_RATE))
+
+    def _fill_loss(self, n: int) -> np.ndarray:
+        """Silence, before `n` new samples, for what a resumed stream lost (its server dropped sound), if more than
+        a jitter's worth."""
+        missing = self._due() - self.delivered - n
+        if missing < LOSS_TOLERANCE_SECONDS * SAMPLE_RATE:
+            return np.zeros(0, np.float32)
+        self.gaps.append((self.delivered / SAMPLE_RATE, missing / SAMPLE_RATE))
+        self._segment = (self._segment[0] + missing, self._segment[1])  # the stream's sound comes after it
+        self._gap_filled = 0
+        silence = self._silence(missing)
+        self._messages.append(f"The microphone '{self.name}' stopped delivering sound (the sound server stalled); "
+                              f"{missing / SAMPLE_RATE:.1f} s of it was lost and is silence in the recording.")
+        return silence
 
     def _stall_begins(self) -> np.ndarray:
         """The stream stopped delivering: hand out what it had and begin the gap."""
@@ -294,18 +319,21 @@ class MicSource:
         return np.concatenate([tail, self._in_stall()])
 
     def _in_stall(self) -> np.ndarray:
-        """Silence while the stream is silent; it goes on when it delivers again, is reopened when it does not."""
+        """Nothing while the stream is silent: when it resumes, its server's backlog comes (the sound is kept, the
+        gap only delays it); when it does not within REOPEN_AFTER_SECONDS, it is reopened and the gap is silence."""
         from avatar.mic import Reopener
 
         mic = self.mic
         if mic.stream.active and mic.alive:  # callbacks again: the server is back
             self._stalled = False
-            return self._gap_ends(reopened=False)
+            self._settle_until = time.monotonic() + SETTLE_SECONDS
+            self._check_loss = True
+            return self.read()
         if not mic.stream.active or time.monotonic() - self._gap_start > REOPEN_AFTER_SECONDS:
             self._stalled, self.mic = False, None
             self._reopener = Reopener(mic, self._device, self._samplerate, self._give_up_after)
             return self._in_gap()
-        return self._paced_silence()
+        return np.zeros(0, np.float32)
 
     def _in_gap(self) -> np.ndarray:
         """Silence while reopening; once a new stream delivers, the gap ends where its sound begins."""
@@ -316,26 +344,24 @@ class MicSource:
         if reopener.mic is None:
             return self._paced_silence()
         self.mic, self._reopener = reopener.mic, None
-        return self._gap_ends(reopened=True)
+        return self._gap_ends()
 
     def _paced_silence(self) -> np.ndarray:
         return self._silence(int((time.monotonic() - self._gap_start) * SAMPLE_RATE) - self._gap_filled)
 
-    def _gap_ends(self, reopened: bool) -> np.ndarray:
-        """The stream (resumed or new) delivers: silence up to where its newest sound begins, then that sound."""
+    def _gap_ends(self) -> np.ndarray:
+        """A new stream delivers: silence up to where its newest sound begins, then that sound."""
         mic = self.mic
         self._settle_until = time.monotonic() + SETTLE_SECONDS
         raw, start = mic.read()
         fresh = self.resampler.process(self.conditioner.process(raw))
-        due = self._gap_anchor + int(round((mic.last_arrival - self._gap_start) * SAMPLE_RATE))
-        head = self._silence(due - len(fresh) - self.delivered)
+        head = self._silence(self._due() - len(fresh) - self.delivered)
         self._segment = (self.delivered, start) if len(raw) else (0, None)
         fresh = fresh[self._excess(len(fresh)):]
         gap = self._gap_filled / SAMPLE_RATE
         self.gaps.append((self._gap_anchor / SAMPLE_RATE, gap))
         self._messages.append(f"The microphone '{self.name}' stopped delivering sound for {gap:.1f} s (the sound "
-                              "server stalled or restarted). " + ("It was reopened; the" if reopened else "The")
-                              + " gap is silence in the recording.")
+                              "server stalled or restarted). It was reopened; the gap is silence in the recording.")
         return np.concatenate([head, fresh])
 
     def _silence(self, n: int) -> np.ndarray:

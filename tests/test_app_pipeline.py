@@ -204,9 +204,10 @@ def _rms(audio, sr, a, b):
 def test_sound_server_stall_mid_recording_is_bridged_and_the_voice_continues(virtual_mic, tmp_path, monkeypatch,
                                                                               loudness_engine, stall):
     """Fault injection: the test's own sound server is paused (SIGSTOP, SIGCONT) in the middle of a live recording
-    while a tone plays into the virtual microphone. The stream is waited for (1 s) or reopened (2.5 s), the pause
-    becomes silence of its own length, the tone goes on after it in the saved MP4, and the file is as long as the
-    recording ran."""
+    while a tone plays into the virtual microphone. Paused 1 s, the stream resumes and its server's backlog is kept
+    (this server loses nothing: no silence); paused 2.5 s, it is reopened and the pause is silence of its own
+    length. Either way the tone goes on after the pause in the saved MP4 and the file is as long as the recording
+    ran (before: silence from the stall to the end, the file short by the stall)."""
     import signal
     import time
     from pathlib import Path
@@ -249,14 +250,16 @@ def test_sound_server_stall_mid_recording_is_bridged_and_the_voice_continues(vir
         monkeypatch.undo()
         rescan_devices()
     assert path == recording.path
-    reopened = stall > REOPEN_AFTER_SECONDS
-    assert any("stopped delivering sound for" in m and ("reopened" in m) == reopened for m in messages), messages
-    assert pipeline.source is source and source.alive  # reopened, never given up
-    # the stall's gap: at most its length and the moment the resumed server takes to deliver; shorter by what the
-    # server caught up on (on a loaded machine a late first callback may add a short gap elsewhere)
-    gaps = [(at, seconds) for at, seconds in source.gaps if 0.5 < seconds < stall + 0.5]
-    assert len(gaps) == 1, (source.gaps, stall)
-    gap_at = gaps[0][0] - (recording.start_sample - base) / SR  # in the recording
+    assert pipeline.source is source and source.alive  # never given up
+    # on a loaded machine a late callback may make a short gap elsewhere: the stall's is the one over 0.5 s
+    gaps = [(at, seconds) for at, seconds in source.gaps if seconds > 0.5]
+    if stall < REOPEN_AFTER_SECONDS:
+        assert not gaps, source.gaps  # resumed with its backlog: nothing was lost, nothing to fill
+    else:
+        assert any("stopped delivering sound for" in m and "reopened" in m for m in messages), messages
+        # the gap: the stall and the moment the resumed server takes to deliver to the new stream
+        assert len(gaps) == 1 and stall - 0.1 < gaps[0][1] < stall + 0.5, (source.gaps, stall)
+        gap_at = gaps[0][0] - (recording.start_sample - base) / SR  # in the recording
     info = decode_mp4(path)
     sr, audio = info["sample_rate"], info["audio"]
     seconds = len(audio) / sr
@@ -264,9 +267,10 @@ def test_sound_server_stall_mid_recording_is_bridged_and_the_voice_continues(vir
     assert -2 / 30 < seconds - wall < 2 / 30 + 1024 / sr, (seconds, wall, written, source.gaps, messages)
     # frames go on after the stall to (nearly) the end: the render thread may lag a few frames on a busy machine
     assert info["times"][0] < 0.1 and info["times"][-1] > wall - 0.3, (info["times"][-1], wall)
-    # the tone before the stall, silence for the stall, and the tone again until the end
+    # the tone before the stall, silence for a reopened stall, and the tone again until the end
     assert _rms(audio, sr, 0.2, 1.3) > 0.1
-    assert _rms(audio, sr, gap_at + 0.05, gap_at + gaps[0][1] - 0.05) < 0.01
+    if gaps:
+        assert _rms(audio, sr, gap_at + 0.05, gap_at + gaps[0][1] - 0.05) < 0.01
     after = audio[int((seconds - 1.5) * sr):int((seconds - 0.1) * sr)]
     assert _rms(after, sr, 0, 99) > 0.1
     reference = np.sin(2 * np.pi * freq * np.arange(len(after)) / sr)
