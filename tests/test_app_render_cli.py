@@ -129,6 +129,26 @@ def test_bench_latency_runs_through_the_virtual_mic(virtual_mic, monkeypatch, tm
     assert code == 0 and "mic→pixel latency at 60 fps" in out and "(3 tone onsets, 5 ms attack)" in out
 
 
+def test_bench_soak_runs_through_the_virtual_mic(virtual_mic, monkeypatch, tmp_path, capsys):
+    code = _bench(["soak", "--minutes", "0.15", "--model", "probe", "--backend", "onnxruntime", "--size", "128",
+                   "--sample-seconds", "1"], monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "RSS: start" in out and "dropped frames: view" in out and "A/V drift" in out
+    audio_s = float(out.split("audio ")[1].split(" s")[0])
+    assert 8.0 < audio_s < 10.0  # 9 s of recording
+
+
+def test_soak_memory_growth_is_fitted_after_the_warm_up():
+    from avatar.bench_soak import RSS_WARMUP_SECONDS, memory_growth_mb_per_minute
+
+    mb = 2 ** 20
+    samples = [(0.0, 100 * mb), (10.0, 300 * mb)]  # start-up: not growth
+    samples += [(RSS_WARMUP_SECONDS + 60.0 * i, (300 + 2 * i) * mb) for i in range(5)]
+    assert memory_growth_mb_per_minute(samples) == pytest.approx(2.0)
+    assert memory_growth_mb_per_minute(samples[:3]) is None
+
+
 def test_latency_bursts_are_gated_on_without_a_click():
     from avatar.render_cli import BURST_ATTACK, tone_bursts
 
