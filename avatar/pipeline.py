@@ -391,7 +391,9 @@ class MicSource:
     def close(self) -> None:
         if self._reopener is not None:
             self._reopener.cancel()
-        if self.mic is not None:
+        if self.mic is not None and self._stalled:  # closing blocks until a stalled server runs again
+            threading.Thread(target=self.mic.close, name="mic-close", daemon=True).start()
+        elif self.mic is not None:
             self.mic.close()
 
 

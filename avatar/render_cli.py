@@ -98,8 +98,6 @@ def _open_audio(path):
     when it holds no sound; raises AudioError. Streamed: `avatar render` keeps no whole file in memory."""
     import itertools
 
-    import av
-
     from avatar.audio import iter_audio
     from avatar.pipeline import OFFLINE_BLOCK
 
@@ -108,10 +106,7 @@ def _open_audio(path):
     if first is None or len(first) == 0:
         return None, 0.0
     try:
-        with av.open(str(path)) as c:
-            stream = c.streams.audio[0]
-            seconds = (float(stream.duration * stream.time_base) if stream.duration
-                       else (c.duration or 0) / av.time_base)
+        seconds = audio_seconds(path)
     except Exception:  # no length in the header: the bar counts frames without a total
         seconds = 0.0
     return itertools.chain([first], blocks), seconds
@@ -176,7 +171,7 @@ def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) ->
 
 
 def audio_seconds(path) -> float:
-    """Length of an MP4's audio track from its header."""
+    """Length of a file's (first) audio track from its header (0 when the header does not say)."""
     import av
 
     with av.open(str(path)) as c:
