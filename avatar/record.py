@@ -31,6 +31,8 @@ AUDIO_BITRATE = 96_000
 FRAGMENT_SECONDS = 1.0  # how much a crash can lose
 LIVE_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 MAX_PENDING_FRAMES = 60  # frames queued for the encoder thread before new ones are dropped (2 s at 30 fps)
+OFFLINE_PENDING_FRAMES = 16  # ...or before an offline producer waits: enough to keep both threads busy (12 MB
+# at 512²; 60 frames were 47 MB, and a 1-minute render at 1 fps never filled them while a 2-hour one did)
 
 
 class RecordError(RuntimeError):
@@ -277,7 +279,7 @@ class BackgroundRecorder:
         self.error: str | None = None
         self.dropped_frames = 0
         self._wait = wait
-        self._slots = threading.Semaphore(MAX_PENDING_FRAMES)
+        self._slots = threading.Semaphore(OFFLINE_PENDING_FRAMES if wait else MAX_PENDING_FRAMES)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
