@@ -19,6 +19,7 @@ import numpy as np
 
 FEED_SECONDS = 30.0  # the looped feed: vowel bursts at random onsets, like speech with pauses
 FEED_BURSTS_PER_SECOND = 1.5
+START_SETTLE_SECONDS = 3.0  # the audio worker catches up with the microphone after the engine's first steps
 RSS_WARMUP_SECONDS = 60.0  # memory growth is fitted after this: models, caches and encoder buffers settle first
 BYTES_PER_MB = 1024 * 1024
 
@@ -89,6 +90,13 @@ def recording_lengths(path: Path) -> tuple[float, float, int]:
     return audio_end, video_end, frames
 
 
+def _unread_seconds(source) -> float:
+    """Sound the microphone has captured that the audio worker has not read yet: a recording started now begins
+    that much before the click (its length against the wall clock is off by as much)."""
+    ring = getattr(getattr(source, "mic", None), "ring", None)
+    return 0.0 if ring is None else (ring.written - ring.read_pos) / source.mic.samplerate
+
+
 def memory_growth_mb_per_minute(samples: list[tuple[float, int]]) -> float | None:
     """Least-squares slope of RSS over time after the warm-up, MB per minute (None with too few samples)."""
     late = [(t, b) for t, b in samples if t >= RSS_WARMUP_SECONDS]
@@ -136,6 +144,8 @@ def bench_soak(args) -> int:
             deadline = time.monotonic() + 10
             while pipeline.latest is None and time.monotonic() < deadline:
                 time.sleep(0.05)
+            time.sleep(START_SETTLE_SECONDS)
+            backlog = _unread_seconds(source)
             recording = pipeline.start_recording(Path(tmp) / "soak.mp4", fps=args.record_fps)
             started = time.monotonic()
             samples = [(0.0, rss_bytes())]
@@ -146,6 +156,7 @@ def bench_soak(args) -> int:
                     print(f"{samples[-1][0]:7.0f} s  RSS {samples[-1][1] / BYTES_PER_MB:7.1f} MB", flush=True)
             wall = time.monotonic() - started
             recorder_dropped = recording.sink.dropped_frames
+            delivered = recording.sink.recorder.samples_written / 16000  # the audio handed to the encoder by now
             try:
                 path = pipeline.stop_recording()
             except RecordError as e:
@@ -167,9 +178,12 @@ def bench_soak(args) -> int:
           f"{RSS_WARMUP_SECONDS:.0f} s: " + ("n/a" if growth is None else f"{growth:+.2f} MB/min")
           + f" ({len(samples)} samples)\n"
           f"  dropped frames: view {stats.dropped_frames}, recorder {recorder_dropped} of {frames} written; "
-          f"microphone gaps: {len(gaps)} ({sum(g for _, g in gaps):.2f} s)\n"
+          f"microphone gaps: {len(gaps)} ({sum(g for _, g in gaps):.2f} s), PortAudio overflow/underflow flags: "
+          f"{getattr(source.mic, 'status_errors', 0) if getattr(source, 'mic', None) else 'n/a'}\n"
           f"  recording {size_mb:.0f} MB: audio {audio_s:.3f} s, video {video_s:.3f} s, A/V drift "
-          f"{1000 * (video_s - audio_s):+.0f} ms; against the wall clock {1000 * (audio_s - wall):+.0f} ms")
+          f"{1000 * (video_s - audio_s):+.0f} ms; against the wall clock {1000 * (audio_s - wall):+.0f} ms (the "
+          f"encoder had {1000 * (delivered - wall):+.0f} ms when it stopped; sound not yet read when it started: "
+          f"{1000 * backlog:.0f} ms)")
     for message in messages:
         print(f"  message: {message}")
     return 0

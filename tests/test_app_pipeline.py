@@ -236,7 +236,7 @@ def test_sound_server_stall_mid_recording_is_bridged_and_the_voice_continues(vir
         time.sleep(stall)
         os.kill(pid, signal.SIGCONT)
         stall = time.monotonic() - paused  # as long as it really was (a busy machine oversleeps)
-        time.sleep(2.0)
+        time.sleep(2.5)
         wall = time.monotonic() - started
         written = recording.seconds
         path = pipeline.stop_recording()
@@ -271,13 +271,14 @@ def test_sound_server_stall_mid_recording_is_bridged_and_the_voice_continues(vir
     assert _rms(audio, sr, 0.2, 1.3) > 0.1
     if gaps:
         assert _rms(audio, sr, gap_at + 0.05, gap_at + gaps[0][1] - 0.05) < 0.01
-    after = audio[int((seconds - 1.5) * sr):int((seconds - 0.1) * sr)]
-    assert _rms(after, sr, 0, 99) > 0.1
+    # the last second, after the resumed stream settled (a sound its server lost is filled as it settles)
+    after = audio[int((seconds - 1.1) * sr):int((seconds - 0.1) * sr)]
+    assert _rms(after, sr, 0, 99) > 0.1, source.gaps
     reference = np.sin(2 * np.pi * freq * np.arange(len(after)) / sr)
     spectrum = np.abs(np.fft.rfft(after * np.hanning(len(after))))
     assert abs(np.fft.rfftfreq(len(after), 1 / sr)[np.argmax(spectrum)] - freq) < 5
     c = np.correlate(after[:sr // 2], reference[:sr // 2 + sr // 100], "valid")  # best over a cycle of phase
-    assert c.max() / (np.linalg.norm(after[:sr // 2]) * np.linalg.norm(reference[:sr // 2])) > 0.9
+    assert c.max() / (np.linalg.norm(after[:sr // 2]) * np.linalg.norm(reference[:sr // 2])) > 0.9, source.gaps
 
 
 def test_audio_file_mode_plays_the_sound(virtual_mic, tmp_path):
