@@ -15,7 +15,11 @@ import numpy as np
 BLOCK_SECONDS = 0.005  # callback period: half a feature hop, so a hop's last sample reaches the features soon
 # (mic→pixel p95 over 3 alternating runs: 78–85 ms with 5 ms blocks, 86–100 ms with 10 ms blocks)
 RING_SECONDS = 4.0  # how far a stalled consumer may fall behind before the oldest audio is dropped
-LOST_AFTER_SECONDS = 0.5  # no callback for this long on an open stream = the device is gone
+LOST_AFTER_SECONDS = 0.5  # no callback for this long on an open stream = the device is gone (or its server stalled)
+REOPEN_FIRST_DELAY = 0.1  # s between the first reopen attempts of a lost microphone...
+REOPEN_MAX_DELAY = 2.0  # ...doubling up to this (a restarting sound server takes ~1 s)
+REOPEN_GIVE_UP_SECONDS = 10.0  # failed attempts for this long (after the old stream let go) = the device is gone
+FIRST_BLOCK_SECONDS = 1.0  # a reopened stream delivering nothing this long failed (measured: 10-600 ms, busy machine)
 GATE_RELEASE_SECONDS = 0.150  # the noise gate stays open this long after the level falls below the threshold
 LEVEL_FLOOR_DB = -100.0
 
@@ -189,11 +193,17 @@ class Microphone:
         return self._arrived.wait(timeout)
 
     @property
+    def last_arrival(self) -> float | None:
+        """time.monotonic() when the newest sample arrived (when the stream started, before any)."""
+        return self._last_callback if self._last_callback is not None else getattr(self, "_started", None)
+
+    @property
     def alive(self) -> bool:
-        """False once the stream stopped on its own or callbacks stopped coming (device unplugged, server gone)."""
+        """False once the stream stopped on its own or callbacks stopped coming (device unplugged, server gone
+        or stalled)."""
         if not self.stream.active:
             return False
-        last = self._last_callback if self._last_callback is not None else getattr(self, "_started", None)
+        last = self.last_arrival
         return last is None or time.monotonic() - last < LOST_AFTER_SECONDS
 
     def stream_time(self) -> float:
@@ -206,6 +216,77 @@ class Microphone:
         if block_adc is None:
             return None
         return block_adc + (index - block_index) / self.samplerate
+
+
+def backoff_delays(first: float = REOPEN_FIRST_DELAY, cap: float = REOPEN_MAX_DELAY):
+    """first, 2 first, 4 first, ... capped at `cap`: the waits between reopen attempts."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, 2 * delay)
+
+
+class Reopener:
+    """Replaces a lost `Microphone` on its own thread: closes it, then opens the same device again, retrying with
+    back-off, until one delivers sound (`mic`) or `give_up_after` s of failures pass (`failed`).
+
+    A thread, because closing a stream whose sound server is stalled (SIGSTOP, overload) blocks until the server
+    runs again, and the audio worker must keep the recording going meanwhile."""
+
+    def __init__(self, lost: Microphone, device, samplerate: int | None,
+                 give_up_after: float = REOPEN_GIVE_UP_SECONDS):
+        self.mic: Microphone | None = None
+        self.failed = False
+        self.error: str | None = None  # the latest attempt's failure
+        self.attempts = 0
+        self._args = (lost, device, samplerate, give_up_after)
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()  # hand-over of `mic` against `cancel`
+        self._thread = threading.Thread(target=self._run, name="mic-reopen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        lost, device, samplerate, give_up_after = self._args
+        lost.close()
+        deadline = time.monotonic() + give_up_after
+        for delay in backoff_delays():
+            if self._cancel.is_set():
+                return
+            self.attempts += 1
+            mic = self._attempt(device, samplerate)
+            if mic is not None:
+                with self._lock:
+                    cancelled = self._cancel.is_set()
+                    if not cancelled:
+                        self.mic = mic
+                if cancelled:
+                    mic.close()
+                return
+            if time.monotonic() + delay > deadline:
+                self.failed = True
+                return
+            self._cancel.wait(delay)
+
+    def _attempt(self, device, samplerate) -> Microphone | None:
+        """A started microphone that has delivered a block, or None."""
+        try:
+            mic = Microphone(device, samplerate=samplerate).start()
+        except MicError as e:
+            self.error = str(e)
+            return None
+        if mic.wait(FIRST_BLOCK_SECONDS):
+            return mic
+        self.error = "it opened but delivered no sound"
+        mic.close()
+        return None
+
+    def cancel(self) -> None:
+        """Stop trying; a microphone opened meanwhile is closed (by the thread, which may be blocked)."""
+        with self._lock:
+            self._cancel.set()
+            mic, self.mic = self.mic, None
+        if mic is not None:
+            mic.close()
 
 
 def level_db(samples: np.ndarray) -> float:

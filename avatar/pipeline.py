@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+import os
 import threading
 import time
 from pathlib import Path
@@ -33,7 +34,6 @@ DEFAULT_DISPLAY_FPS = 60
 DEFAULT_RECORD_FPS = 30
 STATS_WINDOW = 120  # frames the fps / latency statistics look back over
 OFFLINE_BLOCK = SAMPLE_RATE  # 1 s of audio per engine pass when rendering a file
-ANALYSIS_SHARE = 0.05  # of an offline render's progress bar: the audio → parameters pass
 # The mouth follows the network's 100 Hz targets through avatar.face.ParamSmoother (a critically damped spring).
 # Live, its lag adds straight to mic→pixel latency, so the app runs it faster than the face module's default:
 SMOOTHING_OMEGA = 150.0  # rad/s: 7 ms time constant; still rounds off the 100 Hz steps and single-frame jitter
@@ -46,6 +46,9 @@ SPRING_LEAD = 1.0 / FEATURE_RATE  # 10 ms
 SMOOTHING_DELAY = 2.0 / SMOOTHING_OMEGA - SPRING_LEAD
 # ...and stiffens for big moves (up to 600 rad/s, 1.7 ms): a vowel onset opens the mouth without the spring's lag
 SMOOTHING_MAX_OMEGA = 600.0
+REOPEN_AFTER_SECONDS = 1.5  # a stream silent this long (since its last sound) is closed and opened again
+SETTLE_SECONDS = 1.0  # after a stream resumes or is reopened, sound beyond what the clock allows is stale; dropped
+LOSS_TOLERANCE_SECONDS = 0.05  # a resumed stream this far behind the clock lost sound: filled with silence
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -205,51 +208,193 @@ class MicSource:
 
     Captured at 16 kHz when the device or its sound server can convert (PulseAudio, PipeWire, ALSA's plug
     layer all can, in a few ms); otherwise at the device's own rate and resampled here by
-    avatar.audio.StreamResampler (about 1 ms more)."""
+    avatar.audio.StreamResampler (about 1 ms more).
+
+    A stream that stops delivering (sound server stalled or restarted, device gone) is waited for: resuming, it
+    brings its server's backlog, and only sound it lost is filled with silence. One that does not resume is reopened
+    on the same device with back-off (avatar.mic.Reopener), with silence paced by the wall clock until the new
+    stream's sound begins (by arrival time). Either way the audio clock, hence a recording's length and A/V sync,
+    keeps step with real time. `alive` turns False only when reopening gave up."""
 
     def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
-                 samplerate: int | None = None):
-        from avatar.mic import InputConditioner, Microphone, supports_rate
+                 samplerate: int | None = None, give_up_after: float | None = None):
+        from avatar.mic import REOPEN_GIVE_UP_SECONDS, InputConditioner, Microphone, supports_rate
 
         if samplerate is None and supports_rate(device, SAMPLE_RATE):
             samplerate = SAMPLE_RATE
+        self._device, self._samplerate = device, samplerate
+        self._give_up_after = REOPEN_GIVE_UP_SECONDS if give_up_after is None else give_up_after
         self.mic = Microphone(device, samplerate=samplerate).start()
         self.name = self.mic.name
         self.conditioner = InputConditioner(self.mic.samplerate, gain_db, gate_db)
         self.resampler = StreamResampler(self.mic.samplerate, SAMPLE_RATE)
-        self._first_device_index = None  # ring index of the first sample delivered: source sample 0
+        self.delivered = 0  # 16 kHz samples handed out (silence of gaps included): source sample index
+        self._segment = (0, None)  # (source index, ring index) of the current stream's first delivered sample
+        self._reopener = None  # replacing a lost stream while set (self.mic is None then)
+        self._gap_start = 0.0  # time.monotonic() when the last sample before the gap arrived
+        self._gap_filled = 0  # 16 kHz samples of silence delivered for the current gap
+        self._gap_anchor = 0  # samples delivered before the gap
+        self._settle_until = 0.0  # time.monotonic() until which a resumed stream's bursts are trimmed
+        self._stalled = False  # the stream delivers nothing (yet it is kept: the server may come back)
+        self._check_loss = False  # a resumed stream: compare its sound with the clock once its backlog is in
+        self.gaps: list[tuple[float, float]] = []  # (source time, seconds) of each gap filled with silence
+        self._messages: list[str] = []
+        self._given_up = False
         self.finished = False
 
     @property
     def alive(self) -> bool:
-        return self.mic.alive
+        return not self._given_up
 
     @property
     def level_db(self) -> float:
         return self.conditioner.level_db
 
     def now(self) -> float:
-        return self.mic.stream_time()
+        # no stream while reopening: capture_time is None then, so nothing compares this clock with another
+        return self.mic.stream_time() if self.mic is not None else time.monotonic()
 
     def read(self) -> np.ndarray:
-        raw, start = self.mic.read()
-        if self._first_device_index is None:
-            if len(raw) == 0:
-                return np.zeros(0, np.float32)
-            self._first_device_index = start
+        mic = self.mic
+        if mic is not None and not self._stalled and not mic.alive:
+            return self._stall_begins()
+        if self._stalled:
+            return self._in_stall()
+        if mic is None:
+            return self._in_gap()
+        raw, start = mic.read()
+        out = self._deliver(raw, start)
+        if time.monotonic() < self._settle_until:
+            return out[self._excess(len(out)):]
+        if self._check_loss:  # a resumed stream has delivered what its server kept: fill what it lost
+            self._check_loss = False
+            head = self._fill_loss(len(out))
+            self.delivered += len(out)
+            return np.concatenate([head, out])
+        self.delivered += len(out)
+        return out
+
+    def _deliver(self, raw: np.ndarray, start: int) -> np.ndarray:
+        """Condition and resample ring samples from ring index `start` (not yet counted as delivered)."""
+        if self._segment[1] is None and len(raw):
+            self._segment = (self.delivered, start)  # the stream's first sample is the next one delivered
         return self.resampler.process(self.conditioner.process(raw))
+
+    def _excess(self, n: int) -> int:
+        """Of `n` new samples, how many the gap's silence already covered; counts the rest as delivered.
+
+        Anchored on arrival times: the newest sample arrived `last_arrival - gap_start` after the last one before
+        the gap, so that many samples belong between them. A stream that resumes (or is reopened) while its server
+        catches up delivers a burst of stale sound first: that is the part skipped."""
+        skip = min(n, max(0, self.delivered + n - self._due()))
+        self._segment = (self._segment[0] - skip, self._segment[1])  # the skipped head sits under the silence
+        self.delivered += n - skip
+        return skip
+
+    def _due(self) -> int:
+        """Samples that belong before the newest one, by arrival time since the gap began."""
+        return self._gap_anchor + int(round((self.mic.last_arrival - self._gap_start) * SAMPLE_RATE))
+
+    def _fill_loss(self, n: int) -> np.ndarray:
+        """Silence, before `n` new samples, for what a resumed stream lost (its server dropped sound), if more than
+        a jitter's worth."""
+        missing = self._due() - self.delivered - n
+        if missing < LOSS_TOLERANCE_SECONDS * SAMPLE_RATE:
+            return np.zeros(0, np.float32)
+        self.gaps.append((self.delivered / SAMPLE_RATE, missing / SAMPLE_RATE))
+        self._segment = (self._segment[0] + missing, self._segment[1])  # the stream's sound comes after it
+        self._gap_filled = 0
+        silence = self._silence(missing)
+        self._messages.append(f"The microphone '{self.name}' stopped delivering sound (the sound server stalled); "
+                              f"{missing / SAMPLE_RATE:.1f} s of it was lost and is silence in the recording.")
+        return silence
+
+    def _stall_begins(self) -> np.ndarray:
+        """The stream stopped delivering: hand out what it had and begin the gap."""
+        tail = self._deliver(*self.mic.read())
+        self.delivered += len(tail)
+        self._gap_start, self._gap_anchor = self.mic.last_arrival, self.delivered
+        self._gap_filled = 0
+        self._stalled = True
+        return np.concatenate([tail, self._in_stall()])
+
+    def _in_stall(self) -> np.ndarray:
+        """Nothing while the stream is silent: when it resumes, its server's backlog comes (the sound is kept, the
+        gap only delays it); when it does not within REOPEN_AFTER_SECONDS, it is reopened and the gap is silence."""
+        from avatar.mic import Reopener
+
+        mic = self.mic
+        if mic.stream.active and mic.alive:  # callbacks again: the server is back
+            self._stalled = False
+            self._settle_until = time.monotonic() + SETTLE_SECONDS
+            self._check_loss = True
+            return self.read()
+        if not mic.stream.active or time.monotonic() - self._gap_start > REOPEN_AFTER_SECONDS:
+            self._stalled, self.mic = False, None
+            self._reopener = Reopener(mic, self._device, self._samplerate, self._give_up_after)
+            return self._in_gap()
+        return np.zeros(0, np.float32)
+
+    def _in_gap(self) -> np.ndarray:
+        """Silence while reopening; once a new stream delivers, the gap ends where its sound begins."""
+        reopener = self._reopener
+        if reopener.failed:
+            self._given_up = True  # the pipeline says so and falls back to SilenceSource
+            return np.zeros(0, np.float32)
+        if reopener.mic is None:
+            return self._paced_silence()
+        self.mic, self._reopener = reopener.mic, None
+        return self._gap_ends()
+
+    def _paced_silence(self) -> np.ndarray:
+        return self._silence(int((time.monotonic() - self._gap_start) * SAMPLE_RATE) - self._gap_filled)
+
+    def _gap_ends(self) -> np.ndarray:
+        """A new stream delivers: silence up to where its newest sound begins, then that sound."""
+        mic = self.mic
+        self._settle_until = time.monotonic() + SETTLE_SECONDS
+        raw, start = mic.read()
+        fresh = self.resampler.process(self.conditioner.process(raw))
+        head = self._silence(self._due() - len(fresh) - self.delivered)
+        self._segment = (self.delivered, start) if len(raw) else (0, None)
+        fresh = fresh[self._excess(len(fresh)):]
+        gap = self._gap_filled / SAMPLE_RATE
+        self.gaps.append((self._gap_anchor / SAMPLE_RATE, gap))
+        self._messages.append(f"The microphone '{self.name}' stopped delivering sound for {gap:.1f} s (the sound "
+                              "server stalled or restarted). It was reopened; the gap is silence in the recording.")
+        return np.concatenate([head, fresh])
+
+    def _silence(self, n: int) -> np.ndarray:
+        n = max(0, n)
+        self._gap_filled += n
+        self.delivered += n
+        return np.zeros(n, np.float32)
+
+    def take_messages(self) -> list[str]:
+        """Status messages since the last call (a stream reopened), for the pipeline to report."""
+        messages, self._messages = self._messages, []
+        return messages
 
     def wait(self, timeout: float) -> None:
         """Returns as soon as the microphone delivers a block (every 5 ms), or after `timeout`."""
-        self.mic.wait(timeout)
+        if self.mic is not None:
+            self.mic.wait(timeout)
+        else:
+            time.sleep(timeout)
 
     def capture_time(self, index: int) -> float | None:
-        if self._first_device_index is None:
+        first_index, first_ring = self._segment
+        if self.mic is None or self._stalled or first_ring is None:
             return None
-        return self.mic.adc_time(self._first_device_index + int(index * self.mic.samplerate / SAMPLE_RATE))
+        return self.mic.adc_time(first_ring + int((index - first_index) * self.mic.samplerate / SAMPLE_RATE))
 
     def close(self) -> None:
-        self.mic.close()
+        if self._reopener is not None:
+            self._reopener.cancel()
+        if self.mic is not None and self._stalled:  # closing blocks until a stalled server runs again
+            threading.Thread(target=self.mic.close, name="mic-close", daemon=True).start()
+        elif self.mic is not None:
+            self.mic.close()
 
 
 class FileSource:
@@ -453,6 +598,8 @@ class LivePipeline:
             start = self.lipsync.samples_in
             if len(audio):
                 self.lipsync.push(audio)
+        for message in getattr(source, "take_messages", list)():
+            self._report(message)
         if not alive:
             if self.set_source(SilenceSource(), replacing=source):
                 self._report(f"The microphone '{source.name}' stopped delivering sound (unplugged or taken by "
@@ -562,6 +709,11 @@ class LivePipeline:
 
     def detach_recording(self) -> "LiveRecording | None":
         """Stop feeding the recording and hand it over (to be closed, e.g. on another thread)."""
+        if self._recording is not None:
+            try:
+                self.pump_audio()  # the sound captured up to the click belongs in the file, however busy the worker
+            except Exception:  # the audio worker reports its own failures
+                pass
         with self._rec_lock:
             recording, self._recording = self._recording, None
         return recording
@@ -627,49 +779,126 @@ class Cancelled(Exception):
     """The user cancelled an offline render; the partial file was removed."""
 
 
-def render_offline(audio: np.ndarray, engine, renderer, path, fps: int = 30, smooth: bool = True,
+def _blocks(audio, block: int = OFFLINE_BLOCK):
+    """An array as consecutive blocks; any other iterable of blocks as it is."""
+    if isinstance(audio, np.ndarray):
+        return (audio[i:i + block] for i in range(0, len(audio), block))
+    return iter(audio)
+
+
+class _AudioWindow:
+    """The streamed audio not yet handed to the muxer: samples [start, start + len) of the file."""
+
+    def __init__(self):
+        self.start = 0
+        self._data = np.zeros(0, np.float32)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self._data)
+
+    def append(self, block: np.ndarray) -> None:
+        self._data = np.concatenate([self._data, np.asarray(block, np.float32)])
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        """Samples [a, b) (clipped to what arrived); everything before b is let go."""
+        out = self._data[max(a - self.start, 0):max(b - self.start, 0)]
+        keep = max(b - self.start, 0)
+        self._data, self.start = self._data[keep:], self.start + min(keep, len(self._data))
+        return out
+
+
+def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = True,
                    progress: Callable[[float], None] | None = None,
-                   cancelled: Callable[[], bool] | None = None) -> Path:
-    """Render 16 kHz `audio` to an MP4 as fast as the machine allows (encoder on its own thread).
+                   cancelled: Callable[[], bool] | None = None, total_samples: int | None = None) -> Path:
+    """Render 16 kHz speech to an MP4 as fast as the machine allows (encoder on its own thread).
 
-    Frame k shows the audio at k / fps: the smoother is sampled `delay` later, which offline is already known."""
-    from avatar.record import BackgroundRecorder, Recorder
+    `audio` is an array or an iterable of blocks (e.g. avatar.audio.iter_audio): it is streamed, each frame rendered
+    as soon as the parameters it needs exist, so memory stays flat however long the speech (`total_samples`, when
+    known, only scales `progress`). Frame k shows the audio at k / fps: the smoother is sampled `delay` later,
+    which offline is known once the engine's look-ahead has seen that far.
 
+    Written fragmented to `partial_path(path)` beside the target, renamed to `path` on success: an existing file at
+    `path` survives until then, and a render that is killed or interrupted (KeyboardInterrupt, or a RecordError such
+    as a full disk) leaves a playable partial file under that name. Cancelled removes it."""
+    from avatar.record import BackgroundRecorder, Recorder, check_output_path, partial_path
+
+    path = check_output_path(path)
+    partial = partial_path(path)
+    if total_samples is None and isinstance(audio, np.ndarray):
+        total_samples = len(audio)
     if engine is not None:
         engine.reset()
-    lipsync = LipSync(engine)
-    lipsync.track = ParamTrack(seconds=len(audio) / SAMPLE_RATE + 1.0)  # keep the whole file's parameters
-    for i in range(0, len(audio), OFFLINE_BLOCK):
-        if cancelled is not None and cancelled():
-            raise Cancelled("Export cancelled.")
-        lipsync.push(audio[i:i + OFFLINE_BLOCK])
-        if progress is not None:
-            progress(ANALYSIS_SHARE * min(1.0, (i + OFFLINE_BLOCK) / len(audio)))
-    lipsync.flush()
+    lipsync = LipSync(engine)  # its ParamTrack keeps TRACK_SECONDS: frames take the rows soon after they come
     sampler = ParamSampler(lipsync.track, smooth)
-    n_frames = int(np.ceil(len(audio) / SAMPLE_RATE * fps))
-    first = renderer.render(sampler.at(sampler.delay), 0.0)
-    sink = BackgroundRecorder(Recorder(path, first.shape[1], first.shape[0], fps=fps, live=False), wait=True)
-    try:
-        for k in range(n_frames):
+    pending = _AudioWindow()
+    sink = None
+    k = 0  # next frame
+
+    def rows_ready_until() -> float:
+        latest = lipsync.track.latest_time
+        return -np.inf if latest is None else latest - 1.0 / FEATURE_RATE  # a row to spare: interpolation, spring
+
+    def render_frames(until_frame: int | None) -> None:
+        """Frames whose parameters exist (all of them up to `until_frame` at the end, when every row is in)."""
+        nonlocal sink, k
+        while True:
+            t = k / fps
+            if until_frame is None:
+                if t + sampler.delay + SPRING_LEAD > rows_ready_until():
+                    return
+            elif k >= until_frame:
+                return
             if cancelled is not None and cancelled():
                 raise Cancelled("Export cancelled.")
-            t = k / fps
+            image = renderer.render(sampler.at(t + sampler.delay), t)
+            if sink is None:
+                sink = BackgroundRecorder(Recorder(partial, image.shape[1], image.shape[0], fps=fps, live=False,
+                                                   fragmented=True), wait=True)
             # audio up to the end of this frame, so the muxer gets the two streams interleaved
             a, b = int(round(t * SAMPLE_RATE)), int(round((k + 1) / fps * SAMPLE_RATE))
-            sink.add_audio(audio[a:b], a / SAMPLE_RATE)
-            sink.add_frame(first if k == 0 else renderer.render(sampler.at(t + sampler.delay), t), t)
+            sink.add_audio(pending.take(a, b), a / SAMPLE_RATE)
+            sink.add_frame(image, t)
+            k += 1
             if sink.error:
-                break
-            if progress is not None:
-                progress(ANALYSIS_SHARE + (1 - ANALYSIS_SHARE) * (k + 1) / n_frames)
+                from avatar.record import RecordError
+
+                raise RecordError(sink.error)
+            if progress is not None and total_samples:
+                progress(min(1.0, k / (total_samples / SAMPLE_RATE * fps)))
+
+    try:
+        for block in _blocks(audio):
+            if cancelled is not None and cancelled():
+                raise Cancelled("Export cancelled.")
+            pending.append(block)
+            lipsync.push(block)
+            render_frames(None)
+        lipsync.flush()
+        render_frames(int(np.ceil(pending.end / SAMPLE_RATE * fps)))
+        if sink is None:
+            from avatar.record import RecordError
+
+            raise RecordError("The audio is empty: nothing to render.")
     except Cancelled:
         try:
-            sink.close()
+            if sink is not None:
+                sink.close()
+        except Exception:  # removed anyway
+            pass
         finally:
-            Path(path).unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
         raise
-    return sink.close()
+    except BaseException:  # KeyboardInterrupt, a full disk, an unreadable block: finish the partial file
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:  # the error being raised says it; the file keeps what was written
+                pass
+        raise
+    sink.close()  # raises RecordError (the partial keeps what was written) when the encoder or disk failed
+    os.replace(partial, path)
+    return path
 
 
 def liveliness_config(switches: dict | None = None):

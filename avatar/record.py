@@ -4,9 +4,10 @@ A `Recorder` takes (frame, pts) and (audio block, pts), pts in seconds since the
 audio sample clock. Audio is kept contiguous (gaps filled with silence, overlaps trimmed) so its timestamps are the
 running sample count; video frames carry the audio time they depict, so lips and voice line up in the file.
 
-Live recordings are fragmented MP4 (a fragment per second, flushed as written): a process killed with `kill -9`
-leaves a file that plays up to the last fragment. A clean `close()` rewrites it as a regular MP4 with the index
-up front (`faststart`), which every player and editor accepts.
+Live recordings (and offline renders, `fragmented=True`) are fragmented MP4 (a fragment per second, flushed as
+written): a process killed with `kill -9` leaves a file that plays up to the last fragment. A clean `close()`
+rewrites it as a regular MP4 with the index up front (`faststart`), which every player and editor accepts, with
+each stream's first timestamps restored (see `faststart_copy`).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ AUDIO_BITRATE = 96_000
 FRAGMENT_SECONDS = 1.0  # how much a crash can lose
 LIVE_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 MAX_PENDING_FRAMES = 60  # frames queued for the encoder thread before new ones are dropped (2 s at 30 fps)
+OFFLINE_PENDING_FRAMES = 16  # ...or before an offline producer waits: enough to keep both threads busy (12 MB
+# at 512²; 60 frames were 47 MB, and a 1-minute render at 1 fps never filled them while a 2-hour one did)
 
 
 class RecordError(RuntimeError):
@@ -62,23 +65,34 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
+PARTIAL_SUFFIX = ".partial"  # out.mp4 is written as out.partial.mp4 and renamed when complete
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where a file being written to `path` lives until it is complete: beside it, named as partial."""
+    path = Path(path)
+    return path.with_name(path.stem + PARTIAL_SUFFIX + path.suffix)
+
+
 class Recorder:
     """Synchronous MP4 writer. `live=True`: fragmented, low-latency encoder settings, remuxed on close."""
 
     def __init__(self, path: str | Path, width: int, height: int, fps: int = 30, sample_rate: int = 16000,
-                 live: bool = True, crf: int = CRF):
+                 live: bool = True, crf: int = CRF, fragmented: bool | None = None):
         import av
 
         self.path = check_output_path(path)
         self.live = live
+        self.fragmented = live if fragmented is None else fragmented
         self.sample_rate = sample_rate
         self.width, self.height = width - width % 2, height - height % 2  # yuv420p needs even sizes
         self.samples_written = 0
         self.frames_written = 0
         self.last_video_pts = None
         self.error: str | None = None
+        self._first_times: dict[int, tuple[Fraction, Fraction]] = {}  # stream index -> its first packet's pts, dts
         options = {"movflags": LIVE_MOVFLAGS, "frag_duration": str(int(FRAGMENT_SECONDS * 1e6)),
-                   "flush_packets": "1"} if live else {"movflags": "+faststart"}
+                   "flush_packets": "1"} if self.fragmented else {"movflags": "+faststart"}
         try:
             self._container = av.open(str(self.path), "w", format="mp4", options=options)
         except Exception as e:
@@ -101,6 +115,8 @@ class Recorder:
     def _mux(self, packets) -> None:
         try:
             for p in packets:
+                if p.stream.index not in self._first_times and p.dts is not None:
+                    self._first_times[p.stream.index] = (p.pts * p.time_base, p.dts * p.time_base)
                 self._container.mux(p)
         except Exception as e:
             self.error = _describe(e, self.path)
@@ -165,12 +181,12 @@ class Recorder:
             except Exception as e:
                 self.error = self.error or _describe(e, self.path)
             self._container = None
-        if self.live and not self.error:
+        if self.fragmented and not self.error:
             try:
-                faststart_copy(self.path)
+                faststart_copy(self.path, self._first_times)
             except Exception:  # the fragmented file is complete and playable as it is
                 pass
-        elif self.live:
+        elif self.fragmented:
             drop_incomplete_fragment(self.path)
         if self.error:
             raise RecordError(self.error)
@@ -183,18 +199,39 @@ class Recorder:
         self.close()
 
 
-def faststart_copy(path: Path) -> None:
-    """Rewrite a (fragmented) MP4 as a regular one with the index first, without re-encoding; atomic."""
+def faststart_copy(path: Path, first_times: dict | None = None) -> None:
+    """Rewrite a (fragmented) MP4 as a regular one with the index first, without re-encoding; atomic.
+
+    The fragmenting muxer shifts every stream so the earliest timestamp is 0 (the AAC encoder's priming starts at
+    -1024 samples) and starts each stream's first sample at 0; that would put the whole file 64 ms late and let the
+    player play the priming. With `first_times` (stream index -> the encoder's first pts, dts, in seconds, as the
+    `Recorder` saw them) the shift is undone and the first samples get their own times back, so the result equals
+    what a regular MP4 writer would have written."""
     import av
 
+    first_times = first_times or {}
+    shift = -min([dts for _, dts in first_times.values()] + [Fraction(0)])
     tmp = path.with_name(path.name + ".part")
-    with av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
-        mapping = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
-        for packet in src.demux(*[src.streams[i] for i in mapping]):
-            if packet.dts is None:
-                continue
-            packet.stream = mapping[packet.stream.index]
-            dst.mux(packet)
+    try:
+        with av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4",
+                                                 options={"movflags": "+faststart"}) as dst:
+            mapping = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
+            seen = set()
+            for packet in src.demux(*[src.streams[i] for i in mapping]):
+                if packet.dts is None:
+                    continue
+                index, tb = packet.stream.index, packet.time_base
+                if index in first_times and index not in seen:
+                    pts, dts = first_times[index]
+                    packet.pts, packet.dts = round(pts / tb), round(dts / tb)
+                elif shift:
+                    packet.pts, packet.dts = packet.pts - round(shift / tb), packet.dts - round(shift / tb)
+                seen.add(index)
+                packet.stream = mapping[index]
+                dst.mux(packet)
+    except BaseException:  # e.g. no room for the copy: the fragmented original stays as it is
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -242,7 +279,7 @@ class BackgroundRecorder:
         self.error: str | None = None
         self.dropped_frames = 0
         self._wait = wait
-        self._slots = threading.Semaphore(MAX_PENDING_FRAMES)
+        self._slots = threading.Semaphore(OFFLINE_PENDING_FRAMES if wait else MAX_PENDING_FRAMES)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()

@@ -18,7 +18,7 @@ EXIT_USAGE = 2  # bad arguments (argparse's own code)
 EXIT_BAD_INPUT = 3  # unreadable photo or audio
 EXIT_NO_FACE = 4
 EXIT_CANNOT_WRITE = 5
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + the signal: SIGINT (Ctrl-C) 130, SIGTERM 143
 
 SIZE_RANGE = (64, 2048)
 FPS_RANGE = (1, 120)
@@ -76,10 +76,10 @@ def _face_landmarks(photo: str, index: int) -> np.ndarray:
 
 
 def run_render(args) -> int:
-    from avatar.audio import AudioError, load_audio
+    from avatar.audio import AudioError
     from avatar.engine import EngineError, create_engine, normalize_backend
     from avatar.outputs import OutputIsInputError, check_not_an_input
-    from avatar.pipeline import open_renderer, render_offline
+    from avatar.pipeline import open_renderer
     from avatar.record import RecordError, check_output_path
 
     out = Path(args.output)
@@ -95,10 +95,10 @@ def run_render(args) -> int:
     except RecordError as e:
         return _fail(str(e), EXIT_CANNOT_WRITE)
     try:
-        audio = load_audio(args.audio)
+        audio, seconds = _open_audio(args.audio)
     except AudioError as e:
         return _fail(str(e), EXIT_BAD_INPUT)
-    if len(audio) == 0:
+    if audio is None:
         return _fail(f"{args.audio}: the audio is empty", EXIT_BAD_INPUT)
     try:
         landmarks = _face_landmarks(args.face, args.face_index) if args.face_index else None
@@ -117,10 +117,44 @@ def run_render(args) -> int:
     except (EngineError, ValueError) as e:
         return _fail(str(e), EXIT_FAILED)
 
+    return _render_to_file(args, out, audio, seconds, engine, renderer)
+
+
+def _open_audio(path):
+    """(the speech as a stream of 1 s blocks, its length in s from the header for the progress bar), or (None, 0)
+    when it holds no sound; raises AudioError. Streamed: `avatar render` keeps no whole file in memory."""
+    import itertools
+
+    from avatar.audio import iter_audio
+    from avatar.pipeline import OFFLINE_BLOCK
+
+    blocks = iter_audio(path, block=OFFLINE_BLOCK)
+    first = next(blocks, None)
+    if first is None or len(first) == 0:
+        return None, 0.0
+    try:
+        seconds = audio_seconds(path)
+    except Exception:  # no length in the header: the bar counts frames without a total
+        seconds = 0.0
+    return itertools.chain([first], blocks), seconds
+
+
+def _on_signal(signum, frame):
+    raise KeyboardInterrupt(signum)  # SIGTERM ends the render as Ctrl-C does: the partial file is finished
+
+
+def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) -> int:
+    """Render into OUT.partial.mp4 and rename it to OUT when complete; say where the partial file is otherwise."""
+    import signal
+
     from tqdm import tqdm
 
-    seconds = len(audio) / 16000
-    bar = tqdm(total=int(np.ceil(seconds * args.fps)), unit="frame", disable=args.quiet, file=sys.stderr,
+    from avatar.audio import AudioError
+    from avatar.pipeline import render_offline
+    from avatar.record import RecordError, partial_path
+
+    partial = partial_path(out)
+    bar = tqdm(total=int(np.ceil(seconds * args.fps)) or None, unit="frame", disable=args.quiet, file=sys.stderr,
                desc=out.name)
     done = [0]
 
@@ -129,21 +163,47 @@ def run_render(args) -> int:
         bar.update(n - done[0])
         done[0] = n
 
+    def kept() -> str:
+        """What is left where, truthfully: the playable partial file, or nothing (an empty one is removed)."""
+        if partial.exists() and partial.stat().st_size > 0:
+            return f"the part rendered so far is in {partial}"
+        partial.unlink(missing_ok=True)
+        return f"nothing was written{'; ' + str(out) + ' is unchanged' if out.exists() else ''}"
+
     t0 = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _on_signal)
     try:
-        render_offline(audio, engine, renderer, out, fps=args.fps, progress=progress)
+        render_offline(audio, engine, renderer, out, fps=args.fps, progress=progress,
+                       total_samples=int(seconds * 16000) if seconds else None)
     except RecordError as e:
         bar.close()
-        return _fail(str(e), EXIT_CANNOT_WRITE)
-    except KeyboardInterrupt:
+        cause = str(e).split(". ")[0].rstrip(".")  # the recorder's first sentence says why ("The disk is full")
+        return _fail(f"{cause}. Rendering stopped; {kept()}.", EXIT_CANNOT_WRITE)
+    except AudioError as e:
         bar.close()
-        return _fail("interrupted", EXIT_INTERRUPTED)
+        return _fail(f"{e}; {kept()}.", EXIT_BAD_INPUT)
+    except KeyboardInterrupt as e:
+        bar.close()
+        signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
+        return _fail(f"interrupted; {kept()}.", 128 + signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bar.close()
     wall = time.perf_counter() - t0
     if not args.quiet:
+        seconds = audio_seconds(out)
         print(f"{out}: {seconds:.1f} s of video in {wall:.1f} s ({seconds / wall:.1f}x real time, "
               f"{engine.label})", file=sys.stderr)
     return EXIT_OK
+
+
+def audio_seconds(path) -> float:
+    """Length of a file's (first) audio track from its header (0 when the header does not say)."""
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        return float(stream.duration * stream.time_base) if stream.duration else (c.duration or 0) / av.time_base
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -364,7 +424,7 @@ def bench_render_offline(args) -> int:
 
 
 def add_bench_cli(bench_subparsers) -> None:
-    """`avatar bench latency` and `avatar bench render-offline`."""
+    """`avatar bench latency`, `avatar bench render-offline` and `avatar bench soak`."""
     for name, fn, help_text in (("latency", bench_latency, "mic→pixel latency through the virtual microphone"),
                                 ("render-offline", bench_render_offline, "offline render speed (x real time)")):
         p = bench_subparsers.add_parser(name, help=help_text)
@@ -388,3 +448,6 @@ def add_bench_cli(bench_subparsers) -> None:
             p.add_argument("--seconds", type=float, default=10.0)
             p.add_argument("--runs", type=int, default=3)
         p.set_defaults(func=fn)
+    from avatar import bench_soak
+
+    bench_soak.add_bench_cli(bench_subparsers)

@@ -84,3 +84,11 @@ def test_virtual_mic_capture_matches_fed_wav(virtual_mic, tmp_path):
     seg = got[k:k + len(ref)]
     similarity = np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref))
     assert similarity > 0.98
+
+
+def test_reopen_waits_double_up_to_a_cap():
+    from itertools import islice
+
+    from avatar.mic import backoff_delays
+
+    assert list(islice(backoff_delays(0.1, 1.0), 6)) == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]

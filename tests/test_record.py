@@ -68,6 +68,25 @@ def test_mp4_is_h264_aac_with_matching_durations_and_sync(tmp_path, live):
     beeps, flashes = beeps_and_flashes(info)
     assert len(beeps) == len(flashes) == 2
     np.testing.assert_allclose(beeps, flashes, atol=1 / FPS)
+    # on time, not only together: a fragmented file remuxed without its first timestamps put both 64 ms late
+    assert info["times"][0] == 0.0 and info["audio_start"] == 0.0
+    np.testing.assert_allclose(flashes, BEEPS, atol=1e-3)
+    np.testing.assert_allclose(beeps, BEEPS, atol=0.005)  # the 5 ms RMS onset estimate is ~4 ms early
+
+
+def test_fragmented_file_finishes_identical_to_a_regular_one(tmp_path):
+    """Offline settings written fragmented (as `avatar render` does) and remuxed on close: the same frames, times
+    and audio as the regular writer's file."""
+    infos = []
+    for fragmented in (False, True):
+        rec = Recorder(tmp_path / f"{fragmented}.mp4", N, N, fps=FPS, live=False, fragmented=fragmented)
+        write_test_signal(rec, 2.0)
+        rec.close()
+        infos.append(decode_mp4(rec.path))
+    regular, fragmented = infos
+    np.testing.assert_array_equal(regular["times"], fragmented["times"])
+    assert all(np.array_equal(a, b) for a, b in zip(regular["frames"], fragmented["frames"]))
+    np.testing.assert_array_equal(regular["audio"], fragmented["audio"])
 
 
 def test_audio_gaps_become_silence_and_overlaps_are_trimmed(tmp_path):
