@@ -934,7 +934,10 @@ def person_mask(image: np.ndarray) -> np.ndarray:
     """Soft (H, W, 1) float32 mask of the person in a photo (MediaPipe selfie segmentation, bundled model)."""
     import mediapipe as mp
 
-    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+    from avatar.face.landmarks import pinned_solution
+
+    # the model from mediapipe's own folder, never from ./mediapipe/modules/... of the current folder
+    with pinned_solution(mp.solutions.selfie_segmentation.SelfieSegmentation)(model_selection=0) as seg:
         mask = seg.process(np.ascontiguousarray(image)).segmentation_mask
     return np.clip(mask, 0.0, 1.0).astype(np.float32)[..., None]
 

@@ -607,6 +607,17 @@ def test_pinned_solution_works_for_a_solution_without_calculator_options(tmp_pat
     assert mask.shape == image.shape[:2] and mask.max() > 0.5 > mask.min()
 
 
+def test_background_fill_person_mask_ignores_a_planted_model(tmp_path, monkeypatch):
+    from avatar.pipeline import person_mask
+
+    junk = tmp_path / "mediapipe" / "modules" / "selfie_segmentation" / "selfie_segmentation.tflite"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"planted junk")
+    monkeypatch.chdir(tmp_path)
+    mask = person_mask(np.asarray(__import__("PIL.Image").Image.open(FACE).convert("RGB")))
+    assert mask.ndim == 3 and mask.max() > 0.5 > mask.min()
+
+
 # ----------------------------------------------------------------------------------------------------
 # the ONNX export cache: checksummed, rebuilt when damaged
 
