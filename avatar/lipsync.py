@@ -20,8 +20,7 @@ from typing import Iterable
 import numpy as np
 
 from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, AudioError, LogMelStream, iter_audio
-from avatar.outputs import OutputIsInputError, check_not_an_input
-from avatar.render_cli import EXIT_BAD_INPUT, EXIT_CANNOT_WRITE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from avatar.render_cli import EXIT_BAD_INPUT, EXIT_CANNOT_WRITE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, output_refusal
 from avatar.visemes import PARAM_NAMES, RHUBARB_SHAPE, VISEMES
 
 FORMATS = (".json", ".csv", ".tsv")
@@ -151,20 +150,13 @@ def _fail(message: str, code: int) -> int:
 
 def _run(args) -> int:
     """Arguments and the output path are checked before any audio is read: a bad one fails at once."""
-    from avatar.engine import EngineError, create_engine, normalize_backend
-    from avatar.record import RecordError, check_output_path
+    from avatar.engine import EngineError, create_engine
     out = Path(args.output)
     if out.suffix.lower() not in FORMATS:
         return _fail(f"{out}: the output must end in {', '.join(FORMATS)}", EXIT_USAGE)
-    try:
-        normalize_backend(args.backend)
-        check_not_an_input(out, args.input)
-    except (ValueError, OutputIsInputError) as e:
-        return _fail(str(e), EXIT_USAGE)
-    try:
-        check_output_path(out)
-    except RecordError as e:
-        return _fail(str(e), EXIT_CANNOT_WRITE)
+    refusal = output_refusal(out, args.backend, args.input)
+    if refusal:
+        return _fail(*refusal)
     try:
         engine = create_engine(args.backend, args.model)
     except EngineError as e:

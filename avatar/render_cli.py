@@ -62,6 +62,25 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def output_refusal(out: Path, backend: str, *inputs) -> tuple[str, int] | None:
+    """Why a command must stop before it reads any input, as (message, exit code), or None: a misspelt backend or an
+    output that is one of the inputs (2), an output that cannot be written (5). Shared with `avatar lipsync`."""
+    from avatar.engine import normalize_backend
+    from avatar.outputs import OutputIsInputError, check_not_an_input
+    from avatar.record import RecordError, check_output_path
+
+    try:
+        normalize_backend(backend)  # before any rig or decode: a typo fails at once
+        check_not_an_input(out, *inputs)
+    except (ValueError, OutputIsInputError) as e:
+        return str(e), EXIT_USAGE
+    try:
+        check_output_path(out)
+    except RecordError as e:
+        return str(e), EXIT_CANNOT_WRITE
+    return None
+
+
 def _face_landmarks(photo: str, index: int) -> np.ndarray:
     """The landmarks of the photo's `index`-th face, largest first (in the photo's pixels as load_photo gives them,
     which is what the rig takes). Raises NoFaceError when the photo has fewer faces."""
@@ -77,23 +96,15 @@ def _face_landmarks(photo: str, index: int) -> np.ndarray:
 
 def run_render(args) -> int:
     from avatar.audio import AudioError
-    from avatar.engine import EngineError, create_engine, normalize_backend
-    from avatar.outputs import OutputIsInputError, check_not_an_input
+    from avatar.engine import EngineError, create_engine
     from avatar.pipeline import open_renderer
-    from avatar.record import RecordError, check_output_path
 
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         return _fail(f"the output must be an .mp4 file, got {out.name}", EXIT_USAGE)
-    try:
-        normalize_backend(args.backend)  # before the rig is built: a typo fails at once
-        check_not_an_input(out, args.audio, args.face)
-    except (ValueError, OutputIsInputError) as e:
-        return _fail(str(e), EXIT_USAGE)
-    try:
-        check_output_path(out)
-    except RecordError as e:
-        return _fail(str(e), EXIT_CANNOT_WRITE)
+    refusal = output_refusal(out, args.backend, args.audio, args.face)
+    if refusal:
+        return _fail(*refusal)
     try:
         audio, seconds = _open_audio(args.audio)
     except AudioError as e:
