@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from avatar.train import real_mouths as rm
-from avatar.train.targets import HAND_RULES, MEASURED_FILE, TargetRules, measured_rules, mouth_targets, rules_named
+from avatar.train.targets import (HAND_RULES, MEASURED_FILE, frame_centers_ms, measured_rules, mouth_targets,
+                                  rules_named)
 from avatar.visemes import PARAM_NAMES, VISEMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ def test_timing_fit_recovers_the_rules_that_made_the_motion():
     frame_ms = np.arange(0, 800, 40.0)  # a 25 fps camera
     n_audio = 80
     track = mouth_targets(UNITS, n_audio, truth)[:, 0]
-    opening = np.interp(frame_ms, (np.arange(n_audio) + 0.5) * 10.0, track)
+    opening = np.interp(frame_ms, frame_centers_ms(n_audio), track)
     clip = rm.MeasuredClip("made-up", UNITS, frame_ms, opening, np.zeros_like(opening), n_audio)
     fitted, scores = rm.fit_timing([clip], replace(HAND_RULES, ramp_ms=20.0, weak_jaw_blend=0.0))
     assert (fitted.ramp_ms, fitted.weak_jaw_blend) == (50.0, 0.25)

@@ -382,14 +382,13 @@ def report_table(reports: list[ClipReport]) -> str:
     return "\n".join(lines)
 
 
-def group_mean(reports: list[ClipReport], prefix: str | None = None) -> dict:
-    """Mean of each per-clip figure over the clips (those whose name starts with `prefix`, when given)."""
-    chosen = [r for r in reports if prefix is None or r.clip.startswith(prefix)]
+def group_mean(reports: list[ClipReport]) -> dict:
+    """Mean of each per-clip figure over the clips."""
     out = {}
     for a, b in SUMMARY_KEYS:
-        out[f"{a}.{b}"] = float(np.nanmean([asdict(r)[a][b] for r in chosen])) if chosen else float("nan")
+        out[f"{a}.{b}"] = float(np.nanmean([asdict(r)[a][b] for r in reports]))
     for k in CHAIN_KEYS:
-        vals = [r.chain[k] for r in chosen if r.chain]
+        vals = [r.chain[k] for r in reports if r.chain]
         out[k] = float(np.nanmean(vals)) if vals else float("nan")
     return out
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from avatar.visemes import PARAM_NAMES, VISEMES
 from .phonemes import SILENCE, to_viseme
-from .targets import HAND_RULES, MEASURED_FILE, TargetRules, mouth_targets
+from .targets import HAND_RULES, MEASURED_FILE, TargetRules, frame_centers_ms, mouth_targets
 
 GRID_TRANSCRIPTS = "grid_transcripts.tsv"
 SPEECH_PERCENTILE = 95  # opening 1.0 = this percentile of the speaker's opening during speech
@@ -50,7 +50,7 @@ WEAK_JAW_CANDIDATES = (0.0, 0.25, 0.5, 0.75)
 @dataclass
 class MeasuredClip:
     name: str
-    speaker_units: list  # [(start_ms, end_ms, arpabet)] from forced alignment
+    units: list  # [(start_ms, end_ms, arpabet)] from forced alignment
     frame_ms: np.ndarray  # (N,) frame times, ms
     opening: np.ndarray  # (N,) normalised per speaker (1 = the 95th percentile in speech)
     width: np.ndarray  # (N,) relative to the median width in speech (0 = neutral, +0.05 = 5 % wider)
@@ -94,7 +94,7 @@ def phone_samples(clips: list[MeasuredClip]) -> dict[str, list[tuple[float, floa
     samples = defaultdict(list)
     for c in clips:
         ok = np.isfinite(c.opening)
-        for start, end, phone in c.speaker_units:
+        for start, end, phone in c.units:
             if phone == SILENCE:
                 continue
             centre = (start + end) / 2
@@ -147,9 +147,9 @@ def timing_score(clips: list[MeasuredClip], rules: TargetRules) -> float:
     """Pearson r of the rules' jaw_open track against the real opening, over all clips' speech (pooled)."""
     target, real = [], []
     for c in clips:
-        track = mouth_targets(c.speaker_units, c.n_audio_frames, rules)[:, 0]
-        frame_track = np.interp(c.frame_ms, (np.arange(c.n_audio_frames) + 0.5) * 10.0, track)
-        keep = _in_speech(c.frame_ms, c.speaker_units, SPEECH_MARGIN_MS) & np.isfinite(c.opening)
+        track = mouth_targets(c.units, c.n_audio_frames, rules)[:, 0]
+        frame_track = np.interp(c.frame_ms, frame_centers_ms(c.n_audio_frames), track)
+        keep = _in_speech(c.frame_ms, c.units, SPEECH_MARGIN_MS) & np.isfinite(c.opening)
         target.append(frame_track[keep])
         real.append(c.opening[keep])
     return float(np.corrcoef(np.concatenate(target), np.concatenate(real))[0, 1])
