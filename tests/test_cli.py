@@ -50,7 +50,7 @@ def test_engine_info_shows_each_probe_with_its_reason(monkeypatch, capsys):
     import avatar.engine as engines
     from avatar import cli
 
-    monkeypatch.setattr(engines, "probe_backends", lambda: [
+    monkeypatch.setattr(cli, "probe_backends", lambda: [
         engines.BackendStatus("tensorrt", False, "no GPU here"),
         engines.BackendStatus("onnxruntime", True, "onnxruntime 9.9 on the CPU")])
     assert cli.main(["engine", "info"]) == 0
