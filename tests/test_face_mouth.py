@@ -14,6 +14,10 @@ import pytest
 
 from avatar.face import LivelinessConfig, build_rig, create_renderer, detect_faces
 from avatar.face import landmarks as lm
+from avatar.face.photo import crop_affine, load_photo, portrait_crop_box, warp_to_canvas
+from avatar.face.render_base import mouth_params
+from avatar.face.rest import close_mouth, lips_apart
+from avatar.visemes import N_PARAMS, VISEME_POSE
 
 OFF = LivelinessConfig(enabled=False)
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +27,7 @@ VIDEO = ROOT.parent / "shared" / "data" / "video"
 OPEN_MOUTH_CLIPS = ("kim_7s_raw.mp4", "lp_d3.mp4")  # first frames with the lips apart
 EYE_CLIPS = ("bbaf2n.mpg", "kim_7s_raw.mp4", "lp_d20.mp4", "lp_d9.mp4", "lp_d19.mp4")  # d9, d19: glasses
 UPPER_LIP_IN, LOWER_LIP_IN = 13, 14
+REST = np.zeros(N_PARAMS, np.float32)  # every mouth parameter 0
 
 
 def first_frame(name: str) -> np.ndarray:
@@ -60,11 +65,11 @@ def test_open_mouthed_photo_is_closed_at_rest(name):
     original = detect(rig.image if not rig.closed_at_rest else _uncl(source))
     assert opening(original) > 0.05, "the photo's mouth is open (else this test means nothing)"
     assert rig.closed_at_rest
-    rest = detect(create_renderer(rig, "cpu", OFF).render({}, 0.0))
+    rest = detect(create_renderer(rig, "cpu", OFF).render(REST, 0.0))
     assert opening(rest) < 0.02, opening(rest)
     # the lips keep their own texture and the photo's teeth are gone: inside the re-detected outer lip contour,
     # no bright, colourless (teeth) pixels remain
-    frame = create_renderer(rig, "cpu", OFF).render({}, 0.0)
+    frame = create_renderer(rig, "cpu", OFF).render(REST, 0.0)
     mask = np.zeros(frame.shape[:2], np.uint8)
     cv2.fillPoly(mask, [np.round(rest[list(lm.LIP_OUTER), :2]).astype(np.int32)], 1)
     lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).astype(float)
@@ -76,8 +81,6 @@ def test_open_mouthed_photo_is_closed_at_rest(name):
 
 def _uncl(source):
     """The photo's own portrait crop (before the rest pose closed it), for comparison."""
-    from avatar.face.photo import apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
-
     image = load_photo(source)
     points = detect(image)
     cx, cy, crop_h = portrait_crop_box(points, image.shape[:2], aspect=1.0)
@@ -91,8 +94,6 @@ def test_closed_mouthed_photo_is_left_as_it_is():
 
 
 def test_rest_closure_moves_landmarks_onto_the_meeting_line():
-    from avatar.face.rest import close_mouth, lips_apart
-
     image = _uncl(ASTRONAUT)
     points = detect(image)
     assert lips_apart(points)
@@ -132,8 +133,8 @@ def blinks():
             continue
         rig = build_rig(source, canvas=512)
         r = create_renderer(rig, "cpu", OFF)
-        frames = {level: r.render({"blink": level}, 0.0) for level in (0.0, 0.5, 1.0)}
-        frames["open again"] = r.render({}, 0.0)  # the renderer puts the photo's open eyes back
+        frames = {level: r.render_pose({"blink": level}, 0.0) for level in (0.0, 0.5, 1.0)}
+        frames["open again"] = r.render(REST, 0.0)  # the renderer puts the photo's open eyes back
         out[name] = rig, frames
     return out
 
@@ -217,13 +218,11 @@ def sclera_of(image: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", TEETH_FACES)
 def test_teeth_are_white_balanced_from_the_sclera(name):
-    from avatar.visemes import PARAM_NAMES, VISEME_POSE
-
     rig = build_rig(photo(name), canvas=512)
     sclera = sclera_of(rig.image, rig.landmarks)
     r = create_renderer(rig, "cpu", OFF)
     for viseme in ("aa", "E"):
-        params = dict(zip(PARAM_NAMES, VISEME_POSE[viseme]))
+        params = np.array(VISEME_POSE[viseme], np.float32)
         frame = r.render(params, 0.0).astype(float)
         teeth_colour = r.colors[2]
         r.colors = r.colors[:2] + (MARKER,) + r.colors[3:]  # where the teeth are: paint them pure green once
@@ -239,7 +238,7 @@ def test_teeth_are_white_balanced_from_the_sclera(name):
         assert np.percentile(px @ [0.299, 0.587, 0.114], 95) <= sclera @ [0.299, 0.587, 0.114] + 3
 
 
-def _painted(r, params, index: int) -> np.ndarray:
+def _painted(r, params: np.ndarray, index: int) -> np.ndarray:
     """Pixels where interior colour `index` shows: rendered once with it painted pure green."""
     frame = r.render(params, 0.0).astype(float)
     keep = r.colors[index]
@@ -251,11 +250,9 @@ def _painted(r, params, index: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ("default", "astronaut"))
 def test_tongue_shows_on_open_vowels_and_tongue_tip_sounds_and_the_cavity_is_red_brown(name):
-    from avatar.visemes import PARAM_NAMES, VISEME_POSE
-
     rig = build_rig(photo(name), canvas=512)
     r = create_renderer(rig, "cpu", OFF)
-    pose = {v: dict(zip(PARAM_NAMES, VISEME_POSE[v])) for v in VISEME_POSE}
+    pose = {v: np.array(VISEME_POSE[v], np.float32) for v in VISEME_POSE}
     tongue = {v: _painted(r, pose[v], 3).sum() for v in ("aa", "DD", "TH", "nn", "ou", "SS", "PP")}
     assert tongue["aa"] > 40 and min(tongue["DD"], tongue["TH"], tongue["nn"]) > 8, tongue
     assert tongue["PP"] == 0 and tongue["ou"] < tongue["aa"] / 3, tongue
@@ -278,14 +275,12 @@ SHAPE_FACES = ("default", "astronaut", "bbaf2n.mpg", "lp_d20.mp4")
 def test_mouth_shapes_on_re_detected_landmarks(name):
     """Rounding narrows the mouth into an oval, spreading widens it, "aa" opens tall with a whole upper lip,
     pressed lips shut an open jaw (FaceMesh on rendered frames, eye-aligned, inter-ocular distance 1)."""
-    from avatar.visemes import PARAM_NAMES, VISEME_POSE
-
     r = create_renderer(build_rig(photo(name), canvas=512), "cpu", OFF)
     pts = {k: lm.normalize(detect(r.render(p, 0.0))) for k, p in {
-        "rest": {}, "round": {"lip_round": 1.0}, "spread": {"lip_spread": 1.0},
-        "aa": dict(zip(PARAM_NAMES, VISEME_POSE["aa"])), "E": dict(zip(PARAM_NAMES, VISEME_POSE["E"])),
-        "ou": dict(zip(PARAM_NAMES, VISEME_POSE["ou"])),
-        "pressed open jaw": {"jaw_open": 0.7, "lip_press": 1.0}}.items()}
+        "rest": REST, "round": mouth_params(lip_round=1.0), "spread": mouth_params(lip_spread=1.0),
+        "aa": np.array(VISEME_POSE["aa"], np.float32), "E": np.array(VISEME_POSE["E"], np.float32),
+        "ou": np.array(VISEME_POSE["ou"], np.float32),
+        "pressed open jaw": mouth_params(jaw_open=0.7, lip_press=1.0)}.items()}
     dist = lambda k, a, b: float(np.linalg.norm(pts[k][a, :2] - pts[k][b, :2]))  # noqa: E731
     width = {k: dist(k, *lm.MOUTH_CORNERS) for k in pts}
     assert width["round"] < 0.88 * width["rest"], width
@@ -295,5 +290,5 @@ def test_mouth_shapes_on_re_detected_landmarks(name):
     oval = {k: dist(k, UPPER_LIP_IN, LOWER_LIP_IN) / dist(k, *lm.MOUTH_INNER_CORNERS) for k in ("ou", "E")}
     assert oval["ou"] > 1.15 * oval["E"], oval  # "oo" opens rounder than "E" (long and thin)
     # p/b/m: shut (no interior drawn; FaceMesh sees the pressed, rolled-in lips within its jitter of closed)
-    assert opening(detect(r.render({"jaw_open": 0.7, "lip_press": 1.0}, 0.0))) < 0.03
-    assert not any(_painted(r, {"jaw_open": 0.7, "lip_press": 1.0}, k).any() for k in range(5))
+    assert opening(detect(r.render(mouth_params(jaw_open=0.7, lip_press=1.0), 0.0))) < 0.03
+    assert not any(_painted(r, mouth_params(jaw_open=0.7, lip_press=1.0), k).any() for k in range(5))

@@ -4,10 +4,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from avatar.face import (HANDLE_NAMES, LivelinessConfig, NoFaceError, ParamSmoother, build_rig, create_renderer,
                          default_handles, fit_template)
+from avatar.face import bench
+from avatar.face import landmarks as lm
 from avatar.face.landmarks import HANDLES, detect_faces, load_template
+from avatar.face.preview import add_cli
+from avatar.face.render_base import mouth_params
 
 OFF = LivelinessConfig(enabled=False)  # frames that move only as commanded
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,8 +108,8 @@ def test_manual_placement_animates_a_photo_without_face():
                "chin": (215, 250)}
     rig = build_rig(image, canvas=256, landmarks=fit_template(handles))
     r = create_renderer(rig, "cpu", OFF)
-    assert np.array_equal(r.render({}, 0), rig.image)
-    opened = r.render({"jaw_open": 1.0}, 0)
+    assert np.array_equal(r.render(mouth_params(), 0), rig.image)
+    opened = r.render(mouth_params(jaw_open=1.0), 0)
     x0, y0, x1, y1 = rig.mouth_box
     assert np.abs(opened.astype(int) - rig.image)[y0:y1, x0:x1].mean() > 5
 
@@ -118,12 +123,12 @@ def test_degenerate_landmarks_give_a_clear_error():
         build_rig(image, canvas=256, landmarks=np.zeros((68, 2)))
     jitter = np.random.default_rng(0).normal(0, 15, (478, 2))  # a wildly distorted face must still not crash
     scattered = fit_template(default_handles(image.shape))[:, :2] + jitter
-    frame = create_renderer(build_rig(image, canvas=256, landmarks=scattered), "cpu").render({"jaw_open": 1}, 1.0)
+    rig = build_rig(image, canvas=256, landmarks=scattered)
+    frame = create_renderer(rig, "cpu").render(mouth_params(jaw_open=1), 1.0)
     assert frame.shape == (256, 256, 3)
 
 
 def test_template_fitted_to_a_detection_is_close():
-    from PIL import Image
     img = np.asarray(Image.open(ROOT / "assets" / "default_face.jpg").convert("RGB"))
     real = detect_faces(img)[0]
     handles = {k: tuple(real[list(v), :2].mean(0)) for k, v in HANDLES.items()}
@@ -133,13 +138,11 @@ def test_template_fitted_to_a_detection_is_close():
 
 
 def test_preview_command_writes_a_sheet(tmp_path, capsys):
-    from avatar.face.preview import add_cli
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers())
     out = tmp_path / "sheet.png"
     args = parser.parse_args(["preview", str(ROOT / "assets" / "default_face.jpg"), "-o", str(out), "--canvas", "256"])
     assert args.func(args) == 0
-    from PIL import Image
     sheet = Image.open(out)
     assert sheet.size[0] >= 6 * 200
     bad = tmp_path / "bad.jpg"
@@ -150,18 +153,14 @@ def test_preview_command_writes_a_sheet(tmp_path, capsys):
 
 
 def test_benchmark_reports_medians_and_p99():
-    from avatar.face.bench import benchmark, format_results
-    results = benchmark(canvases=(256,), frames=5, gpu=False)
+    results = bench.benchmark(canvases=(256,), frames=5, gpu=False)
     assert {"cpu 256", "landmarks + rig build 512"} <= set(results)
     assert all(r["median"] > 0 for r in results.values())
     assert results["cpu 256"]["p99"] >= results["cpu 256"]["median"]
-    assert "cpu 256" in format_results(results)
+    assert "cpu 256" in bench.format_results(results)
 
 
 def test_benchmark_takes_stored_landmarks_without_detection(monkeypatch):
-    from avatar.face import bench
-    from avatar.face import landmarks as lm
-
     def no_detection(*a, **k):
         raise AssertionError("stored landmarks must not run the detector")
 

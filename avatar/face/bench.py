@@ -6,22 +6,30 @@ import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from avatar.face import landmarks as lm  # the module, not its function: tests replace lm.detect_faces
 from avatar.face.liveliness import LivelinessConfig
+from avatar.face.photo import load_photo
+from avatar.face.render import create_renderer
+from avatar.face.rig import build_rig
 from avatar.paths import assets_dir
+from avatar.visemes import PARAM_NAMES
 
 BENCH_FRAMES = 200
 WARMUP_FRAMES = 10
 CANVASES = (512, 1024)
 
 
-def speech_params(i: int, fps: float = 60.0) -> dict[str, float]:
-    """Hand-made parameter curves that look like talking: a syllable every ~180 ms, rounding and spreading."""
+def speech_params(i: int, fps: float = 60.0) -> np.ndarray:
+    """Hand-made parameter curves that look like talking: a syllable every ~180 ms, rounding and spreading; the
+    mouth parameter array (PARAM_NAMES order, float32) as the engine hands it over."""
     t = i / fps
     jaw = max(0.0, math.sin(2 * math.pi * 2.7 * t)) ** 1.5 * (0.55 + 0.4 * math.sin(0.9 * t))
-    return {"jaw_open": jaw, "lip_spread": 0.5 + 0.5 * math.sin(1.3 * t), "lip_round": max(0.0, math.sin(0.7 * t)),
-            "lip_press": max(0.0, -math.sin(2 * math.pi * 2.7 * t)) ** 4}
+    named = {"jaw_open": jaw, "lip_spread": 0.5 + 0.5 * math.sin(1.3 * t), "lip_round": max(0.0, math.sin(0.7 * t)),
+             "lip_press": max(0.0, -math.sin(2 * math.pi * 2.7 * t)) ** 4}
+    return np.array([named[k] for k in PARAM_NAMES], np.float32)
 
 
 def time_renderer(renderer, frames: int = BENCH_FRAMES, sync=None) -> tuple[np.ndarray, np.ndarray]:
@@ -48,12 +56,6 @@ def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = 
 
     With stored `landmarks` (photo pixels) the rigs are built from them and the landmark rows are left out:
     GPU machines need not have mediapipe."""
-    import cv2
-
-    from avatar.face import build_rig, create_renderer
-    from avatar.face.landmarks import detect_faces
-    from avatar.face.photo import load_photo
-
     if threads:
         cv2.setNumThreads(threads)
     photo = photo or assets_dir() / "default_face.jpg"
@@ -61,7 +63,7 @@ def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = 
     image = load_photo(photo)
     if landmarks is None:
         t0 = time.perf_counter()
-        detect_faces(image)
+        lm.detect_faces(image)
         results["first landmarks (incl. mediapipe start)"] = {"median": (time.perf_counter() - t0) * 1e3,
                                                                "p99": math.nan}
     builds = []
@@ -77,7 +79,7 @@ def benchmark(photo: str | Path | None = None, canvases=CANVASES, frames: int = 
         results[f"cpu {size}"] = _stats(*time_renderer(create_renderer(rig, "cpu", live), frames))
     if gpu:
         try:
-            import torch
+            import torch  # here: optional, and seconds to import; only GPU timings need it
         except ImportError:
             torch = None
         if torch is not None and torch.cuda.is_available():
@@ -101,8 +103,6 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
         cpu = f"{r['cpu']:.2f}" if "cpu" in r else ""
         lines.append(f"{name:<44} {r['median']:10.2f} {p99:>10} {cpu:>10}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    import cv2
-
     lines.append(f"(wall times; 'cpu ms' = median process CPU time per frame; load average {load:.1f} "
                  f"on {os.cpu_count()} CPUs; {cv2.getNumThreads()} OpenCV threads)")
     return "\n".join(lines)

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
+
+from avatar.visemes import PARAM_NAMES
 
 EMPHASIS_EMA_SECONDS = 0.35  # running average of jaw_open that emphasis is measured against
 EMPHASIS_RISE = 0.22  # jaw_open this far above its running average...
 EMPHASIS_MIN_OPEN = 0.4  # ...and at least this open counts as an emphasised syllable
 EMPHASIS_REFRACTORY = 0.9  # seconds between two emphasis gestures
 EMPHASIS_BROW_SECONDS, EMPHASIS_NOD_SECONDS = 0.55, 0.45
+JAW_OPEN = PARAM_NAMES.index("jaw_open")  # where emphasis reads the jaw in the mouth parameter array
 
 
 @dataclass
@@ -100,8 +102,9 @@ class Liveliness:
             self._ema += k * (jaw - self._ema)
         self._last_t = t
 
-    def extras(self, params: Mapping[str, float], t: float) -> dict[str, float]:
-        """Additive parameters (blink_l/r, brow_raise, head_yaw/pitch/roll/rise) at time t."""
+    def extras(self, params: np.ndarray, t: float) -> dict[str, float]:
+        """Additive parameters (blink_l/r, brow_raise, head_yaw/pitch/roll/rise) at time t, for the mouth
+        parameter array (PARAM_NAMES order) shown then."""
         c = self.config
         out = {"blink_l": 0.0, "blink_r": 0.0, "brow_raise": 0.0,
                "head_yaw": 0.0, "head_pitch": 0.0, "head_roll": 0.0, "head_rise": 0.0}
@@ -118,7 +121,7 @@ class Liveliness:
             out["head_rise"] = 0.5 * c.breath_amount * (1 - math.cos(phase))
             out["head_pitch"] += 0.03 * c.breath_amount * math.sin(phase)
         if c.emphasis:
-            self._track_emphasis(float(params.get("jaw_open", 0.0) or 0.0), t)
+            self._track_emphasis(float(params[JAW_OPEN]), t)
             for te in self._emphasis_times:
                 out["brow_raise"] += 0.6 * c.emphasis_amount * _pulse(t - te, EMPHASIS_BROW_SECONDS)
                 out["head_pitch"] += 0.35 * c.emphasis_amount * _pulse(t - te - 0.05, EMPHASIS_NOD_SECONDS)

@@ -8,6 +8,11 @@ import cv2
 import numpy as np
 
 from avatar.face import landmarks as lm
+from avatar.face.landmarks import NoFaceError
+from avatar.face.liveliness import LivelinessConfig
+from avatar.face.photo import PhotoError
+from avatar.face.render import create_renderer
+from avatar.face.rig import build_rig
 from avatar.paths import assets_dir
 from avatar.visemes import PARAM_NAMES, VISEME_POSE, VISEMES
 
@@ -32,12 +37,13 @@ def preview_poses() -> list[tuple[str, dict]]:
 
 def contact_sheet(renderer, poses=None, cell: int = CELL, columns: int = COLUMNS,
                   zoom_mouth: bool = True) -> np.ndarray:
-    """RGB sheet: each pose rendered, labelled; with zoom_mouth a second row per row shows the mouth enlarged."""
+    """RGB sheet: each pose (name, {parameter or extra: value}) rendered, labelled; with zoom_mouth a second row per
+    row shows the mouth enlarged."""
     poses = poses or preview_poses()
     h, w = renderer.rig.image.shape[:2]
     cells = []
     for name, params in poses:
-        frame = renderer.render(params, 0.0)
+        frame = renderer.render_pose(params, 0.0)
         full = cv2.resize(frame, (cell, cell * h // w), interpolation=cv2.INTER_AREA)
         full = _label(full, name)
         if zoom_mouth:
@@ -82,8 +88,6 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from avatar.face import LivelinessConfig, NoFaceError, PhotoError, build_rig, create_renderer
-
     photo = args.photo or default_photo()
     canvas = None if args.canvas == 0 else args.canvas
     try:

@@ -1,189 +1,24 @@
 """Frame rendering: parameters -> field weights -> one warp per pass -> mouth interior -> RGB frame.
 
-`create_renderer` returns the OpenCV renderer (CpuRenderer) or the torch one (TorchRenderer, CUDA or CPU); both
-follow the same steps on the same rig and agree within a few grey levels.
+`create_renderer` returns the OpenCV renderer (CpuRenderer, here) or the torch one (TorchRenderer, CUDA or CPU,
+in avatar.face.render_torch); both build on avatar.face.render_base (the Renderer base, the frame plan, the field
+weights), follow the same steps on the same rig and agree within a few grey levels.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Mapping
 
 import cv2
 import numpy as np
 
-from avatar.face.liveliness import Liveliness, LivelinessConfig
-from avatar.face.mouth import MouthStatics, NumpyOps, gap_coverage, interior, mouth_statics
-from avatar.face.rig import (HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig,
-                             lip_motion)
-from avatar.face.shapes import DEFAULT_SHAPES, ShapeMap, mouth_pose, rig_weights
-from avatar.visemes import PARAM_NAMES
+from avatar.face.liveliness import LivelinessConfig
+from avatar.face.mouth import NumpyOps, gap_coverage, interior
+from avatar.face.render_base import SIDEWAYS, FramePlan, Renderer, stack_statics, unstack_statics
+from avatar.face.rig import HEAD_FIELDS, SUPPORT_EPS, Rig
 
-SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
-TEARING = np.array([n in ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press")
-                    for n in LOCAL_FIELDS])
-SLIT_TAPER = 0.05  # the opening fades out over this (in mouth widths) at the slit's ends
 MIN_COVERAGE = 1.0 / 512  # below this the lips are closed: no interior to draw
 STRIP_PIXELS = 32  # the CPU warp runs in strips about this tall, each as wide as the active fields reach there
 NO_SPAN = 1 << 20  # a row's span (NO_SPAN, -NO_SPAN): no field reaches it
-EXTRA_PARAMS = ("blink", "blink_l", "blink_r", "brow_raise", "lip_raise",
-                "head_yaw", "head_pitch", "head_roll", "head_rise")
-
-
-def _value(params: Mapping[str, float], key: str) -> float:
-    v = params.get(key, 0.0)
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return 0.0
-    return v if math.isfinite(v) else 0.0
-
-
-def _clamp(v: float, lo: float, hi: float) -> float:
-    return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
-
-
-EYE_PARAMS = ("blink_r", "blink_l")  # the order of Rig.eyes
-
-
-def field_weights(params: Mapping[str, float], extras: Mapping[str, float] | None = None,
-                  shapes: ShapeMap = DEFAULT_SHAPES):
-    """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order, eye closures in EYE_PARAMS
-    order), clipped to their ranges."""
-    p = {k: _value(params, k) for k in PARAM_NAMES + EXTRA_PARAMS}
-    for k, v in (extras or {}).items():
-        p[k] = p.get(k, 0.0) + v
-    jaw, spread, rnd, press = (_clamp(p[k], 0, 1) for k in PARAM_NAMES)
-    # the mouth's motions from the four parameters (pressed lips shut an open jaw): avatar.face.shapes
-    mouth = rig_weights(jaw, spread, rnd, press, _clamp(p["lip_raise"], 0, 1), shapes)
-    mouth["brow_raise"] = _clamp(p["brow_raise"], -0.5, 1)
-    blink = p["blink"]
-    local = np.array([mouth[k] for k in LOCAL_FIELDS], np.float32)
-    head = np.array([_clamp(p[k], -1, 1) for k in HEAD_FIELDS], np.float32)
-    eyes = np.array([_clamp(max(p[k], blink), 0, 1) for k in EYE_PARAMS], np.float32)
-    return local, head, eyes
-
-
-@dataclass
-class FramePlan:
-    """Which pixels a frame warps, in canvas pixels; shared by both renderers so they do the same work."""
-
-    cells: tuple[int, int, int, int]  # canvas cells r0, r1, c0, c1 of the warped region
-    region: tuple[int, int, int, int]  # pixels y0, y1, x0, x1
-    band: tuple[int, int]  # region rows where a pixel's branch (above/below the lips' line) must be looked up
-    mouth: tuple[int, int, int, int] | None  # region-relative y0, y1, x0, x1 where the lips may part
-    head_on: bool
-    tearing: bool
-
-
-class Renderer:
-    """render(params, t) -> HxWx3 uint8 RGB frame of the rig's canvas.
-
-    One warp per frame: the head field H and the local fields L (branch b) are composed on the coarse grid,
-    T_b(q) = H(q) + L_b(q + H(q)), upsampled, and each output pixel samples the photo at q + T_b(q), its branch
-    chosen by which side of the lips' line q + H(q) falls. The mouth interior is drawn where the source lies across
-    the line, in output space, its lateral layout (teeth) read at q + H(q) so it moves with the head.
-    """
-
-    name = "base"
-
-    def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
-        self.rig = rig
-        self.liveliness = Liveliness(liveliness)  # None: the defaults (blinks, sway, breathing, emphasis on)
-        self._eye_levels = [0.0] * len(EYE_PARAMS)  # each eye's closure in the photo being warped now
-        app = rig.appearance
-        self.statics = mouth_statics(rig.mouth_u, app)
-        self.colors = (app.cavity_edge, app.cavity_deep, app.teeth, app.tongue, app.gums)
-        step = rig.step
-        lb, hb = rig.local_box, rig.head_box
-        mags = np.abs(rig.local_fields).max(axis=(1, 4))
-        self._field_cells = [_cells(m > SUPPORT_EPS, lb.r0, lb.c0) for m in mags]
-        x0, y0, x1, y1 = rig.mouth_box
-        self._mouth_px = (y0, y1, x0, x1)
-        self._mouth_cells = (y0 // step, -(-y1 // step), x0 // step, -(-x1 // step))
-        self._head_cells = (hb.r0, hb.r1, hb.c0, hb.c1)
-        # how far each head field moves the mouth region at full strength: bounds the line's and opening's shift
-        r0, r1 = max(y0 // step - 2 - hb.r0, 0), max(-(-y1 // step) + 2 - hb.r0, 0)
-        c0, c1 = max(x0 // step - 2 - hb.c0, 0), max(-(-x1 // step) + 2 - hb.c0, 0)
-        near = rig.head_fields[:, r0:r1, c0:c1]
-        self._head_reach = np.abs(near).max(axis=(1, 2, 3)) if near.size else np.zeros(len(HEAD_FIELDS))
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.rig.size
-
-    def weights(self, params: Mapping[str, float], t: float):
-        return field_weights(params, self.liveliness.extras(params, t))
-
-    def render(self, params: Mapping[str, float], t: float = 0.0) -> np.ndarray:
-        local, head, eyes = self.weights(params, t)
-        return self.render_weights(local, head, eyes)
-
-    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def _eye_changes(self, eyes: np.ndarray | None):
-        """[(eye index, its box, the box's RGB pixels now)] for each eye whose closure changed since the last
-        frame; the renderers write them into the photo they warp (so head and mouth motion carry the lids)."""
-        eyes = np.zeros(len(EYE_PARAMS), np.float32) if eyes is None else np.asarray(eyes, np.float32)
-        changes = []
-        for k, (eye, level) in enumerate(zip(self.rig.eyes, eyes.tolist())):
-            if level != self._eye_levels[k]:
-                self._eye_levels[k] = level
-                changes.append((k, eye.box, eye.patch(level)))
-        return changes
-
-    def _slit_mask(self, ops, local_pos):
-        """1 along the slit between the inner mouth corners (widened by this frame's spread), 0 beyond: elsewhere
-        sources never cross the lips' line by tearing, only by smooth motion, which must not open a gap."""
-        g = self.rig.geometry
-        u = (local_pos[..., 0] - float(g.mouth_center[0])) * float(g.ux[0]) + (
-            local_pos[..., 1] - float(g.mouth_center[1])) * float(g.ux[1])
-        # the inner corners move out with spread and in with rounding (as lip_spread / lip_round move them there)
-        corner = (g.a_in / g.a_out) ** 1.3
-        reach = g.a_in + (SPREAD_OUT * self._spread - ROUND_IN * corner * self._round) * g.W + 1.5
-        soft = SLIT_TAPER * g.W + 1.0  # the opening closes toward its corners, never with a straight cut
-        return ops.clip((reach - abs(u)) * (1.0 / soft), 0.0, 1.0)
-
-    def plan(self, local: np.ndarray, head: np.ndarray) -> FramePlan | None:
-        rig = self.rig
-        head_on, local_on = bool(np.any(head)), bool(np.any(local))
-        if not (head_on or local_on):
-            return None
-        tearing = local_on and bool(np.any(local[TEARING]))
-        self._spread = float(local[LOCAL_FIELDS.index("lip_spread")])
-        self._round = float(local[LOCAL_FIELDS.index("lip_round")])
-        if tearing:  # what the interior shows this frame
-            self._pose = mouth_pose(dict(zip(LOCAL_FIELDS, local.tolist())), *lip_motion(local))
-        cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
-        cells += [self._mouth_cells] if tearing else []
-        cells += [self._head_cells] if head_on else []
-        cells = [c for c in cells if c[1] > c[0] and c[3] > c[2]]
-        if not cells:
-            return None
-        r0, r1 = min(c[0] for c in cells), max(c[1] for c in cells)
-        c0, c1 = min(c[2] for c in cells), max(c[3] for c in cells)
-        h, w = rig.image.shape[:2]
-        step = rig.step
-        y0, y1, x0, x1 = r0 * step, min(r1 * step, h), c0 * step, min(c1 * step, w)
-        m = int(np.ceil(np.abs(head) @ self._head_reach)) + 1 if head_on else 0
-        band = (min(max(rig.local_box.y0 + rig.band[0] - m - y0, 0), y1 - y0),
-                min(max(rig.local_box.y0 + rig.band[1] + m - y0, 0), y1 - y0))
-        mouth = None
-        if tearing:
-            my0, my1, mx0, mx1 = self._mouth_px
-            my0, my1, mx0, mx1 = my0 - m, my1 + m, mx0 - m, mx1 + m
-            mouth = (max(my0, y0) - y0, min(my1, y1) - y0, max(mx0, x0) - x0, min(mx1, x1) - x0)
-        return FramePlan((r0, r1, c0, c1), (y0, y1, x0, x1), band, mouth, head_on, tearing)
-
-
-def _cells(mask: np.ndarray, row0: int = 0, col0: int = 0, pad: int = 2) -> tuple[int, int, int, int]:
-    """Canvas cells (r0, r1, c0, c1) around the true cells of a coarse mask whose first cell is (row0, col0)."""
-    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-    if len(rows) == 0:
-        return (0, 0, 0, 0)
-    return (row0 + max(rows[0] - pad, 0), row0 + min(rows[-1] + pad + 1, mask.shape[0]),
-            col0 + max(cols[0] - pad, 0), col0 + min(cols[-1] + pad + 1, mask.shape[1]))
 
 
 def _weighted_sum(weights: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -208,16 +43,6 @@ def _cells_for(a: int, b: int, step: int, n: int) -> tuple[int, int]:
     clamping stays out of the pixels kept."""
     return max(math.floor((a + 0.5) / step - 0.5) - 1, 0), min(math.floor((b - 0.5) / step - 0.5) + 3, n)
 
-
-STATIC_CHANNELS = ("upper_h", "lower_h", "tongue_w", "upper_shade", "lower_shade", "side_dark")
-
-
-def stack_statics(st) -> np.ndarray:
-    return np.ascontiguousarray(np.dstack([getattr(st, k) for k in STATIC_CHANNELS]).astype(np.float32))
-
-
-def unstack_statics(image, rows) -> MouthStatics:
-    return MouthStatics(rows=rows, **{k: image[..., i] for i, k in enumerate(STATIC_CHANNELS)})
 
 
 class CpuRenderer(Renderer):
@@ -456,6 +281,8 @@ def create_renderer(rig: Rig, device: str = "auto", liveliness: LivelinessConfig
     if device in ("cpu", "auto"):
         return CpuRenderer(rig, liveliness)
     if device in ("cuda", "torch-cpu") or device.startswith("cuda:"):
+        # here, not at the top: torch is optional (the app runs on ONNX Runtime + OpenCV alone) and takes seconds
+        # to import; render_torch imports only render_base, so this is no import circle
         from avatar.face.render_torch import TorchRenderer
         return TorchRenderer(rig, liveliness, device="cpu" if device == "torch-cpu" else device)
     raise ValueError(f"Unknown renderer device {device!r}; use 'auto', 'cpu', 'cuda' or 'torch-cpu'.")

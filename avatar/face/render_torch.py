@@ -1,4 +1,8 @@
-"""The torch renderer: the CpuRenderer's steps with torch ops (grid_sample for the warps), on CUDA or CPU."""
+"""The torch renderer: the CpuRenderer's steps with torch ops (grid_sample for the warps), on CUDA or CPU.
+
+This module imports torch at its top: avatar.face.render.create_renderer imports it only when a torch device is
+asked for, so the OpenCV path (and `avatar --help`) never loads torch, an optional and heavy dependency.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +11,7 @@ import torch.nn.functional as F
 
 from avatar.face.liveliness import LivelinessConfig
 from avatar.face.mouth import gap_coverage, interior
-from avatar.face.render import SIDEWAYS, Renderer, stack_statics, unstack_statics
+from avatar.face.render_base import SIDEWAYS, Renderer, stack_statics, unstack_statics
 from avatar.face.rig import Rig
 
 
