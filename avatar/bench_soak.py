@@ -119,7 +119,8 @@ def bench_soak(args) -> int:
     import torch
 
     from avatar.mic import MicError, rescan_devices
-    from avatar.pipeline import LivePipeline, MicSource
+    from avatar.live.pipeline import LivePipeline
+    from avatar.live.sources import MicSource
     from avatar.record import RecordError
     from avatar.render_cli import _bench_engine, _bench_renderer
 

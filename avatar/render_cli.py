@@ -97,7 +97,7 @@ def _face_landmarks(photo: str, index: int) -> np.ndarray:
 def run_render(args) -> int:
     from avatar.audio import AudioError
     from avatar.engine import EngineError, create_engine
-    from avatar.pipeline import open_renderer
+    from avatar.face.assemble import open_renderer
 
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
@@ -137,7 +137,7 @@ def _open_audio(path):
     import itertools
 
     from avatar.audio import iter_audio
-    from avatar.pipeline import OFFLINE_BLOCK
+    from avatar.live.offline import OFFLINE_BLOCK
 
     blocks = iter_audio(path, block=OFFLINE_BLOCK)
     first = next(blocks, None)
@@ -161,7 +161,7 @@ def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) ->
     from tqdm import tqdm
 
     from avatar.audio import AudioError
-    from avatar.pipeline import render_offline
+    from avatar.live.offline import render_offline
     from avatar.record import RecordError, partial_path
 
     partial = partial_path(out)
@@ -288,7 +288,7 @@ def _bench_engine(args, live: bool = False):
 
 
 def _bench_renderer(args):
-    from avatar.pipeline import open_renderer
+    from avatar.face.assemble import open_renderer
 
     photo = args.face
     if photo is None:
@@ -315,7 +315,9 @@ def bench_latency(args) -> int:
     import torch
 
     from avatar.mic import rescan_devices
-    from avatar.pipeline import LivePipeline, MicSource, neutral_params
+    from avatar.live.pipeline import LivePipeline
+    from avatar.live.sources import MicSource
+    from avatar.live.track import neutral_params
 
     torch.set_num_threads(1)
     rescan_devices()
@@ -413,7 +415,7 @@ def bench_render_offline(args) -> int:
 
     import torch
 
-    from avatar.pipeline import render_offline
+    from avatar.live.offline import render_offline
 
     torch.set_num_threads(1)
     engine, renderer = _bench_engine(args), _bench_renderer(args)

@@ -73,7 +73,7 @@ def run(backend: str = "auto", out_dir: str | None = None) -> int:
             raise RuntimeError("Qt could not wrap a rendered frame")
         step("Qt image", app.platformName())
 
-        from avatar.pipeline import render_offline
+        from avatar.live.offline import render_offline
 
         folder = Path(out_dir or tempfile.mkdtemp(prefix="avatar-selftest-"))
         video = render_offline(audio, engine, renderer, folder / "selftest.mp4", fps=TEST_FPS)

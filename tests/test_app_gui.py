@@ -140,7 +140,7 @@ def test_dropping_files_opens_photos_and_plays_audio(window, qtbot, tmp_path):
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent
 
-    from avatar.pipeline import FileSource
+    from avatar.live.sources import FileSource
 
     def drop(path):
         mime = QMimeData()
@@ -188,7 +188,7 @@ def test_full_disk_stops_the_recording_with_a_message(window, qtbot, tiny_disk):
 
 
 def test_unavailable_microphone_is_a_message_and_the_view_runs_on_silence(window, qtbot):
-    from avatar.pipeline import SilenceSource
+    from avatar.live.sources import SilenceSource
 
     assert not window.open_microphone("No Such Microphone 3000")
     assert "not available" in window.last_error and "Pick another" in window.last_error

@@ -3,7 +3,10 @@ import os
 import numpy as np
 import pytest
 
-from avatar.pipeline import FEATURE_RATE, FRAME_CENTER_OFFSET, LipSync, ParamTrack, neutral_params, render_offline
+from avatar.live.offline import OFFLINE_BLOCK, render_offline
+from avatar.live.pipeline import LipSync, LivePipeline
+from avatar.live.sources import REOPEN_AFTER_SECONDS, FileSource, MicSource, SilenceSource
+from avatar.live.track import FEATURE_RATE, FRAME_CENTER_OFFSET, ParamSampler, ParamTrack, neutral_params
 from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
 
 SR = 16000
@@ -25,8 +28,6 @@ def test_param_track_samples_by_time_and_holds_at_the_ends():
 
 
 def test_smoothed_mouth_moves_on_the_newest_row_and_its_delay_is_what_frames_are_stamped_with():
-    from avatar.pipeline import ParamSampler
-
     track = ParamTrack()
     rows = np.zeros((50, 4), np.float32)
     rows[40:, 0] = 1.0  # a vowel onset in the newest rows
@@ -101,8 +102,6 @@ def test_offline_render_lips_match_the_tone_within_a_frame(tmp_path, loudness_en
 
 def test_offline_render_streamed_in_blocks_equals_the_whole_array(tmp_path, loudness_engine):
     """`avatar render` streams the decode: blocks in, frames out as their parameters arrive; the same video."""
-    from avatar.pipeline import OFFLINE_BLOCK
-
     audio = tone_bursts([0.3, 1.1, 2.4, 3.2], 3.7)
     whole = decode_mp4(render_offline(audio, loudness_engine, SimpleFrames(), tmp_path / "whole.mp4", fps=25))
     blocks = (audio[i:i + OFFLINE_BLOCK] for i in range(0, len(audio), OFFLINE_BLOCK))
@@ -117,8 +116,6 @@ def test_offline_render_streamed_in_blocks_equals_the_whole_array(tmp_path, loud
 def test_live_mic_to_recording_lips_match_voice_within_a_frame(virtual_mic, tmp_path, loudness_engine):
     """Through the real virtual microphone: tone bursts → engine → frames; the MP4's mouth opens with each tone."""
     import time
-
-    from avatar.pipeline import LivePipeline, MicSource
 
     onsets = [0.6, 1.4, 2.1]
     write_wav(tmp_path / "bursts.wav", tone_bursts(onsets, 2.8), SR)
@@ -152,7 +149,6 @@ def test_lost_microphone_gives_a_message_and_the_view_runs_on(virtual_mic, monke
     import time
 
     from avatar.mic import rescan_devices
-    from avatar.pipeline import LivePipeline, MicSource, SilenceSource
     from tests.conftest import _AvEnv
 
     for key in ("PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH"):
@@ -213,7 +209,6 @@ def test_sound_server_stall_mid_recording_is_bridged_and_the_voice_continues(vir
     from pathlib import Path
 
     from avatar.mic import rescan_devices
-    from avatar.pipeline import REOPEN_AFTER_SECONDS, LivePipeline, MicSource
 
     server = _private_sound_server(monkeypatch)
     freq = 440.0
@@ -288,7 +283,6 @@ def test_audio_file_mode_plays_the_sound(virtual_mic, tmp_path):
     from scipy.signal import correlate
 
     from avatar.mic import Microphone
-    from avatar.pipeline import FileSource
     from tests.test_mic import _speechlike
 
     ref = _speechlike(SR, 1.0, seed=3)
@@ -317,7 +311,6 @@ def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path,
 
     from scipy.signal import correlate
 
-    from avatar.pipeline import MicSource
     from tests.test_mic import _speechlike
 
     ref = _speechlike(SR, 1.0, seed=5)
@@ -339,7 +332,6 @@ def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path,
 
 def test_a_stale_replacement_does_not_clobber_a_newly_chosen_source():
     """The audio worker's 'device lost → silence' must not undo a device the user picked meanwhile."""
-    from avatar.pipeline import LivePipeline, SilenceSource
 
     class Tracked(SilenceSource):
         closed = False

@@ -158,12 +158,13 @@ def test_lipsync_unreadable_input_is_code_3(tmp_path):
 
 
 def test_render_unknown_backend_exits_2_before_building_the_rig(tmp_path, speech, monkeypatch, capsys):
-    from avatar import cli, pipeline
+    from avatar import cli
+    from avatar.face import assemble
 
     def no_rig(*a, **k):
         raise AssertionError("the rig was built before the backend was checked")
 
-    monkeypatch.setattr(pipeline, "open_renderer", no_rig)
+    monkeypatch.setattr(assemble, "open_renderer", no_rig)
     code = cli.main(["render", "--face", str(FACE), "--audio", str(speech), "-o", str(tmp_path / "o.mp4"),
                      "--backend", "nonsense", "-q"])
     assert code == 2 and "unknown backend 'nonsense'" in capsys.readouterr().err
@@ -608,7 +609,7 @@ def test_pinned_solution_works_for_a_solution_without_calculator_options(tmp_pat
 
 
 def test_background_fill_person_mask_ignores_a_planted_model(tmp_path, monkeypatch):
-    from avatar.pipeline import person_mask
+    from avatar.face.assemble import person_mask
 
     junk = tmp_path / "mediapipe" / "modules" / "selfie_segmentation" / "selfie_segmentation.tflite"
     junk.parent.mkdir(parents=True)

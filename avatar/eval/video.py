@@ -246,7 +246,8 @@ def measure_mouths(frames, crop_at: set[int] | None = None) -> MouthMeasure:
 
 def render_clip(clip: Clip, workdir: Path, engine) -> Path:
     """`avatar render`'s path: the first frame as the photo, the clip's audio, the clip's frame rate."""
-    from avatar.pipeline import open_renderer, render_offline
+    from avatar.face.assemble import open_renderer
+    from avatar.live.offline import render_offline
 
     photo = workdir / "first_frame.png"
     cv2.imwrite(str(photo), cv2.cvtColor(clip.first_frame, cv2.COLOR_RGB2BGR))
