@@ -317,13 +317,16 @@ def bench_latency(args) -> int:
     from avatar.mic import rescan_devices
     from avatar.live.pipeline import LivePipeline
     from avatar.live.sources import MicSource
-    from avatar.live.track import neutral_params
+    from avatar.live.track import _TEMP_as_mapping, neutral_params
+    from avatar.visemes import PARAM_NAMES
 
     torch.set_num_threads(1)
     rescan_devices()
     engine, renderer = _bench_engine(args, live=True), _bench_renderer(args)
-    closed = renderer.render(neutral_params(), 0.0)[::4, ::4].astype(np.int16)
-    wide = renderer.render({**neutral_params(), "jaw_open": 1.0}, 0.0)[::4, ::4].astype(np.int16)
+    wide_open = neutral_params()
+    wide_open[PARAM_NAMES.index("jaw_open")] = 1.0
+    closed = renderer.render(_TEMP_as_mapping(neutral_params()), 0.0)[::4, ::4].astype(np.int16)
+    wide = renderer.render(_TEMP_as_mapping(wide_open), 0.0)[::4, ::4].astype(np.int16)
     threshold = 0.5 * np.abs(wide - closed).mean()
     frames = []  # (t, capture time of t, stream time when ready, opening)
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from avatar.visemes import PARAM_NAMES
 from tests.conftest import SimpleFrames, loudness_model, tone_bursts, write_wav
 
 
@@ -132,8 +133,8 @@ def test_unreadable_audio_file_is_a_message(window, tmp_path):
 def test_playing_an_audio_file_moves_the_mouth(window, qtbot, tmp_path):
     write_wav(tmp_path / "speech.wav", tone_bursts([0.2], 0.8, length=0.5), 16000)
     assert window.play_audio_file(str(tmp_path / "speech.wav"))
-    qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] > 0.9, timeout=3000)
-    qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] < 0.1, timeout=3000)
+    qtbot.waitUntil(lambda: window.pipeline.latest.params[PARAM_NAMES.index("jaw_open")] > 0.9, timeout=3000)
+    qtbot.waitUntil(lambda: window.pipeline.latest.params[PARAM_NAMES.index("jaw_open")] < 0.1, timeout=3000)
 
 
 def test_dropping_files_opens_photos_and_plays_audio(window, qtbot, tmp_path):

@@ -6,10 +6,12 @@ import pytest
 from avatar.live.offline import OFFLINE_BLOCK, render_offline
 from avatar.live.pipeline import LipSync, LivePipeline
 from avatar.live.sources import REOPEN_AFTER_SECONDS, FileSource, MicSource, SilenceSource
-from avatar.live.track import FEATURE_RATE, FRAME_CENTER_OFFSET, ParamSampler, ParamTrack, neutral_params
+from avatar.live.track import FEATURE_RATE, FRAME_CENTER_OFFSET, ParamSampler, ParamTrack, _TEMP_as_mapping, neutral_params
+from avatar.visemes import PARAM_NAMES
 from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
 
 SR = 16000
+JAW = PARAM_NAMES.index("jaw_open")
 
 
 def test_param_track_samples_by_time_and_holds_at_the_ends():
@@ -35,7 +37,7 @@ def test_smoothed_mouth_moves_on_the_newest_row_and_its_delay_is_what_frames_are
     sampler = ParamSampler(track)
     # shown at the newest row's time (as the live view does), the mouth is already most of the way open: the
     # newest row pulls the spring from a hop earlier instead of waiting for the row after it
-    assert sampler.at(track.latest_time)["jaw_open"] > 0.6
+    assert sampler.at(track.latest_time)[JAW] > 0.6
     # on a wandering track, the smoothed mouth lines up with the raw one `delay` later (within 4 ms; ~10 ms off
     # when each row only began to pull at its own stamp)
     rng = np.random.default_rng(0)
@@ -45,7 +47,7 @@ def test_smoothed_mouth_moves_on_the_newest_row_and_its_delay_is_what_frames_are
     track.append(wander, first_index=0)
     sampler = ParamSampler(track)
     ts = np.arange(0.2, 5.8, 1 / 600)
-    smooth = np.array([sampler.at(t)["jaw_open"] for t in ts])
+    smooth = np.array([sampler.at(t)[JAW] for t in ts])
     lags = np.arange(0, 0.02, 0.001)
     fit = [np.corrcoef(smooth, [track.at(t - lag)[0] for t in ts])[0, 1] for lag in lags]
     assert abs(lags[int(np.argmax(fit))] - sampler.delay) <= 0.004
@@ -93,7 +95,7 @@ def test_offline_render_lips_match_the_tone_within_a_frame(tmp_path, loudness_en
     assert (info["video_codec"], info["audio_codec"], info["pix_fmt"]) == ("h264", "aac", "yuv420p")
     assert len(info["frames"]) == 3 * fps
     assert abs(len(info["audio"]) / info["sample_rate"] - 3.0) < 0.05
-    neutral = renderer.render(neutral_params(), 0.0)
+    neutral = renderer.render(_TEMP_as_mapping(neutral_params()), 0.0)
     opened = open_frame_times(info, neutral, threshold=5.0)
     tones = tone_onsets(info)
     assert len(opened) == len(tones) == 3
@@ -137,7 +139,7 @@ def test_live_mic_to_recording_lips_match_voice_within_a_frame(virtual_mic, tmp_
     assert (info["video_codec"], info["audio_codec"], info["pix_fmt"]) == ("h264", "aac", "yuv420p")
     video_seconds = info["times"][-1] - info["times"][0] + 1 / 30
     assert abs(video_seconds - len(info["audio"]) / info["sample_rate"]) < 0.15
-    neutral = renderer.render(neutral_params(), 0.0)
+    neutral = renderer.render(_TEMP_as_mapping(neutral_params()), 0.0)
     opened = open_frame_times(info, neutral, threshold=5.0)
     tones = tone_onsets(info)
     assert len(tones) == 3 and len(opened) == 3

@@ -53,6 +53,6 @@ class BackgroundFill:
         self.mask = mask
         self.fill = (1.0 - mask) * np.array(rgb, np.float32)
 
-    def render(self, params, t: float = 0.0) -> np.ndarray:
+    def render(self, params, t: float = 0.0) -> np.ndarray:  # params as the wrapped renderer takes them
         frame = self.renderer.render(params, t)
         return (frame * self.mask + self.fill + 0.5).astype(np.uint8)

@@ -9,7 +9,7 @@ import numpy as np
 
 from avatar.audio import SAMPLE_RATE
 from avatar.live.pipeline import LipSync
-from avatar.live.track import FEATURE_RATE, SPRING_LEAD, ParamSampler
+from avatar.live.track import FEATURE_RATE, SPRING_LEAD, ParamSampler, _TEMP_as_mapping
 
 OFFLINE_BLOCK = SAMPLE_RATE  # 1 s of audio per engine pass when rendering a file
 
@@ -90,7 +90,7 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
                 return
             if cancelled is not None and cancelled():
                 raise Cancelled("Export cancelled.")
-            image = renderer.render(sampler.at(t + sampler.delay), t)
+            image = renderer.render(_TEMP_as_mapping(sampler.at(t + sampler.delay)), t)
             if sink is None:
                 sink = BackgroundRecorder(Recorder(partial, image.shape[1], image.shape[0], fps=fps, live=False,
                                                    fragmented=True), wait=True)

@@ -24,7 +24,7 @@ import numpy as np
 from avatar.audio import HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH, LogMelStream
 from avatar.live.recording import LiveRecording
 from avatar.live.sources import SilenceSource
-from avatar.live.track import ParamSampler, ParamTrack
+from avatar.live.track import ParamSampler, ParamTrack, _TEMP_as_mapping
 from avatar.visemes import N_PARAMS
 
 AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at a source that cannot wake it (file, silence)
@@ -80,7 +80,7 @@ class LipSync:
 class Frame:
     image: np.ndarray  # HxWx3 uint8 RGB
     t: float  # audio time it depicts (s since the pipeline started)
-    params: dict  # the mouth parameters it was rendered with (avatar.visemes.PARAM_NAMES)
+    params: np.ndarray  # float32 (N_PARAMS,): the mouth parameters it was rendered with (PARAM_NAMES order)
     captured: float | None  # when the audio at t was captured (or heard, for files), on the source's clock
     latency: float | None  # s from then to the frame being ready
     seq: int
@@ -251,7 +251,7 @@ class LivePipeline:
         if now is None:
             return None
         params = self.sampler.at(now)
-        image = self.renderer.render(params, now)
+        image = self.renderer.render(_TEMP_as_mapping(params), now)
         t = now - self.sampler.delay  # the audio time the smoothed mouth depicts
         captured, latency = self._capture_clock(t)
         frame = Frame(image, t, params, captured, latency, (self.latest.seq + 1) if self.latest else 0,

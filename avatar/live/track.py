@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from typing import Mapping
 
 import numpy as np
 
@@ -79,17 +78,18 @@ class ParamTrack:
 
 class ParamSmoother:
     """Parameter smoothing from the network's 100 Hz output to any display rate, by time (not by frame count).
-    
-    Each parameter follows its latest target through a critically damped spring, solved exactly between target
-    changes, so sampling at 30 or 60 fps gives the same values at the same instants.
-    
+
+    Parameters are one array (PARAM_NAMES order). Each follows its latest target through a critically damped
+    spring, solved exactly between target changes, so sampling at 30 or 60 fps gives the same values at the same
+    instants. A non-finite target value leaves that parameter's target as it was.
+
     Optionally the spring stiffens for big moves (like the One Euro filter: calm when the mouth hovers, quick when
     it jumps): for each target change the rate is `omega * (1 + |target - value| / adapt_span)`, capped at
     `max_omega`. Small 10 ms wobbles keep the full smoothing; a mouth opening on a vowel onset is not held back.
     """
 
-    def __init__(self, omega: float = DEFAULT_OMEGA, initial: Mapping[str, float] | None = None,
-                 max_omega: float | None = None, adapt_span: float = 0.1):
+    def __init__(self, omega: float = DEFAULT_OMEGA, initial: np.ndarray | None = None,
+                 max_omega: float | None = None, adapt_span: float = 0.1, size: int = N_PARAMS):
         if not omega > 0:
             raise ValueError("omega must be positive")
         if max_omega is not None and max_omega < omega:
@@ -99,65 +99,77 @@ class ParamSmoother:
         self.omega = float(omega)
         self.max_omega = float(max_omega) if max_omega is not None else self.omega
         self.adapt_span = float(adapt_span)
-        self._omega: dict[str, float] = {}  # per parameter: the rate chosen at its latest target change
-        self._pending: deque[tuple[float, dict[str, float]]] = deque(maxlen=MAX_PENDING)
-        self._target: dict[str, float] = dict(initial or {})
-        self._value: dict[str, float] = dict(initial or {})
-        self._velocity: dict[str, float] = {k: 0.0 for k in self._value}
+        self.size = size
+        # float64 state: the spring is solved in double precision; samples come out float32
+        self._value = np.zeros(size)
+        self._known = np.zeros(size, bool)  # parameters that have had a value (initial or a first target)
+        if initial is not None:
+            initial = self._row(initial)
+            self._known = np.isfinite(initial)
+            self._value[self._known] = initial[self._known]
+        self._target = self._value.copy()  # an unknown parameter rests at 0, as the neutral mouth does
+        self._velocity = np.zeros(size)
+        self._omega = np.full(size, self.omega)  # per parameter: the rate chosen at its latest target change
+        self._pending: deque[tuple[float, np.ndarray]] = deque(maxlen=MAX_PENDING)
         self._time: float | None = None
         self._last_push: float = -math.inf
 
-    def reset(self, initial: Mapping[str, float] | None = None):
-        self.__init__(self.omega, initial, self.max_omega, self.adapt_span)
+    def _row(self, params) -> np.ndarray:
+        row = np.array(params, np.float64).reshape(-1)
+        if row.shape != (self.size,):
+            raise ValueError(f"expected {self.size} parameters, got {row.shape[0]}")
+        return row
 
-    def push(self, t: float, params: Mapping[str, float]):
+    def reset(self, initial: np.ndarray | None = None) -> None:
+        self.__init__(self.omega, initial, self.max_omega, self.adapt_span, self.size)
+
+    def push(self, t: float, params: np.ndarray) -> None:
         """A new target at time t (seconds, non-decreasing; an earlier t starts over from that time)."""
         t = float(t)
+        row = self._row(params)  # a copy: the caller may reuse its array
         if t < self._last_push:
-            self.reset(self._value)
+            self.reset(np.where(self._known, self._value, np.nan))
         self._last_push = t
-        clean = {k: float(v) for k, v in params.items() if v is not None and math.isfinite(float(v))}
-        self._pending.append((t, clean))
+        self._pending.append((t, row))
 
-    def _advance(self, dt: float):
+    def _advance(self, dt: float) -> None:
         if dt <= 0:
             return
-        for k, target in self._target.items():
-            w = self._omega.get(k, self.omega)
-            decay = math.exp(-w * dt)
-            x0 = self._value.get(k, 0.0) - target
-            v0 = self._velocity.get(k, 0.0)
-            c = v0 + w * x0
-            self._value[k] = target + (x0 + c * dt) * decay
-            self._velocity[k] = (v0 - w * c * dt) * decay
+        w = self._omega
+        decay = np.exp(-w * dt)
+        x0 = self._value - self._target
+        v0 = self._velocity
+        c = v0 + w * x0
+        self._value = self._target + (x0 + c * dt) * decay
+        self._velocity = (v0 - w * c * dt) * decay
 
-    def sample(self, t: float) -> dict[str, float]:
-        """The smoothed parameters at time t; a t earlier than the last sample returns the last values."""
+    def sample(self, t: float) -> np.ndarray:
+        """The smoothed parameters at time t (float32); a t earlier than the last sample returns the last values."""
         t = float(t)
         if self._time is None:
             if not self._pending or self._pending[0][0] > t:
-                return dict(self._value)
+                return self._value.astype(np.float32)
             t0, first = self._pending.popleft()
             self._time = t0  # start at rest on the first target
-            for k, v in first.items():
-                self._target[k] = v
-                self._value.setdefault(k, v)
-                self._velocity.setdefault(k, 0.0)
+            given = np.isfinite(first)
+            self._target[given] = first[given]
+            new = given & ~self._known
+            self._value[new] = first[new]
+            self._known |= given
         if t <= self._time:
-            return dict(self._value)
+            return self._value.astype(np.float32)
         while self._pending and self._pending[0][0] <= t:
-            tp, params = self._pending.popleft()
+            tp, row = self._pending.popleft()
             self._advance(tp - self._time)
             self._time = max(self._time, tp)
-            for k, v in params.items():
-                self._target[k] = v
-                self._value.setdefault(k, 0.0)
-                self._velocity.setdefault(k, 0.0)
-                jump = abs(v - self._value[k])
-                self._omega[k] = min(self.max_omega, self.omega * (1.0 + jump / self.adapt_span))
+            given = np.isfinite(row)
+            self._target[given] = row[given]
+            self._known |= given
+            jump = np.abs(row[given] - self._value[given])
+            self._omega[given] = np.minimum(self.max_omega, self.omega * (1.0 + jump / self.adapt_span))
         self._advance(t - self._time)
         self._time = t
-        return dict(self._value)
+        return self._value.astype(np.float32)
 
 
 class ParamSampler:
@@ -168,22 +180,27 @@ class ParamSampler:
 
     def __init__(self, track: ParamTrack, smooth: bool = True):
         self.track = track
-        self.smoother = None
-        if smooth:
-            self.smoother = ParamSmoother(omega=SMOOTHING_OMEGA, max_omega=SMOOTHING_MAX_OMEGA)
+        self.smoother = ParamSmoother(omega=SMOOTHING_OMEGA, max_omega=SMOOTHING_MAX_OMEGA) if smooth else None
         self.delay = SMOOTHING_DELAY if smooth else 0.0
         self._next = 0  # first track frame not yet given to the smoother
 
-    def at(self, t: float) -> dict[str, float]:
+    def at(self, t: float) -> np.ndarray:
+        """The mouth parameters at audio time t: one float32 array, PARAM_NAMES order (neutral before any row)."""
         if self.smoother is None:
-            return dict(zip(PARAM_NAMES, map(float, self.track.at(t))))
+            return self.track.at(t)
         rows, first = self.track.rows_from(self._next, until=t + SPRING_LEAD)
         for k, row in enumerate(rows):
-            self.smoother.push(self.track.time_of(first + k) - SPRING_LEAD, dict(zip(PARAM_NAMES, map(float, row))))
+            self.smoother.push(self.track.time_of(first + k) - SPRING_LEAD, row)
         self._next = first + len(rows)
-        return {**neutral_params(), **self.smoother.sample(t)}
+        return self.smoother.sample(t)
 
 
-def neutral_params() -> dict[str, float]:
-    return dict.fromkeys(PARAM_NAMES, 0.0)
+def neutral_params() -> np.ndarray:
+    """The closed, relaxed mouth: every parameter 0."""
+    return np.zeros(N_PARAMS, np.float32)
 
+
+def _TEMP_as_mapping(params: np.ndarray) -> dict[str, float]:
+    """TEMPORARY (issue 16): the renderer still takes a {name: value} Mapping on this branch; the render helper's
+    branch makes `renderer.render` take the array. Every call of this goes at the merge, and this function with it."""
+    return dict(zip(PARAM_NAMES, map(float, params)))
