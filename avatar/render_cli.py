@@ -329,18 +329,20 @@ def bench_latency(args) -> int:
     wide = renderer.render(_TEMP_as_mapping(wide_open), 0.0)[::4, ::4].astype(np.int16)
     threshold = 0.5 * np.abs(wide - closed).mean()
     frames = []  # (t, capture time of t, stream time when ready, opening)
+    # (pipeline sample index, the 16 kHz block, when its first sample was captured, when the app read it: stamped
+    # as it is read, since extrapolating the device clock later would drift)
+    captured = []
 
-    pipeline = LivePipeline(engine, renderer, fps=args.fps, smooth=not args.no_smoothing)
-    original_render = pipeline.render_once
-
-    def render_and_measure():
-        frame = original_render()
-        if frame is not None and frame.latency is not None:
+    def measure_frame(frame):
+        if frame.latency is not None:
             opening = np.abs(frame.image[::4, ::4].astype(np.int16) - closed).mean()
             frames.append((frame.t, frame.captured, frame.captured + frame.latency, opening))
-        return frame
 
-    pipeline.render_once = render_and_measure
+    def keep_audio(block):
+        if block.captured is not None:
+            captured.append((block.start, block.samples.copy(), block.captured, block.read_at))
+
+    pipeline = LivePipeline(engine, renderer, fps=args.fps, smooth=not args.no_smoothing, on_frame=measure_frame)
     period = 0.7  # a whole number of frames at 30 and 60 fps: alone, every burst would meet the same frame phase
     # so each onset is shifted by a golden-ratio fraction of a frame: the bursts sample every phase of the render
     # clock evenly, and the spread (p95) includes the wait for the next frame
@@ -351,27 +353,15 @@ def bench_latency(args) -> int:
         with wave.open(str(wav), "wb") as w:
             w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
             w.writeframes((audio * 32767).astype("<i2").tobytes())
-        captured = []
         pipeline.start()
         try:
             pipeline.set_source(MicSource(args.device))
-            tap = pipeline.lipsync.push
-
-            def push_and_keep(block):
-                # keep the 16 kHz audio with its pipeline sample index, when its first sample was captured and
-                # when the app got it (stamped now: extrapolating the device clock later would drift)
-                n = pipeline.lipsync.samples_in
-                src, base = pipeline.source, pipeline._source_base
-                captured.append((n, block.copy(), src.capture_time(n - base), src.now()))
-                return tap(block)
-
-            pipeline.lipsync.push = push_and_keep
+            pipeline.on_audio = keep_audio  # from the microphone's first block on (not the silence before it)
             time.sleep(0.5)
             subprocess.run(["paplay", "-d", args.sink, str(wav)], check=True)
             time.sleep(0.5)
         finally:
             pipeline.stop()
-    captured = [c for c in captured if c[2] is not None]
     sig = np.concatenate([c[1] for c in captured])
     index = np.concatenate([c[0] + np.arange(len(c[1])) for c in captured])
     adc = np.concatenate([c[2] + np.arange(len(c[1])) / 16000 for c in captured])

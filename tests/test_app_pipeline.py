@@ -5,7 +5,7 @@ import pytest
 
 from avatar.live.offline import OFFLINE_BLOCK, render_offline
 from avatar.live.pipeline import LipSync, LivePipeline
-from avatar.live.sources import REOPEN_AFTER_SECONDS, FileSource, MicSource, SilenceSource
+from avatar.live.sources import REOPEN_AFTER_SECONDS, AudioSource, FileSource, MicSource, SilenceSource
 from avatar.live.track import FEATURE_RATE, FRAME_CENTER_OFFSET, ParamSampler, ParamTrack, _TEMP_as_mapping, neutral_params
 from avatar.visemes import PARAM_NAMES
 from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
@@ -320,6 +320,8 @@ def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path,
     source = MicSource(samplerate=device_rate)
     try:
         assert source.mic.samplerate == (device_rate or SR)
+        assert isinstance(source, AudioSource) and source.is_microphone
+        source.set_conditioning(6.0, None)  # as the window's gain slider does: twice the amplitude
         time.sleep(0.2)
         virtual_mic(tmp_path / "ref.wav")
         time.sleep(0.3)
@@ -330,6 +332,7 @@ def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path,
     k = int(np.argmax(c))
     seg = got[k:k + len(ref)]
     assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95
+    assert np.linalg.norm(seg) / np.linalg.norm(ref) == pytest.approx(10 ** (6 / 20), rel=0.1)
 
 
 def test_a_stale_replacement_does_not_clobber_a_newly_chosen_source():
@@ -349,3 +352,48 @@ def test_a_stale_replacement_does_not_clobber_a_newly_chosen_source():
     assert not pipeline.set_source(fallback, replacing=lost)  # the worker's late reaction
     assert pipeline.source is chosen and not chosen.closed and fallback.closed
     assert pipeline.set_source(fallback, replacing=chosen) and pipeline.source is fallback
+
+
+def test_observers_see_each_audio_block_and_frame_as_the_pipeline_makes_them():
+    """The hooks benchmarks use instead of patching the pipeline: every block the engine gets, on the audio clock,
+    with its capture time from the source; every frame the render worker makes."""
+    import time
+
+    blocks, frames = [], []
+    pipeline = LivePipeline(None, SimpleFrames(), on_frame=frames.append, on_audio=blocks.append)
+    pipeline.lipsync.push(np.zeros(800, np.float32))  # audio before this source: its sample 0 is index 800
+    source = SilenceSource()
+    pipeline.set_source(source)
+    for _ in range(3):
+        time.sleep(0.02)
+        pipeline.pump_audio()
+    assert len(blocks) == 3 and blocks[0].start == 800
+    for a, b in zip(blocks, blocks[1:]):
+        assert b.start == a.start + len(a.samples)  # contiguous on the pipeline's sample clock
+    for block in blocks:
+        assert block.captured == pytest.approx(source.capture_time(block.start - 800))
+        assert block.read_at >= block.captured
+    assert pipeline.lipsync.samples_in == blocks[-1].start + len(blocks[-1].samples)
+    frame = pipeline.render_once()
+    assert frame is not None and frames == [frame]
+    assert frame.params.dtype == np.float32 and frame.params.shape == (len(PARAM_NAMES),)
+
+
+def test_every_source_declares_what_the_pipeline_and_the_window_use(tmp_path):
+    write_wav(tmp_path / "a.wav", tone_bursts([0.1], 0.3), SR)
+    silence, file = SilenceSource(), FileSource(tmp_path / "a.wav", device="no such output device")
+    try:
+        for source in (silence, file):
+            assert isinstance(source, AudioSource) and not source.is_microphone
+            assert source.take_messages() == []
+            source.set_conditioning(6.0, -40.0)  # nothing to condition: accepted, ignored
+    finally:
+        file.close()
+
+    class NoClock:
+        name, alive, finished, level_db, is_microphone = "x", True, False, -100.0, False
+
+        def read(self):
+            return np.zeros(0, np.float32)
+
+    assert not isinstance(NoClock(), AudioSource)

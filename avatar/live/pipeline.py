@@ -23,7 +23,7 @@ import numpy as np
 
 from avatar.audio import HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH, LogMelStream
 from avatar.live.recording import LiveRecording
-from avatar.live.sources import SilenceSource
+from avatar.live.sources import AudioSource, SilenceSource
 from avatar.live.track import ParamSampler, ParamTrack, _TEMP_as_mapping
 from avatar.visemes import N_PARAMS
 
@@ -75,7 +75,6 @@ class LipSync:
         self.push(np.zeros(lookahead * HOP_LENGTH + WIN_LENGTH, np.float32))
 
 
-
 @dataclass
 class Frame:
     image: np.ndarray  # HxWx3 uint8 RGB
@@ -85,6 +84,15 @@ class Frame:
     latency: float | None  # s from then to the frame being ready
     seq: int
     ready: float  # time.monotonic() when the frame was ready
+
+
+@dataclass
+class AudioBlock:
+    """A block of sound as the audio worker hands it to the engine (for `on_audio` observers, e.g. benchmarks)."""
+    samples: np.ndarray  # 16 kHz float32, the pipeline's own array: an observer copies what it keeps
+    start: int  # pipeline sample index of samples[0] (the audio clock: start / SAMPLE_RATE s)
+    captured: float | None  # when samples[0] was captured (heard, for files), on the source's clock
+    read_at: float  # the source's clock when the block was read
 
 
 @dataclass
@@ -101,16 +109,18 @@ class LivePipeline:
 
     def __init__(self, engine, renderer, fps: int = DEFAULT_DISPLAY_FPS, smooth: bool = True,
                  on_event: Callable[[str], None] | None = None,
-                 on_frame: Callable[["Frame"], None] | None = None):
+                 on_frame: Callable[[Frame], None] | None = None,
+                 on_audio: Callable[[AudioBlock], None] | None = None):
         self.lipsync = LipSync(engine)
         self.sampler = ParamSampler(self.lipsync.track, smooth)
         self.renderer = renderer
         self.fps = fps
         self.on_event = on_event or (lambda message: None)
         self.on_frame = on_frame or (lambda frame: None)  # called on the render thread as each frame is ready
+        self.on_audio = on_audio  # called on the audio worker with each block before the engine gets it
         self.latest: Frame | None = None
         self.dropped_frames = 0
-        self._source = SilenceSource()
+        self._source: AudioSource = SilenceSource()
         self._source_base = 0  # pipeline sample index of the current source's sample 0
         self._recording = None
         self._rec_lock = threading.Lock()
@@ -125,10 +135,10 @@ class LivePipeline:
     # -- sources --------------------------------------------------------------------------------------
 
     @property
-    def source(self):
+    def source(self) -> AudioSource:
         return self._source
 
-    def set_source(self, source, replacing=None) -> bool:
+    def set_source(self, source: AudioSource, replacing: AudioSource | None = None) -> bool:
         """Switch audio source between two steps of the audio worker; the audio clock runs on without a jump.
         With `replacing`, only if that is still the current source (False otherwise, and `source` is closed)."""
         with self._audio_lock:
@@ -181,11 +191,7 @@ class LivePipeline:
             except Exception as e:  # a worker must never die silently: report, fall back to silence
                 self._report(f"Audio processing failed: {e}")
                 self.use_silence()
-            wait = getattr(self._source, "wait", None)
-            if wait is not None:  # a microphone wakes the worker when a block lands: no polling delay
-                wait(AUDIO_POLL_SECONDS)
-            else:
-                self._stop.wait(AUDIO_POLL_SECONDS)
+            self._source.wait(AUDIO_POLL_SECONDS)  # a microphone wakes the worker as a block lands: no polling delay
 
     def pump_audio(self) -> int:
         """Move whatever the source has into the engine and the recorder; returns samples moved.
@@ -198,8 +204,11 @@ class LivePipeline:
             audio = source.read() if alive else np.zeros(0, np.float32)
             start = self.lipsync.samples_in
             if len(audio):
+                if self.on_audio is not None:
+                    self.on_audio(AudioBlock(audio, start, source.capture_time(start - self._source_base),
+                                             source.now()))
                 self.lipsync.push(audio)
-        for message in getattr(source, "take_messages", list)():
+        for message in source.take_messages():
             self._report(message)
         if not alive:
             if self.set_source(SilenceSource(), replacing=source):

@@ -1,9 +1,13 @@
-"""Audio sources: each delivers 16 kHz audio in real time and says when a sample was captured / heard."""
+"""Audio sources: each delivers 16 kHz audio in real time and says when a sample was captured / heard.
+
+AudioSource declares what the live pipeline and the window use of one; SilenceSource, MicSource and FileSource
+are the three there are."""
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -12,15 +16,78 @@ from avatar.audio import SAMPLE_RATE, StreamResampler
 REOPEN_AFTER_SECONDS = 1.5  # a stream silent this long (since its last sound) is closed and opened again
 SETTLE_SECONDS = 1.0  # after a stream resumes or is reopened, sound beyond what the clock allows is stale; dropped
 LOSS_TOLERANCE_SECONDS = 0.05  # a resumed stream this far behind the clock lost sound: filled with silence
+SILENT_LEVEL_DB = -100.0  # the meter's reading for a source with no sound (yet)
 
 
-class SilenceSource:
+@runtime_checkable
+class AudioSource(Protocol):
+    """16 kHz audio in real time, with the clock it was captured (or is heard) on.
+
+    The pipeline's audio worker calls read / wait / take_messages and checks alive / finished; the render worker
+    calls now / capture_time; the window reads name / level_db / is_microphone and sets the conditioning."""
+
+    name: str  # what the user sees it as (a device name, a file name, "silence")
+
+    @property
+    def alive(self) -> bool:
+        """False once it can deliver nothing more (a microphone whose reopening gave up): replaced by silence."""
+
+    @property
+    def finished(self) -> bool:
+        """Everything delivered (the end of a file): replaced by silence."""
+
+    @property
+    def level_db(self) -> float:
+        """Level of the latest sound read, for the input meter."""
+
+    @property
+    def is_microphone(self) -> bool:
+        """Holds an input device open (which PortAudio cannot rescan devices around)."""
+
+    def read(self) -> np.ndarray:
+        """The 16 kHz float32 samples that arrived since the last call (possibly none); never blocks."""
+
+    def wait(self, timeout: float) -> None:
+        """Returns when new sound may be there (a microphone: as a block lands), or after `timeout` seconds."""
+
+    def now(self) -> float:
+        """The source's clock now (the clock capture_time answers on)."""
+
+    def capture_time(self, index: int) -> float | None:
+        """When sample `index` (counted from the source's first) was captured or heard; None when unknown."""
+
+    def take_messages(self) -> list[str]:
+        """Status messages for the user since the last call (e.g. a stream was reopened)."""
+
+    def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
+        """Input gain and noise gate (None: off), for the sound read from now on; ignored where there is no input."""
+
+    def close(self) -> None:
+        """Release the device (a finished file's last sound plays out)."""
+
+
+class _NoInput:
+    """What a source without a microphone answers: no messages, no conditioning, polled by the audio worker."""
+
+    is_microphone = False
+
+    def take_messages(self) -> list[str]:
+        return []
+
+    def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
+        pass
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(timeout)  # nothing wakes the worker early: it polls (AUDIO_POLL_SECONDS)
+
+
+class SilenceSource(_NoInput):
     """Silence paced by the wall clock: keeps the avatar alive (blinks, idle motion) without a microphone."""
 
     name = "silence"
     alive = True
     finished = False
-    level_db = -100.0
+    level_db = SILENT_LEVEL_DB
 
     def __init__(self):
         self._start = time.monotonic()
@@ -87,6 +154,14 @@ class MicSource:
     @property
     def level_db(self) -> float:
         return self.conditioner.level_db
+
+    @property
+    def is_microphone(self) -> bool:
+        return True
+
+    def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
+        # two attribute stores: the audio worker's next block is conditioned with the new values
+        self.conditioner.gain_db, self.conditioner.gate_db = gain_db, gate_db
 
     def now(self) -> float:
         # no stream while reopening: capture_time is None then, so nothing compares this clock with another
@@ -235,7 +310,7 @@ class MicSource:
             self.mic.close()
 
 
-class FileSource:
+class FileSource(_NoInput):
     """Plays an audio file through the default output device; delivers each sample as it is sent to the DAC.
 
     `capture_time(i)` is when sample i is heard, so the view shows the mouth for the sound being heard.
@@ -248,7 +323,7 @@ class FileSource:
         self.path = Path(path)
         self.name = self.path.name
         self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
-        self.level_db = -100.0
+        self.level_db = SILENT_LEVEL_DB
         self._pos = 0  # samples handed to the output (or due, when paced by the clock)
         self._read = 0
         self._clock = (0, None)  # (sample, DAC time) of the latest output block
