@@ -13,9 +13,17 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from pathlib import Path
 
 import numpy as np
+
+from avatar.live.pipeline import LivePipeline
+from avatar.live.sources import MicSource
+from avatar.mic import MicError, rescan_devices
+from avatar.record import RecordError
+from avatar.render_cli import (BURST_ATTACK, FPS_RANGE, SIZE_RANGE, _bench_engine, _bench_renderer, _int_in,
+                               tone_bursts)
 
 FEED_SECONDS = 30.0  # the looped feed: vowel bursts at random onsets, like speech with pauses
 FEED_BURSTS_PER_SECOND = 1.5
@@ -30,14 +38,12 @@ def rss_bytes() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        import resource
+        import resource  # Unix only, and only where /proc is missing
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def feed_signal(seconds: float = FEED_SECONDS, seed: int = 0) -> np.ndarray:
-    from avatar.render_cli import BURST_ATTACK, tone_bursts
-
     rng = np.random.default_rng(seed)
     onsets = np.sort(rng.uniform(0.2, seconds - 0.5, int(seconds * FEED_BURSTS_PER_SECOND)))
     onsets = onsets[np.r_[True, np.diff(onsets) > 0.35]]  # bursts do not overlap
@@ -107,8 +113,6 @@ def memory_growth_mb_per_minute(samples: list[tuple[float, int]]) -> float | Non
 
 
 def _write_wav(path: Path, audio: np.ndarray, samplerate: int = 16000) -> None:
-    import wave
-
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(samplerate)
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
@@ -116,13 +120,7 @@ def _write_wav(path: Path, audio: np.ndarray, samplerate: int = 16000) -> None:
 
 def bench_soak(args) -> int:
     """Run the live pipeline with a recording for `args.minutes`; print memory, drops and A/V drift."""
-    import torch
-
-    from avatar.mic import MicError, rescan_devices
-    from avatar.live.pipeline import LivePipeline
-    from avatar.live.sources import MicSource
-    from avatar.record import RecordError
-    from avatar.render_cli import _bench_engine, _bench_renderer
+    import torch  # 2 s to import: only the benchmark itself needs it
 
     torch.set_num_threads(1)
     rescan_devices()
@@ -192,8 +190,6 @@ def bench_soak(args) -> int:
 
 def add_bench_cli(bench_subparsers) -> None:
     """`avatar bench soak`."""
-    from avatar.render_cli import FPS_RANGE, SIZE_RANGE, _int_in
-
     p = bench_subparsers.add_parser("soak", help="live pipeline with a recording for N minutes: memory, drops, "
                                                  "A/V drift")
     p.add_argument("--minutes", type=float, default=15.0, help="how long (default %(default)g)")

@@ -2,14 +2,33 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import wave
 from pathlib import Path
 
 import numpy as np
 
+from avatar.audio import AudioError, iter_audio
+from avatar.dims import ModelDims
+from avatar.engine import EngineError, create_engine, live_model_path, normalize_backend
+from avatar.face import NoFaceError, PhotoError, detect_faces, load_photo
+from avatar.face.assemble import open_renderer
 from avatar.face.landmarks import MAX_FACES
+from avatar.gui.app import default_photo
+from avatar.live.offline import OFFLINE_BLOCK, render_offline
+from avatar.live.pipeline import LivePipeline
+from avatar.live.sources import MicSource
+from avatar.live.track import _TEMP_as_mapping, neutral_params
+from avatar.mic import rescan_devices
+from avatar.outputs import OutputIsInputError, check_not_an_input
+from avatar.record import RecordError, check_output_path, partial_path
+from avatar.visemes import PARAM_NAMES, VISEME_INDEX
 
 # exit codes of `avatar render`
 EXIT_OK = 0
@@ -65,10 +84,6 @@ def _fail(message: str, code: int) -> int:
 def output_refusal(out: Path, backend: str, *inputs) -> tuple[str, int] | None:
     """Why a command must stop before it reads any input, as (message, exit code), or None: a misspelt backend or an
     output that is one of the inputs (2), an output that cannot be written (5). Shared with `avatar lipsync`."""
-    from avatar.engine import normalize_backend
-    from avatar.outputs import OutputIsInputError, check_not_an_input
-    from avatar.record import RecordError, check_output_path
-
     try:
         normalize_backend(backend)  # before any rig or decode: a typo fails at once
         check_not_an_input(out, *inputs)
@@ -84,8 +99,6 @@ def output_refusal(out: Path, backend: str, *inputs) -> tuple[str, int] | None:
 def _face_landmarks(photo: str, index: int) -> np.ndarray:
     """The landmarks of the photo's `index`-th face, largest first (in the photo's pixels as load_photo gives them,
     which is what the rig takes). Raises NoFaceError when the photo has fewer faces."""
-    from avatar.face import NoFaceError, detect_faces, load_photo
-
     image = load_photo(photo)
     faces = detect_faces(image)
     if index >= len(faces):
@@ -95,10 +108,6 @@ def _face_landmarks(photo: str, index: int) -> np.ndarray:
 
 
 def run_render(args) -> int:
-    from avatar.audio import AudioError
-    from avatar.engine import EngineError, create_engine
-    from avatar.face.assemble import open_renderer
-
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         return _fail(f"the output must be an .mp4 file, got {out.name}", EXIT_USAGE)
@@ -115,14 +124,10 @@ def run_render(args) -> int:
         landmarks = _face_landmarks(args.face, args.face_index) if args.face_index else None
         renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness},
                                  landmarks=landmarks)
-    except Exception as e:
-        kind = type(e).__name__
-        if kind == "NoFaceError":
-            return _fail(f"{args.face}: {e} (use the app's manual placement for drawings and side views)",
-                         EXIT_NO_FACE)
-        if kind == "PhotoError" or isinstance(e, OSError):
-            return _fail(f"{args.face}: {e}", EXIT_BAD_INPUT)
-        raise
+    except NoFaceError as e:
+        return _fail(f"{args.face}: {e} (use the app's manual placement for drawings and side views)", EXIT_NO_FACE)
+    except (PhotoError, OSError) as e:
+        return _fail(f"{args.face}: {e}", EXIT_BAD_INPUT)
     try:
         engine = create_engine(args.backend, args.model)
     except (EngineError, ValueError) as e:
@@ -134,11 +139,6 @@ def run_render(args) -> int:
 def _open_audio(path):
     """(the speech as a stream of 1 s blocks, its length in s from the header for the progress bar), or (None, 0)
     when it holds no sound; raises AudioError. Streamed: `avatar render` keeps no whole file in memory."""
-    import itertools
-
-    from avatar.audio import iter_audio
-    from avatar.live.offline import OFFLINE_BLOCK
-
     blocks = iter_audio(path, block=OFFLINE_BLOCK)
     first = next(blocks, None)
     if first is None or len(first) == 0:
@@ -156,13 +156,7 @@ def _on_signal(signum, frame):
 
 def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) -> int:
     """Render into OUT.partial.mp4 and rename it to OUT when complete; say where the partial file is otherwise."""
-    import signal
-
-    from tqdm import tqdm
-
-    from avatar.audio import AudioError
-    from avatar.live.offline import render_offline
-    from avatar.record import RecordError, partial_path
+    from tqdm import tqdm  # 70 ms to import, a seventh of what `avatar --help` may take
 
     partial = partial_path(out)
     bar = tqdm(total=int(np.ceil(seconds * args.fps)) or None, unit="frame", disable=args.quiet, file=sys.stderr,
@@ -210,7 +204,7 @@ def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) ->
 
 def audio_seconds(path) -> float:
     """Length of a file's (first) audio track from its header (0 when the header does not say)."""
-    import av
+    import av  # PyAV: 0.3 s to import, and `avatar --help` loads this module
 
     with av.open(str(path)) as c:
         stream = c.streams.audio[0]
@@ -225,11 +219,9 @@ def loudness_probe_model():
     """A LipSyncNet with hand-set weights: jaw_open ≈ 1 while the mean log-mel is above -8.5 (a 0.5-amplitude tone
     gives -7.1, digital silence -10), ≈ 0 otherwise. Memoryless (lookahead 0), so the latency benchmark measures the
     pipeline, not how long a trained network takes to make up its mind."""
-    import torch
+    import torch  # torch (and the model, which is torch): 2 s to import, only for `--model probe`
 
-    from avatar.dims import ModelDims
     from avatar.model import LipSyncNet
-    from avatar.visemes import VISEME_INDEX
 
     net = LipSyncNet(ModelDims(n_hidden=8, n_layers=1, cell="rnn", lookahead=0))
     with torch.no_grad():
@@ -280,20 +272,14 @@ def tone_bursts(onsets, seconds, sr=16000, length=0.25, freq=1000.0, amplitude=0
 
 
 def _bench_engine(args, live: bool = False):
-    from avatar.engine import create_engine, live_model_path
-
     if args.model == "probe":
         return create_engine("torch" if args.backend == "auto" else args.backend, loudness_probe_model())
     return create_engine(args.backend, args.model or (live_model_path() if live else None))
 
 
 def _bench_renderer(args):
-    from avatar.face.assemble import open_renderer
-
     photo = args.face
     if photo is None:
-        from avatar.gui.app import default_photo
-
         photo = default_photo()
     # liveliness off: head sway and blinks would count as mouth motion in the latency measurement
     return open_renderer(photo, size=args.size, liveliness={"enabled": False})
@@ -308,17 +294,7 @@ def _summary(values_ms) -> str:
 def bench_latency(args) -> int:
     """Mic→pixel latency through the virtual microphone: tone onset (its ADC time) → first frame whose mouth
     opening (pixels against the closed-mouth frame) crosses half its full range. Needs `.ci/av-env.sh up`."""
-    import subprocess
-    import tempfile
-    import wave
-
-    import torch
-
-    from avatar.mic import rescan_devices
-    from avatar.live.pipeline import LivePipeline
-    from avatar.live.sources import MicSource
-    from avatar.live.track import _TEMP_as_mapping, neutral_params
-    from avatar.visemes import PARAM_NAMES
+    import torch  # 2 s to import: only the benchmarks need it
 
     torch.set_num_threads(1)
     rescan_devices()
@@ -404,11 +380,7 @@ def bench_latency(args) -> int:
 
 def bench_render_offline(args) -> int:
     """Offline render speed: × real time for `--seconds` of audio at `--size`², `--fps`, median of `--runs`."""
-    import tempfile
-
-    import torch
-
-    from avatar.live.offline import render_offline
+    import torch  # 2 s to import: only the benchmarks need it
 
     torch.set_num_threads(1)
     engine, renderer = _bench_engine(args), _bench_renderer(args)
@@ -454,6 +426,6 @@ def add_bench_cli(bench_subparsers) -> None:
             p.add_argument("--seconds", type=float, default=10.0)
             p.add_argument("--runs", type=int, default=3)
         p.set_defaults(func=fn)
-    from avatar import bench_soak
+    from avatar import bench_soak  # it imports this module: a top-level import would be a cycle
 
     bench_soak.add_bench_cli(bench_subparsers)

@@ -1,15 +1,17 @@
 """Renderer assembly: photo -> rig (landmarks found or hand-placed) -> renderer with liveliness and a background."""
 from __future__ import annotations
 
+from dataclasses import fields
+
+import cv2
 import numpy as np
+
+from avatar.face import LivelinessConfig, build_rig, create_renderer
+from avatar.face.landmarks import pinned_solution
 
 
 def liveliness_config(switches: dict | None = None):
     """avatar.face.LivelinessConfig with the user's on/off switches applied (unknown names ignored)."""
-    from dataclasses import fields
-
-    from avatar.face import LivelinessConfig
-
     known = {f.name for f in fields(LivelinessConfig)}
     return LivelinessConfig(**{k: bool(v) for k, v in (switches or {}).items() if k in known})
 
@@ -19,10 +21,6 @@ def open_renderer(photo, size: int = 512, background: tuple[int, int, int] | Non
     """The face renderer for a photo: rig (landmarks found, or the hand-placed ones), liveliness, background.
 
     Raises avatar.face.PhotoError / NoFaceError with a message for the user."""
-    import cv2
-
-    from avatar.face import build_rig, create_renderer
-
     # one OpenCV thread: the app already runs audio, render and encoder threads on few cores, and a second
     # remap thread measured no faster on 2 cores while costing more CPU (1024²: best wall 6.8 -> 10.2 ms)
     cv2.setNumThreads(1)
@@ -35,9 +33,7 @@ def open_renderer(photo, size: int = 512, background: tuple[int, int, int] | Non
 
 def person_mask(image: np.ndarray) -> np.ndarray:
     """Soft (H, W, 1) float32 mask of the person in a photo (MediaPipe selfie segmentation, bundled model)."""
-    import mediapipe as mp
-
-    from avatar.face.landmarks import pinned_solution
+    import mediapipe as mp  # 1 s to import, and only a background fill needs it
 
     # the model from mediapipe's own folder, never from ./mediapipe/modules/... of the current folder
     with pinned_solution(mp.solutions.selfie_segmentation.SelfieSegmentation)(model_selection=0) as seg:

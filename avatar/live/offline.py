@@ -10,6 +10,7 @@ import numpy as np
 from avatar.audio import SAMPLE_RATE
 from avatar.live.pipeline import LipSync
 from avatar.live.track import FEATURE_RATE, SPRING_LEAD, ParamSampler, _TEMP_as_mapping
+from avatar.record import BackgroundRecorder, Recorder, RecordError, check_output_path, partial_path
 
 OFFLINE_BLOCK = SAMPLE_RATE  # 1 s of audio per engine pass when rendering a file
 
@@ -60,8 +61,6 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
     Written fragmented to `partial_path(path)` beside the target, renamed to `path` on success: an existing file at
     `path` survives until then, and a render that is killed or interrupted (KeyboardInterrupt, or a RecordError such
     as a full disk) leaves a playable partial file under that name. Cancelled removes it."""
-    from avatar.record import BackgroundRecorder, Recorder, check_output_path, partial_path
-
     path = check_output_path(path)
     partial = partial_path(path)
     if total_samples is None and isinstance(audio, np.ndarray):
@@ -100,8 +99,6 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
             sink.add_frame(image, t)
             k += 1
             if sink.error:
-                from avatar.record import RecordError
-
                 raise RecordError(sink.error)
             if progress is not None and total_samples:
                 progress(min(1.0, k / (total_samples / SAMPLE_RATE * fps)))
@@ -116,8 +113,6 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
         lipsync.flush()
         render_frames(int(np.ceil(pending.end / SAMPLE_RATE * fps)))
         if sink is None:
-            from avatar.record import RecordError
-
             raise RecordError("The audio is empty: nothing to render.")
     except Cancelled:
         try:

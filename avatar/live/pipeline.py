@@ -25,6 +25,7 @@ from avatar.audio import HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH, LogMelStream
 from avatar.live.recording import LiveRecording
 from avatar.live.sources import AudioSource, SilenceSource
 from avatar.live.track import ParamSampler, ParamTrack, _TEMP_as_mapping
+from avatar.record import BackgroundRecorder, Recorder, RecordError
 from avatar.visemes import N_PARAMS
 
 AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at a source that cannot wake it (file, silence)
@@ -299,11 +300,7 @@ class LivePipeline:
 
     # -- recording ------------------------------------------------------------------------------------
 
-    def start_recording(self, path, fps: int = DEFAULT_RECORD_FPS) -> "LiveRecording":
-        from avatar.record import BackgroundRecorder, Recorder
-
-        from avatar.record import RecordError
-
+    def start_recording(self, path, fps: int = DEFAULT_RECORD_FPS) -> LiveRecording:
         if self.latest is None:  # the frame size comes from the view; the GUI thread never renders
             raise RecordError("The avatar is not showing yet; try again in a moment.")
         height, width = self.latest.image.shape[:2]
@@ -314,10 +311,10 @@ class LivePipeline:
         return recording
 
     @property
-    def recording(self) -> "LiveRecording | None":
+    def recording(self) -> LiveRecording | None:
         return self._recording
 
-    def detach_recording(self) -> "LiveRecording | None":
+    def detach_recording(self) -> LiveRecording | None:
         """Stop feeding the recording and hand it over (to be closed, e.g. on another thread)."""
         if self._recording is not None:
             try:

@@ -11,12 +11,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from avatar.audio import SAMPLE_RATE, StreamResampler
+from avatar.audio import SAMPLE_RATE, StreamResampler, load_audio
+from avatar.mic import (LEVEL_FLOOR_DB, REOPEN_GIVE_UP_SECONDS, InputConditioner, Microphone, Reopener, level_db,
+                        supports_rate)
 
 REOPEN_AFTER_SECONDS = 1.5  # a stream silent this long (since its last sound) is closed and opened again
 SETTLE_SECONDS = 1.0  # after a stream resumes or is reopened, sound beyond what the clock allows is stale; dropped
 LOSS_TOLERANCE_SECONDS = 0.05  # a resumed stream this far behind the clock lost sound: filled with silence
-SILENT_LEVEL_DB = -100.0  # the meter's reading for a source with no sound (yet)
+SILENT_LEVEL_DB = LEVEL_FLOOR_DB  # the meter's reading for a source with no sound (yet)
 
 
 @runtime_checkable
@@ -123,8 +125,6 @@ class MicSource:
 
     def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
                  samplerate: int | None = None, give_up_after: float | None = None):
-        from avatar.mic import REOPEN_GIVE_UP_SECONDS, InputConditioner, Microphone, supports_rate
-
         if samplerate is None and supports_rate(device, SAMPLE_RATE):
             samplerate = SAMPLE_RATE
         self._device, self._samplerate = device, samplerate
@@ -234,8 +234,6 @@ class MicSource:
     def _in_stall(self) -> np.ndarray:
         """Nothing while the stream is silent: when it resumes, its server's backlog comes (the sound is kept, the
         gap only delays it); when it does not within REOPEN_AFTER_SECONDS, it is reopened and the gap is silence."""
-        from avatar.mic import Reopener
-
         mic = self.mic
         if mic.stream.active and mic.alive:  # callbacks again: the server is back
             self._stalled = False
@@ -318,8 +316,6 @@ class FileSource(_NoInput):
     """
 
     def __init__(self, path, device=None):
-        from avatar.audio import load_audio
-
         self.path = Path(path)
         self.name = self.path.name
         self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
@@ -330,7 +326,7 @@ class FileSource(_NoInput):
         self.stream = None
         self._start = time.monotonic()
         try:
-            import sounddevice as sd
+            import sounddevice as sd  # PortAudio, loaded only to play a file (and maybe absent: then silent)
 
             # generous buffering: playback must not underrun; the DAC timestamps keep the mouth on the sound
             self.stream = sd.OutputStream(device=device, samplerate=SAMPLE_RATE, channels=1, dtype="float32",
@@ -364,8 +360,6 @@ class FileSource(_NoInput):
         out = self.audio[self._read:end]
         self._read = end
         if len(out):
-            from avatar.mic import level_db
-
             self.level_db = level_db(out)
         return out
 
