@@ -4,19 +4,28 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
+
+from avatar import __version__
+from avatar import eval as evaluation
+from avatar import lipsync, render_cli
+from avatar.bench import run_engine_bench
+from avatar.engine import (BACKENDS, EngineError, create_engine, default_model_path, live_model_path,
+                           normalize_backend, probe_backends)
+from avatar.face import bench as face_bench
+from avatar.face import preview
+
+# Not imported here: the [train] tools (absent from runtime-only installs), the self-test (it times its own
+# imports) and the GUI (PySide6: only when the app opens).
 
 
 def _engine_info(args) -> int:
-    from avatar.engine import probe_backends
-
     rows = probe_backends()
     width = max(len(r.backend) for r in rows)
     for r in rows:
         print(f"{r.backend:<{width}}  {'yes' if r.available else 'no ':3}  {r.detail}")
     if args.select:
-        from avatar.engine import EngineError, create_engine
-
         try:
             engine = create_engine("auto", args.model)
         except EngineError as e:
@@ -29,10 +38,6 @@ def _engine_info(args) -> int:
 
 
 def _engine_build(args) -> int:
-    import time
-
-    from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
-
     # both shipped models unless one is named: the app's live view runs one, files the other
     models = [args.model] if args.model else [default_model_path(), live_model_path()]
     for model in models:
@@ -52,9 +57,6 @@ def _engine_build(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avatar import __version__
-    from avatar.engine import BACKENDS
-
     parser = argparse.ArgumentParser(prog="avatar", description="A single face photo that talks, live, from your microphone. "
                                      "Run without arguments to open the app.")
     parser.add_argument("--version", action="version", version=f"talking-avatar {__version__}")
@@ -87,21 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--backends", nargs="*", help="only these backends")
     be.set_defaults(func=_bench_engine)
 
-    from avatar.face import bench as face_bench
-    from avatar.face import preview
-
     br = bench_sub.add_parser("render", help="frame render time (CPU, GPU when present) and rig build time")
     face_bench.add_bench_arguments(br)
     br.set_defaults(func=face_bench.run_bench_render)
     preview.add_cli(sub)
 
-    from avatar import render_cli
-
     render_cli.add_bench_cli(bench_sub)
     render_cli.add_cli(sub)
-
-    from avatar import eval as evaluation
-    from avatar import lipsync
 
     lipsync.add_cli(sub)
     evaluation.add_cli(sub)
@@ -115,8 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench_engine(args) -> int:
-    from avatar.bench import run_engine_bench
-
     return run_engine_bench(args)
 
 
@@ -126,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.backend is not None and (args.self_test or args.command is None):
-        from avatar.engine import normalize_backend
-
         try:
             args.backend = normalize_backend(args.backend)
         except ValueError as e:

@@ -11,10 +11,14 @@ input and returns it as an output (h, and c for the LSTM).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+import onnx  # the [torch] extra brings both
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from avatar.dims import CELLS, FEATURES, MAX_LOOKAHEAD, OUTPUTS, ModelDims, state_io_names  # noqa: F401
@@ -59,8 +63,6 @@ class LipSyncNet(nn.Module):
 
 
 def save_model(model: LipSyncNet, path: str | Path, extra: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
     meta = {"dims": json.dumps(asdict(model.dims)), "format": "talking-avatar/lipsync-1"}
     if extra:
         meta["extra"] = json.dumps(extra)
@@ -69,8 +71,6 @@ def save_model(model: LipSyncNet, path: str | Path, extra: dict | None = None) -
 
 
 def read_dims(path: str | Path) -> ModelDims:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if "dims" not in meta:
@@ -79,8 +79,6 @@ def read_dims(path: str | Path) -> ModelDims:
 
 
 def load_model(path: str | Path, device: str = "cpu") -> LipSyncNet:
-    from safetensors.torch import load_file
-
     model = LipSyncNet(read_dims(path))
     model.load_state_dict(load_file(str(path), device=device))
     return model.to(device).eval()
@@ -102,8 +100,6 @@ class _OnnxWrapper(nn.Module):
 
 
 def export_onnx(model: LipSyncNet, path: str | Path, chunk: int = 4) -> Path:
-    import warnings
-
     dims = model.dims
     model = model.cpu().eval()
     state_in, state_out = state_io_names(dims)
@@ -118,8 +114,6 @@ def export_onnx(model: LipSyncNet, path: str | Path, chunk: int = 4) -> Path:
             output_names=[*OUTPUTS, *state_out],
             dynamic_axes={FEATURES: {1: "frames"}, OUTPUTS[0]: {1: "frames"}, OUTPUTS[1]: {1: "frames"}},
         )
-    import onnx
-
     proto = onnx.load(str(path))
     for k, v in {"dims": json.dumps(asdict(dims)), "format": "talking-avatar/lipsync-1"}.items():
         entry = proto.metadata_props.add()

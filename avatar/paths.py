@@ -5,6 +5,8 @@ import os
 import sys
 from pathlib import Path
 
+from platformdirs import user_cache_dir
+
 
 def assets_dir() -> Path:
     """The shipped `assets/` folder: beside the package in a checkout, or inside a PyInstaller bundle."""
@@ -27,7 +29,6 @@ def cache_dir() -> Path:
     if env:
         path = Path(env)
     else:
-        from platformdirs import user_cache_dir
         path = Path(user_cache_dir("talking-avatar"))
     path.mkdir(parents=True, exist_ok=True)
     return path

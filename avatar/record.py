@@ -18,6 +18,7 @@ from pathlib import Path
 import queue
 import threading
 
+import av
 import numpy as np
 
 VIDEO_CODEC = "libx264"
@@ -79,8 +80,6 @@ class Recorder:
 
     def __init__(self, path: str | Path, width: int, height: int, fps: int = 30, sample_rate: int = 16000,
                  live: bool = True, crf: int = CRF, fragmented: bool | None = None):
-        import av
-
         self.path = check_output_path(path)
         self.live = live
         self.fragmented = live if fragmented is None else fragmented
@@ -134,8 +133,6 @@ class Recorder:
 
     def add_frame(self, frame: np.ndarray, pts: float) -> bool:
         """Add an HxWx3 uint8 RGB frame depicting audio time `pts` (s). False when dropped (pts not increasing)."""
-        import av
-
         ms = int(round(pts / VIDEO_TIME_BASE))
         if self.last_video_pts is not None and ms <= self.last_video_pts:
             return False
@@ -150,8 +147,6 @@ class Recorder:
 
     def add_audio(self, block: np.ndarray, pts: float) -> None:
         """Add mono float32 samples starting at audio time `pts` (s); gaps become silence, overlaps are trimmed."""
-        import av
-
         start = int(round(pts * self.sample_rate))
         block = np.asarray(block, np.float32)
         if start > self.samples_written:
@@ -207,8 +202,6 @@ def faststart_copy(path: Path, first_times: dict | None = None) -> None:
     player play the priming. With `first_times` (stream index -> the encoder's first pts, dts, in seconds, as the
     `Recorder` saw them) the shift is undone and the first samples get their own times back, so the result equals
     what a regular MP4 writer would have written."""
-    import av
-
     first_times = first_times or {}
     shift = -min([dts for _, dts in first_times.values()] + [Fraction(0)])
     tmp = path.with_name(path.name + ".part")

@@ -42,7 +42,7 @@ def run(backend: str = "auto", out_dir: str | None = None) -> int:
         print(f"  [{process_age():6.2f} s] {name}{': ' + detail if detail else ''}", flush=True)
 
     print("talking-avatar self-test")
-    try:
+    try:  # each stage's imports sit in its step: a broken install fails as that step, and its load time is timed
         from avatar.engine import create_engine, live_model_path
         from avatar.face import LivelinessConfig, build_rig, create_renderer
         from avatar.paths import assets_dir

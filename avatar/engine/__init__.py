@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Union
 
 from avatar.engine.base import MAX_CHUNK, EngineError, EngineOutput, StatefulEngine
 from avatar.engine.cache import verify_checksum, write_checksum
+from avatar.engine.gpu import gpu_info
+from avatar.engine.onnx_engine import OnnxEngine, onnx_dims  # onnxruntime itself loads when an engine is made
+from avatar.engine.tensorrt_engine import TensorRTEngine, import_tensorrt, runnable_reason
 from avatar.paths import assets_dir, cache_dir
 
 __all__ = ["BACKENDS", "MAX_CHUNK", "EngineError", "EngineOutput", "StatefulEngine", "BackendStatus",
@@ -60,8 +64,6 @@ class BackendStatus:
 
 def _have(module: str) -> str:
     """'' if `module` imports, else why not."""
-    import importlib
-
     try:
         importlib.import_module(module)
         return ""
@@ -72,9 +74,6 @@ def _have(module: str) -> str:
 
 
 def _probe_tensorrt() -> BackendStatus:
-    from avatar.engine.gpu import gpu_info
-    from avatar.engine.tensorrt_engine import import_tensorrt, runnable_reason
-
     try:
         trt, flavour = import_tensorrt()
     except EngineError as e:
@@ -91,14 +90,12 @@ def _probe_onnxruntime(cuda: bool) -> BackendStatus:
     why = _have("onnxruntime")
     if why:
         return BackendStatus(name, False, why)
-    import onnxruntime as ort
+    import onnxruntime as ort  # ~0.3 s: only once a backend is probed, not for `avatar --help` or the GUI's start
 
     if not cuda:
         return BackendStatus(name, True, f"onnxruntime {ort.__version__} on the CPU")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return BackendStatus(name, False, f"onnxruntime {ort.__version__} is a CPU-only build (pip onnxruntime-gpu)")
-    from avatar.engine.gpu import gpu_info
-
     gpu, no_gpu = gpu_info()
     return BackendStatus(name, gpu is not None, f"onnxruntime {ort.__version__} on {gpu.name}" if gpu else no_gpu)
 
@@ -107,7 +104,7 @@ def _probe_torch(backend: str) -> BackendStatus:
     why = _have("torch")
     if why:
         return BackendStatus(backend, False, why)
-    import torch
+    import torch  # optional (the [torch] extra); checked by _have just above
 
     if backend == "torch":
         return BackendStatus(backend, True, f"torch {torch.__version__} on the CPU")
@@ -138,7 +135,7 @@ def probe_backends() -> list[BackendStatus]:
 
 
 def _load_torch_model(model: ModelSource):
-    from avatar.model import LipSyncNet, load_model
+    from avatar.model import LipSyncNet, load_model  # imports torch, an optional extra
 
     if isinstance(model, LipSyncNet):
         return model
@@ -171,7 +168,7 @@ def resolve_onnx(model: ModelSource) -> Path:
         if not path.is_file():
             raise EngineError(f"{path}: model file not found (neither it nor {sibling.name} exists)")
     try:
-        from avatar.model import export_onnx
+        from avatar.model import export_onnx  # torch: an optional extra
     except ImportError:
         raise EngineError("this model has no exported .onnx beside it, and exporting needs torch") from None
     net = _load_torch_model(model)
@@ -192,22 +189,17 @@ def resolve_onnx(model: ModelSource) -> Path:
 
 def _create(backend: str, model: ModelSource) -> StatefulEngine:
     if backend == "tensorrt":
-        from avatar.engine.onnx_engine import onnx_dims
-        from avatar.engine.tensorrt_engine import TensorRTEngine, import_tensorrt
-
         import_tensorrt()  # fail fast with the clear reason before any export work
         path = resolve_onnx(model)
         return TensorRTEngine(path, onnx_dims(path))
     if backend in ("onnxruntime", "onnxruntime-cuda"):
-        from avatar.engine.onnx_engine import OnnxEngine
-
         return OnnxEngine(resolve_onnx(model), provider="cuda" if backend == "onnxruntime-cuda" else "cpu")
     if backend.startswith("torch"):
-        from avatar.engine.torch_engine import TorchEngine
+        from avatar.engine.torch_engine import TorchEngine  # imports torch, an optional extra
 
         device = "cpu" if backend == "torch" else "cuda"
         if device == "cuda":
-            import torch
+            import torch  # loaded by TorchEngine's module just above
 
             if not torch.cuda.is_available():
                 raise EngineError("torch sees no CUDA GPU")

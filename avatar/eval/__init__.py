@@ -1,11 +1,7 @@
 """`avatar eval`: the app held against reality (real talking clips); see avatar/eval/video.py."""
 from __future__ import annotations
 
-
-def _run_video(args) -> int:
-    from avatar.eval.video import run  # OpenCV, mediapipe and the engine load only when a clip is measured
-
-    return run(args)
+from avatar.eval.video import run as _run_video
 
 
 def add_cli(subparsers) -> None:

@@ -10,7 +10,9 @@ import os
 import threading
 from typing import Mapping
 
+import cv2
 import numpy as np
+from google.protobuf import symbol_database
 
 from avatar.paths import assets_dir
 
@@ -68,7 +70,7 @@ def _face_mesh():
     global _mesh
     if _mesh is None:
         try:
-            import mediapipe as mp
+            import mediapipe as mp  # ~0.7 s and its logging start: loaded when a face is first looked for
         except ImportError as e:  # pragma: no cover - mediapipe is a declared dependency
             raise RuntimeError("mediapipe 0.10.21 is needed to find faces (pip install mediapipe==0.10.21)") from e
         mesh = pinned_solution(mp.solutions.face_mesh.FaceMesh)
@@ -84,7 +86,7 @@ def pinned_solution(solution):
     folder, then ./bazel-bin, before its resource root: a file planted there would be parsed and run. The subclass
     rewrites every such path in the graph to an absolute one, in the graph config that SolutionBase's
     `_initialize_graph_interface` returns and builds the graph from (any solution: FaceMesh, SelfieSegmentation)."""
-    import mediapipe as mp
+    import mediapipe as mp  # see _face_mesh
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__)))  # the folder holding mediapipe/
 
@@ -99,8 +101,6 @@ def pinned_solution(solution):
 
 def _pin_model_paths(config, root: str) -> None:
     """Model paths in a CalculatorGraphConfig's node options made absolute under `root` (in place)."""
-    from google.protobuf import symbol_database
-
     for node in config.node:
         _absolute_models(node.options, root)
         for packed in node.node_options:  # proto3 options: google.protobuf.Any
@@ -127,8 +127,6 @@ def _absolute_models(message, root: str) -> bool:
 
 def detect_faces(image: np.ndarray) -> list[np.ndarray]:
     """All faces in an RGB uint8 image as (478, 3) float arrays, the largest first (empty list when none)."""
-    import cv2
-
     h, w = image.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
     small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),

@@ -20,6 +20,7 @@ import numpy as np
 
 from avatar.face import landmarks as lm
 from avatar.face.eyes import build_eyes
+from avatar.face.mouth import measure_appearance
 from avatar.face.rest import close_mouth, lips_apart
 from avatar.face.shapes import DEFAULT_SHAPES
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
@@ -480,8 +481,6 @@ def _mouth_box(g: FaceGeometry, box: Box):
 
 
 def rig_from_canvas(image: np.ndarray, points: np.ndarray) -> Rig:
-    from avatar.face.mouth import measure_appearance
-
     t0 = time.perf_counter()
     closed_at_rest = lips_apart(points)
     if closed_at_rest:  # a smile with teeth: the rest pose is closed lips (avatar.face.rest)

@@ -34,7 +34,7 @@ TRAFFIC_FLOOR = (0.1, 0.5)  # envelope minimum relative to its peak
 
 
 def resample(audio: np.ndarray, rate_in: float, rate_out: float, quality: str = "HQ") -> np.ndarray:
-    import soxr
+    import soxr  # soxr and scipy: the [train] extra, loaded by the augmentations that use them
     return soxr.resample(audio.astype(np.float32), rate_in, rate_out, quality=quality).astype(np.float32)
 
 

@@ -2,11 +2,26 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import sys
 from pathlib import Path
+
+import numpy as np
+
+from avatar.engine import create_engine
+from . import real_mouths
+from .datagen import GenConfig, ShardsFailed, generate
+from .evaluate import run_evaluation
+from .fit import BATCH, BILABIAL_WEIGHT, LEARNING_RATE, SEGMENT, FitConfig, fit
+from .music import MusicSource, MusicUnavailable
+from .realspeech import RealSpeechUnavailable, aligner_agreement
+
+# Not here: avatar.model (torch, ~2 s to import; only `ship` needs it), and each synthesizer's and aligner's own
+# library, which those modules load when they are first used.
 
 
 def _label_check(args: argparse.Namespace) -> int:
-    from .realspeech import aligner_agreement
     rows = aligner_agreement(args.per_voice, Path(args.text) if args.text else None, progress=True)
     print("| voice | clips | jaw_open r (aligned vs exact) | viseme frames agreeing |\n|---|---|---|---|")
     for voice, row in sorted(rows.items(), key=lambda kv: kv[0] == "all"):
@@ -15,9 +30,7 @@ def _label_check(args: argparse.Namespace) -> int:
 
 
 def _gen(args: argparse.Namespace) -> int:
-    from .datagen import GenConfig, ShardsFailed, generate
     if args.music_share > 0:
-        from .music import MusicSource, MusicUnavailable
         try:
             MusicSource(args.split)  # say so before any worker starts, not from inside each one
         except MusicUnavailable as e:
@@ -39,7 +52,6 @@ def _gen(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .fit import FitConfig, fit
     config = FitConfig(cell=args.cell, n_hidden=args.hidden, n_layers=args.layers, lookahead=args.lookahead,
                        batch=args.batch, segment=args.segment, lr=args.lr,
                        minutes=None if args.steps else args.minutes, steps=args.steps, seed=args.seed,
@@ -50,11 +62,6 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
-    import sys
-
-    from .evaluate import run_evaluation
-    from .realspeech import RealSpeechUnavailable
     targets = tuple(args.targets.split(","))
     if not set(targets) <= {"hand", "measured"}:
         print(f"avatar train evaluate: --targets takes hand, measured or hand,measured, got {args.targets!r}",
@@ -77,12 +84,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    import shutil
-
-    import numpy as np
-
-    from avatar.engine import create_engine
-    from avatar.model import export_onnx, load_model
+    from avatar.model import export_onnx, load_model  # torch
     assets = Path(args.assets)
     weights, onnx_path = assets / f"{args.name}.safetensors", assets / f"{args.name}.onnx"
     model = load_model(args.model)
@@ -139,7 +141,6 @@ def add_cli(subparsers) -> None:
                      help="an unpacked `fortunes` .deb (dpkg -x); default: installed fortunes, else built-in text")
     gen.set_defaults(func=_gen)
 
-    from .fit import BATCH, BILABIAL_WEIGHT, LEARNING_RATE, SEGMENT
     fit = sub.add_parser("fit", help="train with truncated BPTT over long streams, the state carried between segments")
     fit.add_argument("--data", required=True, nargs="+", help="training dataset folder(s) (from `avatar train gen`)")
     fit.add_argument("--val", help="validation dataset folder (e.g. --split eval), evaluated during training")
@@ -189,7 +190,6 @@ def add_cli(subparsers) -> None:
     lc.add_argument("--text", default=None, help="an unpacked `fortunes` .deb, as for `gen`")
     lc.set_defaults(func=_label_check)
 
-    from . import real_mouths
     real_mouths.add_cli(sub)
 
     ship = sub.add_parser("ship", help="copy trained weights into assets/ and export the ONNX beside them")

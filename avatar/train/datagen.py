@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import augment
+from multiprocessing.connection import wait
+
+from tqdm import tqdm
+
+# each synthesizer's own dependency (libespeak-ng, piper, festival/flite binaries) loads when it is first used
+from . import augment, espeak, festival, flite, piper_voice
+from .music import MusicSource
+from .text import load_sentences
 from .targets import mouth_targets, rules_named, viseme_targets
 
 SAMPLE_RATE = augment.SAMPLE_RATE
@@ -62,10 +69,9 @@ class GenConfig:
 
 
 def espeak_voices(split: str) -> list[str]:
-    from .espeak import ACCENTS, VARIANTS
     held_out = set(EVAL_VARIANTS)
-    variants = [v for v in VARIANTS if (v in held_out) == (split == "eval")]
-    return [f"{a}+{v}" for a in ACCENTS for v in variants]
+    variants = [v for v in espeak.VARIANTS if (v in held_out) == (split == "eval")]
+    return [f"{a}+{v}" for a in espeak.ACCENTS for v in variants]
 
 
 def _shard_rng(config: GenConfig, index: int) -> np.random.Generator:
@@ -82,49 +88,46 @@ def _synthesize(rng, sentences, voices, config, synths, shard_index):
     text = sentences[int(rng.integers(len(sentences)))]
     pick = rng.random()
     if config.piper_share <= pick < config.piper_share + config.festival_share:
-        from .festival import (DURATION_STRETCH_RANGE, F0_MEAN_RANGE, F0_STD_RANGE, HALF_TONE_RANGE, Festival,
-                               available_foreign_voices, available_voices)
         if synths.get("festival") is None:
-            synths["festival"] = Festival()
-            installed = available_voices()
+            synths["festival"] = festival.Festival()
+            installed = festival.available_voices()
             if config.festival_voices:  # the other languages' voices only when named
-                installed += available_foreign_voices()
+                installed += festival.available_foreign_voices()
             synths["festival_voices"] = [v for v in installed if v in (config.festival_voices or installed)]
             if not synths["festival_voices"]:
                 raise RuntimeError("festival_share > 0 but none of the festival voices asked for is installed "
                                    "(see avatar/train/festival.py)")
         names = synths["festival_voices"]
-        settings = dict(voice=names[int(rng.integers(len(names)))], stretch=rng.uniform(*DURATION_STRETCH_RANGE),
-                        f0_mean=rng.uniform(*F0_MEAN_RANGE), f0_std=rng.uniform(*F0_STD_RANGE),
-                        half_tones=rng.uniform(*HALF_TONE_RANGE))
+        settings = dict(voice=names[int(rng.integers(len(names)))],
+                        stretch=rng.uniform(*festival.DURATION_STRETCH_RANGE),
+                        f0_mean=rng.uniform(*festival.F0_MEAN_RANGE), f0_std=rng.uniform(*festival.F0_STD_RANGE),
+                        half_tones=rng.uniform(*festival.HALF_TONE_RANGE))
         utt = synths["festival"].synth(text, **settings)
         meta = dict(source="festival", **settings)
     elif 0 <= pick - config.piper_share - config.festival_share < config.flite_share:
-        from .flite import DURATION_STRETCH_RANGE, Flite, available_voices
         if synths.get("flite") is None:
-            synths["flite"] = Flite()
-            synths["flite_voices"] = available_voices()
+            synths["flite"] = flite.Flite()
+            synths["flite_voices"] = flite.available_voices()
             if not synths["flite_voices"]:
                 raise RuntimeError("flite_share > 0 but no flite voice is installed (apt-get install libflite1)")
         names = synths["flite_voices"]
-        settings = dict(voice=names[int(rng.integers(len(names)))], stretch=rng.uniform(*DURATION_STRETCH_RANGE),
-                        seed=int(rng.integers(2**31)))
+        settings = dict(voice=names[int(rng.integers(len(names)))],
+                        stretch=rng.uniform(*flite.DURATION_STRETCH_RANGE), seed=int(rng.integers(2**31)))
         utt = synths["flite"].synth(text, **settings)
         meta = dict(source="flite", **settings)
     elif pick < config.piper_share:
         if synths.get("piper") is None:
-            from .piper_voice import Piper
-            synths["piper"] = Piper(seed=config.seed * 100003 + shard_index)
-        from .piper_voice import LENGTH_SCALE_RANGE, NOISE_SCALE_RANGE, NOISE_W_RANGE
-        settings = dict(length_scale=rng.uniform(*LENGTH_SCALE_RANGE), noise_scale=rng.uniform(*NOISE_SCALE_RANGE),
-                        noise_w=rng.uniform(*NOISE_W_RANGE))
+            synths["piper"] = piper_voice.Piper(seed=config.seed * 100003 + shard_index)
+        settings = dict(length_scale=rng.uniform(*piper_voice.LENGTH_SCALE_RANGE),
+                        noise_scale=rng.uniform(*piper_voice.NOISE_SCALE_RANGE),
+                        noise_w=rng.uniform(*piper_voice.NOISE_W_RANGE))
         utt = synths["piper"].synth(text, **settings)
         meta = dict(source="piper", voice="en_US-joe-medium", **settings)
     else:
-        from .espeak import PITCH_RANGE, PITCH_SPAN_RANGE, RATE_RANGE, Espeak
-        settings = dict(voice=voices[int(rng.integers(len(voices)))], rate=int(rng.integers(*RATE_RANGE)),
-                        pitch=int(rng.integers(*PITCH_RANGE)), pitch_range=int(rng.integers(*PITCH_SPAN_RANGE)))
-        utt = Espeak.get().synth(text, **settings)
+        settings = dict(voice=voices[int(rng.integers(len(voices)))], rate=int(rng.integers(*espeak.RATE_RANGE)),
+                        pitch=int(rng.integers(*espeak.PITCH_RANGE)),
+                        pitch_range=int(rng.integers(*espeak.PITCH_SPAN_RANGE)))
+        utt = espeak.Espeak.get().synth(text, **settings)
         meta = dict(source="espeak", **settings)
     meta["text"] = text
     return utt, meta
@@ -185,7 +188,6 @@ def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
         extra = {}
         if config.music_share > 0 and rng.random() < config.music_share:
             if synths.get("music") is None:
-                from .music import MusicSource
                 synths["music"] = MusicSource(config.split)  # raises MusicUnavailable when nothing is installed
             gap, music, extra["music"] = add_music(gap, len(speech), speech_db, rng, synths["music"])
             extra["music"]["start_ms"] = position * 1000.0 / SAMPLE_RATE
@@ -249,11 +251,6 @@ def generate(config: GenConfig, out: Path, hours: float, procs: int = 2, progres
     """Write ceil(hours*3600 / shard_seconds) shards to `out` with `procs` processes; existing shards are kept.
 
     Raises ShardsFailed naming the shards whose process died (a synthesizer crash), after making all the others."""
-    from multiprocessing.connection import wait
-
-    from tqdm import tqdm
-
-    from .text import load_sentences
     out.mkdir(parents=True, exist_ok=True)
     sentences = load_sentences(Path(config.text_root) if config.text_root else None, config.split, config.seed)
     n_shards = max(1, int(np.ceil(hours * 3600 / config.shard_seconds)))

@@ -65,7 +65,7 @@ class Espeak:
     _instance = None
 
     def __init__(self):
-        import espeakng_loader
+        import espeakng_loader  # the [train] extra: loaded with the first synthesis, not for the phone tables
         lib = C.CDLL(os.environ.get("ESPEAK_LIB", espeakng_loader.get_library_path()))
         lib.espeak_Initialize.argtypes = [C.c_int, C.c_int, C.c_char_p, C.c_int]
         lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]

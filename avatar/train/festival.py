@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 import unicodedata
 import wave
 from pathlib import Path
@@ -175,7 +176,6 @@ class Festival:
 
     def _wait_done(self, proc: subprocess.Popen, done: Path) -> None:
         """Festival's stdout is block-buffered in a pipe, so completion is signalled by a file it writes last."""
-        import time
         deadline = time.monotonic() + SYNTH_TIMEOUT_S
         while not done.exists():
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -20,10 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from avatar.audio import log_mel
+from avatar.dims import ModelDims
 from avatar.visemes import VISEME_INDEX, VISEME_POSE
 
 from .datagen import load_shard
 from .targets import mouth_targets, rules_named
+
+# torch, and avatar.model which imports it, load inside the functions that train (~2 s): `avatar --help` imports
+# this module for its defaults.
 
 SEGMENT = 100  # frames per truncated-BPTT segment (1 s)
 BATCH = 64  # parallel lanes of the stream
@@ -163,8 +167,7 @@ def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, 
     """Train; save the weights (safetensors) to `out` with the training record in their metadata."""
     import torch
 
-    from avatar.dims import ModelDims
-    from avatar.model import LipSyncNet, save_model
+    from avatar.model import LipSyncNet, load_model, save_model
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -177,7 +180,6 @@ def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, 
     dims = ModelDims(n_hidden=config.n_hidden, n_layers=config.n_layers, cell=config.cell, lookahead=config.lookahead)
     model = LipSyncNet(dims).to(device)
     if config.init:
-        from avatar.model import load_model
         start = load_model(config.init)
         # a different look-ahead is only a different output delay: the same weights re-learn it
         if dataclasses.replace(start.dims, lookahead=dims.lookahead) != dims:

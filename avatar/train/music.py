@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from avatar.audio import AudioError, iter_audio, load_audio
@@ -112,7 +113,6 @@ def excerpt(path: Path, offset_s: float, seconds: float) -> np.ndarray:
 
 def _long_enough(rec: Recording) -> bool:
     """Cheap length check from the container header (no decoding); unknown lengths count as long enough."""
-    import av
     try:
         with av.open(str(rec.path)) as c:
             return c.duration is None or c.duration / 1e6 >= MIN_RECORDING_SECONDS

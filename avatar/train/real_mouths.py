@@ -29,10 +29,15 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
+import sys
 
+import numpy as np
+from tqdm import tqdm
+
+from avatar.eval.video import iter_frames, measure_mouths, read_clip
 from avatar.visemes import PARAM_NAMES, VISEMES
 from .phonemes import SILENCE, to_viseme
+from .realspeech import Aligner, normalize_transcript
 from .targets import HAND_RULES, MEASURED_FILE, TargetRules, frame_centers_ms, mouth_targets
 
 GRID_TRANSCRIPTS = "grid_transcripts.tsv"
@@ -76,9 +81,6 @@ def _in_speech(frame_ms: np.ndarray, units, margin: float = 0.0) -> np.ndarray:
 
 
 def measure_clip(path: Path, transcript: str, aligner) -> MeasuredClip:
-    from avatar.eval.video import iter_frames, measure_mouths, read_clip
-    from .realspeech import normalize_transcript
-
     clip = read_clip(path)
     units = aligner.align(clip.audio, normalize_transcript(transcript))
     mouths = measure_mouths(iter_frames(clip.path))
@@ -166,10 +168,6 @@ def fit_timing(clips: list[MeasuredClip], rules: TargetRules) -> tuple[TargetRul
 
 def measure_targets(folder: Path, progress: bool = False) -> dict:
     """The whole derivation: the table written to measured_targets.json, with the evidence behind it."""
-    from tqdm import tqdm
-
-    from .realspeech import Aligner
-
     aligner = Aligner()
     clips = [measure_clip(path, text, aligner)
              for path, text in tqdm(grid_clips(folder), desc="measure real mouths", disable=not progress)]
@@ -214,8 +212,6 @@ def markdown(table: dict) -> str:
 
 
 def run(args) -> int:
-    import sys
-
     try:
         table = measure_targets(Path(args.clips), progress=True)
     except FileNotFoundError as e:

@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from avatar.audio import HOP_LENGTH, load_audio
+from . import augment, espeak, festival, flite, piper_voice
+from .targets import mouth_targets, viseme_targets
+from .text import load_sentences
 
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds/en")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -79,7 +83,7 @@ class Aligner:
     """pocketsphinx 5 forced alignment (en-us model and dictionary inside the wheel)."""
 
     def __init__(self):
-        from pocketsphinx import Decoder
+        from pocketsphinx import Decoder  # the [train] extra; callers turn its absence into RealSpeechUnavailable
         self.decoder = Decoder(samprate=SAMPLE_RATE, bestpath=False, loglevel="FATAL")
 
     def known(self, words: str) -> bool:
@@ -111,7 +115,6 @@ def asterisk_clips(limit: int | None = None, sounds: Path = ASTERISK_SOUNDS,
         aligner = Aligner()
     except ImportError as e:
         raise RealSpeechUnavailable("pocketsphinx is not installed: pip install pocketsphinx") from e
-    from tqdm import tqdm
     names = sorted(read_transcripts(transcripts).items())
     clips, skipped = [], {"no_audio": 0, "oov": 0, "align_failed": 0}
     for name, text in tqdm(names, desc="align real speech", disable=not progress):
@@ -146,17 +149,15 @@ def _clean_voices() -> list[tuple[str, Callable[[str], object]]]:
     """(label, text -> Utterance) for one clean setting of every synthesizer voice installed here."""
     voices = []
     try:
-        from .espeak import Espeak
-        voices.append(("espeak en-us+m3", lambda text: Espeak.get().synth(text, "en-us+m3", 170, 50, 50)))
+        speaker = espeak.Espeak.get()
+        voices.append(("espeak en-us+m3", lambda text: speaker.synth(text, "en-us+m3", 170, 50, 50)))
     except Exception:  # noqa: BLE001 - a missing synthesizer just leaves its row out
         pass
     try:
-        from .piper_voice import Piper
-        piper = Piper(seed=0)
+        piper = piper_voice.Piper(seed=0)
         voices.append(("piper joe", lambda text: piper.synth(text)))
     except Exception:  # noqa: BLE001
         pass
-    from . import festival, flite
     if names := festival.available_voices():
         fest = festival.Festival()
         voices += [(f"festival {v}", lambda text, v=v: fest.synth(text, v)) for v in names]
@@ -171,12 +172,6 @@ def aligner_agreement(per_voice: int = 12, text_root: Path | None = None, progre
     {voice: dict(r=jaw_open Pearson r, viseme=frame agreement, clips=n)} plus an "all" row.
 
     This is how much a perfect lip-sync model could score against aligned labels of clean real speech."""
-    from tqdm import tqdm
-
-    from . import augment
-    from .targets import mouth_targets, viseme_targets
-    from .text import load_sentences
-
     sentences = load_sentences(text_root, "eval", 1)
     aligner, rng = Aligner(), np.random.default_rng(0)
     pooled: dict[str, list] = {}
