@@ -16,6 +16,7 @@ import time
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
 
 from avatar.live.pipeline import LivePipeline
@@ -79,8 +80,6 @@ class LoopedFeed:
 
 def recording_lengths(path: Path) -> tuple[float, float, int]:
     """(audio seconds, video seconds, frames) of an MP4, from its packets (no decoding: fast on long files)."""
-    import av
-
     with av.open(str(path)) as c:
         audio_end = video_end = 0.0
         frames = 0

@@ -12,7 +12,9 @@ import time
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
+from tqdm import tqdm
 
 from avatar.audio import AudioError, iter_audio
 from avatar.dims import ModelDims
@@ -156,8 +158,6 @@ def _on_signal(signum, frame):
 
 def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) -> int:
     """Render into OUT.partial.mp4 and rename it to OUT when complete; say where the partial file is otherwise."""
-    from tqdm import tqdm  # 70 ms to import, a seventh of what `avatar --help` may take
-
     partial = partial_path(out)
     bar = tqdm(total=int(np.ceil(seconds * args.fps)) or None, unit="frame", disable=args.quiet, file=sys.stderr,
                desc=out.name)
@@ -204,8 +204,6 @@ def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) ->
 
 def audio_seconds(path) -> float:
     """Length of a file's (first) audio track from its header (0 when the header does not say)."""
-    import av  # PyAV: 0.3 s to import, and `avatar --help` loads this module
-
     with av.open(str(path)) as c:
         stream = c.streams.audio[0]
         return float(stream.duration * stream.time_base) if stream.duration else (c.duration or 0) / av.time_base
