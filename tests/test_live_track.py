@@ -143,3 +143,18 @@ def test_sampler_gives_one_float32_array_in_param_order():
         assert out.dtype == np.float32 and out.shape == (N_PARAMS,)
         assert out[JAW] == pytest.approx(0.7, abs=1e-4) and out[ROUND] == pytest.approx(0.2, abs=1e-4)
         assert out[PARAM_NAMES.index("lip_press")] == 0.0
+
+
+def test_the_live_stage_loads_no_opencv_torch_or_qt():
+    """The live stage (sources, track, threads, recording, offline) runs without the renderer's or the trainer's
+    libraries: they come in with the renderer (avatar.face), the engine or the window, not with the pipeline."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, avatar.live.offline; from avatar.live.pipeline import LipSync, ParamSampler; "
+            "ParamSampler(LipSync(None).track, smooth=True).at(0.0); "  # the smoother came from avatar.face (cv2)
+            "print(sorted(m for m in ('cv2', 'torch', 'mediapipe', 'PySide6') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    assert out.strip() == "[]"
