@@ -6,7 +6,8 @@ import pytest
 from avatar.live.offline import OFFLINE_BLOCK, render_offline
 from avatar.live.pipeline import LipSync, LivePipeline
 from avatar.live.sources import REOPEN_AFTER_SECONDS, AudioSource, FileSource, MicSource, SilenceSource
-from avatar.live.track import FEATURE_RATE, FRAME_CENTER_OFFSET, ParamSampler, ParamTrack, _TEMP_as_mapping, neutral_params
+from avatar.live.track import (FEATURE_RATE, FRAME_CENTER_OFFSET, ParamSampler, ParamTrack, _TEMP_as_mapping,
+                               neutral_params)
 from avatar.visemes import PARAM_NAMES
 from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
 

@@ -1,4 +1,4 @@
-"""The recording adapter: the live streams into a recorder on one clock (audio by sample count, frames on a fps grid)."""
+"""The recording adapter: the live streams into a recorder on one clock (audio by sample, frames on a fps grid)."""
 from __future__ import annotations
 
 from pathlib import Path
