@@ -95,11 +95,11 @@ def recording_lengths(path: Path) -> tuple[float, float, int]:
     return audio_end, video_end, frames
 
 
-def _unread_seconds(source) -> float:
+def _unread_seconds(source: MicSource) -> float:
     """Sound the microphone has captured that the audio worker has not read yet: a recording started now begins
     that much before the click (its length against the wall clock is off by as much)."""
-    ring = getattr(getattr(source, "mic", None), "ring", None)
-    return 0.0 if ring is None else (ring.written - ring.read_pos) / source.mic.samplerate
+    mic = source.mic  # None while a lost stream is being reopened
+    return 0.0 if mic is None else (mic.ring.written - mic.ring.read_pos) / mic.samplerate
 
 
 def memory_growth_mb_per_minute(samples: list[tuple[float, int]]) -> float | None:
@@ -168,7 +168,7 @@ def bench_soak(args) -> int:
             pipeline.stop()
     rss = np.array([b for _, b in samples], float) / BYTES_PER_MB
     growth = memory_growth_mb_per_minute(samples)
-    gaps = getattr(source, "gaps", [])
+    gaps = source.gaps
     stats = pipeline.stats()
     print(f"soak {wall / 60:.1f} min, {engine.label}, {args.size}², view {args.fps} fps, recording {args.record_fps} "
           f"fps{'' if args.no_feed else ', virtual mic fed with vowel bursts'}:\n"
@@ -177,7 +177,7 @@ def bench_soak(args) -> int:
           + f" ({len(samples)} samples)\n"
           f"  dropped frames: view {stats.dropped_frames}, recorder {recorder_dropped} of {frames} written; "
           f"microphone gaps: {len(gaps)} ({sum(g for _, g in gaps):.2f} s), PortAudio overflow/underflow flags: "
-          f"{getattr(source.mic, 'status_errors', 0) if getattr(source, 'mic', None) else 'n/a'}\n"
+          f"{source.mic.status_errors if source.mic is not None else 'n/a'}\n"
           f"  recording {size_mb:.0f} MB: audio {audio_s:.3f} s, video {video_s:.3f} s, A/V drift "
           f"{1000 * (video_s - audio_s):+.0f} ms; against the wall clock {1000 * (audio_s - wall):+.0f} ms (the "
           f"encoder had {1000 * (delivered - wall):+.0f} ms when it stopped; sound not yet read when it started: "
