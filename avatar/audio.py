@@ -7,10 +7,12 @@ frames, and feeding audio in chunks of any size gives the same frames as the who
 from __future__ import annotations
 
 from functools import lru_cache
+from math import gcd
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 # hard-coded audio hyper-parameters
 SAMPLE_RATE = 16000
@@ -87,8 +89,6 @@ def _frames_to_log_mel(frames: np.ndarray) -> np.ndarray:
 
 def _frame(padded: np.ndarray, n_frames: int) -> np.ndarray:
     """Frames i = 0..n_frames-1 of `padded`, frame i = padded[i*HOP : i*HOP + WIN]."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     return sliding_window_view(padded[: (n_frames - 1) * HOP_LENGTH + WIN_LENGTH], WIN_LENGTH)[::HOP_LENGTH]
 
 
@@ -151,8 +151,6 @@ class StreamResampler:
     def __init__(self, in_rate: int, out_rate: int = SAMPLE_RATE) -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise AudioError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
-        from math import gcd
-
         self.in_rate, self.out_rate = int(in_rate), int(out_rate)
         g = gcd(self.in_rate, self.out_rate)
         self.up, self.down = self.out_rate // g, self.in_rate // g
@@ -183,8 +181,6 @@ class StreamResampler:
             return np.zeros(0, np.float32)
         m = n * self.down
         q, p = m // self.up, m % self.up
-        from numpy.lib.stride_tricks import sliding_window_view
-
         windows = sliding_window_view(self._history, self.taps)[q - (self.taps - 1) - self._first]
         out = np.einsum("ij,ij->i", windows, self.phases[p]).astype(np.float32)
         self._next_out = int(n_stop)
@@ -197,7 +193,7 @@ class StreamResampler:
 def iter_audio(path: str | Path, block: int = SAMPLE_RATE, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Decode any audio file (wav, flac, mp3, m4a/aac, ogg, g722...) to mono float32 at `sr`, `block`
     samples at a time (the last block may be shorter): constant memory, however long the file."""
-    import av
+    import av  # PyAV takes 0.2 s to import, and this module is on `avatar --help`'s path (kept under 0.5 s)
 
     path = Path(path)
     if not path.is_file():

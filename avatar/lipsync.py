@@ -19,7 +19,9 @@ from typing import Iterable
 
 import numpy as np
 
-from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, AudioError, LogMelStream, iter_audio
+from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, AudioError, iter_audio
+from avatar.engine import EngineError, create_engine
+from avatar.mouth_stream import MouthStream
 from avatar.render_cli import EXIT_BAD_INPUT, EXIT_CANNOT_WRITE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, output_refusal
 from avatar.visemes import PARAM_NAMES, RHUBARB_SHAPE, VISEMES
 
@@ -44,46 +46,18 @@ class MouthTrack:
         return len(self.params)
 
 
-def _grow(buffer: np.ndarray, used: int, extra: int) -> np.ndarray:
-    if used + extra <= len(buffer):
-        return buffer
-    out = np.empty((max(2 * len(buffer), used + extra), buffer.shape[1]), buffer.dtype)
-    out[:used] = buffer[:used]
-    return out
-
-
 def track_audio_file(path: str | Path, engine) -> MouthTrack:
     """Run `engine` over the file, state carried from block to block; frame i describes samples [i*160, (i+1)*160)."""
-    return track_audio(iter_audio(path, block=int(BLOCK_SECONDS * 16000)), engine, source=path)
+    return track_audio(iter_audio(path, block=int(BLOCK_SECONDS * SAMPLE_RATE)), engine, source=path)
 
 
 def track_audio(blocks: Iterable[np.ndarray], engine, source: str | Path = "the audio") -> MouthTrack:
     """Run `engine` over 16 kHz mono blocks of any size, state carried; frame i describes samples [i*160, (i+1)*160)."""
-    lookahead = engine.lookahead
-    mel = LogMelStream()
-    engine.reset()
-    params = np.empty((1024, len(PARAM_NAMES)), np.float32)
-    visemes = np.empty((1024, len(VISEMES)), np.float32)
-    n_out = n_samples = 0
-
-    def run(features: np.ndarray) -> None:
-        nonlocal params, visemes, n_out
-        if len(features) == 0:
-            return
-        out = engine.step(features)
-        params, visemes = _grow(params, n_out, len(out.params)), _grow(visemes, n_out, len(out.params))
-        params[n_out:n_out + len(out.params)] = out.params
-        visemes[n_out:n_out + len(out.params)] = out.visemes
-        n_out += len(out.params)
-
-    for block in blocks:
-        n_samples += len(block)
-        run(mel.push(block))
-    if n_samples < HOP_LENGTH:
-        raise LipsyncError(f"{source}: the file holds no audio ({n_samples} samples)")
-    run(mel.push(np.zeros(lookahead * HOP_LENGTH, np.float32)))  # flush the output delay
-    n_frames = n_samples // HOP_LENGTH
-    return MouthTrack(params[lookahead:lookahead + n_frames].copy(), visemes[lookahead:lookahead + n_frames].copy())
+    stream = MouthStream(engine)
+    rows = stream.run(blocks)
+    if stream.samples_in < HOP_LENGTH:
+        raise LipsyncError(f"{source}: the file holds no audio ({stream.samples_in} samples)")
+    return MouthTrack(rows.params, rows.visemes)
 
 
 def mouth_shapes(visemes: np.ndarray) -> list[str]:
@@ -150,7 +124,6 @@ def _fail(message: str, code: int) -> int:
 
 def _run(args) -> int:
     """Arguments and the output path are checked before any audio is read: a bad one fails at once."""
-    from avatar.engine import EngineError, create_engine
     out = Path(args.output)
     if out.suffix.lower() not in FORMATS:
         return _fail(f"{out}: the output must end in {', '.join(FORMATS)}", EXIT_USAGE)

@@ -56,6 +56,24 @@ def test_log_mel_responds_to_frequency():
     assert low[50].argmax() < N_MELS // 3 < 2 * N_MELS // 3 < high[50].argmax()
 
 
+def test_mel_filterbank_scale_white_noise_gives_its_power_density_in_every_band():
+    """The filterbank's scale is part of the shipped models: their input normalisation (feature_mean/std in the
+    .safetensors) was measured on features at this scale, so any change shifts every input the network sees.
+
+    Each filter has unit area over frequency (Slaney's equal-area normalisation), so a band's mel power is the
+    power spectral density it covers, whatever its width. For white noise of variance s2 every FFT bin holds
+    s2 * sum(window**2) on average (Parseval), and the periodic Hann window's mean square is 3/8: every band
+    should hold s2 * 3/8 * WIN_LENGTH * N_FFT / SAMPLE_RATE. Triangles of peak 1 instead would scale each band by
+    its width in Hz over 2 (46 in the lowest band, 460 in the highest)."""
+    from avatar.audio import N_FFT, WIN_LENGTH
+
+    sigma = 0.1
+    noise = sigma * np.random.default_rng(0).standard_normal(10 * SAMPLE_RATE)
+    band_power = (10.0 ** log_mel(noise).astype(np.float64)).mean(axis=0)  # 1000 frames averaged
+    expected = sigma**2 * (3 / 8 * WIN_LENGTH) * N_FFT / SAMPLE_RATE  # 0.048
+    np.testing.assert_allclose(band_power, expected, rtol=0.1)
+
+
 def test_non_finite_audio_is_sanitized():
     audio = _speechlike(1.0)
     bad = audio.copy()

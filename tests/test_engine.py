@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from avatar.dims import CELLS, ModelDims
-from avatar.engine import BACKENDS, EngineError, create_engine, probe_backends, resolve_onnx
+from avatar.engine import EngineError, create_engine, normalize_backend, probe_backends, resolve_onnx
 from avatar.engine.cache import EngineCache
 from avatar.model import LipSyncNet, export_onnx, save_model
 
@@ -92,21 +92,77 @@ def test_bad_feature_shapes_are_reported(model_files):
     assert engine.step(np.zeros((0, 40), np.float32)).params.shape == (0, 4)
 
 
+# the backend names the README's table documents (what users type), in the order `auto` is documented to try
+# them: TensorRT, ONNX Runtime CUDA, ONNX Runtime CPU, PyTorch; then the two GPU PyTorch variants auto never picks
+DOCUMENTED_BACKENDS = ("tensorrt", "onnxruntime-cuda", "onnxruntime", "torch", "torch-cuda", "torch-cudagraph")
+
+
 def test_unknown_backend_lists_the_valid_ones():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'") as info:
         create_engine("tensorflow")
-    for name in BACKENDS:
-        assert name in str(info.value)
+    listed = str(info.value).split("valid backends: ", 1)[1].split(", ")
+    assert listed == ["auto", *DOCUMENTED_BACKENDS]
+    for name in listed:  # every name offered is one the engine factory takes
+        assert normalize_backend(name) == name
 
 
-def test_auto_reports_its_choice_and_reasons(model_files):
+class _FakeEngine:
+    def __init__(self, backend):
+        self.label = f"{backend} (fake)"
+
+
+def _fake_machine(monkeypatch, available, fails_to_build=()):
+    """`auto` on a pretend machine: these backends probe as available, these others raise when built."""
+    import avatar.engine as engines
+
+    def probe(backend):
+        return engines.BackendStatus(backend, backend in available, f"{backend} probe says no" if backend not in
+                                     available else "fake device")
+
+    def create(backend, model):
+        if backend in fails_to_build:
+            raise EngineError(f"{backend} would not build")
+        return _FakeEngine(backend)
+
+    monkeypatch.setattr(engines, "probe", probe)
+    monkeypatch.setattr(engines, "_create", create)
+
+
+def test_auto_takes_tensorrt_first_when_it_works(monkeypatch):
+    _fake_machine(monkeypatch, available=DOCUMENTED_BACKENDS)
+    engine = create_engine("auto")
+    assert engine.selection == [("tensorrt", "chosen: tensorrt (fake)")]  # nothing else was probed or built
+
+
+def test_auto_on_a_cpu_machine_takes_onnxruntime_and_says_why_not_the_gpu_ones(monkeypatch):
+    _fake_machine(monkeypatch, available=("onnxruntime", "torch"))
+    assert create_engine("auto").selection == [("tensorrt", "skipped: tensorrt probe says no"),
+                                               ("onnxruntime-cuda", "skipped: onnxruntime-cuda probe says no"),
+                                               ("onnxruntime", "chosen: onnxruntime (fake)")]
+
+
+def test_auto_passes_over_a_backend_that_probes_fine_but_fails_to_build(monkeypatch):
+    _fake_machine(monkeypatch, available=DOCUMENTED_BACKENDS, fails_to_build=("tensorrt",))
+    assert create_engine("auto").selection == [("tensorrt", "skipped: tensorrt would not build"),
+                                               ("onnxruntime-cuda", "chosen: onnxruntime-cuda (fake)")]
+
+
+def test_auto_falls_back_to_torch_last_and_never_to_the_gpu_torch_variants(monkeypatch):
+    _fake_machine(monkeypatch, available=("torch", "torch-cuda", "torch-cudagraph"))
+    assert [b for b, _ in create_engine("auto").selection] == ["tensorrt", "onnxruntime-cuda", "onnxruntime", "torch"]
+    _fake_machine(monkeypatch, available=("torch-cuda", "torch-cudagraph"))
+    with pytest.raises(EngineError, match="no backend could run the model") as info:
+        create_engine("auto")
+    assert str(info.value).splitlines()[1:] == [f"  {b}: skipped: {b} probe says no"
+                                                for b in ("tensorrt", "onnxruntime-cuda", "onnxruntime", "torch")]
+
+
+def test_auto_on_this_machine_picks_a_backend_that_runs(model_files):
     engine = create_engine("auto", model_files[0])
-    tried = [b for b, _ in engine.selection]
-    assert engine.selection[-1][1].startswith("chosen")
+    chosen, outcome = engine.selection[-1]
+    assert outcome == f"chosen: {engine.label}" and {s.backend: s for s in probe_backends()}[chosen].available
     assert all(outcome.startswith("skipped: ") and len(outcome) > 12 for _, outcome in engine.selection[:-1])
-    status = {s.backend: s for s in probe_backends()}
-    first_available = next(b for b in ("tensorrt", "onnxruntime-cuda", "onnxruntime", "torch") if status[b].available)
-    assert tried[-1] == first_available
+    assert engine.step(np.zeros((3, 40), np.float32)).params.shape == (3, 4)
 
 
 def test_onnx_is_exported_on_demand_into_the_cache(model_files, tmp_path, monkeypatch):

@@ -102,10 +102,11 @@ def test_truncated_and_missing_files(tmp_path):
     data = DEFAULT_FACE.read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 3])
-    try:  # a truncated JPEG either decodes partially (grey bottom) or fails clearly: it never crashes
-        assert load_photo(cut).shape[2] == 3
-    except PhotoError:
-        pass
+    with pytest.raises(PhotoError, match=r"cut\.jpg is damaged"):  # a third of the file: refused, named, no crash
+        load_photo(cut)
+    cut.write_bytes(data[:-2])  # only the end-of-image marker missing: still refused, not half-decoded
+    with pytest.raises(PhotoError, match=r"cut\.jpg is damaged"):
+        load_photo(cut)
     with pytest.raises(PhotoError, match="not found"):
         load_photo(tmp_path / "missing.jpg")
     with pytest.raises(PhotoError, match="folder"):

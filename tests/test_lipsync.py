@@ -122,7 +122,7 @@ def test_cli_writes_and_reports(engine, tmp_path, capsys, monkeypatch):
     from avatar import lipsync
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))
-    monkeypatch.setattr("avatar.engine.create_engine", lambda backend, model: engine)
+    monkeypatch.setattr("avatar.lipsync.create_engine", lambda backend, model: engine)
     path = _write_wav(tmp_path / "in.wav", _speechlike(1.0))
     args = parser.parse_args(["lipsync", str(path), "-o", str(tmp_path / "out.tsv")])
     assert args.func(args) == 0 and (tmp_path / "out.tsv").exists()

@@ -66,7 +66,9 @@ def test_pressed_lips_count_as_closed():
     t.jaw = np.maximum(t.jaw, 0.3)  # jaw never below the threshold...
     m = mouth_metrics([t], [y])
     assert m["bilabial_closure_recall"] == 1  # ...but lip_press shows the closures
-    assert m["silence_closed"] == 0 or m["silence_closed"] < 1  # silence has no press: shown open
+    assert m["silence_closed"] == 0  # silence has no press and the jaw stays open: no silent frame shows closed
+    t.press[y.visemes == VISEME_INDEX["sil"]] = 1.0  # the lips pressed through the silences instead
+    assert mouth_metrics([t], [y])["silence_closed"] == 1
 
 
 def test_energy_baseline_opens_with_loudness():

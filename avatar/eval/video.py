@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
-from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE
+from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, AudioError, load_audio
+from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
+from avatar.face.assemble import open_renderer
 from avatar.face.landmarks import LIP_INNER
+from avatar.lipsync import track_audio
+from avatar.live.offline import render_offline
 
 # ---- the ruler's definitions ----
 EYE_POINTS = (33, 263)  # mapped to (-0.5, 0) and (0.5, 0): inter-ocular distance 1
@@ -148,10 +154,6 @@ def read_clip(path: str | Path, av_offset_ms: float = 0.0) -> Clip:
 
     `av_offset_ms`: how far the file's sound trails its picture, where that is known (a badly muxed file); the
     sound is moved that much earlier, so every figure sees the clip as it was filmed."""
-    import av
-
-    from avatar.audio import AudioError, load_audio
-
     path = Path(path)
     if not path.is_file():
         raise ClipError(f"{path}: no such file")
@@ -186,8 +188,6 @@ def read_clip(path: str | Path, av_offset_ms: float = 0.0) -> Clip:
 
 
 def iter_frames(path: Path):
-    import av
-
     with av.open(str(path)) as container:
         for frame in container.decode(container.streams.video[0]):
             yield frame.to_ndarray(format="rgb24")
@@ -195,7 +195,7 @@ def iter_frames(path: Path):
 
 def _face_mesh_video():
     """FaceMesh in video mode (tracking from frame to frame), as the issue's ruler specifies."""
-    import mediapipe as mp
+    import mediapipe as mp  # 3 s to import: bad arguments and unreadable clips are reported before it loads
 
     return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
                                            min_detection_confidence=0.5, min_tracking_confidence=0.5)
@@ -246,9 +246,6 @@ def measure_mouths(frames, crop_at: set[int] | None = None) -> MouthMeasure:
 
 def render_clip(clip: Clip, workdir: Path, engine) -> Path:
     """`avatar render`'s path: the first frame as the photo, the clip's audio, the clip's frame rate."""
-    from avatar.face.assemble import open_renderer
-    from avatar.live.offline import render_offline
-
     photo = workdir / "first_frame.png"
     cv2.imwrite(str(photo), cv2.cvtColor(clip.first_frame, cv2.COLOR_RGB2BGR))
     renderer = open_renderer(photo)
@@ -298,8 +295,6 @@ class ClipReport:
 
 def evaluate_clip(path: str | Path, engine, out_dir: Path | None = None, render: bool = True,
                   av_offset_ms: float = 0.0) -> ClipReport:
-    from avatar.lipsync import track_audio
-
     clip = read_clip(path, av_offset_ms)
     track = track_audio([clip.audio], engine, source=path)
     n = len(clip.frame_times)
@@ -410,10 +405,6 @@ def parse_offsets(items: list[str] | None) -> dict[str, float]:
 
 
 def run(args) -> int:
-    import sys
-
-    from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
-
     try:
         offsets = parse_offsets(args.av_offset)
     except ValueError as e:

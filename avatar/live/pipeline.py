@@ -21,12 +21,12 @@ from typing import Callable
 
 import numpy as np
 
-from avatar.audio import HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH, LogMelStream
+from avatar.audio import SAMPLE_RATE
 from avatar.live.recording import LiveRecording
 from avatar.live.sources import AudioSource, SilenceSource
 from avatar.live.track import ParamSampler, ParamTrack, _TEMP_as_mapping
+from avatar.mouth_stream import MouthRows, MouthStream
 from avatar.record import BackgroundRecorder, Recorder, RecordError
-from avatar.visemes import N_PARAMS
 
 AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at a source that cannot wake it (file, silence)
 DEFAULT_DISPLAY_FPS = 60
@@ -35,45 +35,40 @@ STATS_WINDOW = 120  # frames the fps / latency statistics look back over
 
 
 class LipSync:
-    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`)."""
+    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`): a MouthStream feeding a ParamTrack."""
 
     def __init__(self, engine):
-        self.engine = engine
-        self.mel = LogMelStream()
+        self.stream = MouthStream(engine)
         self.track = ParamTrack()
-        self.samples_in = 0
-        self.frames_out = 0  # engine output frames so far; output j describes feature frame j - lookahead
+
+    @property
+    def engine(self):
+        return self.stream.engine
+
+    @engine.setter
+    def engine(self, engine) -> None:  # swapped between two blocks (LivePipeline.set_engine): the clock runs on
+        self.stream.engine = engine
+
+    @property
+    def samples_in(self) -> int:
+        return self.stream.samples_in
 
     def reset(self) -> None:
-        if self.engine is not None:
-            self.engine.reset()
-        self.mel.reset()
+        self.stream.reset()
         self.track = ParamTrack()
-        self.samples_in = self.frames_out = 0
 
     def push(self, audio: np.ndarray) -> int:
         """Feed audio; returns how many new parameter frames reached the track."""
-        self.samples_in += len(audio)
-        features = self.mel.push(audio)
-        if len(features) == 0:
-            return 0
-        if self.engine is None:  # no model: a closed mouth, the face still alive
-            params, lookahead = np.zeros((len(features), N_PARAMS), np.float32), 0
-        else:
-            params, lookahead = self.engine.step(features).params, self.engine.lookahead
-        first = self.frames_out - lookahead  # feature frame the first output row describes
-        self.frames_out += len(params)
-        if first < 0:  # the network's warm-up rows describe nothing before the start
-            params, first = params[-first:], 0
-        if len(params) == 0:
-            return 0
-        self.track.append(np.asarray(params, np.float32), first)
-        return len(params)
+        return self._append(self.stream.push(audio))
 
     def flush(self) -> None:
-        """Push the lookahead's worth of silence so the last real audio gets its parameters (files only)."""
-        lookahead = self.engine.lookahead if self.engine is not None else 0
-        self.push(np.zeros(lookahead * HOP_LENGTH + WIN_LENGTH, np.float32))
+        """End of the input (files only): the rows the look-ahead held back, up to the audio's last frame."""
+        self._append(self.stream.flush())
+
+    def _append(self, rows: MouthRows) -> int:
+        if len(rows):
+            self.track.append(rows.params, rows.first)
+        return len(rows)
 
 
 @dataclass

@@ -1,22 +1,27 @@
 """`avatar train evaluate`: how well the mouth follows speech, on held-out synthetic voices and on real speech,
 next to an energy-envelope mouth (the obvious baseline: open the jaw as loud as the voice is).
 
-Frame i of every track describes audio samples [i*160, (i+1)*160) (see `targets`). A model with look-ahead L
-is run on the clip plus L frames of silence, and its output t is taken as the mouth of frame t - L.
+Frame i of every track describes audio samples [i*160, (i+1)*160) (see `targets`). A model runs over each clip
+through avatar.mouth_stream (its look-ahead trimmed and flushed as in the app): one row per frame of the clip.
 """
 from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from avatar.audio import HOP_LENGTH, log_mel
+from avatar.audio import HOP_LENGTH, load_audio
+from avatar.mouth_stream import MouthStream
 from avatar.visemes import PARAM_NAMES, VISEME_INDEX, VISEME_POSE, VISEMES
 
+from .datagen import load_shard
+from . import music as music_clips  # (run_evaluation's `music` switch is a bool)
 from .phonemes import BILABIALS
+from .realspeech import ASTERISK_SOUNDS, asterisk_clips
 from .targets import HAND_RULES, TargetRules, frame_phones, mouth_targets, rules_named, viseme_targets
 
 JAW, PRESS = PARAM_NAMES.index("jaw_open"), PARAM_NAMES.index("lip_press")
@@ -74,15 +79,11 @@ class Labels:
 
 
 def predict(model, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, 15) viseme posteriors and (T, 4) params of frames 0..T-1 of `audio` (T = len // 160), the network run
-    over the whole clip in one pass from a fresh state (the same numbers as streaming it chunk by chunk)."""
-    import torch
-    lookahead = model.dims.lookahead
-    n = len(audio) // HOP_LENGTH
-    feats = log_mel(np.concatenate([audio, np.zeros(lookahead * HOP_LENGTH, np.float32)]))
-    with torch.no_grad():
-        v, p, _ = model(torch.from_numpy(feats[None]))
-    return v[0, lookahead:lookahead + n].numpy(), p[0, lookahead:lookahead + n].numpy()
+    """(T, 15) viseme posteriors and (T, 4) params of frames 0..T-1 of `audio` (T = len // 160): the network on
+    the PyTorch engine from a fresh state, through the same MouthStream as the app and `avatar lipsync`."""
+    from avatar.engine.torch_engine import TorchEngine  # torch: heavy, and the metrics here run without it
+    rows = MouthStream(TorchEngine(model)).run([audio])
+    return rows.visemes, rows.params
 
 
 def energy_baseline(audio: np.ndarray) -> Track:
@@ -219,7 +220,6 @@ class EvalSet:
 
 def synthetic_set(folder: Path, clip_seconds: float = 30.0) -> EvalSet:
     """Held-out synthetic streams (`avatar train gen --split eval`), cut into clips."""
-    from .datagen import load_shard
     audios, labels = [], []
     step = int(clip_seconds * 100)
     for path in sorted(Path(folder).glob("shard-*[0-9].npz")):
@@ -239,9 +239,6 @@ def synthetic_set(folder: Path, clip_seconds: float = 30.0) -> EvalSet:
 
 def real_set(cache: Path | None = None, limit: int | None = None, rules: TargetRules = HAND_RULES) -> EvalSet:
     """The asterisk prompts with pocketsphinx labels (alignments cached as JSON in `cache`), mouths by `rules`."""
-    from avatar.audio import load_audio
-
-    from .realspeech import ASTERISK_SOUNDS, asterisk_clips
     aligned = None
     if cache is not None and cache.exists():
         aligned = json.loads(cache.read_text())
@@ -289,11 +286,10 @@ def music_table(results: dict) -> str:
 
 def music_section(models: dict) -> tuple[dict, list[str]]:
     """The held-out music check: (results, report lines); skipped with the reason when no music is installed."""
-    from .music import MusicUnavailable, held_out_music
     title = "### held-out instrumental music (a closed mouth wanted)"
     try:
-        clips = held_out_music()
-    except MusicUnavailable as e:
+        clips = music_clips.held_out_music()
+    except music_clips.MusicUnavailable as e:
         return dict(skipped=str(e)), [title, "", f"skipped: {e}", ""]
     n_midi = sum(c.startswith("midi-") for c, _ in clips)
     seconds = sum(len(a) for _, a in clips) / 16000
@@ -334,9 +330,8 @@ def markdown_table(results: dict) -> str:
 
 def step_time_ms(model, chunk: int = 4, iters: int = 300) -> dict:
     """Median and p99 wall time of one streaming step of `chunk` frames (PyTorch, this process's threads)."""
-    import time
+    import torch  # heavy, and the metrics here run without it
 
-    import torch
     x = torch.zeros(1, chunk, model.dims.n_mels)
     state = model.initial_state(1)
     times = []
@@ -353,9 +348,10 @@ def run_evaluation(model_paths: list[Path], synthetic: Path | None, real: bool, 
                    limit: int | None = None, bench: bool = True, targets: tuple[str, ...] = ("hand",),
                    music: bool = True) -> tuple[dict, str]:
     """Every model (and the energy baseline) on each available set; (results dict, markdown report)."""
-    import torch
+    import torch  # heavy, and the metrics here run without it
 
-    from avatar.model import load_model
+    from avatar.model import load_model  # (torch)
+
     torch.set_num_threads(1)
     models = {}
     for p in model_paths:

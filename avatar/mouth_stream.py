@@ -1,0 +1,128 @@
+"""Audio to mouth rows: 16 kHz audio -> streaming log-mel -> engine.step (state carried) -> look-ahead trim -> flush.
+
+The one place this is written: the live view and recording (`avatar.live.pipeline.LipSync`), `avatar lipsync`
+(`avatar.lipsync.track_audio`), `avatar eval video` (through it) and `avatar train evaluate`
+(`avatar.train.evaluate.predict`) all run audio through a `MouthStream`.
+
+Row i describes feature frame i, which covers the 25 ms ending at sample (i + 1) * HOP_LENGTH (see avatar.audio):
+N samples of audio have N // HOP_LENGTH feature frames, and a stream that is flushed at the end gives exactly one
+row for each of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from avatar.audio import HOP_LENGTH, LogMelStream
+from avatar.visemes import N_PARAMS, N_VISEMES, VISEME_INDEX
+
+FIRST_CAPACITY = 1024  # rows `run` allocates before it first has to grow (10 s); it doubles from there
+
+
+@dataclass
+class MouthRows:
+    """Consecutive mouth rows: row k describes feature frame `first + k`."""
+    first: int
+    visemes: np.ndarray  # (n, 15) float32 posteriors
+    params: np.ndarray  # (n, 4) float32 mouth parameters, avatar.visemes.PARAM_NAMES order
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
+def _closed_mouth(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n rows of a closed, silent mouth: what the stream gives without a model (the face stays alive)."""
+    visemes = np.zeros((n, N_VISEMES), np.float32)
+    visemes[:, VISEME_INDEX["sil"]] = 1.0
+    return visemes, np.zeros((n, N_PARAMS), np.float32)
+
+
+class MouthStream:
+    """Push 16 kHz audio in blocks of any size; get back the mouth rows of every feature frame the engine has
+    now described. `flush()` at the end of the input gives the rows the look-ahead was still holding back.
+
+    `engine` is a StatefulEngine (avatar.engine) or None (no model: a closed mouth). It may be swapped between
+    pushes (the live backend switch); the stream's frame count runs on."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.mel = LogMelStream()
+        self.samples_in = 0  # audio samples pushed (the flush's padding not counted)
+        self.frames_out = 0  # engine output rows so far; output j describes feature frame j - lookahead
+        self.flushed = False
+
+    @property
+    def lookahead(self) -> int:
+        """The engine's output delay in frames: output j describes feature frame j - lookahead."""
+        return 0 if self.engine is None else self.engine.lookahead
+
+    def reset(self) -> None:
+        """Forget all audio and the engine's state: the next push starts a new stream at frame 0."""
+        if self.engine is not None:
+            self.engine.reset()
+        self.mel.reset()
+        self.samples_in = self.frames_out = 0
+        self.flushed = False
+
+    def push(self, audio: np.ndarray) -> MouthRows:
+        """Feed audio; the rows it completed (possibly none)."""
+        if self.flushed:
+            raise RuntimeError("this mouth stream was flushed (its input ended); reset() it to start another")
+        self.samples_in += len(audio)
+        return self._step(self.mel.push(audio))
+
+    def flush(self) -> MouthRows:
+        """End of input: the rows of the last `lookahead` feature frames, which the engine gives only once it has
+        seen that many frames after them.
+
+        The padding is exactly lookahead * HOP_LENGTH samples of silence. The log-mel stream holds the audio's
+        last N % HOP_LENGTH samples (less than a hop) as a partial frame; with the padding it completes exactly
+        `lookahead` more frames, so the engine's newest output describes feature frame N // HOP_LENGTH - 1, the last
+        frame of the real audio. A longer padding (e.g. + WIN_LENGTH) would add rows for frames past the end of the
+        audio (its partial last hop and the silence after it); a shorter one would lose the last real frames."""
+        rows = self._step(self.mel.push(np.zeros(self.lookahead * HOP_LENGTH, np.float32)))
+        self.flushed = True
+        return rows
+
+    def run(self, blocks: Iterable[np.ndarray]) -> MouthRows:
+        """A whole input from a fresh state: every block, then the flush. Rows from frame 0, one per feature frame
+        of the audio (samples_in // HOP_LENGTH of them). Keeps only the rows, however long the audio."""
+        self.reset()
+        visemes = np.empty((FIRST_CAPACITY, N_VISEMES), np.float32)
+        params = np.empty((FIRST_CAPACITY, N_PARAMS), np.float32)
+        n = 0
+        for rows in self._pushed(blocks):
+            if n + len(rows) > len(params):
+                visemes, params = _grown(visemes, n, len(rows)), _grown(params, n, len(rows))
+            visemes[n:n + len(rows)], params[n:n + len(rows)] = rows.visemes, rows.params
+            n += len(rows)
+        return MouthRows(0, visemes[:n].copy(), params[:n].copy())
+
+    def _pushed(self, blocks: Iterable[np.ndarray]) -> Iterable[MouthRows]:
+        for block in blocks:
+            yield self.push(block)
+        yield self.flush()
+
+    def _step(self, features: np.ndarray) -> MouthRows:
+        """Features through the engine; the warm-up rows (describing frames before the start) dropped."""
+        if len(features) == 0:
+            return MouthRows(max(self.frames_out - self.lookahead, 0), *_closed_mouth(0))
+        if self.engine is None:
+            visemes, params = _closed_mouth(len(features))
+        else:
+            out = self.engine.step(features)
+            visemes, params = np.asarray(out.visemes, np.float32), np.asarray(out.params, np.float32)
+        first = self.frames_out - self.lookahead  # the feature frame the first output row describes
+        self.frames_out += len(params)
+        if first < 0:  # the network's warm-up rows describe nothing before the start
+            visemes, params, first = visemes[-first:], params[-first:], 0
+        return MouthRows(first, visemes, params)
+
+
+def _grown(buffer: np.ndarray, used: int, extra: int) -> np.ndarray:
+    """`buffer` with room for `extra` more rows after `used` (doubled, so appending stays linear)."""
+    out = np.empty((max(2 * len(buffer), used + extra), buffer.shape[1]), buffer.dtype)
+    out[:used] = buffer[:used]
+    return out
