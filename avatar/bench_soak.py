@@ -13,9 +13,18 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from pathlib import Path
 
+import av
 import numpy as np
+
+from avatar.live.pipeline import LivePipeline
+from avatar.live.sources import MicSource
+from avatar.mic import MicError, rescan_devices
+from avatar.record import RecordError
+from avatar.render_cli import (BURST_ATTACK, FPS_RANGE, SIZE_RANGE, _bench_engine, _bench_renderer, _int_in,
+                               tone_bursts)
 
 FEED_SECONDS = 30.0  # the looped feed: vowel bursts at random onsets, like speech with pauses
 FEED_BURSTS_PER_SECOND = 1.5
@@ -30,14 +39,12 @@ def rss_bytes() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        import resource
+        import resource  # Unix only, and only where /proc is missing
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def feed_signal(seconds: float = FEED_SECONDS, seed: int = 0) -> np.ndarray:
-    from avatar.render_cli import BURST_ATTACK, tone_bursts
-
     rng = np.random.default_rng(seed)
     onsets = np.sort(rng.uniform(0.2, seconds - 0.5, int(seconds * FEED_BURSTS_PER_SECOND)))
     onsets = onsets[np.r_[True, np.diff(onsets) > 0.35]]  # bursts do not overlap
@@ -73,8 +80,6 @@ class LoopedFeed:
 
 def recording_lengths(path: Path) -> tuple[float, float, int]:
     """(audio seconds, video seconds, frames) of an MP4, from its packets (no decoding: fast on long files)."""
-    import av
-
     with av.open(str(path)) as c:
         audio_end = video_end = 0.0
         frames = 0
@@ -90,11 +95,11 @@ def recording_lengths(path: Path) -> tuple[float, float, int]:
     return audio_end, video_end, frames
 
 
-def _unread_seconds(source) -> float:
+def _unread_seconds(source: MicSource) -> float:
     """Sound the microphone has captured that the audio worker has not read yet: a recording started now begins
     that much before the click (its length against the wall clock is off by as much)."""
-    ring = getattr(getattr(source, "mic", None), "ring", None)
-    return 0.0 if ring is None else (ring.written - ring.read_pos) / source.mic.samplerate
+    mic = source.mic  # None while a lost stream is being reopened
+    return 0.0 if mic is None else (mic.ring.written - mic.ring.read_pos) / mic.samplerate
 
 
 def memory_growth_mb_per_minute(samples: list[tuple[float, int]]) -> float | None:
@@ -107,8 +112,6 @@ def memory_growth_mb_per_minute(samples: list[tuple[float, int]]) -> float | Non
 
 
 def _write_wav(path: Path, audio: np.ndarray, samplerate: int = 16000) -> None:
-    import wave
-
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(samplerate)
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
@@ -116,12 +119,7 @@ def _write_wav(path: Path, audio: np.ndarray, samplerate: int = 16000) -> None:
 
 def bench_soak(args) -> int:
     """Run the live pipeline with a recording for `args.minutes`; print memory, drops and A/V drift."""
-    import torch
-
-    from avatar.mic import MicError, rescan_devices
-    from avatar.pipeline import LivePipeline, MicSource
-    from avatar.record import RecordError
-    from avatar.render_cli import _bench_engine, _bench_renderer
+    import torch  # 2 s to import: only the benchmark itself needs it
 
     torch.set_num_threads(1)
     rescan_devices()
@@ -170,7 +168,7 @@ def bench_soak(args) -> int:
             pipeline.stop()
     rss = np.array([b for _, b in samples], float) / BYTES_PER_MB
     growth = memory_growth_mb_per_minute(samples)
-    gaps = getattr(source, "gaps", [])
+    gaps = source.gaps
     stats = pipeline.stats()
     print(f"soak {wall / 60:.1f} min, {engine.label}, {args.size}², view {args.fps} fps, recording {args.record_fps} "
           f"fps{'' if args.no_feed else ', virtual mic fed with vowel bursts'}:\n"
@@ -179,7 +177,7 @@ def bench_soak(args) -> int:
           + f" ({len(samples)} samples)\n"
           f"  dropped frames: view {stats.dropped_frames}, recorder {recorder_dropped} of {frames} written; "
           f"microphone gaps: {len(gaps)} ({sum(g for _, g in gaps):.2f} s), PortAudio overflow/underflow flags: "
-          f"{getattr(source.mic, 'status_errors', 0) if getattr(source, 'mic', None) else 'n/a'}\n"
+          f"{source.mic.status_errors if source.mic is not None else 'n/a'}\n"
           f"  recording {size_mb:.0f} MB: audio {audio_s:.3f} s, video {video_s:.3f} s, A/V drift "
           f"{1000 * (video_s - audio_s):+.0f} ms; against the wall clock {1000 * (audio_s - wall):+.0f} ms (the "
           f"encoder had {1000 * (delivered - wall):+.0f} ms when it stopped; sound not yet read when it started: "
@@ -191,8 +189,6 @@ def bench_soak(args) -> int:
 
 def add_bench_cli(bench_subparsers) -> None:
     """`avatar bench soak`."""
-    from avatar.render_cli import FPS_RANGE, SIZE_RANGE, _int_in
-
     p = bench_subparsers.add_parser("soak", help="live pipeline with a recording for N minutes: memory, drops, "
                                                  "A/V drift")
     p.add_argument("--minutes", type=float, default=15.0, help="how long (default %(default)g)")

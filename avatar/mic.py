@@ -2,7 +2,7 @@
 
 The audio callback does nothing but copy the block and its ADC timestamp into the ring (python-sounddevice's
 examples' rule: no allocation-heavy work, no locks, no model in the callback). Everything else — level meter,
-gain, noise gate, resampling to 16 kHz — happens in the consumer (`avatar.pipeline`).
+gain, noise gate, resampling to 16 kHz — happens in the consumer (`avatar.live.sources`).
 
 sounddevice is imported where a device is touched, not here: its import loads PortAudio and raises OSError
 where the library is missing, and the app must still start (on silence) and say why the microphone cannot open.

@@ -1,6 +1,6 @@
 """Audio to mouth rows: 16 kHz audio -> streaming log-mel -> engine.step (state carried) -> look-ahead trim -> flush.
 
-The one place this is written: the live view and recording (`avatar.pipeline.LipSync`), `avatar lipsync`
+The one place this is written: the live view and recording (`avatar.live.pipeline.LipSync`), `avatar lipsync`
 (`avatar.lipsync.track_audio`), `avatar eval video` (through it) and `avatar train evaluate`
 (`avatar.train.evaluate.predict`) all run audio through a `MouthStream`.
 

@@ -2,14 +2,35 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import wave
 from pathlib import Path
 
+import av
 import numpy as np
+from tqdm import tqdm
 
+from avatar.audio import AudioError, iter_audio
+from avatar.dims import ModelDims
+from avatar.engine import EngineError, create_engine, live_model_path, normalize_backend
+from avatar.face import NoFaceError, PhotoError, detect_faces, load_photo
+from avatar.face.assemble import open_renderer
 from avatar.face.landmarks import MAX_FACES
+from avatar.gui.app import default_photo
+from avatar.live.offline import OFFLINE_BLOCK, render_offline
+from avatar.live.pipeline import LivePipeline
+from avatar.live.sources import MicSource
+from avatar.live.track import neutral_params
+from avatar.mic import rescan_devices
+from avatar.outputs import OutputIsInputError, check_not_an_input
+from avatar.record import RecordError, check_output_path, partial_path
+from avatar.visemes import PARAM_NAMES, VISEME_INDEX
 
 # exit codes of `avatar render`
 EXIT_OK = 0
@@ -65,10 +86,6 @@ def _fail(message: str, code: int) -> int:
 def output_refusal(out: Path, backend: str, *inputs) -> tuple[str, int] | None:
     """Why a command must stop before it reads any input, as (message, exit code), or None: a misspelt backend or an
     output that is one of the inputs (2), an output that cannot be written (5). Shared with `avatar lipsync`."""
-    from avatar.engine import normalize_backend
-    from avatar.outputs import OutputIsInputError, check_not_an_input
-    from avatar.record import RecordError, check_output_path
-
     try:
         normalize_backend(backend)  # before any rig or decode: a typo fails at once
         check_not_an_input(out, *inputs)
@@ -84,8 +101,6 @@ def output_refusal(out: Path, backend: str, *inputs) -> tuple[str, int] | None:
 def _face_landmarks(photo: str, index: int) -> np.ndarray:
     """The landmarks of the photo's `index`-th face, largest first (in the photo's pixels as load_photo gives them,
     which is what the rig takes). Raises NoFaceError when the photo has fewer faces."""
-    from avatar.face import NoFaceError, detect_faces, load_photo
-
     image = load_photo(photo)
     faces = detect_faces(image)
     if index >= len(faces):
@@ -95,10 +110,6 @@ def _face_landmarks(photo: str, index: int) -> np.ndarray:
 
 
 def run_render(args) -> int:
-    from avatar.audio import AudioError
-    from avatar.engine import EngineError, create_engine
-    from avatar.pipeline import open_renderer
-
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         return _fail(f"the output must be an .mp4 file, got {out.name}", EXIT_USAGE)
@@ -115,14 +126,10 @@ def run_render(args) -> int:
         landmarks = _face_landmarks(args.face, args.face_index) if args.face_index else None
         renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness},
                                  landmarks=landmarks)
-    except Exception as e:
-        kind = type(e).__name__
-        if kind == "NoFaceError":
-            return _fail(f"{args.face}: {e} (use the app's manual placement for drawings and side views)",
-                         EXIT_NO_FACE)
-        if kind == "PhotoError" or isinstance(e, OSError):
-            return _fail(f"{args.face}: {e}", EXIT_BAD_INPUT)
-        raise
+    except NoFaceError as e:
+        return _fail(f"{args.face}: {e} (use the app's manual placement for drawings and side views)", EXIT_NO_FACE)
+    except (PhotoError, OSError) as e:
+        return _fail(f"{args.face}: {e}", EXIT_BAD_INPUT)
     try:
         engine = create_engine(args.backend, args.model)
     except (EngineError, ValueError) as e:
@@ -134,11 +141,6 @@ def run_render(args) -> int:
 def _open_audio(path):
     """(the speech as a stream of 1 s blocks, its length in s from the header for the progress bar), or (None, 0)
     when it holds no sound; raises AudioError. Streamed: `avatar render` keeps no whole file in memory."""
-    import itertools
-
-    from avatar.audio import iter_audio
-    from avatar.pipeline import OFFLINE_BLOCK
-
     blocks = iter_audio(path, block=OFFLINE_BLOCK)
     first = next(blocks, None)
     if first is None or len(first) == 0:
@@ -156,14 +158,6 @@ def _on_signal(signum, frame):
 
 def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) -> int:
     """Render into OUT.partial.mp4 and rename it to OUT when complete; say where the partial file is otherwise."""
-    import signal
-
-    from tqdm import tqdm
-
-    from avatar.audio import AudioError
-    from avatar.pipeline import render_offline
-    from avatar.record import RecordError, partial_path
-
     partial = partial_path(out)
     bar = tqdm(total=int(np.ceil(seconds * args.fps)) or None, unit="frame", disable=args.quiet, file=sys.stderr,
                desc=out.name)
@@ -210,8 +204,6 @@ def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) ->
 
 def audio_seconds(path) -> float:
     """Length of a file's (first) audio track from its header (0 when the header does not say)."""
-    import av
-
     with av.open(str(path)) as c:
         stream = c.streams.audio[0]
         return float(stream.duration * stream.time_base) if stream.duration else (c.duration or 0) / av.time_base
@@ -225,11 +217,9 @@ def loudness_probe_model():
     """A LipSyncNet with hand-set weights: jaw_open ≈ 1 while the mean log-mel is above -8.5 (a 0.5-amplitude tone
     gives -7.1, digital silence -10), ≈ 0 otherwise. Memoryless (lookahead 0), so the latency benchmark measures the
     pipeline, not how long a trained network takes to make up its mind."""
-    import torch
+    import torch  # torch (and the model, which is torch): 2 s to import, only for `--model probe`
 
-    from avatar.dims import ModelDims
     from avatar.model import LipSyncNet
-    from avatar.visemes import VISEME_INDEX
 
     net = LipSyncNet(ModelDims(n_hidden=8, n_layers=1, cell="rnn", lookahead=0))
     with torch.no_grad():
@@ -280,20 +270,14 @@ def tone_bursts(onsets, seconds, sr=16000, length=0.25, freq=1000.0, amplitude=0
 
 
 def _bench_engine(args, live: bool = False):
-    from avatar.engine import create_engine, live_model_path
-
     if args.model == "probe":
         return create_engine("torch" if args.backend == "auto" else args.backend, loudness_probe_model())
     return create_engine(args.backend, args.model or (live_model_path() if live else None))
 
 
 def _bench_renderer(args):
-    from avatar.pipeline import open_renderer
-
     photo = args.face
     if photo is None:
-        from avatar.gui.app import default_photo
-
         photo = default_photo()
     # liveliness off: head sway and blinks would count as mouth motion in the latency measurement
     return open_renderer(photo, size=args.size, liveliness={"enabled": False})
@@ -308,34 +292,31 @@ def _summary(values_ms) -> str:
 def bench_latency(args) -> int:
     """Mic→pixel latency through the virtual microphone: tone onset (its ADC time) → first frame whose mouth
     opening (pixels against the closed-mouth frame) crosses half its full range. Needs `.ci/av-env.sh up`."""
-    import subprocess
-    import tempfile
-    import wave
-
-    import torch
-
-    from avatar.mic import rescan_devices
-    from avatar.pipeline import LivePipeline, MicSource, neutral_params
+    import torch  # 2 s to import: only the benchmarks need it
 
     torch.set_num_threads(1)
     rescan_devices()
     engine, renderer = _bench_engine(args, live=True), _bench_renderer(args)
+    wide_open = neutral_params()
+    wide_open[PARAM_NAMES.index("jaw_open")] = 1.0
     closed = renderer.render(neutral_params(), 0.0)[::4, ::4].astype(np.int16)
-    wide = renderer.render({**neutral_params(), "jaw_open": 1.0}, 0.0)[::4, ::4].astype(np.int16)
+    wide = renderer.render(wide_open, 0.0)[::4, ::4].astype(np.int16)
     threshold = 0.5 * np.abs(wide - closed).mean()
     frames = []  # (t, capture time of t, stream time when ready, opening)
+    # (pipeline sample index, the 16 kHz block, when its first sample was captured, when the app read it: stamped
+    # as it is read, since extrapolating the device clock later would drift)
+    captured = []
 
-    pipeline = LivePipeline(engine, renderer, fps=args.fps, smooth=not args.no_smoothing)
-    original_render = pipeline.render_once
-
-    def render_and_measure():
-        frame = original_render()
-        if frame is not None and frame.latency is not None:
+    def measure_frame(frame):
+        if frame.latency is not None:
             opening = np.abs(frame.image[::4, ::4].astype(np.int16) - closed).mean()
             frames.append((frame.t, frame.captured, frame.captured + frame.latency, opening))
-        return frame
 
-    pipeline.render_once = render_and_measure
+    def keep_audio(block):
+        if block.captured is not None:
+            captured.append((block.start, block.samples.copy(), block.captured, block.read_at))
+
+    pipeline = LivePipeline(engine, renderer, fps=args.fps, smooth=not args.no_smoothing, on_frame=measure_frame)
     period = 0.7  # a whole number of frames at 30 and 60 fps: alone, every burst would meet the same frame phase
     # so each onset is shifted by a golden-ratio fraction of a frame: the bursts sample every phase of the render
     # clock evenly, and the spread (p95) includes the wait for the next frame
@@ -346,27 +327,15 @@ def bench_latency(args) -> int:
         with wave.open(str(wav), "wb") as w:
             w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
             w.writeframes((audio * 32767).astype("<i2").tobytes())
-        captured = []
         pipeline.start()
         try:
             pipeline.set_source(MicSource(args.device))
-            tap = pipeline.lipsync.push
-
-            def push_and_keep(block):
-                # keep the 16 kHz audio with its pipeline sample index, when its first sample was captured and
-                # when the app got it (stamped now: extrapolating the device clock later would drift)
-                n = pipeline.lipsync.samples_in
-                src, base = pipeline.source, pipeline._source_base
-                captured.append((n, block.copy(), src.capture_time(n - base), src.now()))
-                return tap(block)
-
-            pipeline.lipsync.push = push_and_keep
+            pipeline.on_audio = keep_audio  # from the microphone's first block on (not the silence before it)
             time.sleep(0.5)
             subprocess.run(["paplay", "-d", args.sink, str(wav)], check=True)
             time.sleep(0.5)
         finally:
             pipeline.stop()
-    captured = [c for c in captured if c[2] is not None]
     sig = np.concatenate([c[1] for c in captured])
     index = np.concatenate([c[0] + np.arange(len(c[1])) for c in captured])
     adc = np.concatenate([c[2] + np.arange(len(c[1])) / 16000 for c in captured])
@@ -409,11 +378,7 @@ def bench_latency(args) -> int:
 
 def bench_render_offline(args) -> int:
     """Offline render speed: × real time for `--seconds` of audio at `--size`², `--fps`, median of `--runs`."""
-    import tempfile
-
-    import torch
-
-    from avatar.pipeline import render_offline
+    import torch  # 2 s to import: only the benchmarks need it
 
     torch.set_num_threads(1)
     engine, renderer = _bench_engine(args), _bench_renderer(args)
@@ -459,6 +424,6 @@ def add_bench_cli(bench_subparsers) -> None:
             p.add_argument("--seconds", type=float, default=10.0)
             p.add_argument("--runs", type=int, default=3)
         p.set_defaults(func=fn)
-    from avatar import bench_soak
+    from avatar import bench_soak  # it imports this module: a top-level import would be a cycle
 
     bench_soak.add_bench_cli(bench_subparsers)

@@ -55,13 +55,12 @@ def run(backend: str = "auto", out_dir: str | None = None) -> int:
         step("engine", engine.label)
 
         from avatar.audio import log_mel
-        from avatar.visemes import PARAM_NAMES
 
         audio = test_signal()
         out = engine.step(log_mel(audio))
         if not (np.isfinite(out.params).all() and np.isfinite(out.visemes).all()):
             raise RuntimeError("the engine produced non-finite output")
-        frame = renderer.render(dict(zip(PARAM_NAMES, out.params[0])), 0.0)
+        frame = renderer.render(out.params[0], 0.0)
         step("first frame", f"{frame.shape[1]}x{frame.shape[0]}")
         first_frame_age = process_age()
 
@@ -73,7 +72,7 @@ def run(backend: str = "auto", out_dir: str | None = None) -> int:
             raise RuntimeError("Qt could not wrap a rendered frame")
         step("Qt image", app.platformName())
 
-        from avatar.pipeline import render_offline
+        from avatar.live.offline import render_offline
 
         folder = Path(out_dir or tempfile.mkdtemp(prefix="avatar-selftest-"))
         video = render_offline(audio, engine, renderer, folder / "selftest.mp4", fps=TEST_FPS)

@@ -209,8 +209,10 @@ class SimpleFrames:
     def render(self, params, t):
         import numpy as np
 
+        from avatar.visemes import PARAM_NAMES
+
         img = np.full((self.size, self.size, 3), 200, np.uint8)
-        h = int(params["jaw_open"] * self.size / 3)
+        h = int(params[PARAM_NAMES.index("jaw_open")] * self.size / 3)
         c = self.size // 2
         img[c + self.size // 6 - h // 2:c + self.size // 6 + h // 2 + 1, c - 20:c + 20] = 20
         return img

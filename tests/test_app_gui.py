@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from avatar.visemes import PARAM_NAMES
 from tests.conftest import SimpleFrames, loudness_model, tone_bursts, write_wav
 
 
@@ -132,15 +133,15 @@ def test_unreadable_audio_file_is_a_message(window, tmp_path):
 def test_playing_an_audio_file_moves_the_mouth(window, qtbot, tmp_path):
     write_wav(tmp_path / "speech.wav", tone_bursts([0.2], 0.8, length=0.5), 16000)
     assert window.play_audio_file(str(tmp_path / "speech.wav"))
-    qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] > 0.9, timeout=3000)
-    qtbot.waitUntil(lambda: window.pipeline.latest.params["jaw_open"] < 0.1, timeout=3000)
+    qtbot.waitUntil(lambda: window.pipeline.latest.params[PARAM_NAMES.index("jaw_open")] > 0.9, timeout=3000)
+    qtbot.waitUntil(lambda: window.pipeline.latest.params[PARAM_NAMES.index("jaw_open")] < 0.1, timeout=3000)
 
 
 def test_dropping_files_opens_photos_and_plays_audio(window, qtbot, tmp_path):
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent
 
-    from avatar.pipeline import FileSource
+    from avatar.live.sources import FileSource
 
     def drop(path):
         mime = QMimeData()
@@ -188,7 +189,7 @@ def test_full_disk_stops_the_recording_with_a_message(window, qtbot, tiny_disk):
 
 
 def test_unavailable_microphone_is_a_message_and_the_view_runs_on_silence(window, qtbot):
-    from avatar.pipeline import SilenceSource
+    from avatar.live.sources import SilenceSource
 
     assert not window.open_microphone("No Such Microphone 3000")
     assert "not available" in window.last_error and "Pick another" in window.last_error

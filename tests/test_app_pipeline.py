@@ -3,10 +3,16 @@ import os
 import numpy as np
 import pytest
 
-from avatar.pipeline import FEATURE_RATE, FRAME_CENTER_OFFSET, LipSync, ParamTrack, neutral_params, render_offline
+from avatar.live.offline import OFFLINE_BLOCK, render_offline
+from avatar.live.pipeline import LipSync, LivePipeline
+from avatar.live.sources import REOPEN_AFTER_SECONDS, AudioSource, FileSource, MicSource, SilenceSource
+from avatar.live.track import (FEATURE_RATE, FRAME_CENTER_OFFSET, ParamSampler, ParamTrack,
+                               neutral_params)
+from avatar.visemes import PARAM_NAMES
 from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
 
 SR = 16000
+JAW = PARAM_NAMES.index("jaw_open")
 
 
 def test_param_track_samples_by_time_and_holds_at_the_ends():
@@ -25,8 +31,6 @@ def test_param_track_samples_by_time_and_holds_at_the_ends():
 
 
 def test_smoothed_mouth_moves_on_the_newest_row_and_its_delay_is_what_frames_are_stamped_with():
-    from avatar.pipeline import ParamSampler
-
     track = ParamTrack()
     rows = np.zeros((50, 4), np.float32)
     rows[40:, 0] = 1.0  # a vowel onset in the newest rows
@@ -34,7 +38,7 @@ def test_smoothed_mouth_moves_on_the_newest_row_and_its_delay_is_what_frames_are
     sampler = ParamSampler(track)
     # shown at the newest row's time (as the live view does), the mouth is already most of the way open: the
     # newest row pulls the spring from a hop earlier instead of waiting for the row after it
-    assert sampler.at(track.latest_time)["jaw_open"] > 0.6
+    assert sampler.at(track.latest_time)[JAW] > 0.6
     # on a wandering track, the smoothed mouth lines up with the raw one `delay` later (within 4 ms; ~10 ms off
     # when each row only began to pull at its own stamp)
     rng = np.random.default_rng(0)
@@ -44,7 +48,7 @@ def test_smoothed_mouth_moves_on_the_newest_row_and_its_delay_is_what_frames_are
     track.append(wander, first_index=0)
     sampler = ParamSampler(track)
     ts = np.arange(0.2, 5.8, 1 / 600)
-    smooth = np.array([sampler.at(t)["jaw_open"] for t in ts])
+    smooth = np.array([sampler.at(t)[JAW] for t in ts])
     lags = np.arange(0, 0.02, 0.001)
     fit = [np.corrcoef(smooth, [track.at(t - lag)[0] for t in ts])[0, 1] for lag in lags]
     assert abs(lags[int(np.argmax(fit))] - sampler.delay) <= 0.004
@@ -101,8 +105,6 @@ def test_offline_render_lips_match_the_tone_within_a_frame(tmp_path, loudness_en
 
 def test_offline_render_streamed_in_blocks_equals_the_whole_array(tmp_path, loudness_engine):
     """`avatar render` streams the decode: blocks in, frames out as their parameters arrive; the same video."""
-    from avatar.pipeline import OFFLINE_BLOCK
-
     audio = tone_bursts([0.3, 1.1, 2.4, 3.2], 3.7)
     whole = decode_mp4(render_offline(audio, loudness_engine, SimpleFrames(), tmp_path / "whole.mp4", fps=25))
     blocks = (audio[i:i + OFFLINE_BLOCK] for i in range(0, len(audio), OFFLINE_BLOCK))
@@ -117,8 +119,6 @@ def test_offline_render_streamed_in_blocks_equals_the_whole_array(tmp_path, loud
 def test_live_mic_to_recording_lips_match_voice_within_a_frame(virtual_mic, tmp_path, loudness_engine):
     """Through the real virtual microphone: tone bursts → engine → frames; the MP4's mouth opens with each tone."""
     import time
-
-    from avatar.pipeline import LivePipeline, MicSource
 
     onsets = [0.6, 1.4, 2.1]
     write_wav(tmp_path / "bursts.wav", tone_bursts(onsets, 2.8), SR)
@@ -152,7 +152,6 @@ def test_lost_microphone_gives_a_message_and_the_view_runs_on(virtual_mic, monke
     import time
 
     from avatar.mic import rescan_devices
-    from avatar.pipeline import LivePipeline, MicSource, SilenceSource
     from tests.conftest import _AvEnv
 
     for key in ("PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH"):
@@ -213,7 +212,6 @@ def test_sound_server_stall_mid_recording_is_bridged_and_the_voice_continues(vir
     from pathlib import Path
 
     from avatar.mic import rescan_devices
-    from avatar.pipeline import REOPEN_AFTER_SECONDS, LivePipeline, MicSource
 
     server = _private_sound_server(monkeypatch)
     freq = 440.0
@@ -288,7 +286,6 @@ def test_audio_file_mode_plays_the_sound(virtual_mic, tmp_path):
     from scipy.signal import correlate
 
     from avatar.mic import Microphone
-    from avatar.pipeline import FileSource
     from tests.test_mic import _speechlike
 
     ref = _speechlike(SR, 1.0, seed=3)
@@ -317,7 +314,6 @@ def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path,
 
     from scipy.signal import correlate
 
-    from avatar.pipeline import MicSource
     from tests.test_mic import _speechlike
 
     ref = _speechlike(SR, 1.0, seed=5)
@@ -325,6 +321,8 @@ def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path,
     source = MicSource(samplerate=device_rate)
     try:
         assert source.mic.samplerate == (device_rate or SR)
+        assert isinstance(source, AudioSource) and source.is_microphone
+        source.set_conditioning(6.0, None)  # as the window's gain slider does: twice the amplitude
         time.sleep(0.2)
         virtual_mic(tmp_path / "ref.wav")
         time.sleep(0.3)
@@ -335,11 +333,11 @@ def test_mic_source_delivers_16khz_matching_the_fed_sound(virtual_mic, tmp_path,
     k = int(np.argmax(c))
     seg = got[k:k + len(ref)]
     assert np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)) > 0.95
+    assert np.linalg.norm(seg) / np.linalg.norm(ref) == pytest.approx(10 ** (6 / 20), rel=0.1)
 
 
 def test_a_stale_replacement_does_not_clobber_a_newly_chosen_source():
     """The audio worker's 'device lost → silence' must not undo a device the user picked meanwhile."""
-    from avatar.pipeline import LivePipeline, SilenceSource
 
     class Tracked(SilenceSource):
         closed = False
@@ -355,3 +353,48 @@ def test_a_stale_replacement_does_not_clobber_a_newly_chosen_source():
     assert not pipeline.set_source(fallback, replacing=lost)  # the worker's late reaction
     assert pipeline.source is chosen and not chosen.closed and fallback.closed
     assert pipeline.set_source(fallback, replacing=chosen) and pipeline.source is fallback
+
+
+def test_observers_see_each_audio_block_and_frame_as_the_pipeline_makes_them():
+    """The hooks benchmarks use instead of patching the pipeline: every block the engine gets, on the audio clock,
+    with its capture time from the source; every frame the render worker makes."""
+    import time
+
+    blocks, frames = [], []
+    pipeline = LivePipeline(None, SimpleFrames(), on_frame=frames.append, on_audio=blocks.append)
+    pipeline.lipsync.push(np.zeros(800, np.float32))  # audio before this source: its sample 0 is index 800
+    source = SilenceSource()
+    pipeline.set_source(source)
+    for _ in range(3):
+        time.sleep(0.02)
+        pipeline.pump_audio()
+    assert len(blocks) == 3 and blocks[0].start == 800
+    for a, b in zip(blocks, blocks[1:]):
+        assert b.start == a.start + len(a.samples)  # contiguous on the pipeline's sample clock
+    for block in blocks:
+        assert block.captured == pytest.approx(source.capture_time(block.start - 800))
+        assert block.read_at >= block.captured
+    assert pipeline.lipsync.samples_in == blocks[-1].start + len(blocks[-1].samples)
+    frame = pipeline.render_once()
+    assert frame is not None and frames == [frame]
+    assert frame.params.dtype == np.float32 and frame.params.shape == (len(PARAM_NAMES),)
+
+
+def test_every_source_declares_what_the_pipeline_and_the_window_use(tmp_path):
+    write_wav(tmp_path / "a.wav", tone_bursts([0.1], 0.3), SR)
+    silence, file = SilenceSource(), FileSource(tmp_path / "a.wav", device="no such output device")
+    try:
+        for source in (silence, file):
+            assert isinstance(source, AudioSource) and not source.is_microphone
+            assert source.take_messages() == []
+            source.set_conditioning(6.0, -40.0)  # nothing to condition: accepted, ignored
+    finally:
+        file.close()
+
+    class NoClock:
+        name, alive, finished, level_db, is_microphone = "x", True, False, -100.0, False
+
+        def read(self):
+            return np.zeros(0, np.float32)
+
+    assert not isinstance(NoClock(), AudioSource)

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from avatar.visemes import PARAM_NAMES
 from tests.conftest import loudness_model, tone_bursts, write_wav
 
 SIZE = 256
@@ -82,7 +83,7 @@ def test_screenshot_shows_the_face_and_the_mouth_moves_with_speech(x_platform, a
     write_wav(tmp_path / "speech.wav", tone_bursts([0.2], 3.0, length=2.5), 16000)
     player = virtual_mic(tmp_path / "speech.wav", wait=False)
     try:
-        qtbot.waitUntil(lambda: w.pipeline.latest.params["jaw_open"] > 0.95, timeout=5000)
+        qtbot.waitUntil(lambda: w.pipeline.latest.params[PARAM_NAMES.index("jaw_open")] > 0.95, timeout=5000)
         qtbot.wait(100)
         opened = _screenshot_of(w.view, tmp_path / "open.png")
     finally:

@@ -189,17 +189,6 @@ def test_bad_parameters_give_the_photo_or_a_clear_error(grace):
         mouth_params(smile=1.0)
 
 
-def test_dict_shim_renders_as_the_array(grace):
-    """SHIM (delete with render_base._as_params_array at the merge): avatar/pipeline.py still passes dicts."""
-    row = viseme("aa")
-    cfg = LivelinessConfig(seed=1)  # idle motion on: the emphasis reads the jaw on both paths
-    by_dict = create_renderer(grace, "cpu", cfg).render(dict(zip(PARAM_NAMES, row.tolist())), 1.0)
-    assert np.array_equal(by_dict, create_renderer(grace, "cpu", cfg).render(row, 1.0))
-    assert not np.array_equal(by_dict, grace.image)
-    with pytest.raises(ValueError, match="render_pose"):
-        create_renderer(grace, "cpu", OFF).render({"blink": 1.0}, 0)
-
-
 def test_liveliness_is_deterministic_switchable_and_alive(grace):
     cfg = LivelinessConfig(enabled=True, seed=3)
     a, b = create_renderer(grace, "cpu", cfg), create_renderer(grace, "cpu", cfg)

@@ -158,12 +158,12 @@ def test_lipsync_unreadable_input_is_code_3(tmp_path):
 
 
 def test_render_unknown_backend_exits_2_before_building_the_rig(tmp_path, speech, monkeypatch, capsys):
-    from avatar import cli, pipeline
+    from avatar import cli, render_cli
 
     def no_rig(*a, **k):
         raise AssertionError("the rig was built before the backend was checked")
 
-    monkeypatch.setattr(pipeline, "open_renderer", no_rig)
+    monkeypatch.setattr(render_cli, "open_renderer", no_rig)
     code = cli.main(["render", "--face", str(FACE), "--audio", str(speech), "-o", str(tmp_path / "o.mp4"),
                      "--backend", "nonsense", "-q"])
     assert code == 2 and "unknown backend 'nonsense'" in capsys.readouterr().err
@@ -233,12 +233,12 @@ def two_faces(tmp_path_factory):
 
 
 def test_render_face_index_picks_the_other_face(tmp_path, speech, two_faces, monkeypatch):
-    import avatar.face
     from avatar import cli
+    from avatar.face import assemble
 
     path, width = two_faces
     rigs = []
-    real_build_rig = avatar.face.build_rig
+    real_build_rig = assemble.build_rig
 
     def keep(photo, **kw):
         rig = real_build_rig(photo, **kw)
@@ -246,7 +246,7 @@ def test_render_face_index_picks_the_other_face(tmp_path, speech, two_faces, mon
         return rig
 
     monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(avatar.face, "build_rig", keep)
+    monkeypatch.setattr(assemble, "build_rig", keep)
     for index in (0, 1):
         out = tmp_path / f"face{index}.mp4"
         assert cli.main(["render", "--face", str(path), "--audio", str(speech), "-o", str(out), "--size", "128",
@@ -608,7 +608,7 @@ def test_pinned_solution_works_for_a_solution_without_calculator_options(tmp_pat
 
 
 def test_background_fill_person_mask_ignores_a_planted_model(tmp_path, monkeypatch):
-    from avatar.pipeline import person_mask
+    from avatar.face.assemble import person_mask
 
     junk = tmp_path / "mediapipe" / "modules" / "selfie_segmentation" / "selfie_segmentation.tflite"
     junk.parent.mkdir(parents=True)

@@ -7,7 +7,7 @@ from avatar.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE, log_mel
 from avatar.engine import EngineOutput
 from avatar.lipsync import track_audio
 from avatar.mouth_stream import MouthStream
-from avatar.pipeline import LipSync
+from avatar.live.pipeline import LipSync
 from avatar.visemes import N_PARAMS, N_VISEMES, VISEME_INDEX
 
 

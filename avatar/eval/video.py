@@ -29,9 +29,10 @@ import numpy as np
 
 from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, AudioError, load_audio
 from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
+from avatar.face.assemble import open_renderer
 from avatar.face.landmarks import LIP_INNER
 from avatar.lipsync import track_audio
-from avatar.pipeline import open_renderer, render_offline
+from avatar.live.offline import render_offline
 
 # ---- the ruler's definitions ----
 EYE_POINTS = (33, 263)  # mapped to (-0.5, 0) and (0.5, 0): inter-ocular distance 1

@@ -103,18 +103,6 @@ def field_weights(params: np.ndarray, extras: Mapping[str, float] | None = None,
     return local, head, eyes
 
 
-def _as_params_array(params) -> np.ndarray:
-    """SHIM, to be deleted at the merge of issue 16: a dict of mouth parameters (what avatar/pipeline.py,
-    render_cli.py and selftest.py still pass) -> the array. Only PARAM_NAMES keys; poses go through render_pose."""
-    if not isinstance(params, Mapping):
-        return params
-    extra = set(params) - set(PARAM_NAMES)
-    if extra:
-        raise ValueError(f"render takes the mouth parameters only ({', '.join(PARAM_NAMES)}); "
-                         f"{', '.join(sorted(extra))}: use render_pose")
-    return np.array([_value(params, k) for k in PARAM_NAMES], np.float64)
-
-
 @dataclass
 class FramePlan:
     """Which pixels a frame warps, in canvas pixels; shared by both renderers so they do the same work."""
@@ -173,7 +161,6 @@ class Renderer:
 
     def render(self, params: np.ndarray, t: float = 0.0) -> np.ndarray:
         """The frame for N_PARAMS mouth parameters (PARAM_NAMES order) at time t; see FrameRenderer."""
-        params = _as_params_array(params)  # SHIM: delete at the merge, with _as_params_array
         local, head, eyes = self.weights(params, t)
         return self.render_weights(local, head, eyes)
 

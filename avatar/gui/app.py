@@ -23,7 +23,7 @@ def real_offline_engine_factory(backend: str):
 
 
 def real_renderer_factory(photo: str, prefs, landmarks=None):
-    from avatar.pipeline import open_renderer
+    from avatar.face.assemble import open_renderer
 
     return open_renderer(photo, size=prefs.size, background=prefs.background_rgb, liveliness=prefs.liveliness,
                          landmarks=landmarks)

@@ -64,7 +64,7 @@ class MainWindow(QMainWindow):
         """engine_factory(backend) -> StatefulEngine for the live view; offline_engine_factory(backend) for
         exports (default: engine_factory); renderer_factory(photo_path, prefs) -> renderer."""
         super().__init__()
-        from avatar.pipeline import LivePipeline
+        from avatar.live.pipeline import LivePipeline
 
         self.prefs = prefs
         self.engine_factory = engine_factory
@@ -223,7 +223,7 @@ class MainWindow(QMainWindow):
 
     def _pipeline_event(self, message: str) -> None:
         """A message from the pipeline's workers (e.g. the microphone was lost): say it, show what runs now."""
-        from avatar.pipeline import SilenceSource
+        from avatar.live.sources import SilenceSource
 
         if isinstance(self.pipeline.source, SilenceSource):
             self.device_box.blockSignals(True)
@@ -282,7 +282,7 @@ class MainWindow(QMainWindow):
 
     def open_microphone(self, name: str) -> bool:
         from avatar.mic import MicError
-        from avatar.pipeline import MicSource
+        from avatar.live.sources import MicSource
 
         self.pipeline.use_silence()  # release the old device before opening the new one
         try:
@@ -500,7 +500,7 @@ class MainWindow(QMainWindow):
             self.play_audio_file(path)
 
     def play_audio_file(self, path: str) -> bool:
-        from avatar.pipeline import FileSource
+        from avatar.live.sources import FileSource
 
         try:
             source = FileSource(path)
@@ -526,7 +526,7 @@ class MainWindow(QMainWindow):
     def export_video(self, audio_path: str, out_path: str) -> Worker:
         """Offline render with a progress dialog and Cancel; its own engine and renderer, the view keeps going."""
         from avatar.audio import load_audio
-        from avatar.pipeline import Cancelled, render_offline
+        from avatar.live.offline import Cancelled, render_offline
 
         prefs, photo = self.prefs, self.prefs.photo
         dialog = QProgressDialog(f"Exporting {Path(out_path).name}…", "Cancel", 0, 1000, self)

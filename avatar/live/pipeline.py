@@ -1,0 +1,334 @@
+"""Joins engine, smoother and renderer on one clock: the 16 kHz audio sample clock.
+
+    audio source (mic | file | silence) ──16 kHz──▶ LipSync: log-mel → engine.step (state carried) → smoothing
+                                                          │ params per 10 ms, stamped with the audio time they describe
+                                                          ▼
+    render thread at the display rate: t = newest audio time with parameters → renderer.render(params, t)
+                                                          │
+                                                          ▼ frame + t + when that audio was captured (latency)
+                                             view (GUI) | recorder (frame at pts t, audio at pts sample count)
+
+Nothing here knows about Qt; the GUI only reads `LivePipeline.latest` and the statistics.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from avatar.audio import SAMPLE_RATE
+from avatar.live.recording import LiveRecording
+from avatar.live.sources import AudioSource, SilenceSource
+from avatar.live.track import ParamSampler, ParamTrack
+from avatar.mouth_stream import MouthRows, MouthStream
+from avatar.record import BackgroundRecorder, Recorder, RecordError
+
+AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at a source that cannot wake it (file, silence)
+DEFAULT_DISPLAY_FPS = 60
+DEFAULT_RECORD_FPS = 30
+STATS_WINDOW = 120  # frames the fps / latency statistics look back over
+
+
+class LipSync:
+    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`): a MouthStream feeding a ParamTrack."""
+
+    def __init__(self, engine):
+        self.stream = MouthStream(engine)
+        self.track = ParamTrack()
+
+    @property
+    def engine(self):
+        return self.stream.engine
+
+    @engine.setter
+    def engine(self, engine) -> None:  # swapped between two blocks (LivePipeline.set_engine): the clock runs on
+        self.stream.engine = engine
+
+    @property
+    def samples_in(self) -> int:
+        return self.stream.samples_in
+
+    def reset(self) -> None:
+        self.stream.reset()
+        self.track = ParamTrack()
+
+    def push(self, audio: np.ndarray) -> int:
+        """Feed audio; returns how many new parameter frames reached the track."""
+        return self._append(self.stream.push(audio))
+
+    def flush(self) -> None:
+        """End of the input (files only): the rows the look-ahead held back, up to the audio's last frame."""
+        self._append(self.stream.flush())
+
+    def _append(self, rows: MouthRows) -> int:
+        if len(rows):
+            self.track.append(rows.params, rows.first)
+        return len(rows)
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # HxWx3 uint8 RGB
+    t: float  # audio time it depicts (s since the pipeline started)
+    params: np.ndarray  # float32 (N_PARAMS,): the mouth parameters it was rendered with (PARAM_NAMES order)
+    captured: float | None  # when the audio at t was captured (or heard, for files), on the source's clock
+    latency: float | None  # s from then to the frame being ready
+    seq: int
+    ready: float  # time.monotonic() when the frame was ready
+
+
+@dataclass
+class AudioBlock:
+    """A block of sound as the audio worker hands it to the engine (for `on_audio` observers, e.g. benchmarks)."""
+    samples: np.ndarray  # 16 kHz float32, the pipeline's own array: an observer copies what it keeps
+    start: int  # pipeline sample index of samples[0] (the audio clock: start / SAMPLE_RATE s)
+    captured: float | None  # when samples[0] was captured (heard, for files), on the source's clock
+    read_at: float  # the source's clock when the block was read
+
+
+@dataclass
+class Stats:
+    fps: float
+    latency_ms: float | None  # median over the last STATS_WINDOW frames
+    latency_p95_ms: float | None
+    dropped_frames: int
+    backend: str
+
+
+class LivePipeline:
+    """Audio worker + render worker; the GUI reads `latest` and `stats()` and never runs the model or renderer."""
+
+    def __init__(self, engine, renderer, fps: int = DEFAULT_DISPLAY_FPS, smooth: bool = True,
+                 on_event: Callable[[str], None] | None = None,
+                 on_frame: Callable[[Frame], None] | None = None,
+                 on_audio: Callable[[AudioBlock], None] | None = None):
+        self.lipsync = LipSync(engine)
+        self.sampler = ParamSampler(self.lipsync.track, smooth)
+        self.renderer = renderer
+        self.fps = fps
+        self.on_event = on_event or (lambda message: None)
+        self.on_frame = on_frame or (lambda frame: None)  # called on the render thread as each frame is ready
+        self.on_audio = on_audio  # called on the audio worker with each block before the engine gets it
+        self.latest: Frame | None = None
+        self.dropped_frames = 0
+        self._source: AudioSource = SilenceSource()
+        self._source_base = 0  # pipeline sample index of the current source's sample 0
+        self._recording = None
+        self._rec_lock = threading.Lock()
+        self._frame_times: deque = deque(maxlen=STATS_WINDOW)
+        self._latencies: deque = deque(maxlen=STATS_WINDOW)
+        self._lock = threading.Lock()
+        self._audio_lock = threading.RLock()  # one audio step (read → engine) at a time; swaps wait for it
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.errors: deque = deque(maxlen=20)  # audio/render worker failures, for the GUI to show
+
+    # -- sources --------------------------------------------------------------------------------------
+
+    @property
+    def source(self) -> AudioSource:
+        return self._source
+
+    def set_source(self, source: AudioSource, replacing: AudioSource | None = None) -> bool:
+        """Switch audio source between two steps of the audio worker; the audio clock runs on without a jump.
+        With `replacing`, only if that is still the current source (False otherwise, and `source` is closed)."""
+        with self._audio_lock:
+            with self._lock:
+                old = self._source
+                if replacing is not None and old is not replacing:
+                    old = None
+                else:
+                    self._source = source
+                    self._source_base = self.lipsync.samples_in
+        if old is None:
+            source.close()
+            return False
+        if old is not source:
+            old.close()  # outside the lock: a file's last sound may take a moment to play out
+        return True
+
+    def use_silence(self) -> None:
+        self.set_source(SilenceSource())
+
+    def set_engine(self, engine) -> None:
+        """Swap the inference backend between two audio blocks; the audio clock runs on."""
+        with self._audio_lock:
+            engine.reset()
+            self.lipsync.engine = engine
+
+    # -- threads --------------------------------------------------------------------------------------
+
+    def start(self) -> "LivePipeline":
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._audio_loop, name="audio-worker", daemon=True),
+                         threading.Thread(target=self._render_loop, name="render-worker", daemon=True)]
+        for th in self._threads:
+            th.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=5)
+        self._threads = []
+        self.stop_recording()
+        if self._source is not None:
+            self._source.close()
+
+    def _audio_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.pump_audio()
+            except Exception as e:  # a worker must never die silently: report, fall back to silence
+                self._report(f"Audio processing failed: {e}")
+                self.use_silence()
+            self._source.wait(AUDIO_POLL_SECONDS)  # a microphone wakes the worker as a block lands: no polling delay
+
+    def pump_audio(self) -> int:
+        """Move whatever the source has into the engine and the recorder; returns samples moved.
+
+        One step holds the audio lock, so a source or engine swapped from another thread never lands between
+        reading a block and stamping it."""
+        with self._audio_lock:
+            source = self._source
+            alive = source.alive
+            audio = source.read() if alive else np.zeros(0, np.float32)
+            start = self.lipsync.samples_in
+            if len(audio):
+                if self.on_audio is not None:
+                    self.on_audio(AudioBlock(audio, start, source.capture_time(start - self._source_base),
+                                             source.now()))
+                self.lipsync.push(audio)
+        for message in source.take_messages():
+            self._report(message)
+        if not alive:
+            if self.set_source(SilenceSource(), replacing=source):
+                self._report(f"The microphone '{source.name}' stopped delivering sound (unplugged or taken by "
+                             "the system). The avatar keeps running on silence; pick another device.")
+            return 0
+        if len(audio) == 0:
+            if source.finished:
+                self.set_source(SilenceSource(), replacing=source)
+            return 0
+        with self._rec_lock:
+            if self._recording is not None:
+                self._recording.add_audio(audio, start)
+        return len(audio)
+
+    def _render_loop(self) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            period = 1.0 / self.fps  # read each time: the display rate can change while running
+            deadline += period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                missed = int(-delay // period)
+                if missed:
+                    self.dropped_frames += missed
+                    deadline += missed * period
+            try:
+                self.render_once()
+            except Exception as e:
+                self._report(f"Rendering failed: {e}")
+                self._stop.wait(0.5)
+
+    def display_time(self) -> float | None:
+        """The audio time to show now: the newest with parameters, never ahead of what is being heard."""
+        latest = self.lipsync.track.latest_time
+        if latest is None:
+            return None
+        with self._lock:
+            source, base = self._source, self._source_base
+        heard = _source_time_now(source)
+        if heard is not None:  # a file being played: depict what is heard now (the spring lags `delay` behind)
+            latest = min(latest, base / SAMPLE_RATE + heard + self.sampler.delay)
+        return latest
+
+    def render_once(self) -> Frame | None:
+        now = self.display_time()
+        if now is None:
+            return None
+        params = self.sampler.at(now)
+        image = self.renderer.render(params, now)
+        t = now - self.sampler.delay  # the audio time the smoothed mouth depicts
+        captured, latency = self._capture_clock(t)
+        frame = Frame(image, t, params, captured, latency, (self.latest.seq + 1) if self.latest else 0,
+                      time.monotonic())
+        self.latest = frame
+        self._frame_times.append(time.monotonic())
+        if frame.latency is not None:
+            self._latencies.append(frame.latency)
+        with self._rec_lock:
+            if self._recording is not None:
+                self._recording.add_frame(image, t)
+        self.on_frame(frame)
+        return frame
+
+    def _capture_clock(self, t: float) -> tuple[float | None, float | None]:
+        """(when the audio at t was captured, how long ago that is), on the source's clock."""
+        with self._lock:
+            source, base = self._source, self._source_base
+        index = int(round(t * SAMPLE_RATE)) - base
+        captured = source.capture_time(index) if index >= 0 else None
+        return (None, None) if captured is None else (captured, source.now() - captured)
+
+    def _report(self, message: str) -> None:
+        self.errors.append(message)
+        self.on_event(message)
+
+    # -- statistics -----------------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        times = list(self._frame_times)
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        lat = np.array(self._latencies) * 1000 if self._latencies else None
+        return Stats(fps, None if lat is None else float(np.median(lat)),
+                     None if lat is None else float(np.percentile(lat, 95)), self.dropped_frames,
+                     getattr(self.lipsync.engine, "label", "?"))
+
+    # -- recording ------------------------------------------------------------------------------------
+
+    def start_recording(self, path, fps: int = DEFAULT_RECORD_FPS) -> LiveRecording:
+        if self.latest is None:  # the frame size comes from the view; the GUI thread never renders
+            raise RecordError("The avatar is not showing yet; try again in a moment.")
+        height, width = self.latest.image.shape[:2]
+        recording = LiveRecording(BackgroundRecorder(Recorder(path, width, height, fps=fps, live=True)),
+                                  self.lipsync.samples_in, fps)
+        with self._rec_lock:
+            self._recording = recording
+        return recording
+
+    @property
+    def recording(self) -> LiveRecording | None:
+        return self._recording
+
+    def detach_recording(self) -> LiveRecording | None:
+        """Stop feeding the recording and hand it over (to be closed, e.g. on another thread)."""
+        if self._recording is not None:
+            try:
+                self.pump_audio()  # the sound captured up to the click belongs in the file, however busy the worker
+            except Exception:  # the audio worker reports its own failures
+                pass
+        with self._rec_lock:
+            recording, self._recording = self._recording, None
+        return recording
+
+    def stop_recording(self) -> Path | None:
+        """Finish the file (raises RecordError with a message if writing failed; the file keeps what was written)."""
+        recording = self.detach_recording()
+        return recording.close() if recording is not None else None
+
+
+def _source_time_now(source) -> float | None:
+    """Index (as seconds) of the source sample being captured / heard right now, from its timestamps."""
+    probe = source.capture_time(0)
+    if probe is None:
+        return None
+    return source.now() - probe

@@ -1,0 +1,378 @@
+"""Audio sources: each delivers 16 kHz audio in real time and says when a sample was captured / heard.
+
+AudioSource declares what the live pipeline and the window use of one; SilenceSource, MicSource and FileSource
+are the three there are."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from avatar.audio import SAMPLE_RATE, StreamResampler, load_audio
+from avatar.mic import (LEVEL_FLOOR_DB, REOPEN_GIVE_UP_SECONDS, InputConditioner, Microphone, Reopener, level_db,
+                        supports_rate)
+
+REOPEN_AFTER_SECONDS = 1.5  # a stream silent this long (since its last sound) is closed and opened again
+SETTLE_SECONDS = 1.0  # after a stream resumes or is reopened, sound beyond what the clock allows is stale; dropped
+LOSS_TOLERANCE_SECONDS = 0.05  # a resumed stream this far behind the clock lost sound: filled with silence
+SILENT_LEVEL_DB = LEVEL_FLOOR_DB  # the meter's reading for a source with no sound (yet)
+
+
+@runtime_checkable
+class AudioSource(Protocol):
+    """16 kHz audio in real time, with the clock it was captured (or is heard) on.
+
+    The pipeline's audio worker calls read / wait / take_messages and checks alive / finished; the render worker
+    calls now / capture_time; the window reads name / level_db / is_microphone and sets the conditioning."""
+
+    name: str  # what the user sees it as (a device name, a file name, "silence")
+
+    @property
+    def alive(self) -> bool:
+        """False once it can deliver nothing more (a microphone whose reopening gave up): replaced by silence."""
+
+    @property
+    def finished(self) -> bool:
+        """Everything delivered (the end of a file): replaced by silence."""
+
+    @property
+    def level_db(self) -> float:
+        """Level of the latest sound read, for the input meter."""
+
+    @property
+    def is_microphone(self) -> bool:
+        """Holds an input device open (which PortAudio cannot rescan devices around)."""
+
+    def read(self) -> np.ndarray:
+        """The 16 kHz float32 samples that arrived since the last call (possibly none); never blocks."""
+
+    def wait(self, timeout: float) -> None:
+        """Returns when new sound may be there (a microphone: as a block lands), or after `timeout` seconds."""
+
+    def now(self) -> float:
+        """The source's clock now (the clock capture_time answers on)."""
+
+    def capture_time(self, index: int) -> float | None:
+        """When sample `index` (counted from the source's first) was captured or heard; None when unknown."""
+
+    def take_messages(self) -> list[str]:
+        """Status messages for the user since the last call (e.g. a stream was reopened)."""
+
+    def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
+        """Input gain and noise gate (None: off), for the sound read from now on; ignored where there is no input."""
+
+    def close(self) -> None:
+        """Release the device (a finished file's last sound plays out)."""
+
+
+class _NoInput:
+    """What a source without a microphone answers: no messages, no conditioning, polled by the audio worker."""
+
+    is_microphone = False
+
+    def take_messages(self) -> list[str]:
+        return []
+
+    def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
+        pass
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(timeout)  # nothing wakes the worker early: it polls (AUDIO_POLL_SECONDS)
+
+
+class SilenceSource(_NoInput):
+    """Silence paced by the wall clock: keeps the avatar alive (blinks, idle motion) without a microphone."""
+
+    name = "silence"
+    alive = True
+    finished = False
+    level_db = SILENT_LEVEL_DB
+
+    def __init__(self):
+        self._start = time.monotonic()
+        self._sent = 0
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def read(self) -> np.ndarray:
+        due = int((time.monotonic() - self._start) * SAMPLE_RATE)
+        n, self._sent = due - self._sent, max(due, self._sent)
+        return np.zeros(max(n, 0), np.float32)
+
+    def capture_time(self, index: int) -> float:
+        return self._start + index / SAMPLE_RATE
+
+    def close(self) -> None:
+        pass
+
+
+class MicSource:
+    """A live microphone, conditioned (gain, gate) and delivered at 16 kHz.
+
+    Captured at 16 kHz when the device or its sound server can convert (PulseAudio, PipeWire, ALSA's plug
+    layer all can, in a few ms); otherwise at the device's own rate and resampled here by
+    avatar.audio.StreamResampler (about 1 ms more).
+
+    A stream that stops delivering (sound server stalled or restarted, device gone) is waited for: resuming, it
+    brings its server's backlog, and only sound it lost is filled with silence. One that does not resume is reopened
+    on the same device with back-off (avatar.mic.Reopener), with silence paced by the wall clock until the new
+    stream's sound begins (by arrival time). Either way the audio clock, hence a recording's length and A/V sync,
+    keeps step with real time. `alive` turns False only when reopening gave up."""
+
+    def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
+                 samplerate: int | None = None, give_up_after: float | None = None):
+        if samplerate is None and supports_rate(device, SAMPLE_RATE):
+            samplerate = SAMPLE_RATE
+        self._device, self._samplerate = device, samplerate
+        self._give_up_after = REOPEN_GIVE_UP_SECONDS if give_up_after is None else give_up_after
+        self.mic = Microphone(device, samplerate=samplerate).start()
+        self.name = self.mic.name
+        self.conditioner = InputConditioner(self.mic.samplerate, gain_db, gate_db)
+        self.resampler = StreamResampler(self.mic.samplerate, SAMPLE_RATE)
+        self.delivered = 0  # 16 kHz samples handed out (silence of gaps included): source sample index
+        self._segment = (0, None)  # (source index, ring index) of the current stream's first delivered sample
+        self._reopener = None  # replacing a lost stream while set (self.mic is None then)
+        self._gap_start = 0.0  # time.monotonic() when the last sample before the gap arrived
+        self._gap_filled = 0  # 16 kHz samples of silence delivered for the current gap
+        self._gap_anchor = 0  # samples delivered before the gap
+        self._settle_until = 0.0  # time.monotonic() until which a resumed stream's bursts are trimmed
+        self._stalled = False  # the stream delivers nothing (yet it is kept: the server may come back)
+        self._check_loss = False  # a resumed stream: compare its sound with the clock once its backlog is in
+        self.gaps: list[tuple[float, float]] = []  # (source time, seconds) of each gap filled with silence
+        self._messages: list[str] = []
+        self._given_up = False
+        self.finished = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._given_up
+
+    @property
+    def level_db(self) -> float:
+        return self.conditioner.level_db
+
+    @property
+    def is_microphone(self) -> bool:
+        return True
+
+    def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
+        # two attribute stores: the audio worker's next block is conditioned with the new values
+        self.conditioner.gain_db, self.conditioner.gate_db = gain_db, gate_db
+
+    def now(self) -> float:
+        # no stream while reopening: capture_time is None then, so nothing compares this clock with another
+        return self.mic.stream_time() if self.mic is not None else time.monotonic()
+
+    def read(self) -> np.ndarray:
+        mic = self.mic
+        if mic is not None and not self._stalled and not mic.alive:
+            return self._stall_begins()
+        if self._stalled:
+            return self._in_stall()
+        if mic is None:
+            return self._in_gap()
+        raw, start = mic.read()
+        out = self._deliver(raw, start)
+        if time.monotonic() < self._settle_until:
+            return out[self._excess(len(out)):]
+        if self._check_loss:  # a resumed stream has delivered what its server kept: fill what it lost
+            self._check_loss = False
+            head = self._fill_loss(len(out))
+            self.delivered += len(out)
+            return np.concatenate([head, out])
+        self.delivered += len(out)
+        return out
+
+    def _deliver(self, raw: np.ndarray, start: int) -> np.ndarray:
+        """Condition and resample ring samples from ring index `start` (not yet counted as delivered)."""
+        if self._segment[1] is None and len(raw):
+            self._segment = (self.delivered, start)  # the stream's first sample is the next one delivered
+        return self.resampler.process(self.conditioner.process(raw))
+
+    def _excess(self, n: int) -> int:
+        """Of `n` new samples, how many the gap's silence already covered; counts the rest as delivered.
+
+        Anchored on arrival times: the newest sample arrived `last_arrival - gap_start` after the last one before
+        the gap, so that many samples belong between them. A stream that resumes (or is reopened) while its server
+        catches up delivers a burst of stale sound first: that is the part skipped."""
+        skip = min(n, max(0, self.delivered + n - self._due()))
+        self._segment = (self._segment[0] - skip, self._segment[1])  # the skipped head sits under the silence
+        self.delivered += n - skip
+        return skip
+
+    def _due(self) -> int:
+        """Samples that belong before the newest one, by arrival time since the gap began."""
+        return self._gap_anchor + int(round((self.mic.last_arrival - self._gap_start) * SAMPLE_RATE))
+
+    def _fill_loss(self, n: int) -> np.ndarray:
+        """Silence, before `n` new samples, for what a resumed stream lost (its server dropped sound), if more than
+        a jitter's worth."""
+        missing = self._due() - self.delivered - n
+        if missing < LOSS_TOLERANCE_SECONDS * SAMPLE_RATE:
+            return np.zeros(0, np.float32)
+        self.gaps.append((self.delivered / SAMPLE_RATE, missing / SAMPLE_RATE))
+        self._segment = (self._segment[0] + missing, self._segment[1])  # the stream's sound comes after it
+        self._gap_filled = 0
+        silence = self._silence(missing)
+        self._messages.append(f"The microphone '{self.name}' stopped delivering sound (the sound server stalled); "
+                              f"{missing / SAMPLE_RATE:.1f} s of it was lost and is silence in the recording.")
+        return silence
+
+    def _stall_begins(self) -> np.ndarray:
+        """The stream stopped delivering: hand out what it had and begin the gap."""
+        tail = self._deliver(*self.mic.read())
+        self.delivered += len(tail)
+        self._gap_start, self._gap_anchor = self.mic.last_arrival, self.delivered
+        self._gap_filled = 0
+        self._stalled = True
+        return np.concatenate([tail, self._in_stall()])
+
+    def _in_stall(self) -> np.ndarray:
+        """Nothing while the stream is silent: when it resumes, its server's backlog comes (the sound is kept, the
+        gap only delays it); when it does not within REOPEN_AFTER_SECONDS, it is reopened and the gap is silence."""
+        mic = self.mic
+        if mic.stream.active and mic.alive:  # callbacks again: the server is back
+            self._stalled = False
+            self._settle_until = time.monotonic() + SETTLE_SECONDS
+            self._check_loss = True
+            return self.read()
+        if not mic.stream.active or time.monotonic() - self._gap_start > REOPEN_AFTER_SECONDS:
+            self._stalled, self.mic = False, None
+            self._reopener = Reopener(mic, self._device, self._samplerate, self._give_up_after)
+            return self._in_gap()
+        return np.zeros(0, np.float32)
+
+    def _in_gap(self) -> np.ndarray:
+        """Silence while reopening; once a new stream delivers, the gap ends where its sound begins."""
+        reopener = self._reopener
+        if reopener.failed:
+            self._given_up = True  # the pipeline says so and falls back to SilenceSource
+            return np.zeros(0, np.float32)
+        if reopener.mic is None:
+            return self._paced_silence()
+        self.mic, self._reopener = reopener.mic, None
+        return self._gap_ends()
+
+    def _paced_silence(self) -> np.ndarray:
+        return self._silence(int((time.monotonic() - self._gap_start) * SAMPLE_RATE) - self._gap_filled)
+
+    def _gap_ends(self) -> np.ndarray:
+        """A new stream delivers: silence up to where its newest sound begins, then that sound."""
+        mic = self.mic
+        self._settle_until = time.monotonic() + SETTLE_SECONDS
+        raw, start = mic.read()
+        fresh = self.resampler.process(self.conditioner.process(raw))
+        head = self._silence(self._due() - len(fresh) - self.delivered)
+        self._segment = (self.delivered, start) if len(raw) else (0, None)
+        fresh = fresh[self._excess(len(fresh)):]
+        gap = self._gap_filled / SAMPLE_RATE
+        self.gaps.append((self._gap_anchor / SAMPLE_RATE, gap))
+        self._messages.append(f"The microphone '{self.name}' stopped delivering sound for {gap:.1f} s (the sound "
+                              "server stalled or restarted). It was reopened; the gap is silence in the recording.")
+        return np.concatenate([head, fresh])
+
+    def _silence(self, n: int) -> np.ndarray:
+        n = max(0, n)
+        self._gap_filled += n
+        self.delivered += n
+        return np.zeros(n, np.float32)
+
+    def take_messages(self) -> list[str]:
+        """Status messages since the last call (a stream reopened), for the pipeline to report."""
+        messages, self._messages = self._messages, []
+        return messages
+
+    def wait(self, timeout: float) -> None:
+        """Returns as soon as the microphone delivers a block (every 5 ms), or after `timeout`."""
+        if self.mic is not None:
+            self.mic.wait(timeout)
+        else:
+            time.sleep(timeout)
+
+    def capture_time(self, index: int) -> float | None:
+        first_index, first_ring = self._segment
+        if self.mic is None or self._stalled or first_ring is None:
+            return None
+        return self.mic.adc_time(first_ring + int((index - first_index) * self.mic.samplerate / SAMPLE_RATE))
+
+    def close(self) -> None:
+        if self._reopener is not None:
+            self._reopener.cancel()
+        if self.mic is not None and self._stalled:  # closing blocks until a stalled server runs again
+            threading.Thread(target=self.mic.close, name="mic-close", daemon=True).start()
+        elif self.mic is not None:
+            self.mic.close()
+
+
+class FileSource(_NoInput):
+    """Plays an audio file through the default output device; delivers each sample as it is sent to the DAC.
+
+    `capture_time(i)` is when sample i is heard, so the view shows the mouth for the sound being heard.
+    Without an output device the file is paced by the wall clock, silently.
+    """
+
+    def __init__(self, path, device=None):
+        self.path = Path(path)
+        self.name = self.path.name
+        self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
+        self.level_db = SILENT_LEVEL_DB
+        self._pos = 0  # samples handed to the output (or due, when paced by the clock)
+        self._read = 0
+        self._clock = (0, None)  # (sample, DAC time) of the latest output block
+        self.stream = None
+        self._start = time.monotonic()
+        try:
+            import sounddevice as sd  # PortAudio, loaded only to play a file (and maybe absent: then silent)
+
+            # generous buffering: playback must not underrun; the DAC timestamps keep the mouth on the sound
+            self.stream = sd.OutputStream(device=device, samplerate=SAMPLE_RATE, channels=1, dtype="float32",
+                                          latency="high", callback=self._callback)
+            self.stream.start()
+        except Exception:  # no usable output: animate silently in real time
+            self.stream = None
+
+    def _callback(self, outdata, frames, time_info, status):
+        chunk = self.audio[self._pos:self._pos + frames]
+        outdata[:len(chunk), 0] = chunk
+        outdata[len(chunk):, 0] = 0
+        self._clock = (self._pos, time_info.outputBufferDacTime)
+        self._pos += len(chunk)
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return self._read >= len(self.audio)
+
+    def now(self) -> float:
+        return self.stream.time if self.stream is not None else time.monotonic()
+
+    def read(self) -> np.ndarray:
+        if self.stream is None:
+            self._pos = min(len(self.audio), int((time.monotonic() - self._start) * SAMPLE_RATE))
+        end = self._pos
+        out = self.audio[self._read:end]
+        self._read = end
+        if len(out):
+            self.level_db = level_db(out)
+        return out
+
+    def capture_time(self, index: int) -> float | None:
+        if self.stream is None:
+            return self._start + index / SAMPLE_RATE
+        pos, dac = self._clock
+        return None if dac is None else dac + (index - pos) / SAMPLE_RATE
+
+    def close(self) -> None:
+        if self.stream is not None:
+            if self.finished:
+                self.stream.stop()  # let the last buffered sound play out
+            else:
+                self.stream.abort()
+            self.stream.close()
