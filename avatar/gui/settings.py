@@ -80,7 +80,7 @@ def _backend_ok(name: str) -> bool:
     return True
 
 
-def _prefix_ok(text: str) -> bool:  # what Window.set_name_prefix accepts: no path separators
+def _prefix_ok(text: str) -> bool:  # what avatar.controller.clean_name_prefix keeps: no path separators
     return bool(text.strip()) and all(c.isalnum() or c in " -_" for c in text)
 
 
