@@ -25,6 +25,7 @@ from avatar.face import NoFaceError, fit_template
 from avatar.mic import InputDevice, MicError, default_input_device, list_input_devices, rescan_devices
 from avatar.pipeline import (Cancelled, FileSource, LivePipeline, MicSource, SilenceSource, Stats,
                              liveliness_config, render_offline)
+from avatar.preferences import GATE_RANGE_DB, Preferences
 from avatar.record import RecordError
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ SOURCE_MICROPHONE = "microphone"
 SOURCE_FILE = "file"
 SOURCE_OTHER = "other"  # a source handed to the pipeline directly (tests, tools)
 GATE_OFF_AT_DB = -80  # a gate at or below this is off (the slider's leftmost position)
-GATE_OFF_DB = -100.0  # how "gate off" is stored in the preferences
+GATE_OFF_DB = GATE_RANGE_DB[0]  # how "gate off" is stored in the preferences
 BLANK_GREY = 24  # the plain square shown until the first photo's rig is built
 APP_TITLE = "Talking Avatar"
 BACKEND_NAMES = {"tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
@@ -78,15 +79,15 @@ def clean_name_prefix(text: str) -> str:
 
 
 class Controller:
-    """The app's operations on a live pipeline; `prefs` is an avatar.gui.settings.Preferences (any object with its
-    fields), `save_prefs(prefs)` stores it.
+    """The app's operations on a live pipeline with the user's `prefs`; `save_prefs(prefs)` stores them (the window
+    passes avatar.gui.settings.save_preferences).
 
     engine_factory(backend) -> engine for the live view (a failure at start leaves a closed mouth and a message);
     offline_engine_factory(backend) for exports (default: engine_factory);
     renderer_factory(photo_path, prefs, landmarks=None) -> renderer."""
 
-    def __init__(self, prefs, engine_factory, renderer_factory, offline_engine_factory=None, *,
-                 save_prefs: Callable[[object], None] = lambda prefs: None,
+    def __init__(self, prefs: Preferences, engine_factory, renderer_factory, offline_engine_factory=None, *,
+                 save_prefs: Callable[[Preferences], None] = lambda prefs: None,
                  on_error: Callable[[str, str], None] | None = None,
                  on_event: Callable[[str], None] | None = None,
                  on_frame: Callable[[object], None] | None = None):
