@@ -29,8 +29,9 @@ def window(qtbot, qsettings, tmp_path, monkeypatch):
     qtbot.addWidget(w)
     w.show()
     w.open_photo(str(tmp_path / "face.png"))
-    qtbot.waitUntil(lambda: w.controller.pipeline.renderer is w.controller.renderer and w.controller.renderer is not None, timeout=5000)
-    qtbot.waitUntil(lambda: w.controller.pipeline.latest is not None, timeout=5000)
+    c = w.controller
+    qtbot.waitUntil(lambda: c.renderer is not None and c.pipeline.renderer is c.renderer, timeout=5000)
+    qtbot.waitUntil(lambda: c.latest_frame is not None, timeout=5000)
     yield w
     w.close()
 
@@ -72,12 +73,12 @@ def test_record_button_and_shortcut_write_an_mp4(window, qtbot, tmp_path):
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow, timeout=3000)  # shortcuts go to the active window
     qtbot.keyClick(window, Qt.Key_R, Qt.ControlModifier)
-    assert window.controller.pipeline.recording is not None and window.record_button.isChecked()
+    assert window.controller.recording is not None and window.record_button.isChecked()
     qtbot.wait(1500)
     window._update_status()
     assert window.elapsed.text().strip() == "00:01"
     qtbot.mouseClick(window.record_button, Qt.LeftButton)
-    assert window.controller.pipeline.recording is None and not window.record_button.isChecked()
+    assert window.controller.recording is None and not window.record_button.isChecked()
     qtbot.waitUntil(lambda: window.controller.last_recording is not None, timeout=10000)  # off the GUI thread
     saved = window.controller.last_recording
     assert saved.parent == tmp_path and saved.name.startswith("my talk1-")
@@ -101,7 +102,7 @@ def test_closing_while_recording_finalizes_the_file(qtbot, window):
     from tests.conftest import decode_mp4
 
     window.start_recording()
-    path = window.controller.pipeline.recording.path
+    path = window.controller.recording.path
     qtbot.wait(1200)
     window.close()
     info = decode_mp4(path)
@@ -126,11 +127,13 @@ def test_export_video_from_audio_file_with_progress(window, qtbot, tmp_path):
 def test_export_can_be_cancelled(window, qtbot, tmp_path):
     write_wav(tmp_path / "long.wav", tone_bursts([0.3], 120.0), 16000)
     worker = window.export_video(str(tmp_path / "long.wav"), str(tmp_path / "cancelled.mp4"))
-    qtbot.waitUntil(lambda: window.export_dialog.value() > 0, timeout=20000)
     from PySide6.QtCore import Qt
-    from PySide6.QtWidgets import QPushButton
+    from PySide6.QtWidgets import QProgressDialog, QPushButton
 
-    qtbot.mouseClick(window.export_dialog.findChild(QPushButton), Qt.LeftButton)  # the dialog's Cancel
+    qtbot.waitUntil(lambda: window.findChild(QProgressDialog) is not None
+                    and window.findChild(QProgressDialog).value() > 0, timeout=20000)
+    dialog = window.findChild(QProgressDialog)
+    qtbot.mouseClick(dialog.findChild(QPushButton), Qt.LeftButton)  # the dialog's Cancel
     qtbot.waitUntil(lambda: worker.isFinished(), timeout=20000)
     assert not (tmp_path / "cancelled.mp4").exists()
     assert window.controller.last_export is None
@@ -155,7 +158,7 @@ def test_dropping_files_opens_photos_and_plays_audio(window, qtbot, tmp_path):
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent
 
-    from avatar.pipeline import FileSource
+    from avatar.controller import SOURCE_FILE
 
     def drop(path):
         mime = QMimeData()
@@ -167,7 +170,7 @@ def test_dropping_files_opens_photos_and_plays_audio(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.controller.prefs.photo.endswith("other.jpg"), timeout=5000)
     write_wav(tmp_path / "talk.wav", tone_bursts([0.1], 1.0), 16000)
     drop(tmp_path / "talk.wav")
-    assert isinstance(window.controller.pipeline.source, FileSource)
+    assert window.controller.source_kind == SOURCE_FILE
     assert window.device_box.currentIndex() == 0
 
 
@@ -177,7 +180,8 @@ def test_lost_device_message_resets_the_picker(window, qtbot):
     window.device_box.setCurrentIndex(window.device_box.count() - 1)
     window.device_box.blockSignals(False)
     window.controller.pipeline.use_silence()
-    window.controller.pipeline.on_event("The microphone 'Some mic' stopped delivering sound")  # as the audio worker does
+    # as the audio worker does
+    window.controller.pipeline.on_event("The microphone 'Some mic' stopped delivering sound")
     qtbot.waitUntil(lambda: window.device_box.currentIndex() == 0, timeout=2000)
     assert told(window, "stopped delivering sound")
 
@@ -193,9 +197,9 @@ def test_full_disk_stops_the_recording_with_a_message(window, qtbot, tiny_disk):
     window.controller.prefs.output_folder = str(tiny_disk)
     qtbot.wait(100)
     assert window.start_recording()
-    path = window.controller.pipeline.recording.path
+    path = window.controller.recording.path
     qtbot.waitUntil(lambda: told(window, "disk is full"), timeout=20000)
-    assert window.controller.pipeline.recording is None and not window.record_button.isChecked()
+    assert window.controller.recording is None and not window.record_button.isChecked()
     assert len(decode_mp4(path)["frames"]) >= 15  # what was written before the disk filled is kept
     seq = window.controller.pipeline.latest.seq
     qtbot.wait(200)
@@ -203,11 +207,11 @@ def test_full_disk_stops_the_recording_with_a_message(window, qtbot, tiny_disk):
 
 
 def test_unavailable_microphone_is_a_message_and_the_view_runs_on_silence(window, qtbot):
-    from avatar.pipeline import SilenceSource
+    from avatar.controller import SOURCE_SILENCE
 
     assert not window.open_microphone("No Such Microphone 3000")
     assert told(window, "not available") and told(window, "Pick another")
-    assert isinstance(window.controller.pipeline.source, SilenceSource)
+    assert window.controller.source_kind == SOURCE_SILENCE
     seq = window.controller.pipeline.latest.seq
     qtbot.wait(200)
     assert window.controller.pipeline.latest.seq > seq

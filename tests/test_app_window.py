@@ -70,7 +70,7 @@ def test_screenshot_shows_the_face_and_the_mouth_moves_with_speech(x_platform, a
     w = app_window
     w.refresh_devices()  # the virtual microphone is the default input
     assert w.device_box.currentIndex() > 0
-    qtbot.waitUntil(lambda: w.controller.pipeline.source.name != "silence", timeout=5000)
+    qtbot.waitUntil(lambda: w.controller.source_name != "silence", timeout=5000)
     qtbot.wait(300)
     closed = _screenshot_of(w.view, tmp_path / "closed.png")
     frame = w.controller.pipeline.latest.image

@@ -230,7 +230,7 @@ class MainWindow(QMainWindow):
     def _pipeline_event(self, message: str) -> None:
         """A message from the pipeline's workers (e.g. the microphone was lost): say it, show what runs now."""
         if self.controller.source_kind == SOURCE_SILENCE:
-            self._show_no_microphone()
+            self._show_silence_chosen()
         self.show_error(message)
 
     def _run(self, fn, on_done, on_failed=None) -> Worker:
@@ -260,7 +260,7 @@ class MainWindow(QMainWindow):
         self.device_box.setCurrentIndex(index)
         self._device_chosen(index)
 
-    def _show_no_microphone(self):
+    def _show_silence_chosen(self):
         self.device_box.blockSignals(True)
         self.device_box.setCurrentIndex(0)
         self.device_box.blockSignals(False)
@@ -430,7 +430,7 @@ class MainWindow(QMainWindow):
     def play_audio_file(self, path: str) -> bool:
         if not self.controller.play_file(path):
             return False
-        self._show_no_microphone()
+        self._show_silence_chosen()
         self.statusBar().showMessage(f"Playing {Path(path).name}", 5000)
         return True
 
@@ -444,7 +444,7 @@ class MainWindow(QMainWindow):
             self.export_video(audio, out)
 
     def export_video(self, audio_path: str, out_path: str) -> Worker:
-        """Offline render with a progress dialog (`export_dialog`) and Cancel; the view keeps going."""
+        """Offline render with a progress dialog (a child of the window) and Cancel; the view keeps going."""
         dialog = QProgressDialog(f"Exporting {Path(out_path).name}…", "Cancel", 0, PROGRESS_STEPS, self)
         dialog.setWindowTitle("Export video")
         dialog.setWindowModality(Qt.WindowModal)
@@ -468,7 +468,6 @@ class MainWindow(QMainWindow):
         worker = self._run(job, done, failed)
         worker.progress.connect(lambda f: dialog.setValue(int(f * PROGRESS_STEPS)))
         dialog.canceled.connect(lambda: setattr(worker, "cancel_requested", True))
-        self.export_dialog = dialog
         return worker
 
     # -- drag and drop --------------------------------------------------------------------------------
