@@ -79,10 +79,11 @@ def test_record_button_and_shortcut_write_an_mp4(window, qtbot, tmp_path):
     assert window.elapsed.text().strip() == "00:01"
     qtbot.mouseClick(window.record_button, Qt.LeftButton)
     assert window.controller.recording is None and not window.record_button.isChecked()
-    qtbot.waitUntil(lambda: window.controller.last_recording is not None, timeout=10000)  # off the GUI thread
+    # finished off the GUI thread, then said on it
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Saved "), timeout=10000)
     saved = window.controller.last_recording
     assert saved.parent == tmp_path and saved.name.startswith("my talk1-")
-    assert f"Saved {saved}" in window.statusBar().currentMessage()
+    assert window.statusBar().currentMessage() == f"Saved {saved}"
     info = decode_mp4(saved)
     assert (info["video_codec"], info["audio_codec"]) == ("h264", "aac")
     assert len(info["frames"]) > 30
@@ -115,11 +116,10 @@ def test_export_video_from_audio_file_with_progress(window, qtbot, tmp_path):
     from tests.conftest import decode_mp4
 
     write_wav(tmp_path / "speech.wav", tone_bursts([0.3, 1.0], 1.5), 16000)
-    worker = window.export_video(str(tmp_path / "speech.wav"), str(tmp_path / "export.mp4"))
-    qtbot.waitUntil(lambda: worker.isFinished(), timeout=20000)
-    qtbot.wait(50)
+    window.export_video(str(tmp_path / "speech.wav"), str(tmp_path / "export.mp4"))
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Exported "), timeout=20000)
     assert window.controller.last_export == tmp_path / "export.mp4"
-    assert "Exported" in window.statusBar().currentMessage()
+    assert window.statusBar().currentMessage() == f"Exported {tmp_path / 'export.mp4'}"
     info = decode_mp4(tmp_path / "export.mp4")
     assert len(info["frames"]) == 45
 
@@ -136,8 +136,8 @@ def test_export_can_be_cancelled(window, qtbot, tmp_path):
     qtbot.mouseClick(dialog.findChild(QPushButton), Qt.LeftButton)  # the dialog's Cancel
     qtbot.waitUntil(lambda: worker.isFinished(), timeout=20000)
     assert not (tmp_path / "cancelled.mp4").exists()
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == "Export cancelled", timeout=5000)
     assert window.controller.last_export is None
-    assert window.statusBar().currentMessage() == "Export cancelled"
 
 
 def test_unreadable_audio_file_is_a_message(window, tmp_path):
