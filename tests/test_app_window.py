@@ -27,8 +27,8 @@ def app_window(qtbot, qsettings, tmp_path, monkeypatch):
     qtbot.addWidget(w)
     w.resize(600, 640)
     w.show()
-    qtbot.waitUntil(lambda: w.renderer is not None and w.pipeline.latest is not None
-                    and w.pipeline.latest.image.shape[0] == SIZE, timeout=20000)
+    qtbot.waitUntil(lambda: w.controller.renderer is not None and w.controller.pipeline.latest is not None
+                    and w.controller.pipeline.latest.image.shape[0] == SIZE, timeout=20000)
     yield w
     w.close()
 
@@ -36,9 +36,9 @@ def app_window(qtbot, qsettings, tmp_path, monkeypatch):
 def test_first_start_opens_the_default_face(app_window):
     from avatar.face import Renderer
 
-    assert app_window.prefs.photo.endswith("default_face.jpg")
-    assert isinstance(app_window.renderer, Renderer)
-    assert app_window.prefs.recent_photos == [app_window.prefs.photo]
+    assert app_window.controller.prefs.photo.endswith("default_face.jpg")
+    assert isinstance(app_window.controller.renderer, Renderer)
+    assert app_window.controller.prefs.recent_photos == [app_window.controller.prefs.photo]
 
 
 def _screenshot_of(widget, path) -> np.ndarray:
@@ -71,10 +71,10 @@ def test_screenshot_shows_the_face_and_the_mouth_moves_with_speech(x_platform, a
     w = app_window
     w.refresh_devices()  # the virtual microphone is the default input
     assert w.device_box.currentIndex() > 0
-    qtbot.waitUntil(lambda: w.pipeline.source.name != "silence", timeout=5000)
+    qtbot.waitUntil(lambda: w.controller.source_name != "silence", timeout=5000)
     qtbot.wait(300)
     closed = _screenshot_of(w.view, tmp_path / "closed.png")
-    frame = w.pipeline.latest.image
+    frame = w.controller.pipeline.latest.image
     x0, y0, scale = _view_rect_of_frame(w.view, frame.shape)
     drawn = closed[int(y0):int(y0 + SIZE * scale), int(x0):int(x0 + SIZE * scale)]
     expected = cv2.resize(frame, (drawn.shape[1], drawn.shape[0]), interpolation=cv2.INTER_AREA)
@@ -83,13 +83,13 @@ def test_screenshot_shows_the_face_and_the_mouth_moves_with_speech(x_platform, a
     write_wav(tmp_path / "speech.wav", tone_bursts([0.2], 3.0, length=2.5), 16000)
     player = virtual_mic(tmp_path / "speech.wav", wait=False)
     try:
-        qtbot.waitUntil(lambda: w.pipeline.latest.params[PARAM_NAMES.index("jaw_open")] > 0.95, timeout=5000)
+        qtbot.waitUntil(lambda: w.controller.pipeline.latest.params[PARAM_NAMES.index("jaw_open")] > 0.95, timeout=5000)
         qtbot.wait(100)
         opened = _screenshot_of(w.view, tmp_path / "open.png")
     finally:
         player.wait(timeout=10)
     diff = np.abs(opened.astype(int) - closed.astype(int)).sum(axis=2)
-    mx0, my0, mx1, my1 = w.renderer.rig.mouth_box
+    mx0, my0, mx1, my1 = w.controller.renderer.rig.mouth_box
     pad = 10
     box = (slice(int(y0 + (my0 - pad) * scale), int(y0 + (my1 + 2 * pad) * scale)),
            slice(int(x0 + (mx0 - pad) * scale), int(x0 + (mx1 + pad) * scale)))
@@ -105,29 +105,34 @@ def test_photo_without_a_face_goes_to_manual_placement(app_window, qtbot, tmp_pa
     blank = (rng.uniform(100, 140, (400, 360, 3))).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "noface.png"), blank)
     app_window.open_photo(str(tmp_path / "noface.png"))
-    qtbot.waitUntil(lambda: getattr(app_window, "placement_dialog", None) is not None, timeout=20000)
-    dialog = app_window.placement_dialog
+    from avatar.gui.placement import PlacementDialog
+
+    qtbot.waitUntil(lambda: app_window.findChild(PlacementDialog) is not None, timeout=20000)
+    dialog = app_window.findChild(PlacementDialog)
+    assert dialog.isVisible()
     handles = dialog.handles()
     assert "chin" in handles and all(0 <= x <= 360 and 0 <= y <= 400 for x, y in handles.values())
     dialog.move_handle("chin", handles["chin"][0], handles["chin"][1] + 10)
     dialog.accept()
-    qtbot.waitUntil(lambda: app_window.prefs.photo.endswith("noface.png"), timeout=20000)
-    assert app_window.pipeline.renderer is app_window.renderer
+    qtbot.waitUntil(lambda: app_window.controller.prefs.photo.endswith("noface.png"), timeout=20000)
+    assert app_window.controller.pipeline.renderer is app_window.controller.renderer
 
 
 def test_unreadable_photo_is_a_message(app_window, qtbot, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
-    previous = app_window.renderer
+    previous = app_window.controller.renderer
     app_window.open_photo(str(bad))
-    qtbot.waitUntil(lambda: bool(getattr(app_window, "last_error", "")), timeout=10000)
-    assert "broken.jpg" in app_window.last_error
-    assert app_window.renderer is previous
+    from PySide6.QtWidgets import QMessageBox
+
+    qtbot.waitUntil(lambda: any(box.isVisible() and "broken.jpg" in box.text()
+                                for box in app_window.findChildren(QMessageBox)), timeout=10000)
+    assert app_window.controller.renderer is previous
 
 
 def test_green_screen_background(app_window, qtbot):
     app_window.set_background("green")
-    qtbot.waitUntil(lambda: tuple(app_window.pipeline.latest.image[2, 2]) == (0, 255, 0), timeout=20000)
+    qtbot.waitUntil(lambda: tuple(app_window.controller.pipeline.latest.image[2, 2]) == (0, 255, 0), timeout=20000)
 
 
 def test_liveliness_switches_reach_the_renderer_and_are_remembered(app_window, qtbot):
@@ -135,8 +140,8 @@ def test_liveliness_switches_reach_the_renderer_and_are_remembered(app_window, q
 
     app_window.set_liveliness("enabled", True)
     app_window.set_liveliness("blinks", False)
-    qtbot.waitUntil(lambda: app_window.renderer.liveliness.config.enabled
-                    and not app_window.renderer.liveliness.config.blinks, timeout=20000)
+    qtbot.waitUntil(lambda: app_window.controller.renderer.liveliness.config.enabled
+                    and not app_window.controller.renderer.liveliness.config.blinks, timeout=20000)
     assert load_preferences().liveliness == {"enabled": True, "blinks": False}
     names = [a.text() for a in app_window.liveliness_menu.actions()]
     assert "blinks" in names and "sway" in names

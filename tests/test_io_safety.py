@@ -375,11 +375,11 @@ def test_large_jpeg_decodes_at_a_reduced_scale(tmp_path):
 
 def test_window_says_why_it_refuses_a_bomb(app_window_bomb, qtbot):
     window, bomb = app_window_bomb
-    previous = window.renderer
+    previous = window.controller.renderer
     window.open_photo(str(bomb))
-    qtbot.waitUntil(lambda: bool(getattr(window, "last_error", "")), timeout=20000)
-    assert "megapixels can be opened" in window.last_error
-    assert window.renderer is previous
+    qtbot.waitUntil(lambda: bool(window.controller.last_error), timeout=20000)
+    assert "megapixels can be opened" in window.controller.last_error
+    assert window.controller.renderer is previous
 
 
 @pytest.fixture
@@ -394,7 +394,7 @@ def app_window_bomb(qtbot, qsettings, tmp_path, monkeypatch):
     prefs.size, prefs.output_folder, prefs.liveliness = 256, str(tmp_path), {"enabled": False}
     w = main_window(prefs, engine_factory=lambda backend: create_engine("onnxruntime", model=loudness_model()))
     qtbot.addWidget(w)
-    qtbot.waitUntil(lambda: w.renderer is not None, timeout=20000)
+    qtbot.waitUntil(lambda: w.controller.renderer is not None, timeout=20000)
     yield w, one_colour_png(tmp_path / "bomb.png", 15000, 15000, rows=2)
     w.close()
 
@@ -455,9 +455,10 @@ def test_window_starts_with_damaged_settings_and_says_so_once(qtbot, qsettings, 
     w = main_window(engine_factory=lambda backend: create_engine("onnxruntime", model=loudness_model()))
     qtbot.addWidget(w)
     try:
-        assert "record_fps, size, gain_db" in w.last_error
-        qtbot.waitUntil(lambda: w.renderer is not None, timeout=20000)
-        assert w.renderer.size == (512, 512) and w.prefs.record_fps == 30 and w.prefs.gain_db == 0.0
+        assert "record_fps, size, gain_db" in w.controller.last_error
+        qtbot.waitUntil(lambda: w.controller.renderer is not None, timeout=20000)
+        prefs = w.controller.prefs
+        assert w.controller.renderer.size == (512, 512) and prefs.record_fps == 30 and prefs.gain_db == 0.0
     finally:
         w.close()
     assert invalid_message(load_preferences()) is None  # the defaults were stored: no message next time

@@ -1,4 +1,4 @@
-"""PySide6 desktop app. No model or rendering logic here: see avatar.pipeline."""
+"""PySide6 desktop app: widgets and signals only. What the app does is avatar.controller (Qt-free)."""
 from avatar.gui.app import main_window, run_app
 
 __all__ = ["main_window", "run_app"]

@@ -5,55 +5,43 @@ import logging
 import sys
 import traceback
 
+from PySide6.QtWidgets import QApplication
+
+from avatar.engine import create_engine, live_model_path
+from avatar.face.assemble import open_renderer
+from avatar.gui.settings import (APPLICATION, ORGANIZATION, invalid_message, load_preferences,
+                                 save_preferences)
+from avatar.gui.window import MainWindow
+from avatar.paths import assets_dir
+
 log = logging.getLogger(__name__)
 
 
 def real_engine_factory(backend: str):
     """The live view's engine: the zero-look-ahead model."""
-    from avatar.engine import create_engine, live_model_path
-
     return create_engine(backend, live_model_path())
 
 
 def real_offline_engine_factory(backend: str):
     """File → Export video's engine: the default (20 ms look-ahead) model; a file need not answer at once."""
-    from avatar.engine import create_engine
-
     return create_engine(backend)
 
 
 def real_renderer_factory(photo: str, prefs, landmarks=None):
-    from avatar.face.assemble import open_renderer
-
     return open_renderer(photo, size=prefs.size, background=prefs.background_rgb, liveliness=prefs.liveliness,
                          landmarks=landmarks)
 
 
 def main_window(prefs=None, engine_factory=None, renderer_factory=None, offline_engine_factory=None):
     """The main window with the real engines and renderer; needs a QApplication. Opens the last (or default) photo.
-    A given `engine_factory` also serves exports unless `offline_engine_factory` is given too."""
-    from avatar.gui.settings import invalid_message, load_preferences, save_preferences
-    from avatar.gui.window import MainWindow
-
+    A given `engine_factory` also serves exports unless `offline_engine_factory` is given too. An engine that
+    cannot start leaves the window open with a closed mouth and the reason (avatar.controller.Controller)."""
     prefs = prefs or load_preferences()
     if engine_factory is None:
         engine_factory = real_engine_factory
         offline_engine_factory = offline_engine_factory or real_offline_engine_factory
-    startup_error = None
-
-    def tolerant_engine_factory(backend):
-        nonlocal startup_error
-        try:
-            return engine_factory(backend)
-        except Exception as e:  # the window still opens: a live face with a closed mouth, and the reason
-            startup_error = f"The lip-sync model could not be started ({backend}): {e}"
-            return None
-
-    window = MainWindow(prefs, tolerant_engine_factory, renderer_factory or real_renderer_factory,
+    window = MainWindow(prefs, engine_factory, renderer_factory or real_renderer_factory,
                         offline_engine_factory or engine_factory)
-    window.engine_factory = engine_factory
-    if startup_error:
-        window.show_error(startup_error)
     repaired = invalid_message(prefs)
     if repaired:  # said once: the defaults are stored in their place
         window.show_error(repaired, "Settings reset")
@@ -66,8 +54,6 @@ def main_window(prefs=None, engine_factory=None, renderer_factory=None, offline_
 
 
 def default_photo() -> str:
-    from avatar.paths import assets_dir
-
     for name in ("default_face.jpg", "default_face.png"):
         path = assets_dir() / name
         if path.is_file():
@@ -86,10 +72,6 @@ def _excepthook(window_getter):
 
 def run_app(argv: list[str] | None = None, backend: str | None = None) -> int:
     """The desktop app; `backend` (from `avatar --backend X`) replaces the saved backend setting."""
-    from PySide6.QtWidgets import QApplication
-
-    from avatar.gui.settings import APPLICATION, ORGANIZATION, load_preferences
-
     app = QApplication.instance() or QApplication([sys.argv[0], *(argv or [])])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)

@@ -11,6 +11,7 @@ from PySide6.QtGui import QBrush, QColor, QPen, QPixmap
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QGraphicsEllipseItem, QGraphicsItem, QGraphicsScene,
                                QGraphicsSimpleTextItem, QGraphicsView, QLabel, QVBoxLayout)
 
+from avatar.face import default_handles
 from avatar.gui.view import to_qimage
 
 HANDLE_RADIUS = 6  # screen pixels
@@ -36,8 +37,6 @@ class _Handle(QGraphicsEllipseItem):
 
 class PlacementDialog(QDialog):
     def __init__(self, image: np.ndarray, message: str, parent=None):
-        from avatar.face import default_handles
-
         super().__init__(parent)
         self.setWindowTitle("Place the face by hand")
         h, w = image.shape[:2]

@@ -155,6 +155,12 @@ class LivePipeline:
     def use_silence(self) -> None:
         self.set_source(SilenceSource())
 
+    def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
+        """Input gain and noise gate for the current source, between two audio steps: a step conditions its block
+        with one pair of values (InputConditioner.process reads the gate twice)."""
+        with self._audio_lock:
+            self._source.set_conditioning(gain_db, gate_db)
+
     def set_engine(self, engine) -> None:
         """Swap the inference backend between two audio blocks; the audio clock runs on."""
         with self._audio_lock:

@@ -1,0 +1,385 @@
+"""What the app does, without Qt: the live pipeline, its audio source and renderer, recording, export, settings.
+
+The window (avatar.gui.window) holds widgets and signals and calls these operations; tests drive them directly.
+Everything here runs on the caller's thread except where a method says it is slow (build_renderer,
+finish_recording, export: call those on a worker thread). Observable state for the window and the tests:
+`source_kind`, `source_name`, `level_db`, `renderer`, `recording`, `backend_text`, `last_error`,
+`last_recording`, `last_export`, `prefs`.
+
+Every message meant for the user goes through `report_error`, which records it as `last_error` and hands it to
+`on_error(message, title)` (the window shows a dialog); pipeline messages from its worker threads arrive through
+`on_event(message)`, on those threads (the window forwards them to the GUI thread, then to `report_error`).
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from avatar.audio import load_audio
+from avatar.face import NoFaceError, fit_template
+from avatar.mic import InputDevice, MicError, default_input_device, list_input_devices, rescan_devices
+from avatar.face.assemble import liveliness_config
+from avatar.live.offline import Cancelled, render_offline
+from avatar.live.pipeline import LivePipeline, Stats
+from avatar.live.sources import FileSource, MicSource, SilenceSource
+from avatar.preferences import GATE_RANGE_DB, Preferences
+from avatar.record import RecordError
+
+log = logging.getLogger(__name__)
+
+# what `source_kind` says is feeding the mouth
+SOURCE_SILENCE = "silence"
+SOURCE_MICROPHONE = "microphone"
+SOURCE_FILE = "file"
+SOURCE_OTHER = "other"  # a source handed to the pipeline directly (tests, tools)
+GATE_OFF_AT_DB = -80  # a gate at or below this is off (the slider's leftmost position)
+GATE_OFF_DB = GATE_RANGE_DB[0]  # how "gate off" is stored in the preferences
+BLANK_GREY = 24  # the plain square shown until the first photo's rig is built
+APP_TITLE = "Talking Avatar"
+BACKEND_NAMES = {"tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
+
+
+class BlankRenderer:
+    """What the view shows until the first photo's rig is built (and exports without a photo): a dark square."""
+
+    def __init__(self, size: int):
+        self._frame = np.full((size, size, 3), BLANK_GREY, np.uint8)
+
+    def render(self, params, t):
+        return self._frame
+
+
+def error_sentence(error: BaseException) -> str:
+    """An exception as the sentence a dialog shows (its class name when it carries no message)."""
+    return str(error) or type(error).__name__
+
+
+def backend_text(engine) -> str:
+    """The status bar's words for an engine: which backend on which device."""
+    if engine is None:
+        return "no model (mouth stays closed)"
+    name = getattr(engine, "name", "?")
+    device = getattr(engine, "device", "cpu")
+    return f"{BACKEND_NAMES.get(name, name)}, {'CPU' if device == 'cpu' else 'GPU ' + device}"
+
+
+def liveliness_switches(switches: dict | None) -> dict[str, bool]:
+    """The renderer's on/off liveliness options (the bool fields of avatar.face.LivelinessConfig) with the user's
+    choices applied: avatar.face.assemble.liveliness_config is the one place the choices meet the defaults."""
+    config = liveliness_config(switches)
+    return {f.name: getattr(config, f.name) for f in fields(config) if isinstance(getattr(config, f.name), bool)}
+
+
+def clean_name_prefix(text: str) -> str:
+    """The start of recordings' file names: letters, digits, space, - and _ only ("" when nothing is left)."""
+    return "".join(c for c in text.strip() if c.isalnum() or c in " -_").strip()
+
+
+class Controller:
+    """The app's operations on a live pipeline with the user's `prefs`; `save_prefs(prefs)` stores them (the window
+    passes avatar.gui.settings.save_preferences).
+
+    engine_factory(backend) -> engine for the live view (a failure at start leaves a closed mouth and a message);
+    offline_engine_factory(backend) for exports (default: engine_factory);
+    renderer_factory(photo_path, prefs, landmarks=None) -> renderer."""
+
+    def __init__(self, prefs: Preferences, engine_factory, renderer_factory, offline_engine_factory=None, *,
+                 save_prefs: Callable[[Preferences], None] = lambda prefs: None,
+                 on_error: Callable[[str, str], None] | None = None,
+                 on_event: Callable[[str], None] | None = None,
+                 on_frame: Callable[[object], None] | None = None):
+        self.prefs = prefs
+        self.engine_factory = engine_factory
+        self.offline_engine_factory = offline_engine_factory or engine_factory
+        self.renderer_factory = renderer_factory
+        self._save = save_prefs
+        self.on_error = on_error or (lambda message, title: None)
+        self.last_error: str | None = None  # the last message said to the user
+        self.last_recording: Path | None = None  # the last recording finished (or the file a failure left)
+        self.last_export: Path | None = None  # the last export finished
+        self.renderer = None  # the photo's renderer once one is built (the pipeline shows a blank square before)
+        startup_error = None
+        try:
+            self.engine = engine_factory(prefs.backend)
+        except Exception as e:  # the window still opens: a live face with a closed mouth, and the reason
+            self.engine = None
+            startup_error = f"The lip-sync model could not be started ({prefs.backend}): {e}"
+        self.pipeline = LivePipeline(self.engine, BlankRenderer(prefs.size), fps=prefs.fps, on_event=on_event,
+                                     on_frame=on_frame)
+        if startup_error:
+            self.report_error(startup_error)
+
+    def start(self) -> "Controller":
+        self.pipeline.start()
+        return self
+
+    def close(self) -> None:
+        """Finish a recording (raises nothing: a failure is reported), stop the threads, store the settings."""
+        recording = self.detach_recording()
+        if recording is not None:
+            try:
+                self.finish_recording(recording)
+            except RecordError as e:
+                self.report_error(error_sentence(e), "Recording stopped")
+        self.pipeline.stop()
+        self.save_prefs()
+
+    def save_prefs(self) -> None:
+        self._save(self.prefs)
+
+    def report_error(self, message: str, title: str = APP_TITLE) -> None:
+        """Say something went wrong: remembered as `last_error`, shown by `on_error`."""
+        log.info("%s: %s", title, message)
+        self.last_error = message
+        self.on_error(message, title)
+
+    # -- what feeds the mouth -------------------------------------------------------------------------
+
+    @property
+    def source_kind(self) -> str:
+        """SOURCE_SILENCE, SOURCE_MICROPHONE, SOURCE_FILE (or SOURCE_OTHER)."""
+        source = self.pipeline.source
+        if isinstance(source, SilenceSource):
+            return SOURCE_SILENCE
+        if isinstance(source, MicSource):
+            return SOURCE_MICROPHONE
+        if isinstance(source, FileSource):
+            return SOURCE_FILE
+        return SOURCE_OTHER
+
+    @property
+    def source_name(self) -> str:
+        """The microphone's device name, the file's name, or "silence"."""
+        return self.pipeline.source.name
+
+    @property
+    def level_db(self) -> float:
+        """The input level (after gain, before the gate) for the meter."""
+        return float(self.pipeline.source.level_db)
+
+    def microphones(self) -> list[InputDevice]:
+        """The input devices, looked for again (a microphone in use is let go first: PortAudio cannot rescan with
+        a stream open). [] with a message when the sound system cannot be asked."""
+        if self.source_kind == SOURCE_MICROPHONE:
+            self.use_silence()
+        try:
+            rescan_devices()
+            return list_input_devices()
+        except Exception as e:  # PortAudio/sounddevice failures: the avatar runs on silence
+            self.report_error(f"Could not list the microphones: {e}")
+            return []
+
+    def preferred_microphone(self, devices: list[InputDevice]) -> str | None:
+        """Which of `devices` to open: the one used last time, else the system default, else the first."""
+        if not devices:
+            return None
+        names = [d.name for d in devices]
+        if self.prefs.device in names:
+            return self.prefs.device
+        default = default_input_device()
+        return default.name if default is not None and default.name in names else names[0]
+
+    def use_microphone(self, name: str) -> bool:
+        """Listen to the named input device (remembered for next time); False with a message when it cannot open,
+        and the avatar runs on silence."""
+        self.use_silence()  # release the old device before opening the new one
+        try:
+            source = MicSource(name, self.prefs.gain_db, self.gate_threshold)
+        except MicError as e:
+            self.report_error(str(e))
+            return False
+        self.pipeline.set_source(source)
+        self.prefs.device = name
+        self.save_prefs()
+        return True
+
+    def use_silence(self) -> None:
+        self.pipeline.use_silence()
+
+    def play_file(self, path) -> bool:
+        """Play an audio file (heard through the speakers, the mouth following); False with a message when the
+        file cannot be read, and what ran before runs on."""
+        try:
+            source = FileSource(path)
+        except Exception as e:  # unreadable, missing, no audio track: a sentence, the app runs on
+            self.report_error(f"Cannot play {Path(path).name}: {e}")
+            return False
+        self.pipeline.set_source(source)
+        return True
+
+    # -- input gain and gate --------------------------------------------------------------------------
+
+    @property
+    def gate_threshold(self) -> float | None:
+        """The microphone's gate in dB, None when off."""
+        return None if self.prefs.gate_db <= GATE_OFF_AT_DB else float(self.prefs.gate_db)
+
+    def set_gain(self, db: float) -> None:
+        self.prefs.gain_db = float(db)
+        self._apply_conditioning()
+
+    def set_gate(self, db: float) -> None:
+        """The noise gate's threshold; at or below GATE_OFF_AT_DB the gate is off."""
+        self.prefs.gate_db = float(db) if db > GATE_OFF_AT_DB else GATE_OFF_DB
+        self._apply_conditioning()
+
+    def _apply_conditioning(self) -> None:
+        """Hand gain and gate to the microphone between two audio steps: the audio worker reads them while it
+        conditions a block (MicSource.read -> InputConditioner.process reads gate_db twice), so a change landing
+        mid-block could compare the level with None."""
+        self.pipeline.set_conditioning(self.prefs.gain_db, self.gate_threshold)
+
+    # -- the photo ------------------------------------------------------------------------------------
+
+    def build_renderer(self, photo, landmarks=None):
+        """Slow (finds the face, builds the rig): call on a worker thread. Raises PhotoError / NoFaceError."""
+        return self.renderer_factory(photo, self.prefs, landmarks=landmarks)
+
+    def use_renderer(self, photo, renderer) -> None:
+        """Show `renderer` (built from `photo`) from the next frame on, and remember the photo."""
+        self.renderer = renderer
+        self.pipeline.renderer = renderer
+        self.prefs.photo = str(photo)
+        self.prefs.add_recent(str(photo))
+        self.save_prefs()
+
+    @staticmethod
+    def needs_placement(error: BaseException) -> bool:
+        """Whether a photo failed only because no face was found: the face can then be placed by hand."""
+        return isinstance(error, NoFaceError) and getattr(error, "image", None) is not None
+
+    @staticmethod
+    def landmarks_from_handles(handles: dict[str, tuple[float, float]]) -> np.ndarray:
+        """The landmarks for build_renderer from hand-placed points (raises ValueError with a message)."""
+        return fit_template(handles)
+
+    # -- settings -------------------------------------------------------------------------------------
+
+    def liveliness_switches(self) -> dict[str, bool]:
+        return liveliness_switches(self.prefs.liveliness)
+
+    def set_liveliness(self, name: str, on: bool) -> None:
+        """Remember a liveliness switch; it reaches the face with the next build_renderer."""
+        self.prefs.liveliness = {**self.prefs.liveliness, name: bool(on)}
+        self.save_prefs()
+
+    def set_display_rate(self, fps: int) -> None:
+        self.prefs.fps = fps
+        self.pipeline.fps = fps
+        self.save_prefs()
+
+    def set_background(self, key: str, colour: str | None = None) -> None:
+        """"photo", "color" (with `colour` "#rrggbb", or the last one) or "green"; reaches the face with the next
+        build_renderer."""
+        if colour is not None:
+            self.prefs.background_color = colour
+        self.prefs.background = key
+        self.save_prefs()
+
+    def set_size(self, size: int) -> None:
+        """The render size; reaches the face with the next build_renderer."""
+        self.prefs.size = size
+        self.save_prefs()
+
+    def set_backend(self, backend: str) -> bool:
+        """Run the live model on another backend; False with a message when it cannot run here (the old runs on)."""
+        try:
+            engine = self.engine_factory(backend)
+        except Exception as e:  # missing library, no GPU, model not convertible: said, never fatal
+            self.report_error(f"The {backend} backend cannot run here: {e}")
+            return False
+        self.prefs.backend = backend
+        self.save_prefs()
+        self.engine = engine
+        self.pipeline.set_engine(engine)
+        return True
+
+    @property
+    def backend_text(self) -> str:
+        return backend_text(self.engine)
+
+    def set_output_folder(self, folder: str) -> None:
+        self.prefs.output_folder = str(folder)
+        self.save_prefs()
+
+    def set_name_prefix(self, text: str) -> bool:
+        """Remember the start of recordings' file names (letters, digits, space, - and _ only)."""
+        clean = clean_name_prefix(text)
+        if not clean:
+            self.report_error("A recording name needs at least one letter or digit.")
+            return False
+        self.prefs.name_prefix = clean
+        self.save_prefs()
+        return True
+
+    # -- recording ------------------------------------------------------------------------------------
+
+    def next_recording_path(self) -> Path:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path(self.prefs.output_folder) / f"{self.prefs.name_prefix}-{stamp}.mp4"
+
+    @property
+    def recording(self):
+        """The recording in progress (avatar.live.recording.LiveRecording: path, seconds, error) or None."""
+        return self.pipeline.recording
+
+    def start_recording(self) -> bool:
+        """Record the view and the sound to a new file in the output folder; False with a message when it cannot."""
+        if self.pipeline.recording is not None:
+            return True
+        try:
+            self.pipeline.start_recording(self.next_recording_path(), fps=self.prefs.record_fps)
+        except RecordError as e:
+            self.report_error(str(e), "Cannot record")
+            return False
+        return True
+
+    def detach_recording(self):
+        """Stop feeding the recording and hand it over for finish_recording (None when none runs)."""
+        return self.pipeline.detach_recording()
+
+    def finish_recording(self, recording) -> Path:
+        """Slow (the encoder drains, the file is rewritten): call on a worker thread, or while closing.
+        Raises RecordError when writing failed; `last_recording` is the file either way (it keeps what was
+        written)."""
+        try:
+            path = recording.close()
+        except BaseException:
+            self.last_recording = recording.path
+            raise
+        self.last_recording = path
+        return path
+
+    # -- export ---------------------------------------------------------------------------------------
+
+    def export(self, audio_path, out_path, progress: Callable[[float], None] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> Path | None:
+        """Render an audio file to an MP4 with the current photo and settings, on its own engine and renderer (the
+        live view keeps going). Slow: call on a worker thread. None when `cancelled()` turned True (the partial
+        file is removed); raises AudioError / RecordError / PhotoError with a message otherwise."""
+        prefs, photo = self.prefs, self.prefs.photo
+        audio = load_audio(audio_path)
+        engine = self.offline_engine_factory(prefs.backend)
+        renderer = self.renderer_factory(photo, prefs) if photo else BlankRenderer(prefs.size)
+        try:
+            path = render_offline(audio, engine, renderer, out_path, fps=prefs.record_fps, progress=progress,
+                                  cancelled=cancelled)
+        except Cancelled:
+            return None
+        self.last_export = path
+        return path
+
+    # -- the display ----------------------------------------------------------------------------------
+
+    @property
+    def latest_frame(self):
+        """The newest frame the render worker made (avatar.live.pipeline.Frame), None before the first."""
+        return self.pipeline.latest
+
+    def stats(self) -> Stats:
+        return self.pipeline.stats()
