@@ -1,8 +1,9 @@
-"""Face finding at any scale (avatar.face.detect + landmarks.detect_faces). Group photos are composed at run time
-from the public-domain portraits in assets/ and tests/data; the dev clips in ../shared/data/video/ are read at test
-time only (never stored)."""
+"""Face finding at any scale (avatar.face.detect + landmarks.detect_faces) and which turned faces animate
+(avatar.face.pose). Group photos are composed at run time from the public-domain portraits in assets/ and
+tests/data; the dev clips in ../shared/data/video/ are read at test time only (never stored)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ from avatar import bench_faces as bf
 from avatar.face import NoFaceError, build_rig, load_photo
 from avatar.face import detect
 from avatar.face import landmarks as lm
+from avatar.face.pose import FaceTurnedError, FaceTurnedWarning, head_pose, turn_warning
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "face"
@@ -179,6 +181,65 @@ def test_crop_pads_a_face_cut_by_the_edge_with_the_border_pixels():
     out = detect.crop(image, m, side)
     x_edge = int(round(m[0, 0] * 0 + m[0, 2]))
     assert out[side // 2, : max(1, x_edge - 2)].min() == 200  # left of the photo: its edge column repeated
+
+
+# --- pose: which turned faces animate ---
+
+def turned(points: np.ndarray, yaw_deg: float) -> np.ndarray:
+    """Points turned about the vertical axis through their centre (FaceMesh's z is depth in x's scale)."""
+    a = np.radians(yaw_deg)
+    r = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    c = points.mean(0)
+    return (points - c) @ r.T + c
+
+
+@pytest.fixture(scope="module")
+def frontal():
+    return np.load(DATA / "default_face_landmarks.npy").astype(np.float64)
+
+
+def test_head_pose_of_real_points_turned_by_known_angles(frontal):
+    base = head_pose(frontal)
+    assert abs(base.yaw) < 5 and abs(base.roll) < 5
+    for yaw in (-60, -30, 15, 40, 70):
+        assert head_pose(turned(frontal, yaw)).yaw == pytest.approx(base.yaw + yaw, abs=1.0)
+    a = np.radians(10)  # tilted clockwise in the image (y points down)
+    tilt = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    c = frontal.mean(0)
+    assert head_pose((frontal - c) @ tilt.T + c).roll == pytest.approx(base.roll + 10, abs=1.0)
+
+
+def test_turned_faces_warn_or_refuse(frontal):
+    assert turn_warning(frontal) is None
+    assert turn_warning(turned(frontal, 15)) is None
+    message = turn_warning(turned(frontal, -35))
+    assert "35°" in message and "stretch" in message
+    with pytest.raises(FaceTurnedError, match="60°.*cannot be animated"):
+        turn_warning(turned(frontal, 60))
+
+
+def test_build_rig_refuses_a_profile_and_warns_on_three_quarter(monkeypatch, frontal):
+    image = load_photo(ROOT / "assets" / "default_face.jpg")
+    monkeypatch.setattr(lm, "detect_faces", lambda img: [turned(frontal, 65)])
+    with pytest.raises(FaceTurnedError) as e:
+        build_rig(image)
+    assert isinstance(e.value, NoFaceError) and e.value.image is None  # a message, not manual placement
+    monkeypatch.setattr(lm, "detect_faces", lambda img: [turned(frontal, 35)])
+    with pytest.warns(FaceTurnedWarning, match="35°"):
+        build_rig(image, canvas=256)
+    monkeypatch.setattr(lm, "detect_faces", lambda img: [frontal])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FaceTurnedWarning)
+        build_rig(image, canvas=256)
+
+
+@pytest.mark.skipif(not (VIDEO / "lp_s32.mp4").is_file(), reason=CLIPS_ABSENT)
+def test_a_real_three_quarter_face_warns():
+    frame = first_frame(VIDEO / "lp_s32.mp4")  # a woman looking off to the image's left
+    points = lm.detect_faces(frame)[0]
+    assert 20 < head_pose(points).yaw < 35
+    with pytest.warns(FaceTurnedWarning):
+        build_rig(frame, canvas=256)
 
 
 def test_bench_faces_cli_reports_the_group_photo(capsys):

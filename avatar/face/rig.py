@@ -13,6 +13,7 @@ Two warps run one after the other:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import cv2
@@ -21,6 +22,7 @@ import numpy as np
 from avatar.face import landmarks as lm
 from avatar.face.eyes import build_eyes
 from avatar.face.mouth import measure_appearance
+from avatar.face.pose import FaceTurnedWarning, turn_warning
 from avatar.face.rest import close_mouth, lips_apart
 from avatar.face.shapes import DEFAULT_SHAPES
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
@@ -513,7 +515,9 @@ def build_rig(photo: PhotoSource, canvas: int | tuple[int, int] | None = 512, fa
     """Load a photo, find the face (or take fitted `landmarks`, photo pixels), frame it and build its rig.
 
     canvas: an int N gives an N x N portrait crop around the face, (w, h) a crop of that size, None the whole photo.
-    Raises PhotoError for unreadable photos and NoFaceError (carrying the loaded image) when no face is found.
+    Raises PhotoError for unreadable photos and NoFaceError (carrying the loaded image) when no face is found;
+    a found face turned to profile raises FaceTurnedError (a NoFaceError without the image: placing points by hand
+    would not help), one in three-quarter view warns with FaceTurnedWarning (its text is for the user).
     """
     image = load_photo(photo)
     if landmarks is None:
@@ -524,6 +528,9 @@ def build_rig(photo: PhotoSource, canvas: int | tuple[int, int] | None = 512, fa
             raise lm.NoFaceError(f"The photo has {len(faces)} face(s); face_index {face_index} does not exist.",
                                  image)
         points = faces[face_index]
+        warning = turn_warning(points)
+        if warning:
+            warnings.warn(FaceTurnedWarning(warning), stacklevel=2)
     else:
         points = np.asarray(landmarks, np.float64)
         if points.shape not in ((lm.N_LANDMARKS, 2), (lm.N_LANDMARKS, 3)) or not np.all(np.isfinite(points)):
