@@ -226,11 +226,14 @@ def test_build_rig_refuses_a_profile_and_warns_on_three_quarter(monkeypatch, fro
     assert isinstance(e.value, NoFaceError) and e.value.image is None  # a message, not manual placement
     monkeypatch.setattr(lm, "detect_faces", lambda img: [turned(frontal, 35)])
     with pytest.warns(FaceTurnedWarning, match="35°"):
-        build_rig(image, canvas=256)
+        rig = build_rig(image, canvas=256)
+    assert "35°" in rig.turn_warning  # for a caller in another thread (warning filters are process-wide)
     monkeypatch.setattr(lm, "detect_faces", lambda img: [frontal])
     with warnings.catch_warnings():
         warnings.simplefilter("error", FaceTurnedWarning)
-        build_rig(image, canvas=256)
+        assert build_rig(image, canvas=256).turn_warning is None
+    # hand-placed points (a frontal template stretched to fit) are taken as they are
+    assert build_rig(image, canvas=256, landmarks=turned(frontal, 65)).turn_warning is None
 
 
 @pytest.mark.skipif(not (VIDEO / "lp_s32.mp4").is_file(), reason=CLIPS_ABSENT)
@@ -239,7 +242,7 @@ def test_a_real_three_quarter_face_warns():
     points = lm.detect_faces(frame)[0]
     assert 20 < head_pose(points).yaw < 35
     with pytest.warns(FaceTurnedWarning):
-        build_rig(frame, canvas=256)
+        assert build_rig(frame, canvas=256).turn_warning
 
 
 def test_bench_faces_cli_reports_the_group_photo(capsys):
