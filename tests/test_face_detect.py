@@ -252,3 +252,24 @@ def test_bench_faces_cli_reports_the_group_photo(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["photo"] == "1280x886" and report["faces found"] == report["faces placed"] == 6
     assert 0 < report["finding median s"] < report["finding + rig build median s"]
+
+
+def test_a_detector_model_planted_in_the_current_folder_is_not_loaded(tmp_path):
+    """The full-range detector goes through landmarks.pinned_solution like FaceMesh: junk planted where MediaPipe
+    would look first (the current folder, ./bazel-bin) is not read, and small faces are still found."""
+    import os
+    import subprocess
+    import sys
+
+    for base in (tmp_path, tmp_path / "bazel-bin"):
+        for name in ("face_detection_full_range_sparse.tflite", "face_detection_full_range_cpu.binarypb"):
+            junk = base / "mediapipe" / "modules" / "face_detection" / name
+            junk.parent.mkdir(parents=True, exist_ok=True)
+            junk.write_bytes(b"TFL3 planted junk, not a model")
+    code = ("from avatar import bench_faces as bf\nfrom avatar.face.landmarks import detect_faces\n"
+            "group, placed = bf.compose_group(bf.portrait_faces(), (64, 48), (600, 200))\n"
+            "print('faces', len(detect_faces(group)))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "faces 2", r.stdout
