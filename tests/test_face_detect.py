@@ -74,6 +74,17 @@ def test_whole_photo_meshes_miss_small_faces_that_the_crops_find(portraits):
     assert len(match(lm.detect_faces(group), placed)) == 4
 
 
+def test_tilted_faces_in_a_group_are_found(portraits):
+    group, placed = bf.compose_group(portraits, (150, 100, 60, 40), (1280, 300))
+    for p in placed:  # each face's patch turned 30 degrees in the image plane, about the face's centre
+        side = int(round(p.width * bf.PATCH_FACTOR))
+        x0, y0 = int(round(p.cx - side / 2)), int(round(p.cy - side / 2))
+        m = cv2.getRotationMatrix2D((p.cx - x0, p.cy - y0), 30, 1.0)
+        group[y0:y0 + side, x0:x0 + side] = cv2.warpAffine(group[y0:y0 + side, x0:x0 + side], m, (side, side),
+                                                           borderMode=cv2.BORDER_REFLECT)
+    assert sorted(match(lm.detect_faces(group), placed)) == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("width", [60, 100, 150])
 def test_face_cut_by_the_photo_edge(portraits, width):
     group, placed = bf.compose_group(portraits, (width, 90, 80), (1280, 400))
