@@ -14,12 +14,13 @@ import cv2
 import numpy as np
 from google.protobuf import symbol_database
 
+from avatar.face import detect
 from avatar.paths import assets_dir
 
 N_LANDMARKS = 478  # 468 mesh points + 2 x 5 iris points (refine_landmarks=True)
-MAX_FACES = 6  # how many faces one photo is searched for
-DETECT_MAX_SIDE = 1280  # detection runs on a copy no larger than this (FaceMesh works at 192-256 px internally)
+MAX_FACES = 10  # faces kept per photo, the largest (each found face costs one FaceMesh run on its crop)
 MIN_DETECTION_CONFIDENCE = 0.5
+SAME_FACE_IOU = 0.5  # meshes whose bounding boxes overlap more than this are one face found from two boxes
 
 # FaceMesh topology (mp.solutions.face_mesh.FACEMESH_* connection sets), as ordered contours.
 LIP_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
@@ -63,20 +64,34 @@ class NoFaceError(ValueError):
 
 
 _mesh = None
-_mesh_lock = threading.Lock()
+_finder = None
+_mediapipe_lock = threading.Lock()  # one photo at a time through MediaPipe's graphs (they are not re-entrant)
+
+
+def _mediapipe():
+    try:
+        import mediapipe as mp  # ~0.7 s and its logging start: loaded when a face is first looked for
+    except ImportError as e:  # pragma: no cover - mediapipe is a declared dependency
+        raise RuntimeError("mediapipe 0.10.21 is needed to find faces (pip install mediapipe==0.10.21)") from e
+    return mp
 
 
 def _face_mesh():
     global _mesh
     if _mesh is None:
-        try:
-            import mediapipe as mp  # ~0.7 s and its logging start: loaded when a face is first looked for
-        except ImportError as e:  # pragma: no cover - mediapipe is a declared dependency
-            raise RuntimeError("mediapipe 0.10.21 is needed to find faces (pip install mediapipe==0.10.21)") from e
-        mesh = pinned_solution(mp.solutions.face_mesh.FaceMesh)
+        mesh = pinned_solution(_mediapipe().solutions.face_mesh.FaceMesh)
         _mesh = mesh(static_image_mode=True, refine_landmarks=True, max_num_faces=MAX_FACES,
                      min_detection_confidence=MIN_DETECTION_CONFIDENCE)
     return _mesh
+
+
+def _face_finder():
+    """MediaPipe's full-range face detector (model_selection=1: faces at any distance, not only close ones)."""
+    global _finder
+    if _finder is None:
+        finder = pinned_solution(_mediapipe().solutions.face_detection.FaceDetection)
+        _finder = finder(model_selection=1, min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+    return _finder
 
 
 def pinned_solution(solution):
@@ -86,8 +101,7 @@ def pinned_solution(solution):
     folder, then ./bazel-bin, before its resource root: a file planted there would be parsed and run. The subclass
     rewrites every such path in the graph to an absolute one, in the graph config that SolutionBase's
     `_initialize_graph_interface` returns and builds the graph from (any solution: FaceMesh, SelfieSegmentation)."""
-    import mediapipe as mp  # see _face_mesh
-
+    mp = _mediapipe()
     root = os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__)))  # the folder holding mediapipe/
 
     class Pinned(solution):
@@ -126,22 +140,89 @@ def _absolute_models(message, root: str) -> bool:
 
 
 def detect_faces(image: np.ndarray) -> list[np.ndarray]:
-    """All faces in an RGB uint8 image as (478, 3) float arrays, the largest first (empty list when none)."""
+    """All faces in an RGB uint8 image as (478, 3) float arrays, the largest first (empty list when none).
+
+    FaceMesh on the whole photo (its own detector sees faces that fill much of it: a portrait's points stay exactly
+    what they were before small faces were looked for); then the full-range detector finds face boxes at any scale
+    (avatar.face.detect), and FaceMesh reads the enlarged crop of each box no whole-photo face covers."""
+    with _mediapipe_lock:
+        faces = _whole_photo_meshes(image)
+        for box in detect.find_boxes(image, _detector_boxes):
+            if not any(_covers(face, box) for face in faces):
+                face = _mesh_in_box(image, box)
+                if face is not None:
+                    faces.append(face)
+    return _distinct(faces)[:MAX_FACES]
+
+
+def _whole_photo_meshes(image: np.ndarray) -> list[np.ndarray]:
+    """FaceMesh on the photo scaled to at most detect.CROP_MAX_SIDE, in photo pixels."""
     h, w = image.shape[:2]
-    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    scale = min(1.0, detect.CROP_MAX_SIDE / max(h, w))
     small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),
                                                   interpolation=cv2.INTER_AREA)
-    sh, sw = small.shape[:2]
-    with _mesh_lock:
-        result = _face_mesh().process(np.ascontiguousarray(small))
+    faces = _mesh_points(np.ascontiguousarray(small))
+    for pts in faces:  # pixel-index coordinates of the copy -> of the photo, as the copy's edges are the photo's
+        pts[:, :2] = (pts[:, :2] + 0.5) / scale - 0.5
+        pts[:, 2] /= scale
+    return faces
+
+
+def _covers(face: np.ndarray, box: detect.FaceBox) -> bool:
+    """Whether a found mesh is the face in a detector box (the box's centre lies inside the mesh)."""
+    (x0, y0), (x1, y1) = face[:, :2].min(0), face[:, :2].max(0)
+    cx, cy = box.center
+    return x0 <= cx <= x1 and y0 <= cy <= y1
+
+
+def _detector_boxes(image: np.ndarray) -> list[detect.FaceBox]:
+    """The full-range detector's boxes on an RGB image, in its pixel-index coordinates."""
+    h, w = image.shape[:2]
+    boxes = []
+    for d in _face_finder().process(image).detections or []:
+        b = d.location_data.relative_bounding_box
+        x0, y0 = b.xmin * w - 0.5, b.ymin * h - 0.5
+        boxes.append(detect.FaceBox(x0, y0, x0 + b.width * w, y0 + b.height * h, float(d.score[0])))
+    return boxes
+
+
+def _mesh_points(image: np.ndarray) -> list[np.ndarray]:
+    """FaceMesh's faces on an RGB image, in its pixel-index coordinates."""
+    h, w = image.shape[:2]
+    result = _face_mesh().process(image)
     faces = []
     for face in result.multi_face_landmarks or []:
-        pts = np.array([(p.x * sw, p.y * sh, p.z * sw) for p in face.landmark], np.float64)
-        pts /= scale
+        pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], np.float64)
         pts[:, :2] -= 0.5  # normalised coordinates -> pixel-index coordinates
         faces.append(pts)
-    faces.sort(key=lambda p: -np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
     return faces
+
+
+def _mesh_in_box(image: np.ndarray, box: detect.FaceBox) -> np.ndarray | None:
+    """FaceMesh on the crop around one detector box: the face nearest the box's centre, in photo pixels;
+    None when FaceMesh sees no face there (the detector's box was not one)."""
+    transform, side = detect.crop_transform(box)
+    faces = _mesh_points(detect.crop(image, transform, side))
+    if not faces:
+        return None
+    centre = np.array([side / 2, side / 2])
+    nearest = min(faces, key=lambda p: np.linalg.norm(p[:, :2].mean(0) - centre))
+    return detect.to_photo(nearest, transform)
+
+
+def _extent(points: np.ndarray) -> detect.FaceBox:
+    (x0, y0), (x1, y1) = points[:, :2].min(0), points[:, :2].max(0)
+    return detect.FaceBox(x0, y0, x1, y1, 1.0)
+
+
+def _distinct(faces: list[np.ndarray]) -> list[np.ndarray]:
+    """One mesh per face (two boxes can lead to one face), the largest first (by the mesh's width x height)."""
+    faces = sorted(faces, key=lambda p: -np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
+    kept: list[np.ndarray] = []
+    for face in faces:
+        if all(detect.iou(_extent(face), _extent(k)) <= SAME_FACE_IOU for k in kept):
+            kept.append(face)
+    return kept
 
 
 def eye_centers(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ Two warps run one after the other:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import cv2
@@ -21,6 +22,7 @@ import numpy as np
 from avatar.face import landmarks as lm
 from avatar.face.eyes import build_eyes
 from avatar.face.mouth import measure_appearance
+from avatar.face.pose import FaceTurnedWarning, turn_warning
 from avatar.face.rest import close_mouth, lips_apart
 from avatar.face.shapes import DEFAULT_SHAPES
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
@@ -400,6 +402,7 @@ class Rig:
     eyes: tuple  # (right, left) avatar.face.eyes.EyeBlink: each eye's closing stages
     closed_at_rest: bool = False  # the photo's lips were apart and `image` is the photo with them closed
     build_seconds: float = 0.0
+    turn_warning: str | None = None  # a sentence for the user when the face is in three-quarter view (pose.py)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -513,7 +516,10 @@ def build_rig(photo: PhotoSource, canvas: int | tuple[int, int] | None = 512, fa
     """Load a photo, find the face (or take fitted `landmarks`, photo pixels), frame it and build its rig.
 
     canvas: an int N gives an N x N portrait crop around the face, (w, h) a crop of that size, None the whole photo.
-    Raises PhotoError for unreadable photos and NoFaceError (carrying the loaded image) when no face is found.
+    Raises PhotoError for unreadable photos and NoFaceError (carrying the loaded image) when no face is found;
+    a found face turned to profile raises FaceTurnedError (a NoFaceError without the image: placing points by hand
+    would not help); one in three-quarter view is rigged, with a sentence for the user in `rig.turn_warning` (also
+    warned as a FaceTurnedWarning).
     """
     image = load_photo(photo)
     if landmarks is None:
@@ -524,17 +530,24 @@ def build_rig(photo: PhotoSource, canvas: int | tuple[int, int] | None = 512, fa
             raise lm.NoFaceError(f"The photo has {len(faces)} face(s); face_index {face_index} does not exist.",
                                  image)
         points = faces[face_index]
+        warning = turn_warning(points)
+        if warning:
+            warnings.warn(FaceTurnedWarning(warning), stacklevel=2)
     else:
+        warning = None
         points = np.asarray(landmarks, np.float64)
         if points.shape not in ((lm.N_LANDMARKS, 2), (lm.N_LANDMARKS, 3)) or not np.all(np.isfinite(points)):
             raise ValueError(f"landmarks must be a finite ({lm.N_LANDMARKS}, 2|3) array, got {points.shape}.")
         if points.shape[1] == 2:
             points = np.hstack([points, np.zeros((len(points), 1))])
     if canvas is None:
-        return rig_from_canvas(image, points)
-    size = (canvas, canvas) if isinstance(canvas, (int, np.integer)) else (int(canvas[0]), int(canvas[1]))
-    if min(size) < 64 or max(size) > 4096:
-        raise ValueError(f"canvas must be between 64 and 4096 pixels, got {size}.")
-    cx, cy, crop_h = portrait_crop_box(points, image.shape[:2], aspect=size[0] / size[1])
-    m = crop_affine((cx, cy), crop_h, size)
-    return rig_from_canvas(warp_to_canvas(image, m, size), apply_affine(points, m))
+        rig = rig_from_canvas(image, points)
+    else:
+        size = (canvas, canvas) if isinstance(canvas, (int, np.integer)) else (int(canvas[0]), int(canvas[1]))
+        if min(size) < 64 or max(size) > 4096:
+            raise ValueError(f"canvas must be between 64 and 4096 pixels, got {size}.")
+        cx, cy, crop_h = portrait_crop_box(points, image.shape[:2], aspect=size[0] / size[1])
+        m = crop_affine((cx, cy), crop_h, size)
+        rig = rig_from_canvas(warp_to_canvas(image, m, size), apply_affine(points, m))
+    rig.turn_warning = warning
+    return rig
