@@ -19,7 +19,8 @@ from tqdm import tqdm
 from avatar.audio import AudioError, iter_audio
 from avatar.dims import ModelDims
 from avatar.engine import EngineError, create_engine, live_model_path, normalize_backend
-from avatar.face import NoFaceError, PhotoError, detect_faces, load_photo
+from avatar.face import NoFaceError, PhotoError
+from avatar.face.pose import FaceTurnedError
 from avatar.face.assemble import open_renderer
 from avatar.face.landmarks import MAX_FACES
 from avatar.gui.app import default_photo
@@ -98,17 +99,6 @@ def output_refusal(out: Path, backend: str, *inputs) -> tuple[str, int] | None:
     return None
 
 
-def _face_landmarks(photo: str, index: int) -> np.ndarray:
-    """The landmarks of the photo's `index`-th face, largest first (in the photo's pixels as load_photo gives them,
-    which is what the rig takes). Raises NoFaceError when the photo has fewer faces."""
-    image = load_photo(photo)
-    faces = detect_faces(image)
-    if index >= len(faces):
-        raise NoFaceError(f"the photo has {len(faces)} face(s), so --face-index {index} does not exist "
-                          f"(0 is the largest)", image)
-    return faces[index]
-
-
 def run_render(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
@@ -123,9 +113,10 @@ def run_render(args) -> int:
     if audio is None:
         return _fail(f"{args.audio}: the audio is empty", EXIT_BAD_INPUT)
     try:
-        landmarks = _face_landmarks(args.face, args.face_index) if args.face_index else None
         renderer = open_renderer(args.face, size=args.size, liveliness={"enabled": not args.no_liveliness},
-                                 landmarks=landmarks)
+                                 face_index=args.face_index)
+    except FaceTurnedError as e:  # a side view: placing points by hand would not help
+        return _fail(f"{args.face}: {e}", EXIT_NO_FACE)
     except NoFaceError as e:
         return _fail(f"{args.face}: {e} (use the app's manual placement for drawings and side views)", EXIT_NO_FACE)
     except (PhotoError, OSError) as e:

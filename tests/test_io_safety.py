@@ -236,13 +236,13 @@ def test_render_face_index_picks_the_other_face(tmp_path, speech, two_faces, mon
     from avatar import cli
     from avatar.face import assemble
 
-    path, width = two_faces
+    path, _ = two_faces
     rigs = []
     real_build_rig = assemble.build_rig
 
     def keep(photo, **kw):
         rig = real_build_rig(photo, **kw)
-        rigs.append((kw.get("landmarks"), rig))
+        rigs.append((kw.get("face_index"), rig))
         return rig
 
     monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
@@ -253,8 +253,7 @@ def test_render_face_index_picks_the_other_face(tmp_path, speech, two_faces, mon
                          "--fps", "10", "--face-index", str(index), "--backend", "onnxruntime", "-q"]) == 0
         assert out.stat().st_size > 0
     (first, rig0), (chosen, rig1) = rigs
-    assert first is None  # the default: the rig finds the largest face itself
-    assert chosen[:, 0].min() > width  # --face-index 1: the smaller face, in the right half
+    assert (first, chosen) == (0, 1)  # the rig finds the faces itself (turn check included) and takes the asked one
     assert np.abs(rig0.image.astype(int) - rig1.image.astype(int)).mean() > 5  # framed on another face
 
 
@@ -264,7 +263,7 @@ def test_render_face_index_beyond_the_faces_found_exits_4(tmp_path, speech, caps
     out = tmp_path / "o.mp4"
     assert cli.main(["render", "--face", str(FACE), "--audio", str(speech), "-o", str(out),
                      "--face-index", "3", "-q"]) == 4
-    assert "has 1 face(s), so --face-index 3 does not exist" in capsys.readouterr().err
+    assert "has 1 face(s), so face 3 does not exist" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -17,14 +17,15 @@ def liveliness_config(switches: dict | None = None):
 
 
 def open_renderer(photo, size: int = 512, background: tuple[int, int, int] | None = None,
-                  liveliness: dict | None = None, landmarks=None, device: str = "auto"):
-    """The face renderer for a photo: rig (landmarks found, or the hand-placed ones), liveliness, background.
+                  liveliness: dict | None = None, landmarks=None, device: str = "auto", face_index: int = 0):
+    """The face renderer for a photo: rig (the face_index-th face found, largest first, or the hand-placed
+    landmarks), liveliness, background.
 
     Raises avatar.face.PhotoError / NoFaceError with a message for the user."""
     # one OpenCV thread: the app already runs audio, render and encoder threads on few cores, and a second
     # remap thread measured no faster on 2 cores while costing more CPU (1024²: best wall 6.8 -> 10.2 ms)
     cv2.setNumThreads(1)
-    rig = build_rig(photo, canvas=size, landmarks=landmarks)
+    rig = build_rig(photo, canvas=size, face_index=face_index, landmarks=landmarks)
     renderer = create_renderer(rig, device, liveliness_config(liveliness))
     if background is not None:
         renderer = BackgroundFill(renderer, person_mask(rig.image), background)

@@ -527,8 +527,8 @@ def build_rig(photo: PhotoSource, canvas: int | tuple[int, int] | None = 512, fa
         if not faces:
             raise lm.NoFaceError("No face was found in this photo. Place the eyes, mouth and chin by hand.", image)
         if not 0 <= face_index < len(faces):
-            raise lm.NoFaceError(f"The photo has {len(faces)} face(s); face_index {face_index} does not exist.",
-                                 image)
+            raise lm.NoFaceError(f"The photo has {len(faces)} face(s), so face {face_index} does not exist "
+                                 f"(0 is the largest).", image)
         points = faces[face_index]
         warning = turn_warning(points)
         if warning:
