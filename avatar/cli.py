@@ -10,10 +10,9 @@ from pathlib import Path
 from avatar import __version__
 from avatar import eval as evaluation
 from avatar import lipsync, render_cli
-from avatar.bench import run_engine_bench
+from avatar import bench
 from avatar.engine import (BACKENDS, EngineError, create_engine, default_model_path, live_model_path,
                            normalize_backend, probe_backends)
-from avatar.face import bench as face_bench
 from avatar.face import preview
 
 # Not imported here: the [train] tools (absent from runtime-only installs), the self-test (it times its own
@@ -78,23 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--model", help="a .safetensors or .onnx model (default: both shipped ones)")
     build.set_defaults(func=_engine_build)
 
-    bench = sub.add_parser("bench", help="benchmarks: medians and p99")
-    bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
-    be = bench_sub.add_parser("engine", help="per-step latency of every available backend, side by side")
-    be.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
-    be.add_argument("--cell", default="gru", choices=["gru", "lstm", "rnn"],
-                    help="cell of the untrained stand-in network when no model ships yet")
-    be.add_argument("--chunk", type=int, default=4, help="frames per step (default 4 = 40 ms)")
-    be.add_argument("--iters", type=int, default=2000)
-    be.add_argument("--backends", nargs="*", help="only these backends")
-    be.set_defaults(func=_bench_engine)
-
-    br = bench_sub.add_parser("render", help="frame render time (CPU, GPU when present) and rig build time")
-    face_bench.add_bench_arguments(br)
-    br.set_defaults(func=face_bench.run_bench_render)
+    bench.add_cli(sub)
     preview.add_cli(sub)
 
-    render_cli.add_bench_cli(bench_sub)
     render_cli.add_cli(sub)
 
     lipsync.add_cli(sub)
@@ -106,10 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_train_cli(sub)
     return parser
-
-
-def _bench_engine(args) -> int:
-    return run_engine_bench(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,15 @@ def assets_dir() -> Path:
     return candidates[0]
 
 
+def default_photo() -> str:
+    """The shipped default face ('' when this install has none)."""
+    for name in ("default_face.jpg", "default_face.png"):
+        path = assets_dir() / name
+        if path.is_file():
+            return str(path)
+    return ""
+
+
 def cache_dir() -> Path:
     """The user's cache folder for built engines (created on demand)."""
     env = os.environ.get("AVATAR_CACHE_DIR")

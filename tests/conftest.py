@@ -188,7 +188,7 @@ def decode_mp4(path):
 # a real engine whose behaviour is known exactly: the mouth opens while the input is loud
 
 
-from avatar.render_cli import loudness_probe_model as loudness_model, tone_bursts  # noqa: E402
+from avatar.bench.signals import loudness_probe_model as loudness_model, tone_bursts  # noqa: E402
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def render(args, tmp_path, **kw):
 def probe_model(tmp_path_factory):
     """The hand-set loudness network saved as a model file (no trained model ships yet)."""
     from avatar.model import save_model
-    from avatar.render_cli import loudness_probe_model
+    from avatar.bench.signals import loudness_probe_model
 
     path = tmp_path_factory.mktemp("model") / "probe.safetensors"
     save_model(loudness_probe_model(), path)
@@ -106,12 +106,12 @@ def test_avatar_without_arguments_opens_the_window(x_display, tmp_path):
 def _bench(argv, monkeypatch, tmp_path):
     import argparse
 
-    from avatar.render_cli import add_bench_cli
+    from avatar import bench
 
     monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
     parser = argparse.ArgumentParser()
-    add_bench_cli(parser.add_subparsers(dest="what"))
-    args = parser.parse_args(argv)
+    bench.add_cli(parser.add_subparsers(dest="what"))
+    args = parser.parse_args(["bench", *argv])
     return args.func(args)
 
 
@@ -140,7 +140,7 @@ def test_bench_soak_runs_through_the_virtual_mic(virtual_mic, monkeypatch, tmp_p
 
 
 def test_soak_memory_growth_is_fitted_after_the_warm_up():
-    from avatar.bench_soak import RSS_WARMUP_SECONDS, memory_growth_mb_per_minute
+    from avatar.bench.soak import RSS_WARMUP_SECONDS, memory_growth_mb_per_minute
 
     mb = 2 ** 20
     samples = [(0.0, 100 * mb), (10.0, 300 * mb)]  # start-up: not growth
@@ -150,7 +150,7 @@ def test_soak_memory_growth_is_fitted_after_the_warm_up():
 
 
 def test_latency_bursts_are_gated_on_without_a_click():
-    from avatar.render_cli import BURST_ATTACK, tone_bursts
+    from avatar.bench.signals import BURST_ATTACK, tone_bursts
 
     sr, onset = 16000, 0.1
     i = int(onset * sr)

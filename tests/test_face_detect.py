@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from avatar import bench_faces as bf
+from avatar.bench import faces as bf
 from avatar.face import NoFaceError, build_rig, load_photo
 from avatar.face import detect
 from avatar.face import landmarks as lm
@@ -259,7 +259,9 @@ def test_a_real_three_quarter_face_warns():
 def test_bench_faces_cli_reports_the_group_photo(capsys):
     import json
 
-    assert bf.main(["--runs", "1"]) == 0
+    from avatar import cli
+
+    assert cli.main(["bench", "faces", "--runs", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["photo"] == "1280x886" and report["faces found"] == report["faces placed"] == 6
     assert 0 < report["finding median s"] < report["finding + rig build median s"]
@@ -277,7 +279,7 @@ def test_a_detector_model_planted_in_the_current_folder_is_not_loaded(tmp_path):
             junk = base / "mediapipe" / "modules" / "face_detection" / name
             junk.parent.mkdir(parents=True, exist_ok=True)
             junk.write_bytes(b"TFL3 planted junk, not a model")
-    code = ("from avatar import bench_faces as bf\nfrom avatar.face.landmarks import detect_faces\n"
+    code = ("from avatar.bench import faces as bf\nfrom avatar.face.landmarks import detect_faces\n"
             "group, placed = bf.compose_group(bf.portrait_faces(), (64, 48), (600, 200))\n"
             "print('faces', len(detect_faces(group)))\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,

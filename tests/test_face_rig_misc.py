@@ -8,7 +8,7 @@ from PIL import Image
 
 from avatar.face import (HANDLE_NAMES, LivelinessConfig, NoFaceError, build_rig, create_renderer,
                          default_handles, fit_template)
-from avatar.face import bench
+from avatar.bench import render as bench
 from avatar.face import landmarks as lm
 from avatar.face.landmarks import HANDLES, detect_faces, load_template
 from avatar.face.preview import add_cli

@@ -6,9 +6,8 @@ from avatar.face.photo import PhotoError, load_photo
 from avatar.face.render import create_renderer
 from avatar.face.render_base import FrameRenderer, Renderer
 from avatar.face.rig import Rig, build_rig
-from avatar.face.bench import benchmark, run_bench_render  # `avatar bench render`
 from avatar.face.preview import add_cli  # `avatar preview`
 
 __all__ = ["build_rig", "create_renderer", "LivelinessConfig", "PhotoError", "NoFaceError",
            "Rig", "Renderer", "FrameRenderer", "load_photo", "detect_faces", "fit_template", "default_handles",
-           "HANDLE_NAMES", "add_cli", "benchmark", "run_bench_render"]
+           "HANDLE_NAMES", "add_cli"]

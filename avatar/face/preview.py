@@ -13,7 +13,7 @@ from avatar.face.liveliness import LivelinessConfig
 from avatar.face.photo import PhotoError
 from avatar.face.render import create_renderer
 from avatar.face.rig import build_rig
-from avatar.paths import assets_dir
+from avatar.paths import default_photo
 from avatar.visemes import PARAM_NAMES, VISEME_POSE, VISEMES
 
 CELL = 256  # pixels per sheet cell
@@ -23,10 +23,6 @@ EXTRA_POSES = (
     ("brows up", {"brow_raise": 1.0}), ("turn left", {"head_yaw": -1.0}), ("turn right", {"head_yaw": 1.0}),
     ("nod down", {"head_pitch": 1.0}), ("chin up", {"head_pitch": -1.0}), ("tilt", {"head_roll": 1.0}),
 )
-
-
-def default_photo() -> Path:
-    return assets_dir() / "default_face.jpg"
 
 
 def preview_poses() -> list[tuple[str, dict]]:

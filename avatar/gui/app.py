@@ -12,7 +12,7 @@ from avatar.face.assemble import open_renderer
 from avatar.gui.settings import (APPLICATION, ORGANIZATION, invalid_message, load_preferences,
                                  save_preferences)
 from avatar.gui.window import MainWindow
-from avatar.paths import assets_dir
+from avatar.paths import default_photo
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,6 @@ def main_window(prefs=None, engine_factory=None, renderer_factory=None, offline_
     if photo:
         window.open_photo(photo)
     return window
-
-
-def default_photo() -> str:
-    for name in ("default_face.jpg", "default_face.png"):
-        path = assets_dir() / name
-        if path.is_file():
-            return str(path)
-    return ""
 
 
 def _excepthook(window_getter):

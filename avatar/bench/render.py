@@ -124,8 +124,9 @@ def run_bench_render(args=None) -> int:
     return 0
 
 
-def add_bench_arguments(parser) -> None:
-    """Options of `avatar bench render` (the lead's bench parser calls this, then run_bench_render)."""
+def add_cli(bench_subparsers) -> None:
+    """`avatar bench render`."""
+    parser = bench_subparsers.add_parser("render", help="frame render time (CPU, GPU when present) and rig build time")
     parser.add_argument("--photo", help="face photo (default: the shipped default face)")
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES, help="frames timed per size")
     parser.add_argument("--landmarks", metavar="NPY",
@@ -133,3 +134,4 @@ def add_bench_arguments(parser) -> None:
                              "(for machines without mediapipe)")
     parser.add_argument("--threads", type=int, default=None,
                         help="OpenCV threads (default: OpenCV's choice, one per core)")
+    parser.set_defaults(func=run_bench_render)

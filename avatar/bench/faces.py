@@ -1,4 +1,4 @@
-"""Benchmark: face finding + rig build on a group photo (`python -m avatar.bench_faces`).
+"""`avatar bench faces`: face finding + rig build on a group photo.
 
 The group photo is composed at run time from the shipped and test portraits (public domain), each face scaled to a
 given width between the ears, so the figures need no photo of strangers.
@@ -39,7 +39,7 @@ class Placed:
 
 
 def portrait_paths() -> list[Path]:
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the checkout: the second portrait is test data, not shipped
     candidates = [assets_dir() / PORTRAITS[0], here / "tests" / "data" / "face" / PORTRAITS[1]]
     return [p for p in candidates if p.is_file()]
 
@@ -116,11 +116,7 @@ def benchmark(size: tuple[int, int] = BENCH_SIZE, widths=BENCH_WIDTHS, runs: int
             "finding + rig build max s": round(max(opening), 3), "runs": runs}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avatar.bench_faces", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=BENCH_RUNS)
-    parser.add_argument("--save", metavar="PNG", help="also write the composed group photo here")
-    args = parser.parse_args(argv)
+def run_bench_faces(args: argparse.Namespace) -> int:
     if args.save:
         group, _ = compose_group(portrait_faces(), BENCH_WIDTHS, BENCH_SIZE)
         cv2.imwrite(args.save, cv2.cvtColor(group, cv2.COLOR_RGB2BGR))
@@ -128,5 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def add_cli(bench_subparsers) -> None:
+    """`avatar bench faces`."""
+    p = bench_subparsers.add_parser("faces", help="finding faces + rig build on a composed 6-face group photo")
+    p.add_argument("--runs", type=int, default=BENCH_RUNS)
+    p.add_argument("--save", metavar="PNG", help="also write the composed group photo here")
+    p.set_defaults(func=run_bench_faces)

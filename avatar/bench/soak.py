@@ -23,8 +23,9 @@ from avatar.live.pipeline import LivePipeline
 from avatar.live.sources import MicSource
 from avatar.mic import MicError, rescan_devices
 from avatar.record import RecordError
-from avatar.render_cli import (BURST_ATTACK, FPS_RANGE, SIZE_RANGE, _bench_engine, _bench_renderer, _int_in,
-                               tone_bursts)
+from avatar.bench.common import bench_engine, bench_renderer, one_torch_thread
+from avatar.bench.signals import BURST_ATTACK, tone_bursts
+from avatar.render_cli import FPS_RANGE, SIZE_RANGE, int_in
 
 FEED_SECONDS = 30.0  # the looped feed: vowel bursts at random onsets, like speech with pauses
 FEED_BURSTS_PER_SECOND = 1.5
@@ -119,11 +120,9 @@ def _write_wav(path: Path, audio: np.ndarray, samplerate: int = 16000) -> None:
 
 def bench_soak(args) -> int:
     """Run the live pipeline with a recording for `args.minutes`; print memory, drops and A/V drift."""
-    import torch  # 2 s to import: only the benchmark itself needs it
-
-    torch.set_num_threads(1)
+    one_torch_thread()
     rescan_devices()
-    engine, renderer = _bench_engine(args, live=True), _bench_renderer(args)
+    engine, renderer = bench_engine(args, live=True), bench_renderer(args)
     messages: list[str] = []
     pipeline = LivePipeline(engine, renderer, fps=args.fps, on_event=messages.append).start()
     seconds = args.minutes * 60.0
@@ -187,7 +186,7 @@ def bench_soak(args) -> int:
     return 0
 
 
-def add_bench_cli(bench_subparsers) -> None:
+def add_cli(bench_subparsers) -> None:
     """`avatar bench soak`."""
     p = bench_subparsers.add_parser("soak", help="live pipeline with a recording for N minutes: memory, drops, "
                                                  "A/V drift")
@@ -195,9 +194,9 @@ def add_bench_cli(bench_subparsers) -> None:
     p.add_argument("--face", help="photo (default: the shipped face)")
     p.add_argument("--model", default=None, help="model file, or 'probe' (default: the shipped live model)")
     p.add_argument("--backend", default="auto")
-    p.add_argument("--size", type=_int_in(*SIZE_RANGE), default=512)
-    p.add_argument("--fps", type=_int_in(*FPS_RANGE), default=60, help="view rate (default 60)")
-    p.add_argument("--record-fps", type=_int_in(*FPS_RANGE), default=30, help="recording rate (default 30)")
+    p.add_argument("--size", type=int_in(*SIZE_RANGE), default=512)
+    p.add_argument("--fps", type=int_in(*FPS_RANGE), default=60, help="view rate (default 60)")
+    p.add_argument("--record-fps", type=int_in(*FPS_RANGE), default=30, help="recording rate (default 30)")
     p.add_argument("--device", default=None, help="input device (default: the system default)")
     p.add_argument("--sink", default="vmic_out", help="PulseAudio sink that feeds the microphone")
     p.add_argument("--no-feed", action="store_true", help="feed nothing (a real microphone: speak into it)")

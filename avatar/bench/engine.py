@@ -1,11 +1,16 @@
 """`avatar bench engine`: per-chunk step latency of every available backend, side by side in one run."""
 from __future__ import annotations
 
+import os
+import platform
 import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from avatar.bench.common import one_torch_thread
+from avatar.engine import create_engine, default_model_path, normalize_backend, probe_backends
 
 CHUNK_FRAMES = 4  # 40 ms at 100 frames/s: one live step
 WARMUP_STEPS = 50
@@ -46,8 +51,6 @@ def format_table(rows: list[Timing], title: str) -> str:
 
 def bench_engines(model=None, chunk: int = CHUNK_FRAMES, iters: int = 2000, backends=None) -> list[Timing]:
     """Time `step` on a `chunk`-frame input for each available backend, the same model and input for all."""
-    from avatar.engine import create_engine, probe_backends
-
     rows = []
     for status in probe_backends():
         if backends and status.backend not in backends:
@@ -68,11 +71,6 @@ def bench_engines(model=None, chunk: int = CHUNK_FRAMES, iters: int = 2000, back
 
 
 def run_engine_bench(args) -> int:
-    import os
-    import platform
-
-    from avatar.engine import default_model_path, normalize_backend
-
     backends = None
     if args.backends:
         try:  # an unknown name would otherwise match nothing and print an empty table
@@ -82,18 +80,25 @@ def run_engine_bench(args) -> int:
             return 2
     model = args.model or (default_model_path() if default_model_path().exists() else None)
     if model is None:  # no shipped weights yet: time a freshly initialised network of the default size
-        from avatar.model import LipSyncNet, ModelDims
+        from avatar.model import LipSyncNet, ModelDims  # torch (the [torch] extra)
 
         model = LipSyncNet(ModelDims(cell=args.cell))
-    try:  # one intra-op thread for every CPU backend: a fair comparison, and what live use wants
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    one_torch_thread()  # and one intra-op thread for every CPU backend (ONNX Runtime's is set by its engine)
     rows = bench_engines(model, chunk=args.chunk, iters=args.iters, backends=backends)
     cpu = platform.processor() or platform.machine()
     title = (f"engine step, {args.chunk} frames ({args.chunk * 10} ms) per step, batch 1 — "
              f"{os.cpu_count()} CPU cores ({cpu}), 1 thread per CPU backend, python {platform.python_version()}")
     print(format_table(rows, title))
     return 0
+
+
+def add_cli(bench_subparsers) -> None:
+    """`avatar bench engine`."""
+    be = bench_subparsers.add_parser("engine", help="per-step latency of every available backend, side by side")
+    be.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")
+    be.add_argument("--cell", default="gru", choices=["gru", "lstm", "rnn"],
+                    help="cell of the untrained stand-in network when no model ships yet")
+    be.add_argument("--chunk", type=int, default=CHUNK_FRAMES, help="frames per step (default 4 = 40 ms)")
+    be.add_argument("--iters", type=int, default=2000)
+    be.add_argument("--backends", nargs="*", help="only these backends")
+    be.set_defaults(func=run_engine_bench)
