@@ -6,7 +6,18 @@ import numpy as np
 from avatar.engine import create_engine, live_model_path
 from avatar.face.assemble import open_renderer
 from avatar.paths import default_photo
+from avatar.render_cli import FPS_RANGE, SIZE_RANGE, int_in
 from avatar.bench.signals import loudness_probe_model
+
+
+def add_app_arguments(parser, default_model: str, fps: int) -> None:
+    """The options every app-level benchmark takes: what to run (photo, model, backend) and how big and fast."""
+    parser.add_argument("--face", help="photo (default: the shipped face)")
+    parser.add_argument("--model", default=None,
+                        help=f"model file, or 'probe' for the hand-set loudness network (default: {default_model})")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--size", type=int_in(*SIZE_RANGE), default=512)
+    parser.add_argument("--fps", type=int_in(*FPS_RANGE), default=fps)
 
 
 def one_torch_thread() -> None:

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.bench.common import bench_engine, bench_renderer, one_torch_thread, summary_ms
+from avatar.bench.common import add_app_arguments, bench_engine, bench_renderer, one_torch_thread, summary_ms
 from avatar.bench.signals import BURST_ATTACK, ONSET_LEVEL, ONSET_WALKBACK, tone_bursts
 from avatar.live.pipeline import LivePipeline
 from avatar.live.sources import MicSource
 from avatar.live.track import neutral_params
 from avatar.mic import rescan_devices
-from avatar.render_cli import FPS_RANGE, SIZE_RANGE, int_in
 from avatar.visemes import PARAM_NAMES
 
 
@@ -108,12 +107,7 @@ def bench_latency(args) -> int:
 
 def add_cli(bench_subparsers) -> None:
     p = bench_subparsers.add_parser("latency", help="mic→pixel latency through the virtual microphone")
-    p.add_argument("--face", help="photo (default: the shipped face)")
-    p.add_argument("--model", default=None,
-                   help="model file, or 'probe' for the hand-set loudness network (default: the shipped live model)")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--size", type=int_in(*SIZE_RANGE), default=512)
-    p.add_argument("--fps", type=int_in(*FPS_RANGE), default=60)
+    add_app_arguments(p, "the shipped live model", fps=60)
     p.add_argument("--bursts", type=int, default=30)
     p.add_argument("--device", default=None, help="input device (default: the system default)")
     p.add_argument("--sink", default="vmic_out", help="PulseAudio sink that feeds the microphone")

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.bench.common import bench_engine, bench_renderer, one_torch_thread
+from avatar.bench.common import add_app_arguments, bench_engine, bench_renderer, one_torch_thread
 from avatar.bench.signals import tone_bursts
 from avatar.live.offline import render_offline
-from avatar.render_cli import FPS_RANGE, SIZE_RANGE, int_in
 
 
 def bench_render_offline(args) -> int:
@@ -37,12 +36,7 @@ def bench_render_offline(args) -> int:
 
 def add_cli(bench_subparsers) -> None:
     p = bench_subparsers.add_parser("render-offline", help="offline render speed (x real time)")
-    p.add_argument("--face", help="photo (default: the shipped face)")
-    p.add_argument("--model", default=None,
-                   help="model file, or 'probe' for the hand-set loudness network (default: the shipped model)")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--size", type=int_in(*SIZE_RANGE), default=512)
-    p.add_argument("--fps", type=int_in(*FPS_RANGE), default=30)
+    add_app_arguments(p, "the shipped model", fps=30)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=3)
     p.set_defaults(func=bench_render_offline)

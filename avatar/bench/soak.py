@@ -23,9 +23,9 @@ from avatar.live.pipeline import LivePipeline
 from avatar.live.sources import MicSource
 from avatar.mic import MicError, rescan_devices
 from avatar.record import RecordError
-from avatar.bench.common import bench_engine, bench_renderer, one_torch_thread
+from avatar.bench.common import add_app_arguments, bench_engine, bench_renderer, one_torch_thread
 from avatar.bench.signals import BURST_ATTACK, tone_bursts
-from avatar.render_cli import FPS_RANGE, SIZE_RANGE, int_in
+from avatar.render_cli import FPS_RANGE, int_in
 
 FEED_SECONDS = 30.0  # the looped feed: vowel bursts at random onsets, like speech with pauses
 FEED_BURSTS_PER_SECOND = 1.5
@@ -191,11 +191,7 @@ def add_cli(bench_subparsers) -> None:
     p = bench_subparsers.add_parser("soak", help="live pipeline with a recording for N minutes: memory, drops, "
                                                  "A/V drift")
     p.add_argument("--minutes", type=float, default=15.0, help="how long (default %(default)g)")
-    p.add_argument("--face", help="photo (default: the shipped face)")
-    p.add_argument("--model", default=None, help="model file, or 'probe' (default: the shipped live model)")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--size", type=int_in(*SIZE_RANGE), default=512)
-    p.add_argument("--fps", type=int_in(*FPS_RANGE), default=60, help="view rate (default 60)")
+    add_app_arguments(p, "the shipped live model", fps=60)  # --fps: the view's rate
     p.add_argument("--record-fps", type=int_in(*FPS_RANGE), default=30, help="recording rate (default 30)")
     p.add_argument("--device", default=None, help="input device (default: the system default)")
     p.add_argument("--sink", default="vmic_out", help="PulseAudio sink that feeds the microphone")
