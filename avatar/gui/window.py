@@ -16,7 +16,8 @@ from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialo
                                QMessageBox, QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar,
                                QToolButton, QVBoxLayout, QWidget)
 
-from avatar.controller import APP_TITLE, GATE_OFF_AT_DB, SOURCE_SILENCE, Controller, error_sentence
+from avatar.controller import (APP_TITLE, GATE_OFF_AT_DB, SOURCE_MICROPHONE, SOURCE_SILENCE, Controller,
+                               error_sentence)
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
@@ -35,6 +36,7 @@ GAIN_SLIDER_DB = tuple(int(db) for db in GAIN_RANGE_DB)
 GATE_SLIDER_DB = (GATE_OFF_AT_DB, int(GATE_RANGE_DB[1]))  # leftmost = off
 PROGRESS_STEPS = 1000  # the export dialog's resolution
 SILENCE = "No microphone (silence)"
+CLIP_STYLE = "QProgressBar::chunk { background: #d03030; }"  # the meter while the input clips
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch")
 
 
@@ -125,8 +127,11 @@ class MainWindow(QMainWindow):
         rescan = QToolButton(text="↻", toolTip="Look for microphones again")
         rescan.clicked.connect(self.refresh_devices)
         bar.addWidget(rescan)
-        self.meter = QProgressBar(minimum=METER_FLOOR_DB, maximum=0, textVisible=False, toolTip="Input level")
-        self.meter.setFixedWidth(90)
+        self.meter = QProgressBar(minimum=METER_FLOOR_DB, maximum=0, textVisible=True,
+                                  toolTip="Input level (dB full scale, after gain); red = clipping")
+        self.meter.setFixedWidth(110)
+        self.meter.setValue(METER_FLOOR_DB)
+        self.meter.setFormat("– dB")
         bar.addWidget(self.meter)
         bar.addWidget(QLabel(" Gain "))
         prefs = self.controller.prefs
@@ -135,6 +140,9 @@ class MainWindow(QMainWindow):
         self.gain.setFixedWidth(80)
         self.gain.valueChanged.connect(self._gain_changed)
         bar.addWidget(self.gain)
+        self.gain_value = QLabel(gain_text(self.gain.value()))
+        self.gain_value.setMinimumWidth(52)
+        bar.addWidget(self.gain_value)
         bar.addWidget(QLabel(" Gate "))
         self.gate = QSlider(Qt.Horizontal, minimum=GATE_SLIDER_DB[0], maximum=GATE_SLIDER_DB[1],
                             toolTip="Noise gate (dB); leftmost = off")
@@ -142,6 +150,9 @@ class MainWindow(QMainWindow):
         self.gate.setFixedWidth(80)
         self.gate.valueChanged.connect(self._gate_changed)
         bar.addWidget(self.gate)
+        self.gate_value = QLabel(gate_text(self.gate.value()))
+        self.gate_value.setMinimumWidth(52)
+        bar.addWidget(self.gate_value)
 
         self.backend_label, self.fps_label, self.latency_label, self.dropped_label = (QLabel() for _ in range(4))
         for w in (self.backend_label, self.fps_label, self.latency_label, self.dropped_label):
@@ -160,6 +171,8 @@ class MainWindow(QMainWindow):
         self._fill_recent()
         m.addSeparator()
         self._action(m, "&Play audio file…", "Ctrl+P", self.choose_audio_file)
+        self.stop_playback_action = self._action(m, "&Stop audio file", "Ctrl+.", self.stop_playback)
+        self.stop_playback_action.setEnabled(False)
         self._action(m, "&Export video from audio file…", "Ctrl+E", self.choose_export)
         m.addSeparator()
         self._action(m, "Recording &folder…", None, self.choose_output_folder)
@@ -178,18 +191,22 @@ class MainWindow(QMainWindow):
         self._fill_liveliness()
 
         s = self.menuBar().addMenu("&Settings")
-        self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES], prefs.backend,
-                      self.set_backend)
+        self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
+                                             prefs.backend, self.set_backend)
         self._choices(s.addMenu("Render size"), [(f"{n} × {n}", n) for n in SIZES], prefs.size, self.set_size)
 
-    def _choices(self, menu, items, current, slot) -> None:
-        """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value)."""
+    def _choices(self, menu, items, current, slot) -> dict:
+        """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value).
+        Returns {value: action}."""
         group = QActionGroup(self)
+        actions = {}
         for text, value in items:
             a = self._action(menu, text, None, lambda _=False, v=value: slot(v))
             a.setCheckable(True)
             a.setChecked(value == current)
             group.addAction(a)
+            actions[value] = a
+        return actions
 
     def _action(self, menu, text, shortcut, slot) -> QAction:
         a = QAction(text, self)
@@ -255,10 +272,18 @@ class MainWindow(QMainWindow):
         if not devices:
             self.statusBar().showMessage("No microphone found: the avatar runs on silence.", 10000)
             return
-        wanted = self.controller.preferred_microphone(devices)
-        index = next(i for i in range(1, self.device_box.count()) if self.device_box.itemData(i) == wanted)
-        self.device_box.setCurrentIndex(index)
-        self._device_chosen(index)
+        opened = self.controller.open_preferred_microphone(devices)
+        self._show_source_chosen()
+        if opened is not None and self.controller.missing_saved_microphone(devices) is None:
+            self.statusBar().showMessage(f"Listening to {opened}", 5000)
+
+    def _show_source_chosen(self):
+        """The picker shows the microphone in use, or silence (also while a file plays)."""
+        name = self.controller.microphone if self.controller.source_kind == SOURCE_MICROPHONE else None
+        index = self.device_box.findData(name) if name is not None else 0
+        self.device_box.blockSignals(True)
+        self.device_box.setCurrentIndex(max(0, index))
+        self.device_box.blockSignals(False)
 
     def _show_silence_chosen(self):
         self.device_box.blockSignals(True)
@@ -279,9 +304,11 @@ class MainWindow(QMainWindow):
         return True
 
     def _gain_changed(self, value):
+        self.gain_value.setText(gain_text(value))
         self.controller.set_gain(value)
 
     def _gate_changed(self, value):
+        self.gate_value.setText(gate_text(value))
         self.controller.set_gate(value)
 
     # -- photo ----------------------------------------------------------------------------------------
@@ -304,6 +331,7 @@ class MainWindow(QMainWindow):
                 on_ready(renderer)
 
         def failed(error):
+            self.statusBar().clearMessage()  # "Loading …" is over either way
             if self.controller.needs_placement(error):
                 self.place_face(path, error)
             else:
@@ -325,7 +353,13 @@ class MainWindow(QMainWindow):
                 return
             self.open_photo(path, landmarks=points)
 
+        def cancelled():
+            kept = Path(self.controller.prefs.photo).name if self.controller.renderer is not None else None
+            self.statusBar().showMessage(f"{Path(path).name} not used" + (f"; still showing {kept}" if kept else ""),
+                                         5000)
+
         dialog.accepted.connect(placed)
+        dialog.rejected.connect(cancelled)
         dialog.open()
 
     def reload_renderer(self):
@@ -356,13 +390,27 @@ class MainWindow(QMainWindow):
         self.reload_renderer()
 
     def set_backend(self, backend: str):
-        if self.controller.set_backend(backend):
-            self.backend_label.setText(f"Backend: {self.controller.backend_text}")
+        self.controller.set_backend(backend)
+        # a backend that failed leaves the old one running: the menu and the status bar say which runs
+        self.backend_actions[self.controller.prefs.backend].setChecked(True)
+        self.backend_label.setText(f"Backend: {self.controller.backend_text}")
 
-    def choose_output_folder(self):
-        folder = QFileDialog.getExistingDirectory(self, "Recording folder", self.controller.prefs.output_folder)
-        if folder:
-            self.controller.set_output_folder(folder)
+    def choose_output_folder(self) -> QFileDialog:
+        """The folder dialog (a child of the window while open), started in the output folder or the nearest
+        folder above it that exists: started in a missing one it would offer nothing to Choose."""
+        dialog = QFileDialog(self, "Recording folder", self.controller.folder_dialog_start())
+        dialog.setFileMode(QFileDialog.Directory)
+        dialog.setOption(QFileDialog.ShowDirsOnly)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.fileSelected.connect(self.set_output_folder)
+        dialog.open()
+        return dialog
+
+    def set_output_folder(self, folder: str) -> bool:
+        if not self.controller.set_output_folder(folder):
+            return False
+        self.statusBar().showMessage(f"Recordings go to {folder}", 5000)
+        return True
 
     def choose_name_prefix(self):
         text, ok = QInputDialog.getText(self, "Recording name", "File names start with:",
@@ -431,8 +479,17 @@ class MainWindow(QMainWindow):
         if not self.controller.play_file(path):
             return False
         self._show_silence_chosen()
-        self.statusBar().showMessage(f"Playing {Path(path).name}", 5000)
+        self.stop_playback_action.setEnabled(True)
+        self.statusBar().showMessage(f"Playing {Path(path).name} (File → Stop audio file to stop)", 5000)
         return True
+
+    def stop_playback(self):
+        self.controller.stop_playback()
+        self._playback_ended()
+
+    def _playback_ended(self):
+        self.stop_playback_action.setEnabled(False)
+        self._show_source_chosen()
 
     def choose_export(self):
         audio, _ = QFileDialog.getOpenFileName(self, "Audio to export", "", AUDIO_FILTER)
@@ -507,12 +564,17 @@ class MainWindow(QMainWindow):
         return fps, (1000 * lat[len(lat) // 2] if lat else None)
 
     def _update_status(self):
+        if self.controller.poll() or (self.stop_playback_action.isEnabled() and not self.controller.playing):
+            self._playback_ended()  # the file played out: the microphone in use before is back
         fps, latency = self.view_stats()
         stats = self.controller.stats()
         self.fps_label.setText(f"{fps:.0f} fps")
-        self.latency_label.setText(f"latency {latency:.0f} ms" if latency is not None else "latency –")
+        shows_latency = self.controller.shows_latency
+        self.latency_label.setVisible(shows_latency)  # capture→screen means nothing without a microphone
+        self.latency_label.setText(f"latency {latency:.0f} ms" if shows_latency and latency is not None
+                                   else "latency –")
         self.dropped_label.setText(f"dropped {stats.dropped_frames}")
-        self.meter.setValue(int(max(METER_FLOOR_DB, min(0, self.controller.level_db))))
+        self._show_level()
         recording = self.controller.recording
         if recording is not None:
             if recording.error:
@@ -520,6 +582,15 @@ class MainWindow(QMainWindow):
             else:
                 s = int(recording.seconds)
                 self.elapsed.setText(f" {s // 60:02d}:{s % 60:02d}")
+
+    def _show_level(self):
+        level = self.controller.level_db
+        self.meter.setValue(int(max(METER_FLOOR_DB, min(0, level))))
+        clipping = self.controller.clipping
+        self.meter.setFormat(level_text(level) + (" CLIP" if clipping else ""))
+        if clipping != self.meter.property("clipping"):
+            self.meter.setProperty("clipping", clipping)
+            self.meter.setStyleSheet(CLIP_STYLE if clipping else "")
 
     # -- closing --------------------------------------------------------------------------------------
 
@@ -532,6 +603,18 @@ class MainWindow(QMainWindow):
             worker.wait(10000)
         self.controller.close()
         super().closeEvent(event)
+
+
+def gain_text(db: int) -> str:
+    return f"{db:+d} dB" if db else "0 dB"
+
+
+def gate_text(db: int) -> str:
+    return "off" if db <= GATE_OFF_AT_DB else f"{db} dB"
+
+
+def level_text(db: float) -> str:
+    return "– dB" if db <= METER_FLOOR_DB else f"{db:.0f} dB"
 
 
 def _dropped_file(mime) -> Path | None:
