@@ -23,7 +23,8 @@ import numpy as np
 
 from avatar.audio import load_audio
 from avatar.face import NoFaceError, fit_template
-from avatar.mic import InputDevice, MicError, default_input_device, list_input_devices, rescan_devices
+from avatar.devices import SoundInput, default_microphone, list_microphones, prepare_open
+from avatar.mic import MicError
 from avatar.face.assemble import liveliness_config
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
@@ -134,6 +135,7 @@ class Controller:
         self.microphone: str | None = None  # the microphone last opened (restored when a played file ends)
         self._playing = None  # the FileSource started by play_file while it may still be playing
         self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
+        self._inputs: dict[str, SoundInput] = {}  # the last microphone list, by name
         startup_error = None
         try:
             self.engine = engine_factory(prefs.backend)
@@ -193,34 +195,36 @@ class Controller:
         """The input level (after gain, before the gate) for the meter."""
         return float(self.pipeline.source.level_db)
 
-    def microphones(self) -> list[InputDevice]:
-        """The input devices, looked for again (a microphone in use is let go first: PortAudio cannot rescan with
-        a stream open). [] with a message when the sound system cannot be asked."""
+    def microphones(self) -> list[SoundInput]:
+        """The inputs (the sound server's sources where one runs, see avatar.devices), looked for again (a
+        microphone in use is let go first: PortAudio cannot rescan with a stream open). [] with a message when the
+        sound system cannot be asked."""
         if self.source_kind == SOURCE_MICROPHONE:
             self.use_silence()
         try:
-            rescan_devices()
-            return list_input_devices()
+            inputs = list_microphones()
         except Exception as e:  # PortAudio/sounddevice failures: the avatar runs on silence
             self.report_error(f"Could not list the microphones: {e}")
             return []
+        self._inputs = {d.name: d for d in inputs}
+        return inputs
 
-    def preferred_microphone(self, devices: list[InputDevice]) -> str | None:
+    def preferred_microphone(self, devices: list[SoundInput]) -> str | None:
         """Which of `devices` to open: the one used last time, else the system default, else the first."""
         if not devices:
             return None
         names = [d.name for d in devices]
         if self.prefs.device in names:
             return self.prefs.device
-        default = default_input_device()
-        return default.name if default is not None and default.name in names else names[0]
+        default = default_microphone(devices)
+        return default if default in names else names[0]
 
-    def missing_saved_microphone(self, devices: list[InputDevice]) -> str | None:
+    def missing_saved_microphone(self, devices: list[SoundInput]) -> str | None:
         """The microphone saved last time when it is not among `devices` (unplugged, renamed), else None."""
         names = [d.name for d in devices]
         return self.prefs.device if self.prefs.device and self.prefs.device not in names else None
 
-    def open_preferred_microphone(self, devices: list[InputDevice]) -> str | None:
+    def open_preferred_microphone(self, devices: list[SoundInput]) -> str | None:
         """Open the preferred of `devices` (see preferred_microphone) and return its name (None: runs on silence).
         A saved microphone that is absent is said, and stays the saved choice: it is picked again once it is
         back; the stand-in opened meanwhile is not remembered."""
@@ -234,14 +238,17 @@ class Controller:
         return name if self.use_microphone(name, remember=missing is None) else None
 
     def use_microphone(self, name: str, remember: bool = True) -> bool:
-        """Listen to the named input device (remembered for next time unless `remember` is False); False with a
-        message when it cannot open, and the avatar runs on silence."""
+        """Listen to the named input (a name from microphones(), or a PortAudio device name; remembered for next
+        time unless `remember` is False); False with a message when it cannot open, and the avatar runs on
+        silence."""
         self.use_silence()  # release the old device before opening the new one
+        choice = self._inputs.get(name) or SoundInput(name, name, name)
         try:
-            source = MicSource(name, self.prefs.gain_db, self.gate_threshold)
+            source = MicSource(prepare_open(choice), self.prefs.gain_db, self.gate_threshold)
         except MicError as e:
-            self.report_error(str(e))
+            self.report_error(str(e).replace(f"'{choice.device}'", f"'{choice.label}'"))
             return False
+        source.name = choice.label  # what the user knows it as (messages, the status bar), not "pulse"
         self.pipeline.set_source(source)
         self.microphone = name
         if remember:

@@ -11,7 +11,8 @@ import pytest
 
 from avatar.controller import (SOURCE_FILE, SOURCE_MICROPHONE, SOURCE_SILENCE, BlankRenderer, Controller)
 from avatar.face import NoFaceError, PhotoError
-from avatar.mic import InputConditioner, InputDevice
+from avatar.devices import SoundInput
+from avatar.mic import InputConditioner
 from avatar.preferences import Preferences
 from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
 
@@ -105,7 +106,7 @@ def test_the_microphone_gets_the_gain_and_gate_and_is_let_go_for_a_rescan(virtua
     name = controller.preferred_microphone(devices)
     assert name is not None
     assert controller.use_microphone(name)
-    assert (controller.source_kind, controller.source_name) == (SOURCE_MICROPHONE, name)
+    assert (controller.source_kind, controller.microphone) == (SOURCE_MICROPHONE, name)
     conditioner = controller.pipeline.source.conditioner
     assert (conditioner.gain_db, conditioner.gate_db) == (6.0, -50.0)
     controller.set_gain(-3)
@@ -118,7 +119,7 @@ def test_the_microphone_gets_the_gain_and_gate_and_is_let_go_for_a_rescan(virtua
 
 
 def test_preferred_microphone_is_the_one_used_last(controller):
-    devices = [InputDevice(i, name, "ALSA", 48000.0, 1) for i, name in enumerate(["A", "B", "C"])]
+    devices = [SoundInput(name, f"{name} (ALSA)", name) for name in ["A", "B", "C"]]
     controller.prefs.device = "B"
     assert controller.preferred_microphone(devices) == "B"
     controller.prefs.device = "gone"
@@ -370,7 +371,7 @@ def test_the_microphone_comes_back_after_a_played_file(virtual_mic, controller, 
     assert controller.play_file(tmp_path / "short.wav")
     assert controller.playing and controller.source_kind == SOURCE_FILE
     wait_until(lambda: controller.poll() or controller.source_kind == SOURCE_MICROPHONE)
-    assert (controller.source_kind, controller.source_name) == (SOURCE_MICROPHONE, name)
+    assert (controller.source_kind, controller.microphone) == (SOURCE_MICROPHONE, name)
     assert not controller.playing
 
 
@@ -379,7 +380,7 @@ def test_playback_can_be_stopped_and_the_microphone_returns(virtual_mic, control
     write_wav(tmp_path / "long.wav", tone_bursts([0.1], 30.0), 16000)
     assert controller.play_file(tmp_path / "long.wav")
     controller.stop_playback()
-    assert (controller.source_kind, controller.source_name) == (SOURCE_MICROPHONE, name)
+    assert (controller.source_kind, controller.microphone) == (SOURCE_MICROPHONE, name)
     controller.use_silence()  # silence chosen by hand: a later file does not bring the microphone back
     assert controller.play_file(tmp_path / "long.wav")
     controller.stop_playback()
