@@ -335,6 +335,12 @@ class Controller:
         self.prefs.add_recent(str(photo))
         self.save_prefs()
 
+    @property
+    def photo_warning(self) -> str | None:
+        """A sentence about the photo in use worth saying when it loads (a three-quarter face: see
+        avatar.face.pose.turn_warning), None when there is nothing to say."""
+        return getattr(getattr(self.renderer, "rig", None), "turn_warning", None)
+
     @staticmethod
     def needs_placement(error: BaseException) -> bool:
         """Whether a photo failed only because no face was found: the face can then be placed by hand."""
@@ -476,6 +482,22 @@ class Controller:
             raise
         self.last_recording = path
         return path
+
+    @property
+    def recordings_folder(self) -> Path | None:
+        """The output folder when it exists (to open in the file manager), else None."""
+        folder = Path(self.prefs.output_folder)
+        return folder if folder.is_dir() else None
+
+    @property
+    def playable_recording(self) -> Path | None:
+        """The last recording finished in this session when its file is still there (to play), else None."""
+        path = self.last_recording
+        return path if path is not None and path.is_file() else None
+
+    def set_always_on_top(self, on: bool) -> None:
+        self.prefs.always_on_top = bool(on)
+        self.save_prefs()
 
     # -- export ---------------------------------------------------------------------------------------
 

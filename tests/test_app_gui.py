@@ -398,3 +398,107 @@ def test_the_level_meter_shows_db_and_clipping(mic_window, virtual_mic, qtbot, t
     window.gain.setValue(0)
     qtbot.waitUntil(lambda: window.meter.property("clipping") is False, timeout=5000)
     assert window.meter.format().endswith(" dB") and window.meter.styleSheet() == ""
+
+
+# -- issue 18: finding recordings, a capture-friendly window, help ----------------------------------------
+
+
+@pytest.fixture
+def opened_urls(monkeypatch):
+    """What the window asks the desktop to open (QDesktopServices.openUrl is the boundary to the file manager
+    and the video player)."""
+    from PySide6.QtGui import QDesktopServices
+
+    urls = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: urls.append(url) or True))
+    return urls
+
+
+def test_open_recordings_folder_and_play_last_recording(window, qtbot, tmp_path, opened_urls):
+    from pathlib import Path
+
+    window._update_file_actions()
+    assert window.open_folder_action.isEnabled() and not window.play_last_action.isEnabled()  # nothing recorded
+    window.open_folder_action.trigger()
+    assert [Path(u.toLocalFile()) for u in opened_urls] == [tmp_path]
+    assert window.start_recording()
+    qtbot.wait(300)
+    saved = window.stop_recording(wait=True)
+    assert window.play_last_action.isEnabled()
+    window.play_last_action.trigger()
+    assert Path(opened_urls[-1].toLocalFile()) == saved and opened_urls[-1].isLocalFile()
+    saved.unlink()  # deleted in the file manager meanwhile
+    window.controller.prefs.output_folder = str(tmp_path / "gone")
+    window._update_file_actions()
+    assert not window.play_last_action.isEnabled() and not window.open_folder_action.isEnabled()
+    assert not window.play_last_recording() and told(window, "no recording")
+    assert len(opened_urls) == 2
+
+
+def test_always_on_top_is_a_view_toggle_kept_between_runs(window, qtbot):
+    from PySide6.QtCore import Qt
+
+    from avatar.gui.settings import load_preferences
+
+    window.on_top_action.trigger()
+    assert window.windowFlags() & Qt.WindowStaysOnTopHint and window.isVisible()
+    assert load_preferences().always_on_top is True
+    window.on_top_action.trigger()
+    assert not window.windowFlags() & Qt.WindowStaysOnTopHint
+    assert load_preferences().always_on_top is False
+
+
+def test_compact_view_hides_the_controls_and_comes_back(window, qtbot):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QToolBar
+
+    def controls_visible():
+        return [window.menuBar().isVisible(), window.statusBar().isVisible(),
+                *(bar.isVisible() for bar in window.findChildren(QToolBar))]
+
+    assert all(controls_visible())
+    window.compact_action.trigger()
+    assert not any(controls_visible()) and window.windowFlags() & Qt.FramelessWindowHint
+    qtbot.waitUntil(window.isVisible, timeout=3000)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+    qtbot.keyClick(window, Qt.Key_Escape)  # the menu bar is hidden: a key brings the controls back
+    assert all(controls_visible()) and not window.windowFlags() & Qt.FramelessWindowHint
+    qtbot.mouseDClick(window.view, Qt.LeftButton)  # a double-click on the face toggles it
+    assert not any(controls_visible())
+    qtbot.waitUntil(window.isVisible, timeout=3000)
+    qtbot.mouseDClick(window.view, Qt.LeftButton)
+    assert all(controls_visible()) and not window.compact_action.isChecked()
+    seq = window.controller.pipeline.latest.seq
+    qtbot.wait(200)
+    assert window.controller.pipeline.latest.seq > seq
+
+
+def test_help_menu_has_quick_start_and_about(window):
+    from avatar import __version__
+
+    menus = {a.text().replace("&", ""): a.menu() for a in window.menuBar().actions()}
+    items = {a.text().replace("&", ""): a for a in menus["Help"].actions()}
+    items["Quick start"].trigger()
+    assert told(window, "Microphone") and told(window, "green screen")
+    close_messages(window)
+    items["About"].trigger()
+    assert told(window, __version__) and told(window, "ONNX Runtime")
+
+
+def test_a_three_quarter_face_is_said_when_the_photo_loads(window, qtbot, tmp_path):
+    class TurnedRig:
+        turn_warning = "The face is turned about 35° from the camera: the far side of the mouth may look stretched."
+
+    def turned(photo, prefs, landmarks=None):
+        renderer = SimpleFrames(64)
+        renderer.rig = TurnedRig()
+        return renderer
+
+    window.controller.renderer_factory = turned
+    window.open_photo(str(tmp_path / "turned.jpg"))
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Loaded turned.jpg"), timeout=5000)
+    assert TurnedRig.turn_warning in window.statusBar().currentMessage()
+    window.controller.renderer_factory = lambda photo, prefs, landmarks=None: SimpleFrames(64)
+    window.open_photo(str(tmp_path / "face.png"))  # a frontal face after it: nothing to say
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == "Loaded face.png", timeout=5000)

@@ -10,12 +10,13 @@ import logging
 from pathlib import Path
 import time
 
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QActionGroup, QColor, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialog, QLabel, QMainWindow,
                                QMessageBox, QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar,
                                QToolButton, QVBoxLayout, QWidget)
 
+from avatar import __version__
 from avatar.controller import (APP_TITLE, GATE_OFF_AT_DB, SOURCE_MICROPHONE, SOURCE_SILENCE, Controller,
                                error_sentence)
 from avatar.gui.placement import PlacementDialog
@@ -38,6 +39,21 @@ PROGRESS_STEPS = 1000  # the export dialog's resolution
 SILENCE = "No microphone (silence)"
 CLIP_STYLE = "QProgressBar::chunk { background: #d03030; }"  # the meter while the input clips
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch")
+COMPACT_SHORTCUT = "Ctrl+Shift+M"  # compact view on and off (Escape or a double-click on the face also leave it)
+QUICK_START = """<h3>Quick start</h3>
+<ol>
+<li><b>Microphone</b>: pick yours in the list at the top (↻ looks again). Speak: the meter moves; red means
+too loud (lower the gain). The gate keeps the mouth shut below its level (leftmost = off).</li>
+<li><b>Photo</b>: File → Open photo, or drop one on the window. One face, looking at the camera, works best;
+when no face is found you place a few points by hand.</li>
+<li><b>Record</b>: ● Record or Ctrl+R; the MP4 goes to the recording folder (File → Recording folder).
+File → Open recordings folder and Play last recording find it again.</li>
+<li><b>Streaming or a call</b>: View → Background: green screen for OBS's chroma key; View → Always on top;
+View → Compact view hides the controls and the frame (%s, Escape or a double-click on the face bring them back;
+drag the face to move the window). Capture the window in OBS.</li>
+<li><b>No microphone at hand</b>: File → Play audio file animates a sound file; File → Export video renders one
+to an MP4.</li>
+</ol>""" % COMPACT_SHORTCUT
 
 
 class Worker(QThread):
@@ -89,6 +105,8 @@ class MainWindow(QMainWindow):
                                      on_event=self._events.message.emit,
                                      on_frame=lambda frame: self._events.frame.emit())
         self._build_ui()
+        if prefs.always_on_top:
+            self.setWindowFlag(Qt.WindowStaysOnTopHint, True)
         self.controller.start()
 
         self.status_timer = QTimer(self)
@@ -177,6 +195,9 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self._action(m, "Recording &folder…", None, self.choose_output_folder)
         self._action(m, "Recording &name…", None, self.choose_name_prefix)
+        self.open_folder_action = self._action(m, "Open recordings folder", None, self.open_recordings_folder)
+        self.play_last_action = self._action(m, "Play last recording", None, self.play_last_recording)
+        m.aboutToShow.connect(self._update_file_actions)
         self.record_action = self._action(m, "&Record", "Ctrl+R", self.record_button.toggle)
         m.addSeparator()
         self._action(m, "&Quit", QKeySequence.Quit, self.close)
@@ -189,11 +210,26 @@ class MainWindow(QMainWindow):
         v.addSeparator()
         self.liveliness_menu = v.addMenu("Liveliness")
         self._fill_liveliness()
+        v.addSeparator()
+        self.on_top_action = self._action(v, "Always on &top", None, self.set_always_on_top)
+        self.on_top_action.setCheckable(True)
+        self.on_top_action.setChecked(prefs.always_on_top)
+        self.compact_action = self._action(v, "&Compact view", COMPACT_SHORTCUT, self.set_compact)
+        self.compact_action.setCheckable(True)
+        self.addAction(self.compact_action)  # its shortcut must work with the menu bar hidden
+        leave = QAction("Leave compact view", self, shortcut=QKeySequence(Qt.Key_Escape))
+        leave.triggered.connect(lambda: self.set_compact(False))
+        self.addAction(leave)
 
         s = self.menuBar().addMenu("&Settings")
         self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
                                              prefs.backend, self.set_backend)
         self._choices(s.addMenu("Render size"), [(f"{n} × {n}", n) for n in SIZES], prefs.size, self.set_size)
+
+        h = self.menuBar().addMenu("&Help")
+        self._action(h, "&Quick start", QKeySequence.HelpContents, self.show_quick_start)
+        self._action(h, "&About", None, self.show_about)
+        self._update_file_actions()
 
     def _choices(self, menu, items, current, slot) -> dict:
         """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value).
@@ -326,7 +362,11 @@ class MainWindow(QMainWindow):
             self.controller.use_renderer(path, renderer)
             self._fill_recent()
             self.setWindowTitle(f"{APP_TITLE} — {Path(path).name}")
-            self.statusBar().showMessage(f"Loaded {Path(path).name}", 3000)
+            warning = self.controller.photo_warning
+            if warning:  # a three-quarter face: said where it stays readable for a while
+                self.statusBar().showMessage(f"Loaded {Path(path).name}. {warning}", 15000)
+            else:
+                self.statusBar().showMessage(f"Loaded {Path(path).name}", 3000)
             if on_ready:
                 on_ready(renderer)
 
@@ -446,6 +486,7 @@ class MainWindow(QMainWindow):
 
         def saved(path):
             self.statusBar().showMessage(f"Saved {path}", 10000)
+            self._update_file_actions()
 
         def failed(error):
             self.show_error(error_sentence(error), "Recording stopped")
@@ -467,6 +508,98 @@ class MainWindow(QMainWindow):
         self.record_button.blockSignals(False)
         if not on:
             self.elapsed.setText("")
+
+    # -- finding recordings again --------------------------------------------------------------------
+
+    def _update_file_actions(self):
+        self.open_folder_action.setEnabled(self.controller.recordings_folder is not None)
+        self.play_last_action.setEnabled(self.controller.playable_recording is not None)
+
+    def open_recordings_folder(self) -> bool:
+        """The output folder in the desktop's file manager."""
+        folder = self.controller.recordings_folder
+        if folder is None:
+            self.show_error(f"The folder {self.controller.prefs.output_folder} does not exist (yet).")
+            return False
+        return self._open_url(folder)
+
+    def play_last_recording(self) -> bool:
+        """The last recording in the desktop's video player."""
+        path = self.controller.playable_recording
+        if path is None:
+            self.show_error("There is no recording from this session to play.")
+            return False
+        return self._open_url(path)
+
+    def _open_url(self, path: Path) -> bool:
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self.show_error(f"Nothing on this desktop opens {path}.")
+            return False
+        return True
+
+    # -- capture-friendly window ----------------------------------------------------------------------
+
+    def set_always_on_top(self, on: bool):
+        self.controller.set_always_on_top(on)
+        self.on_top_action.setChecked(on)
+        self._set_window_flag(Qt.WindowStaysOnTopHint, on)
+
+    def set_compact(self, on: bool):
+        """Only the face: no menus, tool bars, status bar or window frame (for capturing the window)."""
+        if on == self.is_compact and self.compact_action.isChecked() == on:
+            return
+        self.compact_action.setChecked(on)
+        self.menuBar().setVisible(not on)
+        self.statusBar().setVisible(not on)
+        for bar in self.findChildren(QToolBar):
+            bar.setVisible(not on)
+        self._set_window_flag(Qt.FramelessWindowHint, on)
+        if on:
+            self.statusBar().showMessage("")  # nothing pending when the bar comes back
+
+    @property
+    def is_compact(self) -> bool:
+        return bool(self.windowFlags() & Qt.FramelessWindowHint)
+
+    def _set_window_flag(self, flag, on: bool):
+        if bool(self.windowFlags() & flag) == on:
+            return
+        visible = self.isVisible()
+        self.setWindowFlag(flag, on)  # hides the window (a new native window is made)
+        if visible:
+            self.show()
+
+    def mouseDoubleClickEvent(self, event):
+        """A double-click on the face toggles compact view."""
+        self.set_compact(not self.is_compact)
+        event.accept()
+
+    def mousePressEvent(self, event):
+        # a frameless window has no title bar: dragging the face moves it
+        if self.is_compact and event.button() == Qt.LeftButton and self.windowHandle() is not None:
+            self.windowHandle().startSystemMove()
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    # -- help -----------------------------------------------------------------------------------------
+
+    def show_quick_start(self) -> QMessageBox:
+        return self._info("Quick start", QUICK_START)
+
+    def show_about(self) -> QMessageBox:
+        prefs = self.controller.prefs
+        text = (f"<h3>{APP_TITLE} {__version__}</h3><p>A face photo that talks, live, from your microphone.</p>"
+                f"<p>Lip-sync model: {self.controller.backend_text}.<br>Recordings: {prefs.output_folder}</p>"
+                "<p>Everything runs on this computer: no sound or picture leaves it.</p>")
+        return self._info("About", text)
+
+    def _info(self, title: str, html: str) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Information, title, html, QMessageBox.Ok, self)
+        box.setTextFormat(Qt.RichText)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+        return box
 
     # -- audio files ----------------------------------------------------------------------------------
 
