@@ -3,8 +3,8 @@
 The window (avatar.gui.window) holds widgets and signals and calls these operations; tests drive them directly.
 Everything here runs on the caller's thread except where a method says it is slow (build_renderer,
 finish_recording, export: call those on a worker thread). Observable state for the window and the tests:
-`source_kind`, `source_name`, `level_db`, `renderer`, `recording`, `backend_text`, `last_error`,
-`last_recording`, `last_export`, `prefs`.
+`source_kind`, `source_name`, `microphone`, `playing`, `level_db`, `renderer`, `recording`, `backend_text`,
+`backend_choice`, `last_error`, `last_recording`, `last_export`, `prefs`.
 
 Every message meant for the user goes through `report_error`, which records it as `last_error` and hands it to
 `on_error(message, title)` (the window shows a dialog); pipeline messages from its worker threads arrive through
@@ -23,7 +23,7 @@ import numpy as np
 
 from avatar.audio import load_audio
 from avatar.face import NoFaceError, fit_template
-from avatar.devices import SoundInput, default_microphone, list_microphones, prepare_open
+from avatar.devices import SoundInput, default_microphone, find_saved, list_microphones, prepare_open
 from avatar.mic import MicError
 from avatar.face.assemble import liveliness_config
 from avatar.live.offline import Cancelled, render_offline
@@ -136,16 +136,30 @@ class Controller:
         self._playing = None  # the FileSource started by play_file while it may still be playing
         self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
         self._inputs: dict[str, SoundInput] = {}  # the last microphone list, by name
-        startup_error = None
-        try:
-            self.engine = engine_factory(prefs.backend)
-        except Exception as e:  # the window still opens: a live face with a closed mouth, and the reason
-            self.engine = None
-            startup_error = f"The lip-sync model could not be started ({prefs.backend}): {e}"
+        self.engine, self.backend_choice, startup_error = self._first_engine()
         self.pipeline = LivePipeline(self.engine, BlankRenderer(prefs.size), fps=prefs.fps, on_event=on_event,
                                      on_frame=on_frame)
         if startup_error:
             self.report_error(startup_error)
+
+    def _first_engine(self):
+        """(engine, the backend choice it runs as, a message or None). A saved backend that cannot run here
+        (TensorRT with no GPU today) hands over to "auto" for this run and says so; the saved choice stays. When
+        nothing runs: no engine (the window still opens: a live face with a closed mouth) and the reason."""
+        wanted = self.prefs.backend
+        try:
+            return self.engine_factory(wanted), wanted, None
+        except Exception as e:  # missing library, no GPU, model not convertible: said, never fatal
+            failure = e
+        if wanted != "auto":
+            try:
+                engine = self.engine_factory("auto")
+            except Exception as e:
+                failure = e
+            else:
+                return engine, "auto", (f"The {wanted} backend cannot run here ({failure}); using "
+                                        f"{backend_text(engine)} for now.")
+        return None, wanted, f"The lip-sync model could not be started ({wanted}): {failure}"
 
     def start(self) -> "Controller":
         self.pipeline.start()
@@ -214,15 +228,17 @@ class Controller:
         if not devices:
             return None
         names = [d.name for d in devices]
-        if self.prefs.device in names:
-            return self.prefs.device
+        saved = find_saved(self.prefs.device, devices) if self.prefs.device else None
+        if saved is not None:
+            return saved
         default = default_microphone(devices)
         return default if default in names else names[0]
 
     def missing_saved_microphone(self, devices: list[SoundInput]) -> str | None:
         """The microphone saved last time when it is not among `devices` (unplugged, renamed), else None."""
-        names = [d.name for d in devices]
-        return self.prefs.device if self.prefs.device and self.prefs.device not in names else None
+        if not self.prefs.device or find_saved(self.prefs.device, devices) is not None:
+            return None
+        return self.prefs.device
 
     def open_preferred_microphone(self, devices: list[SoundInput]) -> str | None:
         """Open the preferred of `devices` (see preferred_microphone) and return its name (None: runs on silence).
@@ -387,7 +403,7 @@ class Controller:
         except Exception as e:  # missing library, no GPU, model not convertible: said, never fatal
             self.report_error(f"The {backend} backend cannot run here: {e}")
             return False
-        self.prefs.backend = backend
+        self.prefs.backend = self.backend_choice = backend
         self.save_prefs()
         self.engine = engine
         self.pipeline.set_engine(engine)

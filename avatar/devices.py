@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 PACTL_TIMEOUT_S = 3.0  # a sound server that does not answer in this long is treated as absent
 PULSE_DEVICE = "pulse"  # PortAudio's (ALSA plugin) device that talks to PulseAudio / pipewire-pulse
 PULSE_SOURCE_ENV = "PULSE_SOURCE"  # libpulse's variable for the source a stream records from
+LEGACY_SERVER_DEFAULTS = ("pulse", "default")  # PortAudio's names for "whatever the sound server's default is"
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,18 @@ def default_microphone(inputs: list[SoundInput]) -> str | None:
         log.info("no default input: %s", e)
         return None
     return device.name if device is not None and device.name in names else None
+
+
+def find_saved(saved: str, inputs: list[SoundInput]) -> str | None:
+    """The name among `inputs` of the microphone saved as `saved`: the same name, or, for a PortAudio name saved
+    before the sound server's sources were listed ("pulse", "default" = the server's default), the server's
+    default source. None when it is not there."""
+    names = {d.name for d in inputs}
+    if saved in names:
+        return saved
+    if saved in LEGACY_SERVER_DEFAULTS and any(d.pulse_source for d in inputs):
+        return default_microphone(inputs)
+    return None
 
 
 def prepare_open(choice: SoundInput) -> str:

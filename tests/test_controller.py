@@ -403,3 +403,23 @@ def test_no_latency_without_a_microphone(controller, tmp_path):
     write_wav(tmp_path / "a.wav", tone_bursts([0.1], 1.0), 16000)
     controller.play_file(tmp_path / "a.wav")
     assert not controller.shows_latency
+
+
+def test_a_saved_backend_that_cannot_run_hands_over_to_auto_for_this_run(loudness_engine, tmp_path):
+    def factory(backend):
+        if backend == "tensorrt":
+            raise RuntimeError("no CUDA driver")
+        return loudness_engine
+
+    driven = Driven(factory, tmp_path, backend="tensorrt")
+    try:
+        c = driven.controller
+        assert c.engine is loudness_engine and c.backend_choice == "auto"
+        assert "tensorrt backend cannot run here (no CUDA driver)" in c.last_error and "for now" in c.last_error
+        assert c.prefs.backend == "tensorrt"  # kept: the GPU may be back next time
+        assert not c.set_backend("tensorrt")
+        assert c.backend_choice == "auto" and c.engine is loudness_engine
+        assert c.set_backend("onnxruntime")
+        assert (c.backend_choice, c.prefs.backend) == ("onnxruntime", "onnxruntime")
+    finally:
+        driven.controller.close()

@@ -99,3 +99,13 @@ def test_a_sound_server_that_does_not_answer_means_no_sources(monkeypatch, answe
 
     monkeypatch.setattr(devices, "_pactl", lambda *args: answer)
     assert devices.pulse_sources() in (None, [])
+
+
+def test_a_portaudio_name_saved_before_is_the_servers_default(monkeypatch):
+    import avatar.devices as devices
+
+    monkeypatch.setattr(devices, "pulse_default_source", lambda: "alsa_input.usb-Blue_Yeti")
+    inputs = pulse_inputs(EXPECTED)
+    assert devices.find_saved("pulse", inputs) == "alsa_input.usb-Blue_Yeti"  # saved as "pulse (ALSA)" before
+    assert devices.find_saved("alsa_output.pci.monitor", inputs) == "alsa_output.pci.monitor"
+    assert devices.find_saved("USB Headset", inputs) is None

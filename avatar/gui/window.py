@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialo
 from avatar import __version__
 from avatar.controller import (APP_TITLE, GATE_OFF_AT_DB, SOURCE_MICROPHONE, SOURCE_SILENCE, Controller,
                                error_sentence)
+from avatar.engine import normalize_backend
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
@@ -223,7 +224,7 @@ class MainWindow(QMainWindow):
 
         s = self.menuBar().addMenu("&Settings")
         self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
-                                             prefs.backend, self.set_backend)
+                                             normalize_backend(self.controller.backend_choice), self.set_backend)
         self._choices(s.addMenu("Render size"), [(f"{n} × {n}", n) for n in SIZES], prefs.size, self.set_size)
 
         h = self.menuBar().addMenu("&Help")
@@ -432,7 +433,9 @@ class MainWindow(QMainWindow):
     def set_backend(self, backend: str):
         self.controller.set_backend(backend)
         # a backend that failed leaves the old one running: the menu and the status bar say which runs
-        self.backend_actions[self.controller.prefs.backend].setChecked(True)
+        running = self.backend_actions.get(normalize_backend(self.controller.backend_choice))
+        if running is not None:
+            running.setChecked(True)
         self.backend_label.setText(f"Backend: {self.controller.backend_text}")
 
     def choose_output_folder(self) -> QFileDialog:
