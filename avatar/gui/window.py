@@ -309,10 +309,13 @@ class MainWindow(QMainWindow):
         if not devices:
             self.statusBar().showMessage("No microphone found: the avatar runs on silence.", 10000)
             return
+        if self.controller.playing:  # a file plays on; the microphone comes back when it ends
+            self._show_source_chosen()
+            return
         opened = self.controller.open_preferred_microphone(devices)
         self._show_source_chosen()
         if opened is not None and self.controller.missing_saved_microphone(devices) is None:
-            self.statusBar().showMessage(f"Listening to {opened}", 5000)
+            self.statusBar().showMessage(f"Listening to {self.controller.source_name}", 5000)
 
     def _show_source_chosen(self):
         """The picker shows the microphone in use, or silence (also while a file plays)."""
@@ -337,7 +340,7 @@ class MainWindow(QMainWindow):
     def open_microphone(self, name: str) -> bool:
         if not self.controller.use_microphone(name):
             return False
-        self.statusBar().showMessage(f"Listening to {name}", 5000)
+        self.statusBar().showMessage(f"Listening to {self.controller.source_name}", 5000)
         return True
 
     def _gain_changed(self, value):
@@ -573,17 +576,21 @@ class MainWindow(QMainWindow):
             self.show()
 
     def mouseDoubleClickEvent(self, event):
-        """A double-click on the face toggles compact view."""
+        """A double-click on the face toggles compact view (the view passes its clicks up to here)."""
+        if self.childAt(event.position().toPoint()) is not self.view:
+            super().mouseDoubleClickEvent(event)
+            return
         self.set_compact(not self.is_compact)
         event.accept()
 
-    def mousePressEvent(self, event):
-        # a frameless window has no title bar: dragging the face moves it
-        if self.is_compact and event.button() == Qt.LeftButton and self.windowHandle() is not None:
+    def mouseMoveEvent(self, event):
+        # a frameless window has no title bar: dragging the face moves it (on a drag, not a press, so that a
+        # double-click still arrives)
+        if self.is_compact and event.buttons() & Qt.LeftButton and self.windowHandle() is not None:
             self.windowHandle().startSystemMove()
             event.accept()
             return
-        super().mousePressEvent(event)
+        super().mouseMoveEvent(event)
 
     # -- help -----------------------------------------------------------------------------------------
 
