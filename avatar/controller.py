@@ -3,8 +3,8 @@
 The window (avatar.gui.window) holds widgets and signals and calls these operations; tests drive them directly.
 Everything here runs on the caller's thread except where a method says it is slow (build_renderer,
 finish_recording, export: call those on a worker thread). Observable state for the window and the tests:
-`source_kind`, `source_name`, `level_db`, `renderer`, `recording`, `backend_text`, `last_error`,
-`last_recording`, `last_export`, `prefs`.
+`source_kind`, `source_name`, `microphone`, `playing`, `level_db`, `renderer`, `recording`, `backend_text`,
+`backend_choice`, `last_error`, `last_recording`, `last_export`, `prefs`.
 
 Every message meant for the user goes through `report_error`, which records it as `last_error` and hands it to
 `on_error(message, title)` (the window shows a dialog); pipeline messages from its worker threads arrive through
@@ -12,17 +12,19 @@ Every message meant for the user goes through `report_error`, which records it a
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 import logging
 from pathlib import Path
+import tempfile
 from typing import Callable
 
 import numpy as np
 
 from avatar.audio import load_audio
 from avatar.face import NoFaceError, fit_template
-from avatar.mic import InputDevice, MicError, default_input_device, list_input_devices, rescan_devices
+from avatar.devices import SoundInput, default_microphone, find_saved, list_microphones, prepare_open
+from avatar.mic import MicError
 from avatar.face.assemble import liveliness_config
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
@@ -39,6 +41,7 @@ SOURCE_FILE = "file"
 SOURCE_OTHER = "other"  # a source handed to the pipeline directly (tests, tools)
 GATE_OFF_AT_DB = -80  # a gate at or below this is off (the slider's leftmost position)
 GATE_OFF_DB = GATE_RANGE_DB[0]  # how "gate off" is stored in the preferences
+CLIP_LEVEL_DB = -3.0  # the meter's level is RMS: a full-scale sine is -3 dBFS, so at or above this the input clips
 BLANK_GREY = 24  # the plain square shown until the first photo's rig is built
 APP_TITLE = "Talking Avatar"
 BACKEND_NAMES = {"tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
@@ -75,6 +78,32 @@ def liveliness_switches(switches: dict | None) -> dict[str, bool]:
     return {f.name: getattr(config, f.name) for f in fields(config) if isinstance(getattr(config, f.name), bool)}
 
 
+def folder_problem(folder) -> str | None:
+    """Why recordings cannot be written to `folder` (None when they can): missing, not a folder, or read-only.
+    Writability is tried with a real file: it meets what the file system says (a read-only mount, an ACL)
+    where os.access guesses from the mode bits."""
+    folder = Path(folder)
+    if not folder.exists():
+        return f"The folder {folder} does not exist."
+    if not folder.is_dir():
+        return f"{folder} is not a folder."
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"Recordings cannot be written to {folder}: {e.strerror or e}."
+    return None
+
+
+def existing_ancestor(folder) -> Path:
+    """`folder` itself or the nearest folder above it that exists (where a folder dialog can start)."""
+    folder = Path(folder).expanduser()
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            return candidate
+    return Path.home()
+
+
 def clean_name_prefix(text: str) -> str:
     """The start of recordings' file names: letters, digits, space, - and _ only ("" when nothing is left)."""
     return "".join(c for c in text.strip() if c.isalnum() or c in " -_").strip()
@@ -103,16 +132,34 @@ class Controller:
         self.last_recording: Path | None = None  # the last recording finished (or the file a failure left)
         self.last_export: Path | None = None  # the last export finished
         self.renderer = None  # the photo's renderer once one is built (the pipeline shows a blank square before)
-        startup_error = None
-        try:
-            self.engine = engine_factory(prefs.backend)
-        except Exception as e:  # the window still opens: a live face with a closed mouth, and the reason
-            self.engine = None
-            startup_error = f"The lip-sync model could not be started ({prefs.backend}): {e}"
+        self.microphone: str | None = None  # the microphone last opened (restored when a played file ends)
+        self._playing = None  # the FileSource started by play_file while it may still be playing
+        self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
+        self._inputs: dict[str, SoundInput] = {}  # the last microphone list, by name
+        self.engine, self.backend_choice, startup_error = self._first_engine()
         self.pipeline = LivePipeline(self.engine, BlankRenderer(prefs.size), fps=prefs.fps, on_event=on_event,
                                      on_frame=on_frame)
         if startup_error:
             self.report_error(startup_error)
+
+    def _first_engine(self):
+        """(engine, the backend choice it runs as, a message or None). A saved backend that cannot run here
+        (TensorRT with no GPU today) hands over to "auto" for this run and says so; the saved choice stays. When
+        nothing runs: no engine (the window still opens: a live face with a closed mouth) and the reason."""
+        wanted = self.prefs.backend
+        try:
+            return self.engine_factory(wanted), wanted, None
+        except Exception as e:  # missing library, no GPU, model not convertible: said, never fatal
+            failure = e
+        if wanted != "auto":
+            try:
+                engine = self.engine_factory("auto")
+            except Exception as e:
+                failure = e
+            else:
+                return engine, "auto", (f"The {wanted} backend cannot run here ({failure}); using "
+                                        f"{backend_text(engine)} for now.")
+        return None, wanted, f"The lip-sync model could not be started ({wanted}): {failure}"
 
     def start(self) -> "Controller":
         self.pipeline.start()
@@ -162,55 +209,110 @@ class Controller:
         """The input level (after gain, before the gate) for the meter."""
         return float(self.pipeline.source.level_db)
 
-    def microphones(self) -> list[InputDevice]:
-        """The input devices, looked for again (a microphone in use is let go first: PortAudio cannot rescan with
-        a stream open). [] with a message when the sound system cannot be asked."""
+    def microphones(self) -> list[SoundInput]:
+        """The inputs (the sound server's sources where one runs, see avatar.devices), looked for again (a
+        microphone in use is let go first: PortAudio cannot rescan with a stream open). [] with a message when the
+        sound system cannot be asked."""
         if self.source_kind == SOURCE_MICROPHONE:
             self.use_silence()
         try:
-            rescan_devices()
-            return list_input_devices()
+            inputs = list_microphones()
         except Exception as e:  # PortAudio/sounddevice failures: the avatar runs on silence
             self.report_error(f"Could not list the microphones: {e}")
             return []
+        self._inputs = {d.name: d for d in inputs}
+        return inputs
 
-    def preferred_microphone(self, devices: list[InputDevice]) -> str | None:
+    def preferred_microphone(self, devices: list[SoundInput]) -> str | None:
         """Which of `devices` to open: the one used last time, else the system default, else the first."""
         if not devices:
             return None
         names = [d.name for d in devices]
-        if self.prefs.device in names:
-            return self.prefs.device
-        default = default_input_device()
-        return default.name if default is not None and default.name in names else names[0]
+        saved = find_saved(self.prefs.device, devices) if self.prefs.device else None
+        if saved is not None:
+            return saved
+        default = default_microphone(devices)
+        return default if default in names else names[0]
 
-    def use_microphone(self, name: str) -> bool:
-        """Listen to the named input device (remembered for next time); False with a message when it cannot open,
-        and the avatar runs on silence."""
+    def missing_saved_microphone(self, devices: list[SoundInput]) -> str | None:
+        """The microphone saved last time when it is not among `devices` (unplugged, renamed), else None."""
+        if not self.prefs.device or find_saved(self.prefs.device, devices) is not None:
+            return None
+        return self.prefs.device
+
+    def open_preferred_microphone(self, devices: list[SoundInput]) -> str | None:
+        """Open the preferred of `devices` (see preferred_microphone) and return its name (None: runs on silence).
+        A saved microphone that is absent is said, and stays the saved choice: it is picked again once it is
+        back; the stand-in opened meanwhile is not remembered."""
+        name = self.preferred_microphone(devices)
+        if name is None:
+            return None
+        missing = self.missing_saved_microphone(devices)
+        if missing is not None:
+            self.report_error(f"The microphone '{missing}' used last time is not connected; using '{name}' for "
+                              "now (it is picked again once it is back).", "Microphone not found")
+        return name if self.use_microphone(name, remember=missing is None) else None
+
+    def use_microphone(self, name: str, remember: bool = True) -> bool:
+        """Listen to the named input (a name from microphones(), or a PortAudio device name; remembered for next
+        time unless `remember` is False); False with a message when it cannot open, and the avatar runs on
+        silence."""
         self.use_silence()  # release the old device before opening the new one
+        choice = self._inputs.get(name) or SoundInput(name, name, name)
         try:
-            source = MicSource(name, self.prefs.gain_db, self.gate_threshold)
+            source = MicSource(prepare_open(choice), self.prefs.gain_db, self.gate_threshold)
         except MicError as e:
-            self.report_error(str(e))
+            self.report_error(str(e).replace(f"'{choice.device}'", f"'{choice.label}'"))
             return False
+        source.name = choice.label  # what the user knows it as (messages, the status bar), not "pulse"
         self.pipeline.set_source(source)
-        self.prefs.device = name
-        self.save_prefs()
+        self.microphone = name
+        if remember:
+            self.prefs.device = name
+            self.save_prefs()
         return True
 
     def use_silence(self) -> None:
+        """No input (the user's choice): nothing is restored after a file either."""
+        self._playing = None
+        self.microphone = None
         self.pipeline.use_silence()
 
     def play_file(self, path) -> bool:
         """Play an audio file (heard through the speakers, the mouth following); False with a message when the
-        file cannot be read, and what ran before runs on."""
+        file cannot be read, and what ran before runs on. When it ends (or stop_playback) the microphone in use
+        before comes back (see poll)."""
         try:
             source = FileSource(path)
         except Exception as e:  # unreadable, missing, no audio track: a sentence, the app runs on
             self.report_error(f"Cannot play {Path(path).name}: {e}")
             return False
-        self.pipeline.set_source(source)
+        microphone = self.microphone  # use_microphone/set_source below must not forget it
+        self.pipeline.set_source(source)  # the old source (a microphone) is closed: its device is free again
+        self.microphone = microphone
+        self._playing = source
         return True
+
+    @property
+    def playing(self) -> bool:
+        """Whether a file started by play_file is playing now."""
+        return self._playing is not None and self.pipeline.source is self._playing
+
+    def stop_playback(self) -> None:
+        """Stop the file playing (if any) and go back to what ran before it."""
+        if self.playing:
+            self.pipeline.use_silence()
+        self.poll()
+
+    def poll(self) -> bool:
+        """Call now and then (the window's status timer): once a played file has ended, reopen the microphone that
+        was in use before it. True when the source changed here."""
+        if self._playing is None or self.pipeline.source is self._playing:
+            return False
+        self._playing = None
+        if self.microphone is None or self.source_kind != SOURCE_SILENCE:
+            return False  # nothing to restore, or something else was chosen meanwhile
+        return self.use_microphone(self.microphone, remember=False)
 
     # -- input gain and gate --------------------------------------------------------------------------
 
@@ -244,9 +346,16 @@ class Controller:
         """Show `renderer` (built from `photo`) from the next frame on, and remember the photo."""
         self.renderer = renderer
         self.pipeline.renderer = renderer
+        self.restart_view_stats()
         self.prefs.photo = str(photo)
         self.prefs.add_recent(str(photo))
         self.save_prefs()
+
+    @property
+    def photo_warning(self) -> str | None:
+        """A sentence about the photo in use worth saying when it loads (a three-quarter face: see
+        avatar.face.pose.turn_warning), None when there is nothing to say."""
+        return getattr(getattr(self.renderer, "rig", None), "turn_warning", None)
 
     @staticmethod
     def needs_placement(error: BaseException) -> bool:
@@ -271,6 +380,7 @@ class Controller:
     def set_display_rate(self, fps: int) -> None:
         self.prefs.fps = fps
         self.pipeline.fps = fps
+        self.restart_view_stats()
         self.save_prefs()
 
     def set_background(self, key: str, colour: str | None = None) -> None:
@@ -293,19 +403,51 @@ class Controller:
         except Exception as e:  # missing library, no GPU, model not convertible: said, never fatal
             self.report_error(f"The {backend} backend cannot run here: {e}")
             return False
-        self.prefs.backend = backend
+        self.prefs.backend = self.backend_choice = backend
         self.save_prefs()
         self.engine = engine
         self.pipeline.set_engine(engine)
+        self.restart_view_stats()
         return True
 
     @property
     def backend_text(self) -> str:
         return backend_text(self.engine)
 
-    def set_output_folder(self, folder: str) -> None:
+    def set_output_folder(self, folder: str) -> bool:
+        """Record into `folder` from now on; False with the reason when recordings could not be written there
+        (missing, read-only), and the old folder stays."""
+        problem = folder_problem(folder)
+        if problem is not None:
+            self.report_error(f"{problem} Choose another folder.", "Cannot record there")
+            return False
         self.prefs.output_folder = str(folder)
         self.save_prefs()
+        return True
+
+    def folder_dialog_start(self) -> str:
+        """Where the recording-folder dialog opens: the output folder, or the nearest folder above it that exists
+        (a dialog started in a missing folder offers nothing to choose)."""
+        return str(existing_ancestor(self.prefs.output_folder))
+
+    def ensure_output_folder(self) -> bool:
+        """Make the output folder when it is missing but the folder above it exists (the first recording into
+        the default …/Videos); False with a message when it cannot be made or written."""
+        folder = Path(self.prefs.output_folder)
+        if not folder.exists() and folder.parent.is_dir():
+            try:
+                folder.mkdir()
+            except OSError as e:
+                self.report_error(f"The output folder {folder} does not exist and cannot be made: "
+                                  f"{e.strerror or e}. Choose another with File → Recording folder.",
+                                  "Cannot record")
+                return False
+            log.info("made the output folder %s", folder)
+        problem = folder_problem(folder)
+        if problem is not None:
+            self.report_error(f"{problem} Choose another with File → Recording folder.", "Cannot record")
+            return False
+        return True
 
     def set_name_prefix(self, text: str) -> bool:
         """Remember the start of recordings' file names (letters, digits, space, - and _ only)."""
@@ -332,6 +474,8 @@ class Controller:
         """Record the view and the sound to a new file in the output folder; False with a message when it cannot."""
         if self.pipeline.recording is not None:
             return True
+        if not self.ensure_output_folder():
+            return False
         try:
             self.pipeline.start_recording(self.next_recording_path(), fps=self.prefs.record_fps)
         except RecordError as e:
@@ -354,6 +498,22 @@ class Controller:
             raise
         self.last_recording = path
         return path
+
+    @property
+    def recordings_folder(self) -> Path | None:
+        """The output folder when it exists (to open in the file manager), else None."""
+        folder = Path(self.prefs.output_folder)
+        return folder if folder.is_dir() else None
+
+    @property
+    def playable_recording(self) -> Path | None:
+        """The last recording finished in this session when its file is still there (to play), else None."""
+        path = self.last_recording
+        return path if path is not None and path.is_file() else None
+
+    def set_always_on_top(self, on: bool) -> None:
+        self.prefs.always_on_top = bool(on)
+        self.save_prefs()
 
     # -- export ---------------------------------------------------------------------------------------
 
@@ -381,5 +541,22 @@ class Controller:
         """The newest frame the render worker made (avatar.live.pipeline.Frame), None before the first."""
         return self.pipeline.latest
 
+    def restart_view_stats(self) -> None:
+        """Count dropped frames from now on (a new photo, rate, size or backend: the frames dropped while it was
+        being built are not the new view's)."""
+        self._dropped_base = self.pipeline.dropped_frames
+
     def stats(self) -> Stats:
-        return self.pipeline.stats()
+        """The pipeline's figures, with dropped frames counted since restart_view_stats."""
+        stats = self.pipeline.stats()
+        return replace(stats, dropped_frames=max(0, stats.dropped_frames - self._dropped_base))
+
+    @property
+    def shows_latency(self) -> bool:
+        """Whether a capture→screen latency means anything now: only with a microphone feeding the mouth."""
+        return self.source_kind == SOURCE_MICROPHONE
+
+    @property
+    def clipping(self) -> bool:
+        """Whether the input is loud enough to clip (after gain)."""
+        return self.source_kind == SOURCE_MICROPHONE and self.level_db >= CLIP_LEVEL_DB

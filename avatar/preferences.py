@@ -46,6 +46,7 @@ class Preferences:
     gate_db: float = -100.0  # -100 = gate off
     photo: str = ""
     recent_photos: list = field(default_factory=list)
+    always_on_top: bool = False  # the window over a game or a call (View → Always on top)
 
     def add_recent(self, path: str) -> None:
         self.recent_photos = [path] + [p for p in self.recent_photos if p != path]

@@ -3,6 +3,7 @@ import pytest
 
 from avatar.visemes import PARAM_NAMES
 from tests.conftest import SimpleFrames, loudness_model, tone_bursts, write_wav
+from tests.test_controller import read_only_folder  # noqa: F401  (a fixture)
 
 
 def shown_messages(window) -> list[str]:
@@ -91,7 +92,7 @@ def test_record_button_and_shortcut_write_an_mp4(window, qtbot, tmp_path):
 
 
 def test_missing_output_folder_is_a_message_and_the_app_keeps_running(window, qtbot, tmp_path):
-    window.controller.prefs.output_folder = str(tmp_path / "gone")
+    window.controller.prefs.output_folder = str(tmp_path / "gone" / "videos")  # a drive unplugged since
     assert not window.start_recording()
     assert told(window, "does not exist")
     assert not window.record_button.isChecked()
@@ -233,3 +234,271 @@ def test_unexpected_errors_become_dialogs_and_the_traceback_goes_to_the_log(wind
     assert len(logged) == 1 and "Traceback" in logged[0] and "RuntimeError: the frobnicator broke" in logged[0]
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err  # the person sees the dialog; the details are in the log only
+
+
+# -- issue 18: first-run bugs through the window -------------------------------------------------------
+
+
+def close_messages(window):
+    from PySide6.QtWidgets import QMessageBox
+
+    for box in window.findChildren(QMessageBox):
+        box.close()
+
+
+def test_first_recording_makes_the_videos_folder(window, qtbot, tmp_path):
+    videos = tmp_path / "Videos"  # a fresh account: the default folder is not made yet
+    window.controller.prefs.output_folder = str(videos)
+    assert window.start_recording(), shown_messages(window)
+    qtbot.wait(300)
+    window.stop_recording(wait=True)
+    assert window.controller.last_recording.parent == videos and window.controller.last_recording.is_file()
+
+
+def test_the_folder_dialog_chooses_without_typing_even_when_the_folder_is_missing(window, qtbot, tmp_path):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    (tmp_path / "home").mkdir()
+    window.controller.prefs.output_folder = str(tmp_path / "home" / "Videos")  # not made yet
+    dialog = window.choose_output_folder()
+    qtbot.waitUntil(dialog.isVisible, timeout=3000)
+    assert dialog.directory().absolutePath() == str(tmp_path / "home")
+    choose = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Open)
+    qtbot.waitUntil(choose.isEnabled, timeout=3000)  # grey when the dialog starts in a missing folder
+    qtbot.mouseClick(choose, Qt.LeftButton)
+    qtbot.waitUntil(lambda: window.controller.prefs.output_folder == str(tmp_path / "home"), timeout=3000)
+
+
+def test_a_read_only_folder_is_refused_in_the_window(window, read_only_folder, tmp_path):
+    assert not window.set_output_folder(str(read_only_folder))
+    assert told(window, "cannot be written")
+    assert window.controller.prefs.output_folder == str(tmp_path)
+
+
+def test_a_failing_backend_leaves_the_menu_on_the_one_that_runs(window):
+    from avatar.engine import create_engine
+
+    def factory(backend):
+        if backend == "tensorrt":
+            raise RuntimeError("TensorRT is not installed")
+        return create_engine("onnxruntime", model=loudness_model())
+
+    window.controller.engine_factory = factory
+    running = window.controller.prefs.backend
+    window.backend_actions["tensorrt"].trigger()
+    assert told(window, "TensorRT is not installed")
+    assert window.backend_actions[running].isChecked() and not window.backend_actions["tensorrt"].isChecked()
+    assert "ONNX Runtime" in window.backend_label.text()
+    window.backend_actions["onnxruntime"].trigger()
+    assert window.backend_actions["onnxruntime"].isChecked()
+
+
+def test_cancelling_the_placement_dialog_clears_loading(window, qtbot, tmp_path):
+    from avatar.face import NoFaceError
+    from avatar.gui.placement import PlacementDialog
+
+    def no_face(photo, prefs, landmarks=None):
+        raise NoFaceError("No face was found.", np.zeros((64, 64, 3), np.uint8))
+
+    window.controller.renderer_factory = no_face
+    window.open_photo(str(tmp_path / "landscape.png"))
+    assert "Loading" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: window.findChild(PlacementDialog) is not None, timeout=5000)
+    window.findChild(PlacementDialog).reject()
+    assert "Loading" not in window.statusBar().currentMessage()
+    assert "landscape.png not used" in window.statusBar().currentMessage()
+
+
+def test_no_latency_is_shown_without_a_microphone(window, qtbot):
+    from avatar.controller import SOURCE_SILENCE
+
+    window.controller.use_silence()
+    qtbot.wait(300)
+    window._update_status()
+    assert window.controller.source_kind == SOURCE_SILENCE
+    assert not window.latency_label.isVisible()
+    assert "ms" not in window.latency_label.text()
+
+
+def test_gain_and_gate_sliders_show_their_values(window):
+    window.gain.setValue(6)
+    assert window.gain_value.text() == "+6 dB"
+    window.gate.setValue(-50)
+    assert window.gate_value.text() == "-50 dB"
+    window.gate.setValue(window.gate.minimum())
+    assert window.gate_value.text() == "off"
+
+
+@pytest.fixture
+def mic_window(virtual_mic, qtbot, qsettings, tmp_path, monkeypatch):
+    """The window of `window`, listening to the virtual microphone (the saved device is `saved_device`)."""
+    from avatar.engine import create_engine
+    from avatar.gui.settings import load_preferences, save_preferences
+    from avatar.gui.window import MainWindow
+
+    def make(saved_device=""):
+        monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+        prefs = load_preferences()
+        prefs.output_folder, prefs.device = str(tmp_path), saved_device
+        save_preferences(prefs)
+        w = MainWindow(prefs, lambda backend: create_engine("onnxruntime", model=loudness_model()),
+                       lambda photo, prefs, landmarks=None: SimpleFrames(prefs.size // 4))
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+
+    made = []
+    yield make
+    for w in made:
+        w.close()
+
+
+def test_a_saved_microphone_absent_at_start_is_said_and_kept(mic_window):
+    from avatar.controller import SOURCE_MICROPHONE
+    from avatar.gui.settings import load_preferences
+
+    window = mic_window("USB Headset (unplugged)")
+    assert told(window, "'USB Headset (unplugged)' used last time is not connected")
+    assert window.controller.source_kind == SOURCE_MICROPHONE
+    assert window.device_box.currentData() == window.controller.microphone
+    assert load_preferences().device == "USB Headset (unplugged)"
+
+
+def test_the_microphone_is_back_after_a_played_file_and_playback_stops(mic_window, qtbot, tmp_path):
+    from avatar.controller import SOURCE_FILE, SOURCE_MICROPHONE
+
+    window = mic_window()
+    mic = window.device_box.currentData()
+    assert mic is not None and window.controller.source_kind == SOURCE_MICROPHONE
+    write_wav(tmp_path / "short.wav", tone_bursts([0.1], 0.4, length=0.3), 16000)
+    assert window.play_audio_file(str(tmp_path / "short.wav"))
+    assert window.stop_playback_action.isEnabled() and window.device_box.currentIndex() == 0
+    qtbot.waitUntil(lambda: window.controller.source_kind == SOURCE_MICROPHONE, timeout=5000)
+    assert window.device_box.currentData() == mic and not window.stop_playback_action.isEnabled()
+
+    write_wav(tmp_path / "long.wav", tone_bursts([0.1], 30.0), 16000)
+    assert window.play_audio_file(str(tmp_path / "long.wav"))
+    assert window.controller.source_kind == SOURCE_FILE
+    window.stop_playback_action.trigger()
+    assert window.controller.source_kind == SOURCE_MICROPHONE and window.device_box.currentData() == mic
+
+
+def test_the_level_meter_shows_db_and_clipping(mic_window, virtual_mic, qtbot, tmp_path):
+    window = mic_window()
+    window.gain.setValue(window.gain.maximum())  # +30 dB on a loud tone: clips
+    write_wav(tmp_path / "loud.wav", tone_bursts([0.5], 3.0, sr=48000, length=2.0), 48000)
+    player = virtual_mic(tmp_path / "loud.wav", wait=False)
+    try:
+        qtbot.waitUntil(lambda: window.meter.property("clipping") is True, timeout=5000)
+        assert window.meter.format().endswith("dB CLIP")
+    finally:
+        player.wait(timeout=10)
+    window.gain.setValue(0)
+    qtbot.waitUntil(lambda: window.meter.property("clipping") is False, timeout=5000)
+    assert window.meter.format().endswith(" dB") and window.meter.styleSheet() == ""
+
+
+# -- issue 18: finding recordings, a capture-friendly window, help ----------------------------------------
+
+
+@pytest.fixture
+def opened_urls(monkeypatch):
+    """What the window asks the desktop to open (QDesktopServices.openUrl is the boundary to the file manager
+    and the video player)."""
+    from PySide6.QtGui import QDesktopServices
+
+    urls = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: urls.append(url) or True))
+    return urls
+
+
+def test_open_recordings_folder_and_play_last_recording(window, qtbot, tmp_path, opened_urls):
+    from pathlib import Path
+
+    window._update_file_actions()
+    assert window.open_folder_action.isEnabled() and not window.play_last_action.isEnabled()  # nothing recorded
+    window.open_folder_action.trigger()
+    assert [Path(u.toLocalFile()) for u in opened_urls] == [tmp_path]
+    assert window.start_recording()
+    qtbot.wait(300)
+    saved = window.stop_recording(wait=True)
+    assert window.play_last_action.isEnabled()
+    window.play_last_action.trigger()
+    assert Path(opened_urls[-1].toLocalFile()) == saved and opened_urls[-1].isLocalFile()
+    saved.unlink()  # deleted in the file manager meanwhile
+    window.controller.prefs.output_folder = str(tmp_path / "gone")
+    window._update_file_actions()
+    assert not window.play_last_action.isEnabled() and not window.open_folder_action.isEnabled()
+    assert not window.play_last_recording() and told(window, "no recording")
+    assert len(opened_urls) == 2
+
+
+def test_always_on_top_is_a_view_toggle_kept_between_runs(window, qtbot):
+    from PySide6.QtCore import Qt
+
+    from avatar.gui.settings import load_preferences
+
+    window.on_top_action.trigger()
+    assert window.windowFlags() & Qt.WindowStaysOnTopHint and window.isVisible()
+    assert load_preferences().always_on_top is True
+    window.on_top_action.trigger()
+    assert not window.windowFlags() & Qt.WindowStaysOnTopHint
+    assert load_preferences().always_on_top is False
+
+
+def test_compact_view_hides_the_controls_and_comes_back(window, qtbot):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QToolBar
+
+    def controls_visible():
+        return [window.menuBar().isVisible(), window.statusBar().isVisible(),
+                *(bar.isVisible() for bar in window.findChildren(QToolBar))]
+
+    assert all(controls_visible())
+    window.compact_action.trigger()
+    assert not any(controls_visible()) and window.windowFlags() & Qt.FramelessWindowHint
+    qtbot.waitUntil(window.isVisible, timeout=3000)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+    qtbot.keyClick(window, Qt.Key_Escape)  # the menu bar is hidden: a key brings the controls back
+    assert all(controls_visible()) and not window.windowFlags() & Qt.FramelessWindowHint
+    qtbot.mouseDClick(window.view, Qt.LeftButton)  # a double-click on the face toggles it
+    assert not any(controls_visible())
+    qtbot.waitUntil(window.isVisible, timeout=3000)
+    qtbot.mouseDClick(window.view, Qt.LeftButton)
+    assert all(controls_visible()) and not window.compact_action.isChecked()
+    seq = window.controller.pipeline.latest.seq
+    qtbot.wait(200)
+    assert window.controller.pipeline.latest.seq > seq
+
+
+def test_help_menu_has_quick_start_and_about(window):
+    from avatar import __version__
+
+    menus = {a.text().replace("&", ""): a.menu() for a in window.menuBar().actions()}
+    items = {a.text().replace("&", ""): a for a in menus["Help"].actions()}
+    items["Quick start"].trigger()
+    assert told(window, "Microphone") and told(window, "green screen")
+    close_messages(window)
+    items["About"].trigger()
+    assert told(window, __version__) and told(window, "ONNX Runtime")
+
+
+def test_a_three_quarter_face_is_said_when_the_photo_loads(window, qtbot, tmp_path):
+    class TurnedRig:
+        turn_warning = "The face is turned about 35° from the camera: the far side of the mouth may look stretched."
+
+    def turned(photo, prefs, landmarks=None):
+        renderer = SimpleFrames(64)
+        renderer.rig = TurnedRig()
+        return renderer
+
+    window.controller.renderer_factory = turned
+    window.open_photo(str(tmp_path / "turned.jpg"))
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Loaded turned.jpg"), timeout=5000)
+    assert TurnedRig.turn_warning in window.statusBar().currentMessage()
+    window.controller.renderer_factory = lambda photo, prefs, landmarks=None: SimpleFrames(64)
+    window.open_photo(str(tmp_path / "face.png"))  # a frontal face after it: nothing to say
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == "Loaded face.png", timeout=5000)

@@ -11,7 +11,8 @@ import pytest
 
 from avatar.controller import (SOURCE_FILE, SOURCE_MICROPHONE, SOURCE_SILENCE, BlankRenderer, Controller)
 from avatar.face import NoFaceError, PhotoError
-from avatar.mic import InputConditioner, InputDevice
+from avatar.devices import SoundInput
+from avatar.mic import InputConditioner
 from avatar.preferences import Preferences
 from tests.conftest import SimpleFrames, decode_mp4, tone_bursts, write_wav
 
@@ -105,7 +106,7 @@ def test_the_microphone_gets_the_gain_and_gate_and_is_let_go_for_a_rescan(virtua
     name = controller.preferred_microphone(devices)
     assert name is not None
     assert controller.use_microphone(name)
-    assert (controller.source_kind, controller.source_name) == (SOURCE_MICROPHONE, name)
+    assert (controller.source_kind, controller.microphone) == (SOURCE_MICROPHONE, name)
     conditioner = controller.pipeline.source.conditioner
     assert (conditioner.gain_db, conditioner.gate_db) == (6.0, -50.0)
     controller.set_gain(-3)
@@ -118,7 +119,7 @@ def test_the_microphone_gets_the_gain_and_gate_and_is_let_go_for_a_rescan(virtua
 
 
 def test_preferred_microphone_is_the_one_used_last(controller):
-    devices = [InputDevice(i, name, "ALSA", 48000.0, 1) for i, name in enumerate(["A", "B", "C"])]
+    devices = [SoundInput(name, f"{name} (ALSA)", name) for name in ["A", "B", "C"]]
     controller.prefs.device = "B"
     assert controller.preferred_microphone(devices) == "B"
     controller.prefs.device = "gone"
@@ -208,7 +209,7 @@ def test_recording_writes_an_mp4_to_the_output_folder(controller, tmp_path):
 
 
 def test_recording_into_a_missing_folder_is_a_message(driven, controller, tmp_path):
-    controller.set_output_folder(str(tmp_path / "gone"))
+    controller.prefs.output_folder = str(tmp_path / "gone" / "videos")  # a drive unplugged since it was chosen
     wait_until(lambda: controller.latest_frame is not None)
     assert not controller.start_recording()
     assert driven.told[-1][0] == "Cannot record" and "does not exist" in driven.told[-1][1]
@@ -292,3 +293,133 @@ def test_display_rate_reaches_the_render_thread_and_is_remembered(driven, contro
 def test_blank_renderer_is_a_dark_square_of_the_size_asked():
     frame = BlankRenderer(64).render(None, 0.0)
     assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and 0 < frame.max() < 64
+
+
+# -- issue 18: first-run bugs ---------------------------------------------------------------------------
+
+
+def test_first_recording_makes_the_missing_videos_folder(driven, controller, tmp_path):
+    videos = tmp_path / "home" / "Videos"
+    videos.parent.mkdir()
+    controller.prefs.output_folder = str(videos)  # a fresh account: ~/Videos not made yet
+    assert controller.folder_dialog_start() == str(videos.parent)  # the dialog opens where there is something
+    wait_until(lambda: controller.latest_frame is not None)
+    assert controller.start_recording(), driven.told
+    recording = controller.detach_recording()
+    assert recording.path.parent == videos and videos.is_dir()
+    controller.finish_recording(recording)
+    assert recording.path.is_file()
+
+
+def test_a_folder_that_cannot_be_made_is_a_message(driven, controller, tmp_path):
+    controller.prefs.output_folder = str(tmp_path / "unplugged-drive" / "Videos")  # its parent is gone too
+    assert not controller.start_recording()
+    assert "does not exist" in controller.last_error and "Recording folder" in controller.last_error
+    assert not (tmp_path / "unplugged-drive").exists()  # nothing made on the wrong disk
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody can write to: a read-only bind mount as root (root ignores mode bits), mode 555 otherwise."""
+    import os
+    import shutil
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if not shutil.which("mount"):
+        pytest.skip("mount not available to make a read-only folder as root")
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount a read-only folder here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_read_only_folder_is_refused_when_picked_with_the_reason(driven, controller, tmp_path, read_only_folder):
+    driven.saved.clear()
+    assert not controller.set_output_folder(str(read_only_folder))
+    assert "cannot be written" in controller.last_error and "Read-only" in controller.last_error
+    assert controller.prefs.output_folder == str(tmp_path) and driven.saved == []  # the old folder stays
+    assert not controller.set_output_folder(str(tmp_path / "missing"))
+    assert "does not exist" in controller.last_error
+    assert controller.set_output_folder(str(tmp_path))
+
+
+def test_a_saved_microphone_absent_at_start_is_said_and_kept(virtual_mic, driven, controller):
+    controller.prefs.device = "USB Headset (unplugged)"
+    driven.saved.clear()
+    devices = controller.microphones()
+    opened = controller.open_preferred_microphone(devices)
+    assert opened is not None and opened != "USB Headset (unplugged)"
+    assert controller.source_kind == SOURCE_MICROPHONE
+    assert "USB Headset (unplugged)" in controller.last_error and "for now" in controller.last_error
+    assert controller.prefs.device == "USB Headset (unplugged)"  # still the choice for next time
+    assert all(saved["device"] == "USB Headset (unplugged)" for saved in driven.saved)
+    # picking a microphone by hand is remembered as before
+    assert controller.use_microphone(opened)
+    assert controller.prefs.device == opened
+
+
+def test_the_microphone_comes_back_after_a_played_file(virtual_mic, controller, tmp_path):
+    name = controller.open_preferred_microphone(controller.microphones())
+    assert name is not None
+    write_wav(tmp_path / "short.wav", tone_bursts([0.1], 0.4, length=0.3), 16000)
+    assert controller.play_file(tmp_path / "short.wav")
+    assert controller.playing and controller.source_kind == SOURCE_FILE
+    wait_until(lambda: controller.poll() or controller.source_kind == SOURCE_MICROPHONE)
+    assert (controller.source_kind, controller.microphone) == (SOURCE_MICROPHONE, name)
+    assert not controller.playing
+
+
+def test_playback_can_be_stopped_and_the_microphone_returns(virtual_mic, controller, tmp_path):
+    name = controller.open_preferred_microphone(controller.microphones())
+    write_wav(tmp_path / "long.wav", tone_bursts([0.1], 30.0), 16000)
+    assert controller.play_file(tmp_path / "long.wav")
+    controller.stop_playback()
+    assert (controller.source_kind, controller.microphone) == (SOURCE_MICROPHONE, name)
+    controller.use_silence()  # silence chosen by hand: a later file does not bring the microphone back
+    assert controller.play_file(tmp_path / "long.wav")
+    controller.stop_playback()
+    assert controller.source_kind == SOURCE_SILENCE
+
+
+def test_dropped_frames_count_from_the_last_setting_change(controller, tmp_path):
+    controller.pipeline.dropped_frames += 300  # as while a rig was being built
+    assert controller.stats().dropped_frames >= 300
+    photo = tmp_path / "face.png"
+    controller.use_renderer(photo, controller.build_renderer(photo))
+    assert controller.stats().dropped_frames < 300
+    controller.pipeline.dropped_frames += 300
+    controller.set_display_rate(30)
+    assert controller.stats().dropped_frames < 300
+
+
+def test_no_latency_without_a_microphone(controller, tmp_path):
+    assert controller.source_kind == SOURCE_SILENCE and not controller.shows_latency
+    write_wav(tmp_path / "a.wav", tone_bursts([0.1], 1.0), 16000)
+    controller.play_file(tmp_path / "a.wav")
+    assert not controller.shows_latency
+
+
+def test_a_saved_backend_that_cannot_run_hands_over_to_auto_for_this_run(loudness_engine, tmp_path):
+    def factory(backend):
+        if backend == "tensorrt":
+            raise RuntimeError("no CUDA driver")
+        return loudness_engine
+
+    driven = Driven(factory, tmp_path, backend="tensorrt")
+    try:
+        c = driven.controller
+        assert c.engine is loudness_engine and c.backend_choice == "auto"
+        assert "tensorrt backend cannot run here (no CUDA driver)" in c.last_error and "for now" in c.last_error
+        assert c.prefs.backend == "tensorrt"  # kept: the GPU may be back next time
+        assert not c.set_backend("tensorrt")
+        assert c.backend_choice == "auto" and c.engine is loudness_engine
+        assert c.set_backend("onnxruntime")
+        assert (c.backend_choice, c.prefs.backend) == ("onnxruntime", "onnxruntime")
+    finally:
+        driven.controller.close()

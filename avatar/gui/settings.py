@@ -40,6 +40,8 @@ def load_preferences() -> Preferences:
                 value = json.loads(raw) if isinstance(raw, str) else raw
                 if not isinstance(value, type(default)):
                     raise TypeError(f"not a {type(default).__name__}")
+            elif isinstance(default, bool):  # the ini file gives "true"/"false" back, and bool("false") is True
+                value = _parse_bool(raw)
             else:
                 value = type(default)(raw)
             if f.name in VALID and not VALID[f.name](value):
@@ -50,6 +52,15 @@ def load_preferences() -> Preferences:
             continue
         setattr(prefs, f.name, value)
     return prefs
+
+
+def _parse_bool(raw) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise ValueError("not true or false")
+    return text in ("true", "1")
 
 
 def save_preferences(prefs: Preferences) -> None:

@@ -10,13 +10,16 @@ import logging
 from pathlib import Path
 import time
 
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QActionGroup, QColor, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialog, QLabel, QMainWindow,
                                QMessageBox, QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar,
                                QToolButton, QVBoxLayout, QWidget)
 
-from avatar.controller import APP_TITLE, GATE_OFF_AT_DB, SOURCE_SILENCE, Controller, error_sentence
+from avatar import __version__
+from avatar.controller import (APP_TITLE, GATE_OFF_AT_DB, SOURCE_MICROPHONE, SOURCE_SILENCE, Controller,
+                               error_sentence)
+from avatar.engine import normalize_backend
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
@@ -35,7 +38,23 @@ GAIN_SLIDER_DB = tuple(int(db) for db in GAIN_RANGE_DB)
 GATE_SLIDER_DB = (GATE_OFF_AT_DB, int(GATE_RANGE_DB[1]))  # leftmost = off
 PROGRESS_STEPS = 1000  # the export dialog's resolution
 SILENCE = "No microphone (silence)"
+CLIP_STYLE = "QProgressBar::chunk { background: #d03030; }"  # the meter while the input clips
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch")
+COMPACT_SHORTCUT = "Ctrl+Shift+M"  # compact view on and off (Escape or a double-click on the face also leave it)
+QUICK_START = """<h3>Quick start</h3>
+<ol>
+<li><b>Microphone</b>: pick yours in the list at the top (↻ looks again). Speak: the meter moves; red means
+too loud (lower the gain). The gate keeps the mouth shut below its level (leftmost = off).</li>
+<li><b>Photo</b>: File → Open photo, or drop one on the window. One face, looking at the camera, works best;
+when no face is found you place a few points by hand.</li>
+<li><b>Record</b>: ● Record or Ctrl+R; the MP4 goes to the recording folder (File → Recording folder).
+File → Open recordings folder and Play last recording find it again.</li>
+<li><b>Streaming or a call</b>: View → Background: green screen for OBS's chroma key; View → Always on top;
+View → Compact view hides the controls and the frame (%s, Escape or a double-click on the face bring them back;
+drag the face to move the window). Capture the window in OBS.</li>
+<li><b>No microphone at hand</b>: File → Play audio file animates a sound file; File → Export video renders one
+to an MP4.</li>
+</ol>""" % COMPACT_SHORTCUT
 
 
 class Worker(QThread):
@@ -87,6 +106,8 @@ class MainWindow(QMainWindow):
                                      on_event=self._events.message.emit,
                                      on_frame=lambda frame: self._events.frame.emit())
         self._build_ui()
+        if prefs.always_on_top:
+            self.setWindowFlag(Qt.WindowStaysOnTopHint, True)
         self.controller.start()
 
         self.status_timer = QTimer(self)
@@ -125,8 +146,11 @@ class MainWindow(QMainWindow):
         rescan = QToolButton(text="↻", toolTip="Look for microphones again")
         rescan.clicked.connect(self.refresh_devices)
         bar.addWidget(rescan)
-        self.meter = QProgressBar(minimum=METER_FLOOR_DB, maximum=0, textVisible=False, toolTip="Input level")
-        self.meter.setFixedWidth(90)
+        self.meter = QProgressBar(minimum=METER_FLOOR_DB, maximum=0, textVisible=True,
+                                  toolTip="Input level (dB full scale, after gain); red = clipping")
+        self.meter.setFixedWidth(110)
+        self.meter.setValue(METER_FLOOR_DB)
+        self.meter.setFormat("– dB")
         bar.addWidget(self.meter)
         bar.addWidget(QLabel(" Gain "))
         prefs = self.controller.prefs
@@ -135,6 +159,9 @@ class MainWindow(QMainWindow):
         self.gain.setFixedWidth(80)
         self.gain.valueChanged.connect(self._gain_changed)
         bar.addWidget(self.gain)
+        self.gain_value = QLabel(gain_text(self.gain.value()))
+        self.gain_value.setMinimumWidth(52)
+        bar.addWidget(self.gain_value)
         bar.addWidget(QLabel(" Gate "))
         self.gate = QSlider(Qt.Horizontal, minimum=GATE_SLIDER_DB[0], maximum=GATE_SLIDER_DB[1],
                             toolTip="Noise gate (dB); leftmost = off")
@@ -142,6 +169,9 @@ class MainWindow(QMainWindow):
         self.gate.setFixedWidth(80)
         self.gate.valueChanged.connect(self._gate_changed)
         bar.addWidget(self.gate)
+        self.gate_value = QLabel(gate_text(self.gate.value()))
+        self.gate_value.setMinimumWidth(52)
+        bar.addWidget(self.gate_value)
 
         self.backend_label, self.fps_label, self.latency_label, self.dropped_label = (QLabel() for _ in range(4))
         for w in (self.backend_label, self.fps_label, self.latency_label, self.dropped_label):
@@ -160,10 +190,15 @@ class MainWindow(QMainWindow):
         self._fill_recent()
         m.addSeparator()
         self._action(m, "&Play audio file…", "Ctrl+P", self.choose_audio_file)
+        self.stop_playback_action = self._action(m, "&Stop audio file", "Ctrl+.", self.stop_playback)
+        self.stop_playback_action.setEnabled(False)
         self._action(m, "&Export video from audio file…", "Ctrl+E", self.choose_export)
         m.addSeparator()
         self._action(m, "Recording &folder…", None, self.choose_output_folder)
         self._action(m, "Recording &name…", None, self.choose_name_prefix)
+        self.open_folder_action = self._action(m, "Open recordings folder", None, self.open_recordings_folder)
+        self.play_last_action = self._action(m, "Play last recording", None, self.play_last_recording)
+        m.aboutToShow.connect(self._update_file_actions)
         self.record_action = self._action(m, "&Record", "Ctrl+R", self.record_button.toggle)
         m.addSeparator()
         self._action(m, "&Quit", QKeySequence.Quit, self.close)
@@ -176,20 +211,39 @@ class MainWindow(QMainWindow):
         v.addSeparator()
         self.liveliness_menu = v.addMenu("Liveliness")
         self._fill_liveliness()
+        v.addSeparator()
+        self.on_top_action = self._action(v, "Always on &top", None, self.set_always_on_top)
+        self.on_top_action.setCheckable(True)
+        self.on_top_action.setChecked(prefs.always_on_top)
+        self.compact_action = self._action(v, "&Compact view", COMPACT_SHORTCUT, self.set_compact)
+        self.compact_action.setCheckable(True)
+        self.addAction(self.compact_action)  # its shortcut must work with the menu bar hidden
+        leave = QAction("Leave compact view", self, shortcut=QKeySequence(Qt.Key_Escape))
+        leave.triggered.connect(lambda: self.set_compact(False))
+        self.addAction(leave)
 
         s = self.menuBar().addMenu("&Settings")
-        self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES], prefs.backend,
-                      self.set_backend)
+        self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
+                                             normalize_backend(self.controller.backend_choice), self.set_backend)
         self._choices(s.addMenu("Render size"), [(f"{n} × {n}", n) for n in SIZES], prefs.size, self.set_size)
 
-    def _choices(self, menu, items, current, slot) -> None:
-        """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value)."""
+        h = self.menuBar().addMenu("&Help")
+        self._action(h, "&Quick start", QKeySequence.HelpContents, self.show_quick_start)
+        self._action(h, "&About", None, self.show_about)
+        self._update_file_actions()
+
+    def _choices(self, menu, items, current, slot) -> dict:
+        """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value).
+        Returns {value: action}."""
         group = QActionGroup(self)
+        actions = {}
         for text, value in items:
             a = self._action(menu, text, None, lambda _=False, v=value: slot(v))
             a.setCheckable(True)
             a.setChecked(value == current)
             group.addAction(a)
+            actions[value] = a
+        return actions
 
     def _action(self, menu, text, shortcut, slot) -> QAction:
         a = QAction(text, self)
@@ -255,10 +309,21 @@ class MainWindow(QMainWindow):
         if not devices:
             self.statusBar().showMessage("No microphone found: the avatar runs on silence.", 10000)
             return
-        wanted = self.controller.preferred_microphone(devices)
-        index = next(i for i in range(1, self.device_box.count()) if self.device_box.itemData(i) == wanted)
-        self.device_box.setCurrentIndex(index)
-        self._device_chosen(index)
+        if self.controller.playing:  # a file plays on; the microphone comes back when it ends
+            self._show_source_chosen()
+            return
+        opened = self.controller.open_preferred_microphone(devices)
+        self._show_source_chosen()
+        if opened is not None and self.controller.missing_saved_microphone(devices) is None:
+            self.statusBar().showMessage(f"Listening to {self.controller.source_name}", 5000)
+
+    def _show_source_chosen(self):
+        """The picker shows the microphone in use, or silence (also while a file plays)."""
+        name = self.controller.microphone if self.controller.source_kind == SOURCE_MICROPHONE else None
+        index = self.device_box.findData(name) if name is not None else 0
+        self.device_box.blockSignals(True)
+        self.device_box.setCurrentIndex(max(0, index))
+        self.device_box.blockSignals(False)
 
     def _show_silence_chosen(self):
         self.device_box.blockSignals(True)
@@ -275,13 +340,15 @@ class MainWindow(QMainWindow):
     def open_microphone(self, name: str) -> bool:
         if not self.controller.use_microphone(name):
             return False
-        self.statusBar().showMessage(f"Listening to {name}", 5000)
+        self.statusBar().showMessage(f"Listening to {self.controller.source_name}", 5000)
         return True
 
     def _gain_changed(self, value):
+        self.gain_value.setText(gain_text(value))
         self.controller.set_gain(value)
 
     def _gate_changed(self, value):
+        self.gate_value.setText(gate_text(value))
         self.controller.set_gate(value)
 
     # -- photo ----------------------------------------------------------------------------------------
@@ -299,11 +366,16 @@ class MainWindow(QMainWindow):
             self.controller.use_renderer(path, renderer)
             self._fill_recent()
             self.setWindowTitle(f"{APP_TITLE} — {Path(path).name}")
-            self.statusBar().showMessage(f"Loaded {Path(path).name}", 3000)
+            warning = self.controller.photo_warning
+            if warning:  # a three-quarter face: said where it stays readable for a while
+                self.statusBar().showMessage(f"Loaded {Path(path).name}. {warning}", 15000)
+            else:
+                self.statusBar().showMessage(f"Loaded {Path(path).name}", 3000)
             if on_ready:
                 on_ready(renderer)
 
         def failed(error):
+            self.statusBar().clearMessage()  # "Loading …" is over either way
             if self.controller.needs_placement(error):
                 self.place_face(path, error)
             else:
@@ -325,7 +397,13 @@ class MainWindow(QMainWindow):
                 return
             self.open_photo(path, landmarks=points)
 
+        def cancelled():
+            kept = Path(self.controller.prefs.photo).name if self.controller.renderer is not None else None
+            self.statusBar().showMessage(f"{Path(path).name} not used" + (f"; still showing {kept}" if kept else ""),
+                                         5000)
+
         dialog.accepted.connect(placed)
+        dialog.rejected.connect(cancelled)
         dialog.open()
 
     def reload_renderer(self):
@@ -356,13 +434,29 @@ class MainWindow(QMainWindow):
         self.reload_renderer()
 
     def set_backend(self, backend: str):
-        if self.controller.set_backend(backend):
-            self.backend_label.setText(f"Backend: {self.controller.backend_text}")
+        self.controller.set_backend(backend)
+        # a backend that failed leaves the old one running: the menu and the status bar say which runs
+        running = self.backend_actions.get(normalize_backend(self.controller.backend_choice))
+        if running is not None:
+            running.setChecked(True)
+        self.backend_label.setText(f"Backend: {self.controller.backend_text}")
 
-    def choose_output_folder(self):
-        folder = QFileDialog.getExistingDirectory(self, "Recording folder", self.controller.prefs.output_folder)
-        if folder:
-            self.controller.set_output_folder(folder)
+    def choose_output_folder(self) -> QFileDialog:
+        """The folder dialog (a child of the window while open), started in the output folder or the nearest
+        folder above it that exists: started in a missing one it would offer nothing to Choose."""
+        dialog = QFileDialog(self, "Recording folder", self.controller.folder_dialog_start())
+        dialog.setFileMode(QFileDialog.Directory)
+        dialog.setOption(QFileDialog.ShowDirsOnly)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.fileSelected.connect(self.set_output_folder)
+        dialog.open()
+        return dialog
+
+    def set_output_folder(self, folder: str) -> bool:
+        if not self.controller.set_output_folder(folder):
+            return False
+        self.statusBar().showMessage(f"Recordings go to {folder}", 5000)
+        return True
 
     def choose_name_prefix(self):
         text, ok = QInputDialog.getText(self, "Recording name", "File names start with:",
@@ -398,6 +492,7 @@ class MainWindow(QMainWindow):
 
         def saved(path):
             self.statusBar().showMessage(f"Saved {path}", 10000)
+            self._update_file_actions()
 
         def failed(error):
             self.show_error(error_sentence(error), "Recording stopped")
@@ -420,6 +515,102 @@ class MainWindow(QMainWindow):
         if not on:
             self.elapsed.setText("")
 
+    # -- finding recordings again --------------------------------------------------------------------
+
+    def _update_file_actions(self):
+        self.open_folder_action.setEnabled(self.controller.recordings_folder is not None)
+        self.play_last_action.setEnabled(self.controller.playable_recording is not None)
+
+    def open_recordings_folder(self) -> bool:
+        """The output folder in the desktop's file manager."""
+        folder = self.controller.recordings_folder
+        if folder is None:
+            self.show_error(f"The folder {self.controller.prefs.output_folder} does not exist (yet).")
+            return False
+        return self._open_url(folder)
+
+    def play_last_recording(self) -> bool:
+        """The last recording in the desktop's video player."""
+        path = self.controller.playable_recording
+        if path is None:
+            self.show_error("There is no recording from this session to play.")
+            return False
+        return self._open_url(path)
+
+    def _open_url(self, path: Path) -> bool:
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self.show_error(f"Nothing on this desktop opens {path}.")
+            return False
+        return True
+
+    # -- capture-friendly window ----------------------------------------------------------------------
+
+    def set_always_on_top(self, on: bool):
+        self.controller.set_always_on_top(on)
+        self.on_top_action.setChecked(on)
+        self._set_window_flag(Qt.WindowStaysOnTopHint, on)
+
+    def set_compact(self, on: bool):
+        """Only the face: no menus, tool bars, status bar or window frame (for capturing the window)."""
+        if on == self.is_compact and self.compact_action.isChecked() == on:
+            return
+        self.compact_action.setChecked(on)
+        self.menuBar().setVisible(not on)
+        self.statusBar().setVisible(not on)
+        for bar in self.findChildren(QToolBar):
+            bar.setVisible(not on)
+        self._set_window_flag(Qt.FramelessWindowHint, on)
+        if on:
+            self.statusBar().showMessage("")  # nothing pending when the bar comes back
+
+    @property
+    def is_compact(self) -> bool:
+        return bool(self.windowFlags() & Qt.FramelessWindowHint)
+
+    def _set_window_flag(self, flag, on: bool):
+        if bool(self.windowFlags() & flag) == on:
+            return
+        visible = self.isVisible()
+        self.setWindowFlag(flag, on)  # hides the window (a new native window is made)
+        if visible:
+            self.show()
+
+    def mouseDoubleClickEvent(self, event):
+        """A double-click on the face toggles compact view (the view passes its clicks up to here)."""
+        if self.childAt(event.position().toPoint()) is not self.view:
+            super().mouseDoubleClickEvent(event)
+            return
+        self.set_compact(not self.is_compact)
+        event.accept()
+
+    def mouseMoveEvent(self, event):
+        # a frameless window has no title bar: dragging the face moves it (on a drag, not a press, so that a
+        # double-click still arrives)
+        if self.is_compact and event.buttons() & Qt.LeftButton and self.windowHandle() is not None:
+            self.windowHandle().startSystemMove()
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    # -- help -----------------------------------------------------------------------------------------
+
+    def show_quick_start(self) -> QMessageBox:
+        return self._info("Quick start", QUICK_START)
+
+    def show_about(self) -> QMessageBox:
+        prefs = self.controller.prefs
+        text = (f"<h3>{APP_TITLE} {__version__}</h3><p>A face photo that talks, live, from your microphone.</p>"
+                f"<p>Lip-sync model: {self.controller.backend_text}.<br>Recordings: {prefs.output_folder}</p>"
+                "<p>Everything runs on this computer: no sound or picture leaves it.</p>")
+        return self._info("About", text)
+
+    def _info(self, title: str, html: str) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Information, title, html, QMessageBox.Ok, self)
+        box.setTextFormat(Qt.RichText)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+        return box
+
     # -- audio files ----------------------------------------------------------------------------------
 
     def choose_audio_file(self):
@@ -431,8 +622,17 @@ class MainWindow(QMainWindow):
         if not self.controller.play_file(path):
             return False
         self._show_silence_chosen()
-        self.statusBar().showMessage(f"Playing {Path(path).name}", 5000)
+        self.stop_playback_action.setEnabled(True)
+        self.statusBar().showMessage(f"Playing {Path(path).name} (File → Stop audio file to stop)", 5000)
         return True
+
+    def stop_playback(self):
+        self.controller.stop_playback()
+        self._playback_ended()
+
+    def _playback_ended(self):
+        self.stop_playback_action.setEnabled(False)
+        self._show_source_chosen()
 
     def choose_export(self):
         audio, _ = QFileDialog.getOpenFileName(self, "Audio to export", "", AUDIO_FILTER)
@@ -507,12 +707,17 @@ class MainWindow(QMainWindow):
         return fps, (1000 * lat[len(lat) // 2] if lat else None)
 
     def _update_status(self):
+        if self.controller.poll() or (self.stop_playback_action.isEnabled() and not self.controller.playing):
+            self._playback_ended()  # the file played out: the microphone in use before is back
         fps, latency = self.view_stats()
         stats = self.controller.stats()
         self.fps_label.setText(f"{fps:.0f} fps")
-        self.latency_label.setText(f"latency {latency:.0f} ms" if latency is not None else "latency –")
+        shows_latency = self.controller.shows_latency
+        self.latency_label.setVisible(shows_latency)  # capture→screen means nothing without a microphone
+        self.latency_label.setText(f"latency {latency:.0f} ms" if shows_latency and latency is not None
+                                   else "latency –")
         self.dropped_label.setText(f"dropped {stats.dropped_frames}")
-        self.meter.setValue(int(max(METER_FLOOR_DB, min(0, self.controller.level_db))))
+        self._show_level()
         recording = self.controller.recording
         if recording is not None:
             if recording.error:
@@ -520,6 +725,15 @@ class MainWindow(QMainWindow):
             else:
                 s = int(recording.seconds)
                 self.elapsed.setText(f" {s // 60:02d}:{s % 60:02d}")
+
+    def _show_level(self):
+        level = self.controller.level_db
+        self.meter.setValue(int(max(METER_FLOOR_DB, min(0, level))))
+        clipping = self.controller.clipping
+        self.meter.setFormat(level_text(level) + (" CLIP" if clipping else ""))
+        if clipping != self.meter.property("clipping"):
+            self.meter.setProperty("clipping", clipping)
+            self.meter.setStyleSheet(CLIP_STYLE if clipping else "")
 
     # -- closing --------------------------------------------------------------------------------------
 
@@ -532,6 +746,18 @@ class MainWindow(QMainWindow):
             worker.wait(10000)
         self.controller.close()
         super().closeEvent(event)
+
+
+def gain_text(db: int) -> str:
+    return f"{db:+d} dB" if db else "0 dB"
+
+
+def gate_text(db: int) -> str:
+    return "off" if db <= GATE_OFF_AT_DB else f"{db} dB"
+
+
+def level_text(db: float) -> str:
+    return "– dB" if db <= METER_FLOOR_DB else f"{db:.0f} dB"
 
 
 def _dropped_file(mime) -> Path | None:
