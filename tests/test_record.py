@@ -386,3 +386,58 @@ def _print_report():
     yield
     for line in REPORT:
         print(line)
+
+
+def test_file_and_silence_sources_hand_out_their_own_rate(tmp_path):
+    """A 44.1 kHz file's sound comes at 44.1 kHz, contiguous and stamped on the 16 kHz clock; silence at 48 kHz."""
+    from avatar.live.sources import FileSource, SilenceSource
+    from tests.conftest import write_wav
+    from tests.test_mic import _speechlike
+
+    write_wav(tmp_path / "a.wav", _speechlike(44100, 0.4, seed=1), 44100)
+    file = FileSource(tmp_path / "a.wav", device="no such output device")  # paced by the wall clock
+    silence = SilenceSource()
+    n16 = {file: 0, silence: 0}
+    try:
+        deadline = time.monotonic() + 3
+        while not file.finished and time.monotonic() < deadline:
+            for source in (file, silence):
+                n16[source] += len(source.read())
+            time.sleep(0.01)
+        sound = {source: source.take_sound() for source in (file, silence)}
+    finally:
+        file.close()
+    assert file.finished and (file.sound_rate, silence.sound_rate) == (44100, 48000)
+    for source, blocks in sound.items():
+        rate, count = source.sound_rate, 0
+        for samples, t in blocks:
+            assert abs(t * rate - count) <= 1  # each block starts where the one before ended
+            count += len(samples)
+        assert abs(count - n16[source] * rate / SR) <= 1
+    np.testing.assert_array_equal(np.concatenate([s for s, _ in sound[file]]), file.sound)
+    assert not np.concatenate([s for s, _ in sound[silence]]).any()
+
+
+def test_a_source_of_another_rate_is_resampled_to_the_recording_rate(tmp_path):
+    """A 48 kHz recording that switches to a 44.1 kHz source (a file played mid-take): 1 kHz at 48 kHz, no gap."""
+    from avatar.live.recording import LiveRecording
+
+    rec = Recorder(tmp_path / "mixed.mp4", N, N, fps=FPS, sample_rate=48000, live=False)
+    live = LiveRecording(rec, start_sample=0, fps=FPS, sound_rate=48000)
+    for rate, base in ((48000, 0), (44100, SR // 2)):  # the second source's sample 0 is at 0.5 s
+        t = np.arange(rate // 2) / rate
+        tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+        for i in range(0, rate // 2, rate // 100):  # 10 ms blocks
+            k = i * SR // rate
+            live.add_audio(np.zeros(SR // 100, np.float32), base + k, [(tone[i:i + rate // 100], i / rate)], rate,
+                           source_base=base)
+            live.add_frame(_gray(100), (base + k) / SR)
+    live.close()
+    info = decode_mp4(rec.path)
+    audio, sr = info["audio"], info["sample_rate"]
+    assert sr == 48000 and abs(len(audio) / sr - 1.0) < 0.03
+    envelope = np.sqrt(np.convolve(audio.astype(np.float64) ** 2, np.ones(480) / 480, "valid"))
+    assert envelope[960:-960].min() > 0.3  # no gap at the switch (0.5 s) nor anywhere else
+    second = audio[int(0.55 * sr):int(0.95 * sr)]
+    peak = np.fft.rfftfreq(len(second), 1 / sr)[np.argmax(np.abs(np.fft.rfft(second * np.hanning(len(second)))))]
+    assert abs(peak - 1000) < 5

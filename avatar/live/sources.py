@@ -27,6 +27,8 @@ RECORD_RATE = 48000  # a microphone is captured at this rate where it (or its so
 SILENCE_SOUND_RATE = RECORD_RATE
 
 SoundBlocks = list[tuple[np.ndarray, float]]  # (samples at sound_rate, source time in s of the first one)
+MAX_SOUND_BLOCKS = 4000  # blocks kept for take_sound when nobody takes them (the pipeline takes each read's):
+# ~20 s of 5 ms microphone blocks, so a source read without a recorder does not grow
 
 
 @runtime_checkable
@@ -117,8 +119,8 @@ class SilenceSource(_NoInput):
         due = int((time.monotonic() - self._start) * SAMPLE_RATE)
         first, n, self._sent = self._sent, due - self._sent, max(due, self._sent)
         if n > 0:
-            self._sound.append((np.zeros(_at_rate(due, self.sound_rate) - _at_rate(first, self.sound_rate),
-                                         np.float32), first / SAMPLE_RATE))
+            silence = np.zeros(_at_rate(due, self.sound_rate) - _at_rate(first, self.sound_rate), np.float32)
+            _keep(self._sound, (silence, first / SAMPLE_RATE))
         return np.zeros(max(n, 0), np.float32)
 
     def take_sound(self) -> SoundBlocks:
@@ -212,8 +214,8 @@ class MicSource:
         if first_ring is not None:
             rate = self.mic.samplerate if self.mic is not None else self.sound_rate
             for raw, start in self._raw:
-                self._sound.append((raw, first_index / SAMPLE_RATE + (start - first_ring) / rate
-                                    + self.resampler.delay_seconds))
+                _keep(self._sound, (raw, first_index / SAMPLE_RATE + (start - first_ring) / rate
+                                         + self.resampler.delay_seconds))
         self._raw = []
 
     def _read(self) -> np.ndarray:
@@ -422,8 +424,8 @@ class FileSource(_NoInput):
         self._read = end
         if len(out):
             self.level_db = level_db(out)
-            self._sound.append((self.sound[_at_rate(first, self.sound_rate):_at_rate(end, self.sound_rate)],
-                                first / SAMPLE_RATE))
+            sound = self.sound[_at_rate(first, self.sound_rate):_at_rate(end, self.sound_rate)]
+            _keep(self._sound, (sound, first / SAMPLE_RATE))
         return out
 
     def take_sound(self) -> SoundBlocks:
@@ -443,6 +445,12 @@ class FileSource(_NoInput):
             else:
                 self.stream.abort()
             self.stream.close()
+
+
+def _keep(sound: SoundBlocks, block: tuple[np.ndarray, float]) -> None:
+    sound.append(block)
+    if len(sound) > MAX_SOUND_BLOCKS:
+        del sound[:len(sound) - MAX_SOUND_BLOCKS]
 
 
 def _at_rate(index: int, rate: int) -> int:
