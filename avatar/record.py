@@ -2,7 +2,9 @@
 
 A `Recorder` takes (frame, pts) and (audio block, pts), pts in seconds since the recording started, on the
 audio sample clock. Audio is kept contiguous (gaps filled with silence, overlaps trimmed) so its timestamps are the
-running sample count; video frames carry the audio time they depict, so lips and voice line up in the file.
+running sample count. Video is constant frame rate: a frame goes to the slot of the fps grid nearest the audio time
+it depicts (so lips and voice line up within half a frame), and a slot no frame reached repeats the frame before it
+(editors and upload sites want CFR; a variable-rate file with gaps was what live recordings were before).
 
 Live recordings (and offline renders, `fragmented=True`) are fragmented MP4 (a fragment per second, flushed as
 written): a process killed with `kill -9` leaves a file that plays up to the last fragment. A clean `close()`
@@ -24,11 +26,10 @@ import numpy as np
 VIDEO_CODEC = "libx264"
 AUDIO_CODEC = "aac"
 PIX_FMT = "yuv420p"  # RGB input would otherwise give High 4:4:4, which many players reject
-VIDEO_TIME_BASE = Fraction(1, 1000)  # ms: frames carry measured audio-clock times, not a frame counter
 CRF = 23
 LIVE_PRESET = "veryfast"  # ~6x real time at 512² on one core: leaves room for the model and renderer
 OFFLINE_PRESET = "veryfast"
-AUDIO_BITRATE = 96_000
+AUDIO_BITRATE = 160_000  # AAC LC: 128 kb/s and up is what upload sites recommend for mono/stereo speech + music
 FRAGMENT_SECONDS = 1.0  # how much a crash can lose
 LIVE_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 MAX_PENDING_FRAMES = 60  # frames queued for the encoder thread before new ones are dropped (2 s at 30 fps)
@@ -87,7 +88,10 @@ class Recorder:
         self.width, self.height = width - width % 2, height - height % 2  # yuv420p needs even sizes
         self.samples_written = 0
         self.frames_written = 0
-        self.last_video_pts = None
+        self.fps = fps
+        self.last_video_pts = None  # slot index (frame number) of the newest frame encoded
+        self.repeated_frames = 0  # slots filled with the frame before them (late or dropped frames)
+        self._last_frame = None  # that frame, for the repeats
         self.error: str | None = None
         self._first_times: dict[int, tuple[Fraction, Fraction]] = {}  # stream index -> its first packet's pts, dts
         options = {"movflags": LIVE_MOVFLAGS, "frag_duration": str(int(FRAGMENT_SECONDS * 1e6)),
@@ -98,7 +102,7 @@ class Recorder:
             raise RecordError(_describe(e, self.path)) from e
         v = self._container.add_stream(VIDEO_CODEC, rate=fps)
         v.width, v.height, v.pix_fmt = self.width, self.height, PIX_FMT
-        v.codec_context.time_base = VIDEO_TIME_BASE
+        v.codec_context.time_base = Fraction(1, fps)  # pts = frame number: constant frame rate by construction
         v.codec_context.gop_size = fps  # a keyframe, hence a fragment boundary, every second
         v.options = {"preset": LIVE_PRESET if live else OFFLINE_PRESET, "crf": str(crf),
                      **({"tune": "zerolatency"} if live else {})}
@@ -131,19 +135,53 @@ class Recorder:
             raise RecordError(self.error) from e
         self._mux(packets)
 
-    def add_frame(self, frame: np.ndarray, pts: float) -> bool:
-        """Add an HxWx3 uint8 RGB frame depicting audio time `pts` (s). False when dropped (pts not increasing)."""
-        ms = int(round(pts / VIDEO_TIME_BASE))
-        if self.last_video_pts is not None and ms <= self.last_video_pts:
+    @property
+    def video_seconds(self) -> float:
+        return 0.0 if self.last_video_pts is None else (self.last_video_pts + 1) / self.fps
+
+    def add_frame(self, frame: np.ndarray | None, pts: float) -> bool:
+        """Add an HxWx3 uint8 RGB frame depicting audio time `pts` (s) at the nearest slot of the fps grid; slots
+        skipped since the last frame repeat that one. `frame=None`: only repeat the last frame up to the slot of
+        `pts` (the renderer is late). False when nothing was added (the slot was filled already)."""
+        slot = int(round(pts * self.fps))
+        if self.last_video_pts is not None and slot <= self.last_video_pts:
             return False
+        if frame is None:
+            if self._last_frame is None:
+                return False
+            self._repeat_until(slot + 1)
+            return True
+        self._repeat_until(slot)
         if frame.shape[0] != self.height or frame.shape[1] != self.width:
             frame = frame[:self.height, :self.width]
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        vf.pts, vf.time_base = ms, VIDEO_TIME_BASE
-        self._encode(self._video, vf)
-        self.last_video_pts = ms
+        first = self._last_frame is None
+        self._last_frame = np.ascontiguousarray(frame)
+        if first:  # the video starts with the sound: the first frame also stands for the slots before it
+            self.last_video_pts = -1
+            self._repeat_until(slot)
+        self._encode_frame(slot)
         self.frames_written += 1
         return True
+
+    def _repeat_until(self, slot: int) -> None:
+        """The last frame again for each slot before `slot` that has none (nothing before the first frame)."""
+        if self._last_frame is None:
+            return
+        for k in range(self.last_video_pts + 1, slot):
+            self._encode_frame(k)
+            self.repeated_frames += 1
+
+    def _encode_frame(self, slot: int) -> None:
+        # a new VideoFrame each time: the encoder may still hold the previous one (frame threads, look-ahead)
+        vf = av.VideoFrame.from_ndarray(self._last_frame, format="rgb24")
+        vf.pts, vf.time_base = slot, self._video.codec_context.time_base
+        self._encode(self._video, vf)
+        self.last_video_pts = slot
+
+    def pad_video_to(self, seconds: float) -> None:
+        """Repeat the last frame until the video lasts `seconds` (to the audio's end, when the renderer lagged)."""
+        if self._last_frame is not None and not self.error:
+            self._repeat_until(int(np.ceil(seconds * self.fps - 1e-6)))
 
     def add_audio(self, block: np.ndarray, pts: float) -> None:
         """Add mono float32 samples starting at audio time `pts` (s); gaps become silence, overlaps are trimmed."""
@@ -166,6 +204,8 @@ class Recorder:
             return self.path
         try:
             if not self.error:
+                if self.live:  # the renderer's last frames lag the sound: the video lasts as long as the audio
+                    self.pad_video_to(self.audio_seconds)
                 self._mux(self._video.encode(None))
                 self._mux(self._audio.encode(None))
         except RecordError:
@@ -263,7 +303,9 @@ class BackgroundRecorder:
     """A `Recorder` fed through a queue and encoded on its own thread, so rendering never waits for x264.
 
     Audio is never dropped. When the encoder falls behind, live recordings drop video frames (counted in
-    `dropped_frames`); offline ones (`wait=True`) make the producer wait instead.
+    `dropped_frames`; the `Recorder` fills their slots with the frame before, so the file stays constant frame
+    rate and in sync: a machine that cannot keep up gets repeated frames, never drift); offline ones (`wait=True`)
+    make the producer wait instead.
     The first error stops the recording: `error` holds the message and the file keeps what was written.
     """
 
@@ -281,7 +323,12 @@ class BackgroundRecorder:
     def path(self) -> Path:
         return self.recorder.path
 
-    def add_frame(self, frame: np.ndarray, pts: float) -> None:
+    def add_frame(self, frame: np.ndarray | None, pts: float) -> None:
+        """Queue a frame (`None`: repeat the last one up to `pts`, which takes no queue slot: no image)."""
+        if frame is None:
+            if self.error is None:
+                self._queue.put(("r", None, pts))
+            return
         while self.error is None:
             if self._slots.acquire(timeout=0.1 if self._wait else 0):
                 self._queue.put(("v", frame, pts))
@@ -302,7 +349,7 @@ class BackgroundRecorder:
             kind, data, pts = item
             try:
                 if self.error is None:
-                    if kind == "v":
+                    if kind in ("v", "r"):
                         self.recorder.add_frame(data, pts)
                     else:
                         self.recorder.add_audio(data, pts)

@@ -153,7 +153,7 @@ def bench_soak(args) -> int:
                     print(f"{samples[-1][0]:7.0f} s  RSS {samples[-1][1] / BYTES_PER_MB:7.1f} MB", flush=True)
             wall = time.monotonic() - started
             recorder_dropped = recording.sink.dropped_frames
-            delivered = recording.sink.recorder.samples_written / 16000  # the audio handed to the encoder by now
+            delivered = recording.sink.recorder.audio_seconds  # the audio handed to the encoder by now
             try:
                 path = pipeline.stop_recording()
             except RecordError as e:

@@ -210,6 +210,8 @@ class LivePipeline:
                     self.on_audio(AudioBlock(audio, start, source.capture_time(start - self._source_base),
                                              source.now()))
                 self.lipsync.push(audio)
+                sound = source.take_sound() if hasattr(source, "take_sound") else None  # full rate, to record
+                sound_rate, base = getattr(source, "sound_rate", SAMPLE_RATE), self._source_base
         for message in source.take_messages():
             self._report(message)
         if not alive:
@@ -223,7 +225,7 @@ class LivePipeline:
             return 0
         with self._rec_lock:
             if self._recording is not None:
-                self._recording.add_audio(audio, start)
+                self._recording.add_audio(audio, start, sound, sound_rate, base)
         return len(audio)
 
     def _render_loop(self) -> None:
@@ -305,8 +307,9 @@ class LivePipeline:
         if self.latest is None:  # the frame size comes from the view; the GUI thread never renders
             raise RecordError("The avatar is not showing yet; try again in a moment.")
         height, width = self.latest.image.shape[:2]
-        recording = LiveRecording(BackgroundRecorder(Recorder(path, width, height, fps=fps, live=True)),
-                                  self.lipsync.samples_in, fps)
+        rate = getattr(self._source, "sound_rate", SAMPLE_RATE)  # the recording's sound: the source's own rate
+        recording = LiveRecording(BackgroundRecorder(Recorder(path, width, height, fps=fps, sample_rate=rate,
+                                                              live=True)), self.lipsync.samples_in, fps, rate)
         with self._rec_lock:
             self._recording = recording
         return recording

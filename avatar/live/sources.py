@@ -1,5 +1,8 @@
 """Audio sources: each delivers 16 kHz audio in real time and says when a sample was captured / heard.
 
+Beside the 16 kHz model input, each hands out the same sound at its own rate for recordings (`take_sound`): the
+microphone's capture rate, the file's rate, 48 kHz silence, stamped on the 16 kHz sample clock.
+
 AudioSource declares what the live pipeline and the window use of one; SilenceSource, MicSource and FileSource
 are the three there are."""
 from __future__ import annotations
@@ -19,6 +22,13 @@ REOPEN_AFTER_SECONDS = 1.5  # a stream silent this long (since its last sound) i
 SETTLE_SECONDS = 1.0  # after a stream resumes or is reopened, sound beyond what the clock allows is stale; dropped
 LOSS_TOLERANCE_SECONDS = 0.05  # a resumed stream this far behind the clock lost sound: filled with silence
 SILENT_LEVEL_DB = LEVEL_FLOOR_DB  # the meter's reading for a source with no sound (yet)
+RECORD_RATE = 48000  # a microphone is captured at this rate where it (or its sound server) allows: the video
+# standard, and what most devices and sound servers run at; the model's 16 kHz is resampled from it here
+SILENCE_SOUND_RATE = RECORD_RATE
+
+SoundBlocks = list[tuple[np.ndarray, float]]  # (samples at sound_rate, source time in s of the first one)
+MAX_SOUND_BLOCKS = 4000  # blocks kept for take_sound when nobody takes them (the pipeline takes each read's):
+# ~20 s of 5 ms microphone blocks, so a source read without a recorder does not grow
 
 
 @runtime_checkable
@@ -29,6 +39,7 @@ class AudioSource(Protocol):
     calls now / capture_time; the window reads name / level_db / is_microphone and sets the conditioning."""
 
     name: str  # what the user sees it as (a device name, a file name, "silence")
+    sound_rate: int  # the rate of take_sound's blocks (a microphone's own, a file's, 48 kHz silence)
 
     @property
     def alive(self) -> bool:
@@ -48,6 +59,10 @@ class AudioSource(Protocol):
 
     def read(self) -> np.ndarray:
         """The 16 kHz float32 samples that arrived since the last call (possibly none); never blocks."""
+
+    def take_sound(self) -> SoundBlocks:
+        """The sound `read` delivered since the last call, at `sound_rate` (for recordings): blocks, each with the
+        time of its first sample on read's 16 kHz clock (source sample index / 16000, in s)."""
 
     def wait(self, timeout: float) -> None:
         """Returns when new sound may be there (a microphone: as a block lands), or after `timeout` seconds."""
@@ -90,18 +105,27 @@ class SilenceSource(_NoInput):
     alive = True
     finished = False
     level_db = SILENT_LEVEL_DB
+    sound_rate = SILENCE_SOUND_RATE
 
     def __init__(self):
         self._start = time.monotonic()
         self._sent = 0
+        self._sound: SoundBlocks = []
 
     def now(self) -> float:
         return time.monotonic()
 
     def read(self) -> np.ndarray:
         due = int((time.monotonic() - self._start) * SAMPLE_RATE)
-        n, self._sent = due - self._sent, max(due, self._sent)
+        first, n, self._sent = self._sent, due - self._sent, max(due, self._sent)
+        if n > 0:
+            silence = np.zeros(_at_rate(due, self.sound_rate) - _at_rate(first, self.sound_rate), np.float32)
+            _keep(self._sound, (silence, first / SAMPLE_RATE))
         return np.zeros(max(n, 0), np.float32)
+
+    def take_sound(self) -> SoundBlocks:
+        sound, self._sound = self._sound, []
+        return sound
 
     def capture_time(self, index: int) -> float:
         return self._start + index / SAMPLE_RATE
@@ -113,9 +137,11 @@ class SilenceSource(_NoInput):
 class MicSource:
     """A live microphone, conditioned (gain, gate) and delivered at 16 kHz.
 
-    Captured at 16 kHz when the device or its sound server can convert (PulseAudio, PipeWire, ALSA's plug
-    layer all can, in a few ms); otherwise at the device's own rate and resampled here by
-    avatar.audio.StreamResampler (about 1 ms more).
+    Captured at 48 kHz where the device or its sound server allows (PulseAudio, PipeWire, ALSA's plug layer and
+    most devices do), otherwise at the device's own rate, and resampled to 16 kHz here by
+    avatar.audio.StreamResampler (about 1 ms). The captured sound itself, conditioned, is what recordings keep
+    (`take_sound`): read from the same ring the callback copies into, stamped on the 16 kHz clock through the
+    same stream-to-source mapping as `capture_time`.
 
     A stream that stops delivering (sound server stalled or restarted, device gone) is waited for: resuming, it
     brings its server's backlog, and only sound it lost is filled with silence. One that does not resume is reopened
@@ -125,14 +151,18 @@ class MicSource:
 
     def __init__(self, device=None, gain_db: float = 0.0, gate_db: float | None = None,
                  samplerate: int | None = None, give_up_after: float | None = None):
-        if samplerate is None and supports_rate(device, SAMPLE_RATE):
-            samplerate = SAMPLE_RATE
-        self._device, self._samplerate = device, samplerate
+        if samplerate is None and supports_rate(device, RECORD_RATE):
+            samplerate = RECORD_RATE
+        self._device = device
         self._give_up_after = REOPEN_GIVE_UP_SECONDS if give_up_after is None else give_up_after
         self.mic = Microphone(device, samplerate=samplerate).start()
+        self._samplerate = self.mic.samplerate  # a reopened stream runs at the same rate as the recording
         self.name = self.mic.name
+        self.sound_rate = self.mic.samplerate
         self.conditioner = InputConditioner(self.mic.samplerate, gain_db, gate_db)
         self.resampler = StreamResampler(self.mic.samplerate, SAMPLE_RATE)
+        self._raw: list[tuple[np.ndarray, int]] = []  # conditioned capture-rate blocks (ring index) of this read
+        self._sound: SoundBlocks = []
         self.delivered = 0  # 16 kHz samples handed out (silence of gaps included): source sample index
         self._segment = (0, None)  # (source index, ring index) of the current stream's first delivered sample
         self._reopener = None  # replacing a lost stream while set (self.mic is None then)
@@ -168,6 +198,27 @@ class MicSource:
         return self.mic.stream_time() if self.mic is not None else time.monotonic()
 
     def read(self) -> np.ndarray:
+        out = self._read()
+        self._stamp_sound()
+        return out
+
+    def take_sound(self) -> SoundBlocks:
+        sound, self._sound = self._sound, []
+        return sound
+
+    def _stamp_sound(self) -> None:
+        """Stamp the capture-rate blocks of this read with their source time, through the mapping the 16 kHz
+        samples got in this read (a skipped stale head lands under the gap's silence and is trimmed there).
+        A 16 kHz sample depicts the sound `resampler.delay_seconds` before it: the raw sound is that much later."""
+        first_index, first_ring = self._segment
+        if first_ring is not None:
+            rate = self.mic.samplerate if self.mic is not None else self.sound_rate
+            for raw, start in self._raw:
+                _keep(self._sound, (raw, first_index / SAMPLE_RATE + (start - first_ring) / rate
+                                         + self.resampler.delay_seconds))
+        self._raw = []
+
+    def _read(self) -> np.ndarray:
         mic = self.mic
         if mic is not None and not self._stalled and not mic.alive:
             return self._stall_begins()
@@ -191,7 +242,14 @@ class MicSource:
         """Condition and resample ring samples from ring index `start` (not yet counted as delivered)."""
         if self._segment[1] is None and len(raw):
             self._segment = (self.delivered, start)  # the stream's first sample is the next one delivered
-        return self.resampler.process(self.conditioner.process(raw))
+        return self._condition(raw, start)
+
+    def _condition(self, raw: np.ndarray, start: int) -> np.ndarray:
+        """Gain and gate; the result is kept for recordings (`take_sound`) and resampled to 16 kHz for the model."""
+        sound = self.conditioner.process(raw)
+        if len(sound):
+            self._raw.append((sound, start))
+        return self.resampler.process(sound)
 
     def _excess(self, n: int) -> int:
         """Of `n` new samples, how many the gap's silence already covered; counts the rest as delivered.
@@ -225,6 +283,7 @@ class MicSource:
     def _stall_begins(self) -> np.ndarray:
         """The stream stopped delivering: hand out what it had and begin the gap."""
         tail = self._deliver(*self.mic.read())
+        self._stamp_sound()  # on the old stream's mapping, before a reopened one replaces it
         self.delivered += len(tail)
         self._gap_start, self._gap_anchor = self.mic.last_arrival, self.delivered
         self._gap_filled = 0
@@ -239,7 +298,7 @@ class MicSource:
             self._stalled = False
             self._settle_until = time.monotonic() + SETTLE_SECONDS
             self._check_loss = True
-            return self.read()
+            return self._read()
         if not mic.stream.active or time.monotonic() - self._gap_start > REOPEN_AFTER_SECONDS:
             self._stalled, self.mic = False, None
             self._reopener = Reopener(mic, self._device, self._samplerate, self._give_up_after)
@@ -265,7 +324,7 @@ class MicSource:
         mic = self.mic
         self._settle_until = time.monotonic() + SETTLE_SECONDS
         raw, start = mic.read()
-        fresh = self.resampler.process(self.conditioner.process(raw))
+        fresh = self._condition(raw, start)
         head = self._silence(self._due() - len(fresh) - self.delivered)
         self._segment = (self.delivered, start) if len(raw) else (0, None)
         fresh = fresh[self._excess(len(fresh)):]
@@ -312,13 +371,17 @@ class FileSource(_NoInput):
     """Plays an audio file through the default output device; delivers each sample as it is sent to the DAC.
 
     `capture_time(i)` is when sample i is heard, so the view shows the mouth for the sound being heard.
-    Without an output device the file is paced by the wall clock, silently.
+    Without an output device the file is paced by the wall clock, silently. Recordings get the file's sound at
+    its own rate (decoded a second time at that rate; `take_sound`).
     """
 
     def __init__(self, path, device=None):
         self.path = Path(path)
         self.name = self.path.name
         self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
+        self.sound_rate = file_sample_rate(self.path)
+        self.sound = self.audio if self.sound_rate == SAMPLE_RATE else load_audio(self.path, sr=self.sound_rate)
+        self._sound: SoundBlocks = []
         self.level_db = SILENT_LEVEL_DB
         self._pos = 0  # samples handed to the output (or due, when paced by the clock)
         self._read = 0
@@ -356,12 +419,18 @@ class FileSource(_NoInput):
     def read(self) -> np.ndarray:
         if self.stream is None:
             self._pos = min(len(self.audio), int((time.monotonic() - self._start) * SAMPLE_RATE))
-        end = self._pos
-        out = self.audio[self._read:end]
+        first, end = self._read, self._pos
+        out = self.audio[first:end]
         self._read = end
         if len(out):
             self.level_db = level_db(out)
+            sound = self.sound[_at_rate(first, self.sound_rate):_at_rate(end, self.sound_rate)]
+            _keep(self._sound, (sound, first / SAMPLE_RATE))
         return out
+
+    def take_sound(self) -> SoundBlocks:
+        sound, self._sound = self._sound, []
+        return sound
 
     def capture_time(self, index: int) -> float | None:
         if self.stream is None:
@@ -376,3 +445,25 @@ class FileSource(_NoInput):
             else:
                 self.stream.abort()
             self.stream.close()
+
+
+def _keep(sound: SoundBlocks, block: tuple[np.ndarray, float]) -> None:
+    sound.append(block)
+    if len(sound) > MAX_SOUND_BLOCKS:
+        del sound[:len(sound) - MAX_SOUND_BLOCKS]
+
+
+def _at_rate(index: int, rate: int) -> int:
+    """The sample at `rate` that 16 kHz sample `index` falls on (the same instant)."""
+    return int(index) * int(rate) // SAMPLE_RATE
+
+
+def file_sample_rate(path) -> int:
+    """The sample rate of a file's first audio track (16 kHz when it cannot be told: then the model's sound)."""
+    import av  # only when a file is played (PyAV's import takes 0.2 s)
+
+    try:
+        with av.open(str(path)) as container:
+            return int(container.streams.audio[0].rate) or SAMPLE_RATE
+    except Exception:  # load_audio has opened it already: this cannot fail for a reason worth a message
+        return SAMPLE_RATE
