@@ -265,3 +265,59 @@ def test_pressed_lips_shut_an_open_jaw():
     assert field_weights(with_press(0.2))[0][0] == pytest.approx(0.8)
     assert 0 < field_weights(with_press(0.4))[0][0] < 0.8
     assert field_weights(with_press(0.6))[0][0] == 0.0
+
+
+# ------------------------------------------------------------------ MediaPipe's native log lines (issue 18, item 10)
+NATIVE_LOG = ("W0000 ", "I0000 ", "INFO: Created TensorFlow Lite", "WARNING: All log messages before absl")
+
+
+def _native_log_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(NATIVE_LOG)]
+
+
+def test_finding_a_face_and_the_person_mask_print_no_mediapipe_log_lines():
+    code = ("import sys\n"
+            "from avatar.face import build_rig\n"
+            "from avatar.face.assemble import person_mask\n"
+            "rig = build_rig(sys.argv[1], canvas=256)\n"
+            "person_mask(rig.image)\n"
+            "print('python still speaks', file=sys.stderr)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(PHOTOS["grace_hopper"])], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert _native_log_lines(run.stderr) == [], run.stderr
+    assert "python still speaks" in run.stderr
+
+
+def test_avatar_render_prints_no_mediapipe_log_lines(tmp_path):
+    from tests.conftest import write_wav
+
+    t = np.arange(8000) / 16000
+    write_wav(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    run = subprocess.run([sys.executable, "-m", "avatar", "render", "--face", str(PHOTOS["grace_hopper"]),
+                          "--audio", str(tmp_path / "a.wav"), "-o", str(tmp_path / "out.mp4"), "--size", "128"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert _native_log_lines(run.stderr) == [], run.stderr
+
+
+def test_native_log_filter_keeps_other_lines_and_restores_stderr():
+    """Only MediaPipe's info/warning lines go: an error line or a Python traceback written to fd 2 meanwhile
+    (from any thread) still shows, and fd 2 is the real stderr again afterwards, also after an exception."""
+    code = ("import os, sys\n"
+            "from avatar.face.landmarks import quiet_native_logs\n"
+            "try:\n"
+            "    with quiet_native_logs:\n"
+            "        os.write(2, b'W0000 00:00:1796171706.856112   14569 inference_feedback_manager.cc:114] noise\\n')\n"
+            "        os.write(2, b'I0000 00:00:1796171706.8 14569 gl_context.cc:357] more noise\\n')\n"
+            "        with quiet_native_logs:\n"
+            "            os.write(2, b'E0000 00:00:1796171706.9 14569 calculator_graph.cc:1] a real error\\n')\n"
+            "        print('python error text', file=sys.stderr)\n"
+            "        raise KeyError('boom')\n"
+            "except KeyError:\n"
+            "    pass\n"
+            "os.write(2, b'after the window\\n')\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "noise" not in run.stderr
+    assert "a real error" in run.stderr and "python error text" in run.stderr and "after the window" in run.stderr

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from avatar.face import LivelinessConfig, build_rig, create_renderer
-from avatar.face.landmarks import pinned_solution
+from avatar.face.landmarks import pinned_solution, quiet_native_logs
 
 
 def liveliness_config(switches: dict | None = None):
@@ -37,7 +37,8 @@ def person_mask(image: np.ndarray) -> np.ndarray:
     import mediapipe as mp  # 1 s to import, and only a background fill needs it
 
     # the model from mediapipe's own folder, never from ./mediapipe/modules/... of the current folder
-    with pinned_solution(mp.solutions.selfie_segmentation.SelfieSegmentation)(model_selection=0) as seg:
+    segmenter = pinned_solution(mp.solutions.selfie_segmentation.SelfieSegmentation)
+    with quiet_native_logs, segmenter(model_selection=0) as seg:  # one quiet window from building to closing
         mask = seg.process(np.ascontiguousarray(image)).segmentation_mask
     return np.clip(mask, 0.0, 1.0).astype(np.float32)[..., None]
 
