@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialo
                                QToolButton, QVBoxLayout, QWidget)
 
 from avatar.controller import APP_TITLE, GATE_OFF_AT_DB, SOURCE_SILENCE, Controller, error_sentence
+from avatar.face.expressions import EXPRESSION_NAMES
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
@@ -176,11 +177,31 @@ class MainWindow(QMainWindow):
         v.addSeparator()
         self.liveliness_menu = v.addMenu("Liveliness")
         self._fill_liveliness()
+        self._build_expression_menu(v)
 
         s = self.menuBar().addMenu("&Settings")
         self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES], prefs.backend,
                       self.set_backend)
         self._choices(s.addMenu("Render size"), [(f"{n} × {n}", n) for n in SIZES], prefs.size, self.set_size)
+
+    # -- expressions (issue 18): View → Expression, Ctrl+1..5 while the window is active ----------------
+
+    def _build_expression_menu(self, view_menu) -> None:
+        menu = view_menu.addMenu("&Expression")
+        group = QActionGroup(self)
+        self.expression_actions = {}
+        for key, name in enumerate(EXPRESSION_NAMES, 1):
+            action = self._action(menu, name.capitalize(), f"Ctrl+{key}",
+                                  lambda _=False, n=name: self.set_expression(n))
+            action.setCheckable(True)
+            action.setChecked(name == self.controller.expression)
+            group.addAction(action)
+            self.expression_actions[name] = action
+
+    def set_expression(self, name: str) -> None:
+        """Ease the face into an expression (the mouth keeps talking)."""
+        self.controller.set_expression(name)
+        self.expression_actions[name].setChecked(True)
 
     def _choices(self, menu, items, current, slot) -> None:
         """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value)."""
