@@ -8,7 +8,6 @@ import pytest
 from avatar.face import LivelinessConfig, build_rig, create_renderer, detect_faces
 from avatar.face import landmarks as lm
 from avatar.face.expressions import EASE_SECONDS, EXPRESSION_NAMES, EXPRESSIONS, ExpressionState
-from avatar.face.render_base import mouth_params
 from avatar.visemes import N_PARAMS, PARAM_NAMES, VISEME_POSE
 
 OFF = LivelinessConfig(enabled=False)
@@ -37,7 +36,8 @@ def face_measures(frame: np.ndarray) -> dict[str, float]:
     opening = np.mean([p[u, 1] - p[d, 1] for u, d in ((145, 159), (374, 386))])  # lower lid - upper lid
     inner_brow = p[[107, 336], 1].mean()
     outer_brow = p[[70, 300], 1].mean()
-    return {"corners_up": float(middle[1] - corners[1]), "gap": float(p[lm.LOWER_LIP_INNER, 1] - p[lm.UPPER_LIP_INNER, 1]),
+    gap = p[lm.LOWER_LIP_INNER, 1] - p[lm.UPPER_LIP_INNER, 1]
+    return {"corners_up": float(middle[1] - corners[1]), "gap": float(gap),
             "brows_up": float(eyes_y - p[list(lm.RIGHT_BROW[:5] + lm.LEFT_BROW[:5]), 1].mean()),
             "eyes_open": float(opening), "inner_brow_up": float(outer_brow - inner_brow)}
 
@@ -111,7 +111,8 @@ def test_the_mouth_talks_while_smiling(rig):
     little: 17 % on the astronaut), with its corners up."""
     r = create_renderer(rig, "cpu", OFF)
     aa = dict(zip(PARAM_NAMES, VISEME_POSE["aa"]))
-    plain, smiling = face_measures(r.render_pose(aa, 0)), face_measures(r.render_pose({**aa, **EXPRESSIONS["smile"]}, 0))
+    plain = face_measures(r.render_pose(aa, 0))
+    smiling = face_measures(r.render_pose({**aa, **EXPRESSIONS["smile"]}, 0))
     assert smiling["gap"] > 0.15 and smiling["gap"] > 0.75 * plain["gap"], (plain, smiling)
     assert smiling["corners_up"] - plain["corners_up"] > 0.02
 
@@ -210,3 +211,13 @@ def test_ctrl_2_smiles_in_the_window_and_the_corners_move_up(face_window, qtbot)
     assert abs(back["corners_up"] - neutral["corners_up"]) < 0.01
     # the menu names all five
     assert [a.text() for a in window.expression_actions.values()] == ["Neutral", "Smile", "Surprise", "Frown", "Sad"]
+
+
+def test_a_green_screen_face_takes_expressions_too():
+    from avatar.face.assemble import open_renderer
+
+    r = open_renderer(PHOTOS["grace_hopper"], 256, background=(0, 255, 0), liveliness={"enabled": False})
+    neutral = r.render(REST, 0.0)
+    r.set_expression("smile", ease=False)
+    assert r.expression == "smile"
+    assert np.abs(r.render(REST, 0.1).astype(int) - neutral.astype(int)).max() > 30

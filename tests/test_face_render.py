@@ -308,7 +308,7 @@ def test_native_log_filter_keeps_other_lines_and_restores_stderr():
             "from avatar.face.landmarks import quiet_native_logs\n"
             "try:\n"
             "    with quiet_native_logs:\n"
-            "        os.write(2, b'W0000 00:00:1796171706.856112   14569 inference_feedback_manager.cc:114] noise\\n')\n"
+            "        os.write(2, b'W0000 00:00:1796171706.856112   14569 feedback_manager.cc:114] noise\\n')\n"
             "        os.write(2, b'I0000 00:00:1796171706.8 14569 gl_context.cc:357] more noise\\n')\n"
             "        with quiet_native_logs:\n"
             "            os.write(2, b'E0000 00:00:1796171706.9 14569 calculator_graph.cc:1] a real error\\n')\n"

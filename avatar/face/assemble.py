@@ -111,6 +111,10 @@ class BackgroundFill:
     def set_expression(self, name: str, ease: bool = True) -> None:  # see Renderer.set_expression
         self.renderer.set_expression(name, ease)
 
+    @property
+    def expression(self) -> str:
+        return self.renderer.expression
+
     def render(self, params, t: float = 0.0) -> np.ndarray:  # params as the wrapped renderer takes them
         frame = self.renderer.render(params, t)
         return (frame * self.mask + self.fill + 0.5).astype(np.uint8)

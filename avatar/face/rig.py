@@ -256,9 +256,10 @@ def lip_press(g: FaceGeometry, x, y, lower: bool):
 
 
 def _brow_frame(g: FaceGeometry, x, y):
-    """Where points lie around the brows: (u from the mouth's centre, u from the brows' middle, the lift profile (1 at the brows, fading up
-    the forehead and down to the upper lids), the lateral profile (1 under the brows, fading beyond their outer
-    ends), innerness (1 at the brows' inner ends and between them, 0 at their outer ends))."""
+    """Where points lie around the brows: (u from the mouth's centre, u from the brows' middle, the lift profile
+    (1 at the brows, fading up the forehead and down to the upper lids), the lateral profile (1 under the brows,
+    fading beyond their outer ends), innerness (1 at the brows' inner ends and between them, 0 at their outer
+    ends))."""
     pts = g.points[:, :2]
     brows = g.to_frame(pts[list(lm.RIGHT_BROW[:5] + lm.LEFT_BROW[:5])], g.mouth_center)
     brows = brows[np.argsort(brows[:, 0])]
@@ -301,14 +302,14 @@ def brow_inner_up(g: FaceGeometry, x, y, lower: bool):
 
 
 def _corners(g: FaceGeometry, x, y):
-    """(u, the signed corner profile, its vertical fade) for the mouth corners' motions."""
+    """(the signed corner profile, its fade away from the lips' line) for the mouth corners' motions."""
     u, t = g.mouth_ut(x, y)
-    return u, g.corner_profile(u, CORNER_REACH * g.W), np.exp(-(t / (0.55 * g.W)) ** 2)
+    return g.corner_profile(u, CORNER_REACH * g.W), np.exp(-(t / (0.55 * g.W)) ** 2)
 
 
 def mouth_smile(g: FaceGeometry, x, y, lower: bool):
     """Corners up and out (the middle of the mouth stays, so the lips curve), cheeks lifted below the eyes."""
-    u, side, fade = _corners(g, x, y)
+    side, fade = _corners(g, x, y)
     du = SMILE_OUT * g.W * side * fade
     dv = -SMILE_UP * g.W * np.abs(side) ** 1.5 * fade
     uf, vf = g.uv(x, y, g.mouth_center)
@@ -321,7 +322,7 @@ def mouth_smile(g: FaceGeometry, x, y, lower: bool):
 
 def mouth_frown(g: FaceGeometry, x, y, lower: bool):
     """Corners down and a little in (a frown, a sad mouth)."""
-    u, side, fade = _corners(g, x, y)
+    side, fade = _corners(g, x, y)
     return g.to_xy(-FROWN_IN * g.W * side * fade, FROWN_DOWN * g.W * np.abs(side) ** 1.5 * fade)
 
 
@@ -330,7 +331,7 @@ def eye_widen(g: FaceGeometry, x, y, lower: bool):
     (the skin beyond the lids follows, fading); a negative weight narrows them (a smile's squint)."""
     pts = g.points[:, :2]
     uf, vf = g.uv(x, y, g.mouth_center)
-    du, dv = np.zeros_like(uf), np.zeros_like(uf)
+    dv = np.zeros_like(uf)
     reach = EYE_WIDEN_REACH * g.iod
     for upper_ids, lower_ids in ((lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER), (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER)):
         up = g.to_frame(pts[list(upper_ids)], g.mouth_center)
@@ -345,7 +346,7 @@ def eye_widen(g: FaceGeometry, x, y, lower: bool):
         above = np.where(vf > v_up, np.clip((mid - vf) / h_up, 0, 1), 1 - smoothstep(0, reach, v_up - vf))
         below = np.where(vf < v_lo, np.clip((vf - mid) / h_lo, 0, 1), 1 - smoothstep(0, reach, vf - v_lo))
         dv = dv + lateral * (-EYE_WIDEN_UP * h_up * above + EYE_WIDEN_DOWN * h_lo * below)
-    return g.to_xy(du, dv)
+    return g.to_xy(np.zeros_like(uf), dv)
 
 
 # ---------------------------------------------------------------- head fields
