@@ -26,6 +26,7 @@ from avatar.face import NoFaceError, fit_template
 from avatar.devices import SoundInput, default_microphone, find_saved, list_microphones, prepare_open
 from avatar.mic import MicError
 from avatar.face.assemble import liveliness_config
+from avatar.face.expressions import check_expression
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
@@ -344,6 +345,7 @@ class Controller:
 
     def use_renderer(self, photo, renderer) -> None:
         """Show `renderer` (built from `photo`) from the next frame on, and remember the photo."""
+        self.set_expression(self.expression, renderer, ease=False)  # a rebuilt face keeps its expression
         self.renderer = renderer
         self.pipeline.renderer = renderer
         self.restart_view_stats()
@@ -366,6 +368,21 @@ class Controller:
     def landmarks_from_handles(handles: dict[str, tuple[float, float]]) -> np.ndarray:
         """The landmarks for build_renderer from hand-placed points (raises ValueError with a message)."""
         return fit_template(handles)
+
+    # -- expressions (avatar.face.expressions) --------------------------------------------------------
+
+    expression = "neutral"  # the expression asked for last; kept when the photo's renderer is rebuilt
+
+    def set_expression(self, name: str, renderer=None, ease: bool = True) -> None:
+        """Ease the face into expression `name` (neutral, smile, surprise, frown, sad), one at a time, the mouth
+        still talking; on `renderer` (default: the one shown). Raises ValueError for an unknown name."""
+        renderer = self.pipeline.renderer if renderer is None else renderer
+        set_on = getattr(renderer, "set_expression", None)  # the blank square and stand-ins have no face
+        if set_on is not None:
+            set_on(name, ease)
+        else:
+            check_expression(name)
+        self.expression = name
 
     # -- settings -------------------------------------------------------------------------------------
 

@@ -265,3 +265,107 @@ def test_pressed_lips_shut_an_open_jaw():
     assert field_weights(with_press(0.2))[0][0] == pytest.approx(0.8)
     assert 0 < field_weights(with_press(0.4))[0][0] < 0.8
     assert field_weights(with_press(0.6))[0][0] == 0.0
+
+
+# ------------------------------------------------------------------ MediaPipe's native log lines (issue 18, item 10)
+NATIVE_LOG = ("W0000 ", "I0000 ", "INFO: Created TensorFlow Lite", "WARNING: All log messages before absl")
+
+
+def _native_log_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(NATIVE_LOG)]
+
+
+def test_finding_a_face_and_the_person_mask_print_no_mediapipe_log_lines():
+    code = ("import sys\n"
+            "from avatar.face import build_rig\n"
+            "from avatar.face.assemble import person_mask\n"
+            "rig = build_rig(sys.argv[1], canvas=256)\n"
+            "person_mask(rig.image)\n"
+            "print('python still speaks', file=sys.stderr)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(PHOTOS["grace_hopper"])], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert _native_log_lines(run.stderr) == [], run.stderr
+    assert "python still speaks" in run.stderr
+
+
+def test_avatar_render_prints_no_mediapipe_log_lines(tmp_path):
+    from tests.conftest import write_wav
+
+    t = np.arange(8000) / 16000
+    write_wav(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    run = subprocess.run([sys.executable, "-m", "avatar", "render", "--face", str(PHOTOS["grace_hopper"]),
+                          "--audio", str(tmp_path / "a.wav"), "-o", str(tmp_path / "out.mp4"), "--size", "128"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert _native_log_lines(run.stderr) == [], run.stderr
+
+
+def test_native_log_filter_keeps_other_lines_and_restores_stderr():
+    """Only MediaPipe's info/warning lines go: an error line or a Python traceback written to fd 2 meanwhile
+    (from any thread) still shows, and fd 2 is the real stderr again afterwards, also after an exception."""
+    code = ("import os, sys\n"
+            "from avatar.face.landmarks import quiet_native_logs\n"
+            "try:\n"
+            "    with quiet_native_logs:\n"
+            "        os.write(2, b'W0000 00:00:1796171706.856112   14569 feedback_manager.cc:114] noise\\n')\n"
+            "        os.write(2, b'I0000 00:00:1796171706.8 14569 gl_context.cc:357] more noise\\n')\n"
+            "        with quiet_native_logs:\n"
+            "            os.write(2, b'E0000 00:00:1796171706.9 14569 calculator_graph.cc:1] a real error\\n')\n"
+            "        print('python error text', file=sys.stderr)\n"
+            "        raise KeyError('boom')\n"
+            "except KeyError:\n"
+            "    pass\n"
+            "os.write(2, b'after the window\\n')\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "noise" not in run.stderr
+    assert "a real error" in run.stderr and "python error text" in run.stderr and "after the window" in run.stderr
+
+
+# ------------------------------------------------------------------ green screen keying (issue 18, item 11)
+KEY_GONE, KEY_KEPT = 120, 40  # a test chroma key: greenness (G - max(R, B)) over 120 is keyed out, under 40 kept
+EDGE_PX, RING_PX = (2.5, (4, 10))  # the outline's band after keying, and the ring inside it it is compared with
+LIGHT_HALO = 40  # an outline pixel this much brighter (luma) than the person just inside it is a light fringe
+
+
+def chroma_key(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, RGB after spill suppression) of a plain green-screen key, as OBS's chroma key filter does it."""
+    f = frame.astype(np.float32)
+    greenness = f[..., 1] - np.maximum(f[..., 0], f[..., 2])
+    alpha = np.clip((KEY_GONE - greenness) / (KEY_GONE - KEY_KEPT), 0, 1)
+    despilled = f.copy()
+    despilled[..., 1] = np.minimum(f[..., 1], np.maximum(f[..., 0], f[..., 2]))
+    return alpha, despilled
+
+
+def outline_brightness(frame: np.ndarray) -> tuple[float, float]:
+    """After keying: (mean luma of the outline band minus the person's just inside it, share of outline pixels
+    brighter than that by LIGHT_HALO)."""
+    import cv2
+
+    alpha, rgb = chroma_key(frame)
+    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    kept = (alpha > 0.5).astype(np.uint8)
+    inside = cv2.distanceTransform(kept, cv2.DIST_L2, 3)
+    edge = (kept > 0) & (inside <= EDGE_PX)
+    ring = ((inside > RING_PX[0]) & (inside <= RING_PX[1])).astype(np.float32)
+    k = np.ones((15, 15), np.float32)
+    n = cv2.filter2D(ring, -1, k)
+    nearby = cv2.filter2D(luma * ring, -1, k) / np.maximum(n, 1e-3)  # the person's luma just inside, locally
+    judged = edge & (n > 5)
+    assert judged.sum() > 1000, "the key found no outline: is the background green?"
+    diff = (luma - nearby)[judged]
+    return float(diff.mean()), float((diff > LIGHT_HALO).mean())
+
+
+@pytest.mark.parametrize("photo", list(PHOTOS))
+def test_green_screen_leaves_no_light_fringe_after_keying(photo):
+    from avatar.face.assemble import open_renderer
+
+    r = open_renderer(PHOTOS[photo], 512, background=(0, 255, 0), liveliness={})  # the idle motion on
+    for params, t in ((REST, 0.0), (mouth_params(jaw_open=0.8), 0.5), (mouth_params(jaw_open=0.4), 3.7), (REST, 11.3)):
+        brighter, halo = outline_brightness(r.render(params, t))
+        # before the matte was fixed: 4-10 luma brighter and 17-21 % halo pixels (Grace Hopper), 17-19 and 24-26 %
+        # (the astronaut, on a light background); after: -5 / 3 % and 3-4 / 5-6 %
+        assert brighter < 6 and halo < 0.1, (photo, t, brighter, halo)

@@ -6,7 +6,11 @@ z is MediaPipe's relative depth in the same pixel scale, smaller = nearer the ca
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 import threading
 from typing import Mapping
 
@@ -21,6 +25,11 @@ N_LANDMARKS = 478  # 468 mesh points + 2 x 5 iris points (refine_landmarks=True)
 MAX_FACES = 10  # faces kept per photo, the largest (each found face costs one FaceMesh run on its crop)
 MIN_DETECTION_CONFIDENCE = 0.5
 SAME_FACE_IOU = 0.5  # meshes whose bounding boxes overlap more than this are one face found from two boxes
+# What MediaPipe's C++ side (glog/absl, TensorFlow Lite) writes to fd 2 when a graph starts and first runs: info
+# and warning lines ("W0000 00:00:1796171706.856112  14569 inference_feedback_manager.cc:114] ..."), which
+# GLOG_minloglevel does not stop. Errors (E, F) and everything else still reach stderr.
+NATIVE_LOG_LINE = re.compile(rb"^(?:[IW]\d{4} [\d:.]+ +\d+ [^ ]+:\d+\] |INFO: Created TensorFlow Lite |"
+                             rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
 
 # FaceMesh topology (mp.solutions.face_mesh.FACEMESH_* connection sets), as ordered contours.
 LIP_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
@@ -94,17 +103,75 @@ def _face_finder():
     return _finder
 
 
+class _NativeLogFilter:
+    """A context manager that keeps MediaPipe's native info/warning lines (NATIVE_LOG_LINE) off stderr.
+
+    They are written by its C++ threads straight to file descriptor 2, so no Python logging setting reaches them:
+    fd 2 is pointed at an unlinked temporary file while a MediaPipe graph is built or run, and on leaving, every
+    line but those is copied to the real stderr (a Python traceback or an error line from any thread written
+    meanwhile appears then, a moment late). fd 2 is process-wide: the redirect is shared by overlapping users
+    (threads, nesting) and undone when the last one leaves."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: int | None = None
+        self._capture = None
+
+    def __enter__(self):
+        with self._lock:
+            self._depth += 1
+            if self._depth == 1:
+                _flush_python_stderr()
+                self._capture = tempfile.TemporaryFile()
+                self._saved = os.dup(2)
+                os.dup2(self._capture.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                _flush_python_stderr()
+                os.dup2(self._saved, 2)
+                os.close(self._saved)
+                capture, self._capture, self._saved = self._capture, None, None
+                with capture:
+                    capture.seek(0)
+                    kept = b"".join(line for line in capture if not NATIVE_LOG_LINE.match(line))
+                if kept:
+                    os.write(2, kept)
+        return False
+
+
+def _flush_python_stderr() -> None:
+    with contextlib.suppress(Exception):  # a closed or replaced sys.stderr has nothing of ours to flush
+        sys.stderr.flush()
+
+
+quiet_native_logs = _NativeLogFilter()  # `with quiet_native_logs:` around a MediaPipe call
+
+
 def pinned_solution(solution):
     """A MediaPipe solution class whose models are read from mediapipe's own install folder only.
 
     Its graph names the models by relative paths ("mediapipe/modules/..."), which MediaPipe opens from the current
     folder, then ./bazel-bin, before its resource root: a file planted there would be parsed and run. The subclass
     rewrites every such path in the graph to an absolute one, in the graph config that SolutionBase's
-    `_initialize_graph_interface` returns and builds the graph from (any solution: FaceMesh, SelfieSegmentation)."""
+    `_initialize_graph_interface` returns and builds the graph from (any solution: FaceMesh, SelfieSegmentation).
+    Building and running it keep MediaPipe's native log lines off stderr (quiet_native_logs)."""
     mp = _mediapipe()
     root = os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__)))  # the folder holding mediapipe/
 
     class Pinned(solution):
+        def __init__(self, *args, **kwargs):  # builds and starts the graph
+            with quiet_native_logs:
+                super().__init__(*args, **kwargs)
+
+        def process(self, *args, **kwargs):  # the first run of each graph logs its model set-up
+            with quiet_native_logs:
+                return super().process(*args, **kwargs)
+
         def _initialize_graph_interface(self, *args, **kwargs):
             config = super()._initialize_graph_interface(*args, **kwargs)
             _pin_model_paths(config, root)
@@ -145,7 +212,9 @@ def detect_faces(image: np.ndarray) -> list[np.ndarray]:
     FaceMesh on the whole photo (its own detector sees faces that fill much of it: a portrait's points stay exactly
     what they were before small faces were looked for); then the full-range detector finds face boxes at any scale
     (avatar.face.detect), and FaceMesh reads the enlarged crop of each box no whole-photo face covers."""
-    with _mediapipe_lock:
+    # the whole search inside one quiet window: a graph's calculators open on its own threads after it is built,
+    # so a line can land between the construction and the first run
+    with _mediapipe_lock, quiet_native_logs:
         faces = _whole_photo_meshes(image)
         for box in detect.find_boxes(image, _detector_boxes):
             if not any(_covers(face, box) for face in faces):

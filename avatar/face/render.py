@@ -13,7 +13,7 @@ import numpy as np
 
 from avatar.face.liveliness import LivelinessConfig
 from avatar.face.mouth import NumpyOps, gap_coverage, interior
-from avatar.face.render_base import SIDEWAYS, FramePlan, Renderer, stack_statics, unstack_statics
+from avatar.face.render_base import SIDEWAYS, SMOOTH, FramePlan, Renderer, stack_statics, unstack_statics
 from avatar.face.rig import HEAD_FIELDS, SUPPORT_EPS, Rig
 
 MIN_COVERAGE = 1.0 / 512  # below this the lips are closed: no interior to draw
@@ -186,7 +186,11 @@ class CpuRenderer(Renderer):
             maps = _upsample_part(total[0], step, step, step + h, step, step + w)
             self._warp(frame, maps, 0, (0, h), boxes, (y0, x0))
             return frame
-        self._render_torn(frame, total, head_c, plan, boxes)
+        carry_c = head_c  # where each pixel's side of the lips' line is read: q + H(q), plus the smooth fields'
+        if plan.carried:
+            carry_c = head_c.copy()
+            self._add_local([carry_c], np.where(SMOOTH, local, 0).astype(np.float32), head_c, plan.cells, shift)
+        self._render_torn(frame, total, carry_c, plan, boxes)
         return frame
 
     def _add_local(self, total, local, head_c, cells, shift: int) -> None:
@@ -206,9 +210,11 @@ class CpuRenderer(Renderer):
             t[a0:a1, b0:b1] += cv2.remap(field, coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                          borderValue=0)
 
-    def _render_torn(self, frame, total, head_c, plan: FramePlan, boxes) -> None:
+    def _render_torn(self, frame, total, carry_c, plan: FramePlan, boxes) -> None:
         """Warp with two branches: the upper one above the band, the lower one below it, chosen per pixel inside
-        the band by the side of the lips' line; then draw the mouth interior where the lips parted."""
+        the band by the side of the lips' line; then draw the mouth interior where the lips parted. carry_c: the
+        coarse field that carries output pixels to the photo before the lips part (the head's, the smooth
+        fields')."""
         step = self.rig.step
         y0, y1, x0, x1 = plan.region
         h, w = y1 - y0, x1 - x0
@@ -221,7 +227,8 @@ class CpuRenderer(Renderer):
         upper = part(total[0], 0, b1)  # the rows that take the upper branch or may: above the band and the band
         lower = part(total[1], b0, h)  # the band and below
         base = self._base[y0:y1, x0:x1]
-        where = base[b0:b1] if not plan.head_on else base[b0:b1] + part(head_c, b0, b1)  # q + H(q)
+        carried = plan.head_on or plan.carried
+        where = base[b0:b1] if not carried else base[b0:b1] + part(carry_c, b0, b1)  # q + H(q)
         t_eff = cv2.remap(self._line_t, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         cv2.copyTo(lower[:b1 - b0], (t_eff > 0).view(np.uint8), upper[b0:b1])  # pixels below the line
         self._warp(frame, upper, 0, (0, b1), boxes, (y0, x0))  # above the band and the band: the merged map
@@ -235,8 +242,8 @@ class CpuRenderer(Renderer):
         maps = np.concatenate([upper[my0:split_row, mx0:mx1],
                                lower[split_row - b0:my1 - b0, mx0:mx1]])  # the mouth box's map
         local_pos = base[my0:my1, mx0:mx1]  # each output pixel's place before the head moved
-        if plan.head_on:
-            local_pos = local_pos + part(head_c, my0, my1, mx0, mx1)
+        if carried:
+            local_pos = local_pos + part(carry_c, my0, my1, mx0, mx1)
         self._draw_mouth(frame[y0 + my0:y0 + my1, x0 + mx0:x0 + mx1], maps, local_pos, split)
 
     def _draw_mouth(self, out, maps, local_pos, split):

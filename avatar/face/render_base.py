@@ -13,19 +13,24 @@ from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+from avatar.face.expressions import ExpressionState
 from avatar.face.liveliness import Liveliness, LivelinessConfig
 from avatar.face.mouth import MouthStatics, mouth_statics
-from avatar.face.rig import (HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SPREAD_OUT, SUPPORT_EPS, Rig,
-                             lip_motion)
+from avatar.face.rig import (HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SMILE_OUT, SMOOTH_FIELDS,
+                             SPREAD_OUT, SUPPORT_EPS, Rig, lip_motion)
 from avatar.face.shapes import DEFAULT_SHAPES, ShapeMap, mouth_pose, rig_weights
 from avatar.visemes import N_PARAMS, PARAM_NAMES
 
 SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
-TEARING = np.array([n in ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press")
-                    for n in LOCAL_FIELDS])
+TEARING = np.array([n not in SMOOTH_FIELDS for n in LOCAL_FIELDS])  # fields whose two branches differ
+SMOOTH = ~TEARING
 SLIT_TAPER = 0.05  # the opening fades out over this (in mouth widths) at the slit's ends
+# the expressions' motions (avatar.face.expressions) and their ranges: a negative eye_widen narrows the eyes
+EXPRESSION_RANGES = {"mouth_smile": (0.0, 1.0), "mouth_frown": (0.0, 1.0), "brow_knit": (0.0, 1.0),
+                     "brow_inner_up": (0.0, 1.0), "eye_widen": (-0.5, 1.0)}
 EXTRA_PARAMS = ("blink", "blink_l", "blink_r", "brow_raise", "lip_raise",
-                "head_yaw", "head_pitch", "head_roll", "head_rise")  # the named extras field_weights knows
+                "head_yaw", "head_pitch", "head_roll", "head_rise",
+                *EXPRESSION_RANGES)  # the named extras field_weights knows
 EYE_PARAMS = ("blink_r", "blink_l")  # the order of Rig.eyes
 STATIC_CHANNELS = ("upper_h", "lower_h", "tongue_w", "upper_shade", "lower_shade", "side_dark")
 
@@ -96,6 +101,8 @@ def field_weights(params: np.ndarray, extras: Mapping[str, float] | None = None,
     # the mouth's motions from the four parameters (pressed lips shut an open jaw): avatar.face.shapes
     mouth = rig_weights(jaw, spread, rnd, press, _clamp(p["lip_raise"], 0, 1), shapes)
     mouth["brow_raise"] = _clamp(p["brow_raise"], -0.5, 1)
+    for k, (lo, hi) in EXPRESSION_RANGES.items():
+        mouth[k] = _clamp(p[k], lo, hi)
     blink = p["blink"]
     local = np.array([mouth[k] for k in LOCAL_FIELDS], np.float32)
     head = np.array([_clamp(p[k], -1, 1) for k in HEAD_FIELDS], np.float32)
@@ -113,6 +120,9 @@ class FramePlan:
     mouth: tuple[int, int, int, int] | None  # region-relative y0, y1, x0, x1 where the lips may part
     head_on: bool
     tearing: bool
+    # the lips part while smooth fields (an expression) move the mouth: each pixel's side of the lips' line is
+    # read where the head and those fields carry it from (they move both lips alike), not where it is
+    carried: bool = False
 
 
 class Renderer:
@@ -130,6 +140,7 @@ class Renderer:
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
         self.rig = rig
         self.liveliness = Liveliness(liveliness)  # None: the defaults (blinks, sway, breathing, emphasis on)
+        self.expressions = ExpressionState()  # neutral until set_expression
         self._eye_levels = [0.0] * len(EYE_PARAMS)  # each eye's closure in the photo being warped now
         app = rig.appearance
         self.statics = mouth_statics(rig.mouth_u, app)
@@ -147,16 +158,32 @@ class Renderer:
         c0, c1 = max(x0 // step - 2 - hb.c0, 0), max(-(-x1 // step) + 2 - hb.c0, 0)
         near = rig.head_fields[:, r0:r1, c0:c1]
         self._head_reach = np.abs(near).max(axis=(1, 2, 3)) if near.size else np.zeros(len(HEAD_FIELDS))
+        # and each local field, in the same cells: the smooth ones shift the lips' line that far
+        r0, r1 = max(y0 // step - 2 - lb.r0, 0), max(-(-y1 // step) + 2 - lb.r0, 0)
+        c0, c1 = max(x0 // step - 2 - lb.c0, 0), max(-(-x1 // step) + 2 - lb.c0, 0)
+        near = rig.local_fields[:, 0, r0:r1, c0:c1]
+        self._local_reach = np.abs(near).max(axis=(1, 2, 3)) if near.size else np.zeros(len(LOCAL_FIELDS))
 
     @property
     def size(self) -> tuple[int, int]:
         return self.rig.size
 
+    def set_expression(self, name: str, ease: bool = True) -> None:
+        """Show expression `name` (avatar.face.expressions.EXPRESSION_NAMES) from the next frame on, eased in from
+        what the face shows now (ease=False: at once); the mouth keeps following its parameters. Any thread."""
+        self.expressions.request(name, ease)
+
+    @property
+    def expression(self) -> str:
+        return self.expressions.name
+
     def weights(self, params: np.ndarray, t: float, pose: Mapping[str, float] | None = None):
-        """field_weights of the mouth parameter array at time t, the liveliness's extras (and a pose's) added."""
+        """field_weights of the mouth parameter array at time t, the liveliness's and the expression's extras (and
+        a pose's) added."""
         extras = self.liveliness.extras(params, t)
-        for k, v in (pose or {}).items():
-            extras[k] = extras.get(k, 0.0) + v
+        for source in (self.expressions.extras(t), pose or {}):
+            for k, v in source.items():
+                extras[k] = extras.get(k, 0.0) + v
         return field_weights(params, extras)
 
     def render(self, params: np.ndarray, t: float = 0.0) -> np.ndarray:
@@ -193,7 +220,8 @@ class Renderer:
             local_pos[..., 1] - float(g.mouth_center[1])) * float(g.ux[1])
         # the inner corners move out with spread and in with rounding (as lip_spread / lip_round move them there)
         corner = (g.a_in / g.a_out) ** 1.3
-        reach = g.a_in + (SPREAD_OUT * self._spread - ROUND_IN * corner * self._round) * g.W + 1.5
+        out = SPREAD_OUT * self._spread + SMILE_OUT * corner * self._smile  # (a smile moves the corners out too)
+        reach = g.a_in + (out - ROUND_IN * corner * self._round) * g.W + 1.5
         soft = SLIT_TAPER * g.W + 1.0  # the opening closes toward its corners, never with a straight cut
         return ops.clip((reach - abs(u)) * (1.0 / soft), 0.0, 1.0)
 
@@ -205,6 +233,7 @@ class Renderer:
         tearing = local_on and bool(np.any(local[TEARING]))
         self._spread = float(local[LOCAL_FIELDS.index("lip_spread")])
         self._round = float(local[LOCAL_FIELDS.index("lip_round")])
+        self._smile = float(local[LOCAL_FIELDS.index("mouth_smile")])
         if tearing:  # what the interior shows this frame
             self._pose = mouth_pose(dict(zip(LOCAL_FIELDS, local.tolist())), *lip_motion(local))
         cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
@@ -218,7 +247,10 @@ class Renderer:
         h, w = rig.image.shape[:2]
         step = rig.step
         y0, y1, x0, x1 = r0 * step, min(r1 * step, h), c0 * step, min(c1 * step, w)
+        carried = tearing and bool(np.any(local[SMOOTH]))
         m = int(np.ceil(np.abs(head) @ self._head_reach)) + 1 if head_on else 0
+        if carried:
+            m += int(np.ceil(np.abs(local[SMOOTH]) @ self._local_reach[SMOOTH])) + 1
         band = (min(max(rig.local_box.y0 + rig.band[0] - m - y0, 0), y1 - y0),
                 min(max(rig.local_box.y0 + rig.band[1] + m - y0, 0), y1 - y0))
         mouth = None
@@ -226,7 +258,7 @@ class Renderer:
             my0, my1, mx0, mx1 = self._mouth_px
             my0, my1, mx0, mx1 = my0 - m, my1 + m, mx0 - m, mx1 + m
             mouth = (max(my0, y0) - y0, min(my1, y1) - y0, max(mx0, x0) - x0, min(mx1, x1) - x0)
-        return FramePlan((r0, r1, c0, c1), (y0, y1, x0, x1), band, mouth, head_on, tearing)
+        return FramePlan((r0, r1, c0, c1), (y0, y1, x0, x1), band, mouth, head_on, tearing, carried)
 
 
 def _cells(mask: np.ndarray, row0: int = 0, col0: int = 0, pad: int = 2) -> tuple[int, int, int, int]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from avatar.face.liveliness import LivelinessConfig
 from avatar.face.mouth import gap_coverage, interior
-from avatar.face.render_base import SIDEWAYS, Renderer, stack_statics, unstack_statics
+from avatar.face.render_base import SIDEWAYS, SMOOTH, Renderer, stack_statics, unstack_statics
 from avatar.face.rig import Rig
 
 
@@ -112,7 +112,8 @@ class TorchRenderer(Renderer):
             self._image_f[:, ey0:ey1, ex0:ex1] = p.permute(2, 0, 1).float()
         plan = self.plan(local, head)
         if plan is None:
-            return np.ascontiguousarray(self._image.cpu().numpy())
+            # a copy: on the CPU device .cpu().numpy() is a view of the image the eyes are written into later
+            return self._image.cpu().numpy().copy()
         step = rig.step
         r0, r1, c0, c1 = plan.cells
         y0, y1, x0, x1 = plan.region
@@ -124,21 +125,27 @@ class TorchRenderer(Renderer):
             head_c[:, hb.r0 - r0 + 1:hb.r1 - r0 + 1, hb.c0 - c0 + 1:hb.c1 - c0 + 1] = hc
         branches = 2 if plan.tearing else 1
         total = (head_c + self._cell_pos[:, r0:r1 + 2, c0:c1 + 2])[None].expand(branches, -1, -1, -1)
+        carry_c = head_c  # where each pixel's side of the lips' line is read (see CpuRenderer.render_weights)
         if np.any(local):
             local_c = self._blend_local(local, branches)
             lrows, lcols = local_c.shape[-2:]
             coords = (self._cell_grid[r0:r1 + 2, c0:c1 + 2] - self._local_cell_origin
                       + head_c.permute(1, 2, 0) * (1.0 / step))
-            grid = _normalized(coords, lcols, lrows)[None].expand(branches, -1, -1, -1)
-            total = total + F.grid_sample(local_c, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            grid = _normalized(coords, lcols, lrows)[None]
+            total = total + F.grid_sample(local_c, grid.expand(branches, -1, -1, -1), mode="bilinear",
+                                          padding_mode="zeros", align_corners=True)
+            if plan.carried:
+                smooth_c = self._blend_local(np.where(SMOOTH, local, 0).astype(np.float32), 1)
+                carry_c = head_c + F.grid_sample(smooth_c, grid, mode="bilinear", padding_mode="zeros",
+                                                 align_corners=True)[0]
         full = _upsample(total, step)[:, :, step:step + h, step:step + w]  # (B, 2, h, w)
         maps = full[0]
         base = self._base[y0:y1, x0:x1]
         head_f = None
         if plan.tearing:
             b0, b1 = plan.band
-            if plan.head_on:
-                head_f = _upsample(head_c[None], step)[0, :, step:step + h, step:step + w].permute(1, 2, 0)
+            if plan.head_on or plan.carried:
+                head_f = _upsample(carry_c[None], step)[0, :, step:step + h, step:step + w].permute(1, 2, 0)
             where = base[b0:b1] if head_f is None else base[b0:b1] + head_f[b0:b1]
             t_eff = _sample(self._line_t, where - self._local_origin)[0]
             my0, my1, mx0, mx1 = plan.mouth

@@ -27,8 +27,12 @@ from avatar.face.rest import close_mouth, lips_apart
 from avatar.face.shapes import DEFAULT_SHAPES
 from avatar.face.photo import PhotoSource, apply_affine, crop_affine, load_photo, portrait_crop_box, warp_to_canvas
 
-# the local motions; blinks are drawn apart (avatar.face.eyes)
-LOCAL_FIELDS = ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press", "brow_raise")
+# the local motions; blinks are drawn apart (avatar.face.eyes). The last five are the expressions' motions
+# (avatar.face.expressions): they move the face smoothly, never parting the lips.
+LOCAL_FIELDS = ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press", "brow_raise",
+                "mouth_smile", "mouth_frown", "brow_knit", "brow_inner_up", "eye_widen")
+# Fields with one branch for both sides of the lips' line (stored twice): they never open the mouth
+SMOOTH_FIELDS = ("brow_raise", "mouth_smile", "mouth_frown", "brow_knit", "brow_inner_up", "eye_widen")
 # Fields that move the mouth sideways; the renderer applies them after the others (composed, not added), so a
 # rounded mouth also narrows the opening the jaw makes.
 SIDEWAYS_FIELDS = ("lip_spread", "lip_round")
@@ -52,6 +56,23 @@ ROUND_PROTRUDE = DEFAULT_SHAPES.round_protrude
 ROUND_POUT = DEFAULT_SHAPES.round_pout
 PRESS_ROLL = DEFAULT_SHAPES.press_roll
 BROW_LIFT = 0.11  # brow raise, in IOD
+# The expressions' motions at full strength (a broad but natural expression, not a caricature)
+SMILE_UP = 0.11  # a smile lifts the mouth corners this much, in W (the middle stays: the mouth curves)...
+SMILE_OUT = 0.06  # ...and pulls them out this much, in W
+CHEEK_LIFT = 0.05  # and lifts the cheeks this much, in IOD (their lift pushes the lower lids up a little)
+CHEEK_RADIUS = 0.3  # the cheek's moving pad, in IOD, centred below each eye...
+CHEEK_HEIGHT = 0.45  # ...this share of the way up from the mouth to the eyes
+FROWN_DOWN = 0.08  # a frown pulls the mouth corners down this much, in W...
+FROWN_IN = 0.02  # ...and in this much
+CORNER_REACH = 0.6  # the corners' motion fades over this beyond them, in W
+BROW_KNIT_DOWN = 0.05  # knitted brows come down this much at their inner ends, in IOD (half that at the outer)...
+BROW_KNIT_IN = 0.035  # ...and toward each other this much
+BROW_INNER_LIFT = 0.09  # sad brows: the inner ends rise this much, in IOD, the outer ends stay
+BROW_INNER_IN = 0.015  # and draw together a little
+BROW_MIDDLE = 0.1  # the fold between the brows, in IOD: how fast the inward pull changes sides there
+EYE_WIDEN_UP = 0.4  # wide eyes: the upper lid rises this share of the eye's upper half-opening...
+EYE_WIDEN_DOWN = 0.15  # ...and the lower lid drops this share of its lower half
+EYE_WIDEN_REACH = 0.35  # the lids' motion fades over this above and below them, in IOD
 YAW_RAD, PITCH_RAD, ROLL_RAD = 0.12, 0.10, 0.08  # head rotation at |param| = 1 (about 7, 6 and 4.5 degrees)
 RISE = 0.012  # breathing rise at head_rise = 1, in FH
 MIN_EYE_DISTANCE = 4.0  # pixels: closer eyes cannot carry a rig
@@ -234,7 +255,11 @@ def lip_press(g: FaceGeometry, x, y, lower: bool):
     return g.to_xy(np.zeros_like(u), -dv if lower else dv)
 
 
-def brow_raise(g: FaceGeometry, x, y, lower: bool):
+def _brow_frame(g: FaceGeometry, x, y):
+    """Where points lie around the brows: (u from the mouth's centre, u from the brows' middle, the lift profile
+    (1 at the brows, fading up the forehead and down to the upper lids), the lateral profile (1 under the brows,
+    fading beyond their outer ends), innerness (1 at the brows' inner ends and between them, 0 at their outer
+    ends))."""
     pts = g.points[:, :2]
     brows = g.to_frame(pts[list(lm.RIGHT_BROW[:5] + lm.LEFT_BROW[:5])], g.mouth_center)
     brows = brows[np.argsort(brows[:, 0])]
@@ -244,11 +269,84 @@ def brow_raise(g: FaceGeometry, x, y, lower: bool):
     vb = np.interp(u, brows[:, 0], brows[:, 1])
     vl = np.interp(u, lids[:, 0], lids[:, 1])
     span = brows[-1, 0] - brows[0, 0]
-    lateral = 1 - smoothstep(span / 2, span / 2 + 0.45 * g.iod, np.abs(u - brows[:, 0].mean()))
-    lateral = lateral * (1 - 0.3 * np.exp(-(u / (0.25 * g.iod)) ** 2))  # the middle lifts a little less
+    middle = brows[:, 0].mean()
+    lateral = 1 - smoothstep(span / 2, span / 2 + 0.45 * g.iod, np.abs(u - middle))
     down = np.maximum(vl - vb, 0.1 * g.iod)
-    dv = np.where(v < vb, 1 - smoothstep(0, 1.1 * g.iod, vb - v), 1 - smoothstep(0, 1, (v - vb) / down))
-    return g.to_xy(np.zeros_like(u), -BROW_LIFT * g.iod * lateral * dv)
+    lift = np.where(v < vb, 1 - smoothstep(0, 1.1 * g.iod, vb - v), 1 - smoothstep(0, 1, (v - vb) / down))
+    inner_end = float(np.abs(brows[:, 0] - middle).min())  # the brows' gap, half of it
+    inner = 1 - smoothstep(inner_end, span / 2, np.abs(u - middle))
+    return u, u - middle, lift, lateral, inner
+
+
+def brow_raise(g: FaceGeometry, x, y, lower: bool):
+    u, _, lift, lateral, _ = _brow_frame(g, x, y)
+    lateral = lateral * (1 - 0.3 * np.exp(-(u / (0.25 * g.iod)) ** 2))  # the middle lifts a little less
+    return g.to_xy(np.zeros_like(u), -BROW_LIFT * g.iod * lateral * lift)
+
+
+def brow_knit(g: FaceGeometry, x, y, lower: bool):
+    """Brows lowered and drawn together (a frown), the inner ends most; the skin between them bunches."""
+    _, u, lift, lateral, inner = _brow_frame(g, x, y)
+    w = lift * lateral
+    du = -BROW_KNIT_IN * g.iod * np.tanh(u / (BROW_MIDDLE * g.iod)) * inner * w
+    dv = BROW_KNIT_DOWN * g.iod * (0.5 + 0.5 * inner) * w
+    return g.to_xy(du, dv)
+
+
+def brow_inner_up(g: FaceGeometry, x, y, lower: bool):
+    """The inner ends of the brows rise (sadness, worry), the outer ends stay."""
+    _, u, lift, lateral, inner = _brow_frame(g, x, y)
+    w = lift * lateral * inner
+    du = -BROW_INNER_IN * g.iod * np.tanh(u / (BROW_MIDDLE * g.iod)) * w
+    return g.to_xy(du, -BROW_INNER_LIFT * g.iod * w)
+
+
+def _corners(g: FaceGeometry, x, y):
+    """(the signed corner profile, its fade away from the lips' line) for the mouth corners' motions."""
+    u, t = g.mouth_ut(x, y)
+    return g.corner_profile(u, CORNER_REACH * g.W), np.exp(-(t / (0.55 * g.W)) ** 2)
+
+
+def mouth_smile(g: FaceGeometry, x, y, lower: bool):
+    """Corners up and out (the middle of the mouth stays, so the lips curve), cheeks lifted below the eyes."""
+    side, fade = _corners(g, x, y)
+    du = SMILE_OUT * g.W * side * fade
+    dv = -SMILE_UP * g.W * np.abs(side) ** 1.5 * fade
+    uf, vf = g.uv(x, y, g.mouth_center)
+    for eye in lm.eye_centers(g.points):
+        cu, cv = g.to_frame(eye[None], g.mouth_center)[0]
+        r2 = ((uf - cu) ** 2 + (vf - CHEEK_HEIGHT * cv) ** 2) / (CHEEK_RADIUS * g.iod) ** 2
+        dv = dv - CHEEK_LIFT * g.iod * np.exp(-0.5 * r2)
+    return g.to_xy(du, dv)
+
+
+def mouth_frown(g: FaceGeometry, x, y, lower: bool):
+    """Corners down and a little in (a frown, a sad mouth)."""
+    side, fade = _corners(g, x, y)
+    return g.to_xy(-FROWN_IN * g.W * side * fade, FROWN_DOWN * g.W * np.abs(side) ** 1.5 * fade)
+
+
+def eye_widen(g: FaceGeometry, x, y, lower: bool):
+    """Wide-open eyes: each upper lid rises and each lower lid drops, the eye stretching about its middle line
+    (the skin beyond the lids follows, fading); a negative weight narrows them (a smile's squint)."""
+    pts = g.points[:, :2]
+    uf, vf = g.uv(x, y, g.mouth_center)
+    dv = np.zeros_like(uf)
+    reach = EYE_WIDEN_REACH * g.iod
+    for upper_ids, lower_ids in ((lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER), (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER)):
+        up = g.to_frame(pts[list(upper_ids)], g.mouth_center)
+        lo = g.to_frame(pts[list(lower_ids)], g.mouth_center)
+        up, lo = up[np.argsort(up[:, 0])], lo[np.argsort(lo[:, 0])]
+        cu, half_w = (up[:, 0].max() + up[:, 0].min()) / 2, np.ptp(up[:, 0]) / 2
+        v_up, v_lo = np.interp(uf, up[:, 0], up[:, 1]), np.interp(uf, lo[:, 0], lo[:, 1])
+        mid = (v_up + v_lo) / 2
+        h_up = np.maximum(mid - v_up, 0.02 * g.iod)  # half-openings (a closed eye in the photo still moves a bit)
+        h_lo = np.maximum(v_lo - mid, 0.02 * g.iod)
+        lateral = 1 - smoothstep(0.7 * half_w, 1.4 * half_w, np.abs(uf - cu))
+        above = np.where(vf > v_up, np.clip((mid - vf) / h_up, 0, 1), 1 - smoothstep(0, reach, v_up - vf))
+        below = np.where(vf < v_lo, np.clip((vf - mid) / h_lo, 0, 1), 1 - smoothstep(0, reach, vf - v_lo))
+        dv = dv + lateral * (-EYE_WIDEN_UP * h_up * above + EYE_WIDEN_DOWN * h_lo * below)
+    return g.to_xy(np.zeros_like(uf), dv)
 
 
 # ---------------------------------------------------------------- head fields
@@ -424,10 +522,16 @@ def _support(mags: np.ndarray, step: int, width: int, height: int, pad: int) -> 
                min(rows[-1] + pad + 1, hc), step, width, height)
 
 
+FIELD_FUNCTIONS = {"jaw": jaw, "lip_raise": lip_raise, "lip_drop": lip_drop, "lip_spread": lip_spread,
+                   "lip_round": lip_round, "lip_press": lip_press, "brow_raise": brow_raise,
+                   "mouth_smile": mouth_smile, "mouth_frown": mouth_frown, "brow_knit": brow_knit,
+                   "brow_inner_up": brow_inner_up, "eye_widen": eye_widen}  # forward field of each LOCAL_FIELDS
+
+
 def build_local(g: FaceGeometry, width: int, height: int, step: int):
     hc, wc = -(-height // step), -(-width // step)
     gx, gy = _grid(hc, wc, step)
-    funcs = [jaw, lip_raise, lip_drop, lip_spread, lip_round, lip_press, brow_raise]
+    funcs = [FIELD_FUNCTIONS[name] for name in LOCAL_FIELDS]
     mags = np.zeros((hc, wc))
     for f in funcs:
         for lower in (False, True):
@@ -439,7 +543,7 @@ def build_local(g: FaceGeometry, width: int, height: int, step: int):
     fields = np.zeros((len(funcs), 2, box.r1 - box.r0, box.c1 - box.c0, 2), np.float32)
     for k, f in enumerate(funcs):
         for b, lower in enumerate((False, True)):
-            if b == 1 and LOCAL_FIELDS[k] == "brow_raise":  # the same on both sides
+            if b == 1 and LOCAL_FIELDS[k] in SMOOTH_FIELDS:  # the same on both sides
                 fields[k, 1] = fields[k, 0]
                 continue
             bx, by = invert(lambda x, y: f(g, x, y, lower), sx, sy, max_step=0.25 * g.W)

@@ -20,6 +20,7 @@ from avatar import __version__
 from avatar.controller import (APP_TITLE, GATE_OFF_AT_DB, SOURCE_MICROPHONE, SOURCE_SILENCE, Controller,
                                error_sentence)
 from avatar.engine import normalize_backend
+from avatar.face.expressions import EXPRESSION_NAMES
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
@@ -221,6 +222,7 @@ class MainWindow(QMainWindow):
         leave = QAction("Leave compact view", self, shortcut=QKeySequence(Qt.Key_Escape))
         leave.triggered.connect(lambda: self.set_compact(False))
         self.addAction(leave)
+        self._build_expression_menu(v)
 
         s = self.menuBar().addMenu("&Settings")
         self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
@@ -231,6 +233,26 @@ class MainWindow(QMainWindow):
         self._action(h, "&Quick start", QKeySequence.HelpContents, self.show_quick_start)
         self._action(h, "&About", None, self.show_about)
         self._update_file_actions()
+
+    # -- expressions (issue 18): View → Expression, Ctrl+1..5 while the window is active ----------------
+
+    def _build_expression_menu(self, view_menu) -> None:
+        menu = view_menu.addMenu("&Expression")
+        group = QActionGroup(self)
+        self.expression_actions = {}
+        for key, name in enumerate(EXPRESSION_NAMES, 1):
+            action = self._action(menu, name.capitalize(), f"Ctrl+{key}",
+                                  lambda _=False, n=name: self.set_expression(n))
+            action.setCheckable(True)
+            action.setChecked(name == self.controller.expression)
+            group.addAction(action)
+            self.addAction(action)  # its shortcut must work with the menu bar hidden (compact view)
+            self.expression_actions[name] = action
+
+    def set_expression(self, name: str) -> None:
+        """Ease the face into an expression (the mouth keeps talking)."""
+        self.controller.set_expression(name)
+        self.expression_actions[name].setChecked(True)
 
     def _choices(self, menu, items, current, slot) -> dict:
         """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value).
