@@ -14,11 +14,11 @@ the rendered mouth moves as the real one did:
    unit of each motion's weight, on this face.
 4. **The fit**, pooled over the clips, each clip centred on its own mean (the photo's rest differs per clip):
    - *width*: the real width's least-squares direction in the four parameters (which of them the real width
-     follows; the network's lip_spread turns out to run against it), its size set so the rendered width's range
-     (p95 - p5) equals the real one; the rig's own narrowing by the jaw is taken off first. Each parameter's share
-     goes to the spread motion where it widens and to the rounding motion where it narrows.
-   - *opening*: one gain on the jaw (the lower-lip drop follows it) so the rendered opening's range equals the
-     real one, given what the fitted width motions open on their own (rounding parts the lips).
+     follows; the network's lip_spread barely does), each parameter's share given to the spread motion where it
+     widens and to the rounding motion where it narrows (divided by the motion's measured width per unit weight);
+   - *sizes*: the width's size and one gain on the jaw (the lower-lip drop follows it) are set by drawing every
+     frame under the mapping and re-detecting it, until the rendered ranges (p95 - p5) of opening and width equal
+     the real ones (the rig's response is not linear: FaceMesh sees a small opening as larger, motions interact).
 
 Only GRID clips may shape shipped files (their licence; ../shared/data/video/README.md): the shipped table is
 `avatar eval fit-shapes ../shared/data/video/*.mpg`, and a test reproduces it from those clips.
@@ -31,6 +31,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from avatar.eval import video as ruler
@@ -126,8 +127,6 @@ def measure_clip(path: Path, engine, mesh) -> ClipSamples:
     with tempfile.TemporaryDirectory(prefix="avatar-fit-") as tmp:
         params = frame_params(clip, engine, Path(tmp))
         photo = Path(tmp) / "first_frame.png"
-        import cv2  # with the photo only
-
         cv2.imwrite(str(photo), cv2.cvtColor(clip.first_frame, cv2.COLOR_RGB2BGR))
         renderer = open_renderer(photo, liveliness={})
         response = rig_response(renderer, mesh)

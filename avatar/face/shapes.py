@@ -22,6 +22,14 @@ def _clamp(v: float, lo: float, hi: float) -> float:
     return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
 
 
+MIN_SIDEWAYS_WEIGHT = 0.03  # a spread / rounding weight under this is 0: a corner moving under 0.004 W (a third of a
+# pixel at 512²) is not drawn, so the frame skips that field's blend and composition (the CPU frame budget)
+
+
+def _sideways(w: float) -> float:
+    return 0.0 if w < MIN_SIDEWAYS_WEIGHT else min(w, 1.0)
+
+
 def _smooth(e0: float, e1: float, x: float) -> float:
     s = _clamp((x - e0) / (e1 - e0), 0.0, 1.0)
     return s * s * (3 - 2 * s)
@@ -105,10 +113,10 @@ def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: flo
     s = shapes
     # as the engine's float32 rows: a hand-made pose's float64 0.7 draws the same frame as the engine's 0.7
     jaw, spread, rnd, press = (float(np.float32(v)) for v in (jaw, spread, rnd, press))
-    spread_w = _clamp(s.spread_per_jaw_open * jaw + s.spread_per_lip_spread * spread + s.spread_per_lip_round * rnd
-                      + s.spread_per_lip_press * press, 0, 1)
-    round_w = _clamp(s.round_per_jaw_open * jaw + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd
-                     + s.round_per_lip_press * press, 0, 1)
+    spread_w = _sideways(s.spread_per_jaw_open * jaw + s.spread_per_lip_spread * spread
+                         + s.spread_per_lip_round * rnd + s.spread_per_lip_press * press)
+    round_w = _sideways(s.round_per_jaw_open * jaw + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd
+                        + s.round_per_lip_press * press)
     jaw = _clamp(jaw * s.jaw_gain, 0, 1)
     jaw *= 1.0 - _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
     return {
