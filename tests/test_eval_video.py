@@ -106,3 +106,65 @@ def test_cli_refuses_a_missing_clip_and_a_bad_offset(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "avatar", "eval", "video", "x.mp4", "--av-offset", "x.mp4"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "CLIP=MS" in bad.stderr
+
+
+# ---------------------------------------------------------------- avatar eval fit-shapes
+
+def _samples(name, width, params, spread_px=0.08, round_px=-0.14):
+    from avatar.eval.fit_shapes import ClipSamples
+
+    response = {"lip_spread": (0.0, spread_px), "lip_round": (0.05, round_px)}
+    return ClipSamples(name, np.full(len(width), 0.1), width, params, response)
+
+
+def test_width_direction_finds_what_the_width_follows_and_splits_it_by_sign():
+    from avatar.eval import fit_shapes as fs
+
+    rng = np.random.default_rng(3)
+    clips = []
+    for k in range(3):  # each clip has its own rest width: only the motion about each clip's mean counts
+        p = rng.uniform(0, 1, (200, 4))
+        width = 0.5 + 0.1 * k + 0.04 * p[:, 0] - 0.12 * p[:, 2] + rng.normal(0, 0.002, 200)
+        clips.append(_samples(f"c{k}", width, p))
+    coef, r = fs.width_direction(clips)
+    assert coef == pytest.approx([0.04, 0.0, -0.12, 0.0], abs=0.003) and r > 0.99
+    fields = fs.split_width(coef, clips)
+    # widening goes to the spread motion (0.08 IOD per unit weight), narrowing to the rounding one (0.14)
+    assert fields["spread_per_jaw_open"] == pytest.approx(0.5, abs=0.05) and fields["round_per_jaw_open"] == 0
+    assert fields["round_per_lip_round"] == pytest.approx(0.12 / 0.14, abs=0.03) and fields["spread_per_lip_round"] == 0
+    with pytest.raises(fs.FitError):  # a rig whose spread does not widen cannot be fitted
+        fs.split_width(coef, [_samples("bad", clips[0].width, clips[0].params, spread_px=-0.01)])
+
+
+def test_the_fitted_table_is_what_the_renderer_draws_with(tmp_path):
+    from avatar.face import shapes
+
+    table = json.loads(shapes.FITTED_FILE.read_text())
+    assert table["fields"] and "GRID" in table["about"]
+    for name, value in table["fields"].items():
+        assert getattr(shapes.DEFAULT_SHAPES, name) == pytest.approx(value), name
+    assert shapes.DEFAULT_SHAPES != shapes.HAND_SHAPES
+    assert shapes.load_shapes(tmp_path / "absent.json") == shapes.HAND_SHAPES
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"fields": {"jaw_gain": 1.0, "grin": 2.0}}))
+    with pytest.raises(ValueError, match="grin"):
+        shapes.load_shapes(bad)
+
+
+GRID_CLIPS = sorted(REAL_VIDEO.glob("*.mpg"))
+
+
+@needs_clips
+def test_fit_shapes_reproduces_the_shipped_table_from_the_grid_clips(tmp_path):
+    """The shipped table is `avatar eval fit-shapes ../shared/data/video/*.mpg` (GRID only: their licence)."""
+    from avatar.face import shapes
+
+    out = tmp_path / "fitted.json"
+    run = subprocess.run([sys.executable, "-m", "avatar", "eval", "fit-shapes", *map(str, GRID_CLIPS),
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-2000:]
+    fitted = json.loads(out.read_text())["fields"]
+    shipped = json.loads(shapes.FITTED_FILE.read_text())["fields"]
+    assert fitted.keys() == shipped.keys()
+    for name in shipped:
+        assert fitted[name] == pytest.approx(shipped[name], abs=0.01), name

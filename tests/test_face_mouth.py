@@ -113,7 +113,7 @@ EYE_FACES = ("default", "astronaut") + EYE_CLIPS
 EYE_PAIRS = (((159, 145), (158, 153), (160, 144)), ((386, 374), (385, 380), (387, 373)))  # (right, left) lids
 IRIS = (lm.RIGHT_IRIS, lm.LEFT_IRIS)
 EYE_CONTOURS = ((lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER), (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER))
-CLOSED_HEIGHT_EACH, CLOSED_HEIGHT_MEAN = 0.45, 0.3  # re-detected closed/open eye height; see test_blinks_close_eye
+CLOSED_HEIGHT_EACH, CLOSED_HEIGHT_MEAN = 0.45, 0.23  # re-detected closed/open eye height; see test_blinks_close_eye
 
 
 def eye_heights(points: np.ndarray) -> np.ndarray:
@@ -166,7 +166,8 @@ def test_blinks_close_the_re_detected_eye(blinks):
     The issue asks for <= 10 % of the open height. FaceMesh itself does not report that on real closed eyes of
     these faces: on the real clips' own blinks its closed/open height is 0.05-0.09 (lp_d9), 0.13-0.19 (lp_d3,
     GRID bbaf2n) and 0.4 (lp_d19); so each eye must reach CLOSED_HEIGHT_EACH and all of them on average
-    CLOSED_HEIGHT_MEAN (the renderer before this change: 0.4-1.1 each, 0.65 on average)."""
+    CLOSED_HEIGHT_MEAN (the renderer before the lid stages: 0.4-1.1 each, 0.65 on average; before the lower lid
+    stayed and the lash line darkened: 0.07-0.41, 0.254 on average; after: 0.10-0.33, 0.206)."""
     closed = []
     for name, (rig, frames) in blinks.items():
         h = {k: eye_heights(detect(frames[k])) for k in (0.0, 0.5, 1.0)}
@@ -279,16 +280,19 @@ def test_mouth_shapes_on_re_detected_landmarks(name):
     pts = {k: lm.normalize(detect(r.render(p, 0.0))) for k, p in {
         "rest": REST, "round": mouth_params(lip_round=1.0), "spread": mouth_params(lip_spread=1.0),
         "aa": np.array(VISEME_POSE["aa"], np.float32), "E": np.array(VISEME_POSE["E"], np.float32),
-        "ou": np.array(VISEME_POSE["ou"], np.float32),
+        "ou": np.array(VISEME_POSE["ou"], np.float32), "ou jaw only": mouth_params(jaw_open=VISEME_POSE["ou"][0]),
         "pressed open jaw": mouth_params(jaw_open=0.7, lip_press=1.0)}.items()}
     dist = lambda k, a, b: float(np.linalg.norm(pts[k][a, :2] - pts[k][b, :2]))  # noqa: E731
     width = {k: dist(k, *lm.MOUTH_CORNERS) for k in pts}
     assert width["round"] < 0.88 * width["rest"], width
-    assert width["spread"] > 1.06 * width["rest"], width
+    # the fitted mapping (avatar/face/fitted_shapes.json): real GRID widths follow lip_spread weakly and lip_round
+    # strongly, so spreading widens less than rounding narrows; "E" is still clearly wider than "oo"
+    assert width["spread"] > 1.01 * width["rest"], width
+    assert width["E"] > 1.15 * width["ou"], width
     assert dist("aa", UPPER_LIP_IN, LOWER_LIP_IN) > 0.3  # a tall opening
     assert dist("aa", lm.UPPER_LIP_TOP, UPPER_LIP_IN) > 0.75 * dist("rest", lm.UPPER_LIP_TOP, UPPER_LIP_IN)
-    oval = {k: dist(k, UPPER_LIP_IN, LOWER_LIP_IN) / dist(k, *lm.MOUTH_INNER_CORNERS) for k in ("ou", "E")}
-    assert oval["ou"] > 1.15 * oval["E"], oval  # "oo" opens rounder than "E" (long and thin)
+    oval = {k: dist(k, UPPER_LIP_IN, LOWER_LIP_IN) / dist(k, *lm.MOUTH_INNER_CORNERS) for k in ("ou", "ou jaw only")}
+    assert oval["ou"] > 1.15 * oval["ou jaw only"], oval  # rounding makes the jaw's opening an oval
     # p/b/m: shut (no interior drawn; FaceMesh sees the pressed, rolled-in lips within its jitter of closed)
     assert opening(detect(r.render(mouth_params(jaw_open=0.7, lip_press=1.0), 0.0))) < 0.03
     assert not any(_painted(r, mouth_params(jaw_open=0.7, lip_press=1.0), k).any() for k in range(5))

@@ -13,6 +13,7 @@ from avatar.face import landmarks as lm
 from avatar.face.liveliness import Liveliness
 from avatar.face.render_base import field_weights, mouth_params
 from avatar.face.rig import LOCAL_FIELDS
+from avatar.face.shapes import DEFAULT_SHAPES
 from avatar.visemes import N_PARAMS, PARAM_NAMES, VISEME_POSE
 
 OFF = LivelinessConfig(enabled=False)  # frames that move only as commanded
@@ -66,7 +67,7 @@ def test_press_and_round_change_the_mouth_as_intended(grace):
     width = lambda p: np.linalg.norm(p[lm.MOUTH_CORNERS[0], :2] - p[lm.MOUTH_CORNERS[1], :2])  # noqa: E731
     assert width(rounded) < 0.9 * width(rest)
     spread = detect_faces(r.render(mouth_params(lip_spread=1.0), 0))[0]
-    assert width(spread) > 1.05 * width(rest)
+    assert width(spread) > 1.02 * width(rest)  # fitted: real widths follow lip_spread weakly (avatar.face.shapes)
 
 
 def test_zero_parameters_reproduce_the_photo(rig):
@@ -152,7 +153,7 @@ def test_parameter_array_is_in_param_names_order(grace):
     local = lambda params: dict(zip(LOCAL_FIELDS, field_weights(params)[0]))  # noqa: E731
     only_jaw = np.zeros(N_PARAMS, np.float32)
     only_jaw[jaw] = 0.75
-    assert local(only_jaw)["jaw"] == pytest.approx(0.75)
+    assert local(only_jaw)["jaw"] == pytest.approx(0.75 * DEFAULT_SHAPES.jaw_gain)
     only_press = np.zeros(N_PARAMS, np.float32)
     only_press[press] = 0.75
     assert local(only_press)["jaw"] == 0.0  # pressing alone opens nothing
@@ -261,9 +262,10 @@ def test_renderer_modules_form_no_import_circle():
 def test_pressed_lips_shut_an_open_jaw():
     open_jaw = mouth_params(jaw_open=0.8)
     with_press = lambda press: mouth_params(jaw_open=0.8, lip_press=press)  # noqa: E731
-    assert field_weights(open_jaw)[0][0] == pytest.approx(0.8)
-    assert field_weights(with_press(0.2))[0][0] == pytest.approx(0.8)
-    assert 0 < field_weights(with_press(0.4))[0][0] < 0.8
+    jaw = 0.8 * DEFAULT_SHAPES.jaw_gain  # the fitted jaw weight per jaw_open (avatar.face.shapes)
+    assert field_weights(open_jaw)[0][0] == pytest.approx(jaw)
+    assert field_weights(with_press(0.2))[0][0] == pytest.approx(jaw)
+    assert 0 < field_weights(with_press(0.4))[0][0] < jaw
     assert field_weights(with_press(0.6))[0][0] == 0.0
 
 

@@ -1,6 +1,7 @@
 """`avatar eval`: the app held against reality (real talking clips); see avatar/eval/video.py."""
 from __future__ import annotations
 
+from avatar.eval.fit_shapes import run as _run_fit_shapes
 from avatar.eval.video import run as _run_video
 
 
@@ -19,3 +20,10 @@ def add_cli(subparsers) -> None:
                         "back before measuring. Default: none, the figures of the issue's exact ruler")
     p.add_argument("--no-render", action="store_true", help="only the motion figures (no render, no chain figures)")
     p.set_defaults(func=_run_video)
+    f = ev_sub.add_parser("fit-shapes", help="fit the mouth mapping (avatar/face/shapes.py) to real talking clips")
+    f.add_argument("clips", nargs="+", metavar="CLIP",
+                   help="real talking videos with their own audio (the shipped table: the GRID clips only)")
+    f.add_argument("--model", default="default", help="default, live, or a .safetensors/.onnx path")
+    f.add_argument("--backend", default="auto", help="inference backend (see `avatar engine info`)")
+    f.add_argument("--out", metavar="JSON", help="write the fitted table here (shipped: avatar/face/fitted_shapes.json)")
+    f.set_defaults(func=_run_fit_shapes)

@@ -9,11 +9,25 @@ a little, "aa" opens tall and shows the lower teeth, "oo" hides the teeth behind
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+FITTED_FILE = Path(__file__).with_name("fitted_shapes.json")  # written by `avatar eval fit-shapes` (GRID clips)
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:
     return min(max(v, lo), hi)  # np.clip on a Python float costs microseconds
+
+
+MIN_SIDEWAYS_WEIGHT = 0.03  # a spread / rounding weight under this is 0: a corner moving under 0.004 W (a third of a
+# pixel at 512²) is not drawn, so the frame skips that field's blend and composition (the CPU frame budget)
+
+
+def _sideways(w: float) -> float:
+    return 0.0 if w < MIN_SIDEWAYS_WEIGHT else min(w, 1.0)
 
 
 def _smooth(e0: float, e1: float, x: float) -> float:
@@ -35,6 +49,18 @@ class ShapeMap:
     round_pout: float = 0.03  # and push forward: each lip's outer edge moves out this much (it shows taller)
     press_roll: float = 0.35  # pressed lips roll in by this fraction of their thickness (p/b/m)
     # --- rig motion weights from the network's parameters ---
+    jaw_gain: float = 1.0  # jaw weight per jaw_open (the fit sets it so the rendered opening ranges as real ones)
+    # The spread and rounding motions' weights, each a sum over the four parameters (clipped to 0..1). By hand:
+    # lip_spread drives the spread and lip_round the rounding; fitted, the real width decides (the network's
+    # lip_spread runs against real widths on GRID, so the fit draws width from what it does follow).
+    spread_per_jaw_open: float = 0.0
+    spread_per_lip_spread: float = 1.0
+    spread_per_lip_round: float = 0.0
+    spread_per_lip_press: float = 0.0
+    round_per_jaw_open: float = 0.0
+    round_per_lip_spread: float = 0.0
+    round_per_lip_round: float = 1.0
+    round_per_lip_press: float = 0.0
     raise_per_spread: float = 0.45  # upper-lip raise per lip_spread: a spread lip lifts off the upper teeth
     drop_per_jaw: float = 0.25  # lower-lip drop (beyond the jaw's) per jaw_open: wide vowels pull the lip down
     drop_per_spread_open: float = 0.8  # and per lip_spread x jaw_open: "E" shows the lower teeth
@@ -53,7 +79,22 @@ class ShapeMap:
     tongue_tip_jaw: tuple[float, float, float, float] = (0.08, 0.16, 0.3, 0.45)  # jaw_open ramp up, plateau, down
 
 
-DEFAULT_SHAPES = ShapeMap()
+HAND_SHAPES = ShapeMap()  # the hand-set mapping the fit starts from
+
+
+def load_shapes(path: Path = FITTED_FILE, base: ShapeMap = HAND_SHAPES) -> ShapeMap:
+    """The ShapeMap of a fitted table (its "fields" override `base`'s); `base` where the file is absent."""
+    if not path.is_file():
+        return base
+    known = {f.name for f in fields(ShapeMap)}
+    table = json.loads(path.read_text())["fields"]
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown ShapeMap fields {', '.join(sorted(unknown))}")
+    return replace(base, **{k: float(v) for k, v in table.items()})
+
+
+DEFAULT_SHAPES = load_shapes()  # what the renderer draws with: the fitted table
 
 
 @dataclass(frozen=True)
@@ -69,13 +110,21 @@ class MouthPose:
 def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: float = 0.0,
                 shapes: ShapeMap = DEFAULT_SHAPES) -> dict[str, float]:
     """The rig's mouth motion weights (0..1) for clipped parameters; raise_: an extra upper-lip raise."""
+    s = shapes
+    # as the engine's float32 rows: a hand-made pose's float64 0.7 draws the same frame as the engine's 0.7
+    jaw, spread, rnd, press = (float(np.float32(v)) for v in (jaw, spread, rnd, press))
+    spread_w = _sideways(s.spread_per_jaw_open * jaw + s.spread_per_lip_spread * spread
+                         + s.spread_per_lip_round * rnd + s.spread_per_lip_press * press)
+    round_w = _sideways(s.round_per_jaw_open * jaw + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd
+                        + s.round_per_lip_press * press)
+    jaw = _clamp(jaw * s.jaw_gain, 0, 1)
     jaw *= 1.0 - _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
     return {
         "jaw": jaw,
         "lip_raise": _clamp(raise_ + shapes.raise_per_spread * spread, 0, 1),
         "lip_drop": _clamp(shapes.drop_per_jaw * jaw + shapes.drop_per_spread_open * spread * jaw, 0, 1),
-        "lip_spread": spread,
-        "lip_round": rnd,
+        "lip_spread": spread_w,
+        "lip_round": round_w,
         "lip_press": press,
     }
 
@@ -84,7 +133,10 @@ def mouth_pose(weights: dict[str, float], upper_lift: float, lower_drop: float,
                shapes: ShapeMap = DEFAULT_SHAPES) -> MouthPose:
     """The interior for rig weights; upper_lift / lower_drop: how far (in W) the lips' middles moved at those
     weights beyond the jaw's own drop (avatar.face.rig.lip_motion)."""
-    jaw, spread, rnd = weights["jaw"], weights["lip_spread"], weights["lip_round"]
+    jaw, spread = weights["jaw"], weights["lip_spread"]
+    # how rounded, as a share of a full "oo" (lip_round = 1): what the lips hide follows the rounding the sound has,
+    # whatever size the fit gave the rounding motion
+    rnd = _clamp(weights["lip_round"] / max(shapes.round_per_lip_round, 1e-6), 0, 1)
     hidden = max(1.0 - shapes.round_hides_teeth * rnd, 0.0)
     upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
     lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop
