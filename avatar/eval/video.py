@@ -30,7 +30,7 @@ import numpy as np
 from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, AudioError, load_audio
 from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
 from avatar.face.assemble import open_renderer
-from avatar.face.landmarks import LIP_INNER
+from avatar.face.landmarks import LIP_INNER, pinned_solution
 from avatar.lipsync import track_audio
 from avatar.live.offline import render_offline
 
@@ -197,8 +197,11 @@ def _face_mesh_video():
     """FaceMesh in video mode (tracking from frame to frame), as the issue's ruler specifies."""
     import mediapipe as mp  # 3 s to import: bad arguments and unreadable clips are reported before it loads
 
-    return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-                                           min_detection_confidence=0.5, min_tracking_confidence=0.5)
+    # pinned: its models from mediapipe's own folder, never from ./mediapipe/modules of the folder the ruler runs
+    # in (and MediaPipe's native log lines kept off stderr)
+    mesh = pinned_solution(mp.solutions.face_mesh.FaceMesh)
+    return mesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=0.5, min_tracking_confidence=0.5)
 
 
 def _mouth_crop(image: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
