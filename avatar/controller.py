@@ -21,9 +21,10 @@ from typing import Callable
 import numpy as np
 
 from avatar.audio import load_audio
-from avatar.face import NoFaceError, fit_template
+from avatar.face import NoFaceError, PhotoError, detect_faces, fit_template, load_photo
 from avatar.mic import InputDevice, MicError, default_input_device, list_input_devices, rescan_devices
 from avatar.face.assemble import liveliness_config
+from avatar.face.pose import turn_warning
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
@@ -52,6 +53,16 @@ class BlankRenderer:
 
     def render(self, params, t):
         return self._frame
+
+
+class FaceChoiceNeeded(Exception):
+    """A photo with several faces and none picked in it yet: the loaded `image` and its `faces` (landmarks, the
+    largest first) for a face picker; build_renderer(photo, face_index=i) then builds the rig on the one picked."""
+
+    def __init__(self, image: np.ndarray, faces: list[np.ndarray]):
+        super().__init__(f"This photo has {len(faces)} faces: pick the one to animate.")
+        self.image = image
+        self.faces = faces
 
 
 def error_sentence(error: BaseException) -> str:
@@ -236,9 +247,46 @@ class Controller:
 
     # -- the photo ------------------------------------------------------------------------------------
 
-    def build_renderer(self, photo, landmarks=None):
-        """Slow (finds the face, builds the rig): call on a worker thread. Raises PhotoError / NoFaceError."""
+    def build_renderer(self, photo, landmarks=None, face_index: int | None = None):
+        """Slow (finds the faces, builds the rig): call on a worker thread. Raises PhotoError / NoFaceError.
+
+        The face is `face_index` (0 = the largest), else the one picked in this photo before; a photo with several
+        faces and neither raises FaceChoiceNeeded. The faces are looked for once, here: the renderer factory gets
+        the chosen face's landmarks."""
+        if landmarks is None:
+            landmarks = self._chosen_landmarks(photo, face_index)
         return self.renderer_factory(photo, self.prefs, landmarks=landmarks)
+
+    def faces_in(self, photo) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Slow (finds the faces): the loaded photo and its faces' landmarks, the largest first. Raises PhotoError."""
+        image = load_photo(photo)
+        return image, detect_faces(image)
+
+    def chosen_face(self, photo) -> int | None:
+        """The face picked in `photo` before (0 = the largest), None when none was."""
+        return self.prefs.face_choices.get(str(photo))
+
+    def choose_face(self, photo, index: int) -> None:
+        """Remember the face picked in a photo; choices are kept for the recent photos only."""
+        keep = set(self.prefs.recent_photos) | {str(photo)}
+        choices = {**self.prefs.face_choices, str(photo): int(index)}
+        self.prefs.face_choices = {p: i for p, i in choices.items() if p in keep}
+        self.save_prefs()
+
+    def _chosen_landmarks(self, photo, face_index: int | None):
+        try:
+            image, faces = self.faces_in(photo)
+        except PhotoError:
+            return None  # the renderer factory reads the photo again and says why it cannot be used
+        if not faces:
+            return None  # the factory raises NoFaceError with the image: manual placement
+        index = self.chosen_face(photo) if face_index is None else face_index
+        if index is None or not 0 <= index < len(faces):
+            if len(faces) > 1:
+                raise FaceChoiceNeeded(image, faces)
+            index = 0
+        turn_warning(faces[index])  # a profile raises FaceTurnedError, as build_rig does for the faces it finds
+        return faces[index]
 
     def use_renderer(self, photo, renderer) -> None:
         """Show `renderer` (built from `photo`) from the next frame on, and remember the photo."""
@@ -365,7 +413,7 @@ class Controller:
         prefs, photo = self.prefs, self.prefs.photo
         audio = load_audio(audio_path)
         engine = self.offline_engine_factory(prefs.backend)
-        renderer = self.renderer_factory(photo, prefs) if photo else BlankRenderer(prefs.size)
+        renderer = self.build_renderer(photo) if photo else BlankRenderer(prefs.size)  # the face picked in it
         try:
             path = render_offline(audio, engine, renderer, out_path, fps=prefs.record_fps, progress=progress,
                                   cancelled=cancelled)

@@ -46,6 +46,7 @@ class Preferences:
     gate_db: float = -100.0  # -100 = gate off
     photo: str = ""
     recent_photos: list = field(default_factory=list)
+    face_choices: dict = field(default_factory=dict)  # photo path -> the face picked in it (0 = the largest)
 
     def add_recent(self, path: str) -> None:
         self.recent_photos = [path] + [p for p in self.recent_photos if p != path]
@@ -91,6 +92,7 @@ VALID = {
     "gain_db": _in(*GAIN_RANGE_DB),
     "gate_db": _in(*GATE_RANGE_DB),
     "recent_photos": lambda v: all(isinstance(p, str) for p in v),
+    "face_choices": lambda v: all(isinstance(p, str) and type(i) is int and i >= 0 for p, i in v.items()),
 }
 
 

@@ -16,7 +16,9 @@ from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialo
                                QMessageBox, QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar,
                                QToolButton, QVBoxLayout, QWidget)
 
-from avatar.controller import APP_TITLE, GATE_OFF_AT_DB, SOURCE_SILENCE, Controller, error_sentence
+from avatar.controller import (APP_TITLE, GATE_OFF_AT_DB, SOURCE_SILENCE, Controller, FaceChoiceNeeded,
+                               error_sentence)
+from avatar.gui.face_picker import FacePickerDialog
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
@@ -158,6 +160,7 @@ class MainWindow(QMainWindow):
         self._action(m, "&Open photo…", QKeySequence.Open, self.choose_photo)
         self.recent_menu = m.addMenu("Recent photos")
         self._fill_recent()
+        self._action(m, "Choose &face…", None, self.choose_face_again)
         m.addSeparator()
         self._action(m, "&Play audio file…", "Ctrl+P", self.choose_audio_file)
         self._action(m, "&Export video from audio file…", "Ctrl+E", self.choose_export)
@@ -292,9 +295,10 @@ class MainWindow(QMainWindow):
         if path:
             self.open_photo(path)
 
-    def open_photo(self, path: str, on_ready=None, landmarks=None) -> Worker:
+    def open_photo(self, path: str, on_ready=None, landmarks=None, face_index=None) -> Worker:
         """Build the renderer for `path` off the GUI thread; the view switches to it when it is ready.
-        No face found: the manual placement dialog opens, and OK builds the rig from the placed points."""
+        No face found: the manual placement dialog opens, and OK builds the rig from the placed points.
+        Several faces and none picked in this photo before: the face picker opens, and a click builds that one."""
         def done(renderer):
             self.controller.use_renderer(path, renderer)
             self._fill_recent()
@@ -306,11 +310,39 @@ class MainWindow(QMainWindow):
         def failed(error):
             if self.controller.needs_placement(error):
                 self.place_face(path, error)
+            elif isinstance(error, FaceChoiceNeeded):
+                self.pick_face(path, error.image, error.faces)
             else:
                 self.show_error(error_sentence(error), "Cannot use this photo")
 
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
-        return self._run(lambda w: self.controller.build_renderer(path, landmarks), done, failed)
+        return self._run(lambda w: self.controller.build_renderer(path, landmarks, face_index), done, failed)
+
+    def pick_face(self, path: str, image, faces) -> None:
+        """The face picker (a child of the window while it is open); a click remembers and animates that face."""
+        dialog = FacePickerDialog(image, faces, self.controller.chosen_face(path), self)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+
+        def picked(index):  # remembered once its rig is built (a side view picked is refused, not remembered)
+            self.open_photo(path, face_index=index, on_ready=lambda _: self.controller.choose_face(path, index))
+
+        dialog.picked.connect(picked)
+        dialog.open()
+
+    def choose_face_again(self) -> Worker | None:
+        """File → Choose face: the picker for the current photo (its faces looked for off the GUI thread)."""
+        path = self.controller.prefs.photo
+        if not path:
+            return None
+
+        def found(result):
+            image, faces = result
+            if len(faces) < 2:
+                self.statusBar().showMessage(f"{Path(path).name} has no other face to choose", 5000)
+            else:
+                self.pick_face(path, image, faces)
+
+        return self._run(lambda w: self.controller.faces_in(path), found)
 
     def place_face(self, path: str, error) -> None:
         """The manual placement dialog (a child of the window while it is open) for a photo without a found face."""
