@@ -24,6 +24,7 @@ from avatar.audio import load_audio
 from avatar.face import NoFaceError, PhotoError, detect_faces, fit_template, load_photo
 from avatar.mic import InputDevice, MicError, default_input_device, list_input_devices, rescan_devices
 from avatar.face.assemble import liveliness_config
+from avatar.face.landmarks import face_boxes
 from avatar.face.pose import turn_warning
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
@@ -300,6 +301,13 @@ class Controller:
     def needs_placement(error: BaseException) -> bool:
         """Whether a photo failed only because no face was found: the face can then be placed by hand."""
         return isinstance(error, NoFaceError) and getattr(error, "image", None) is not None
+
+    @staticmethod
+    def likely_face(image: np.ndarray):
+        """Slow (runs the face detector): the largest face box in a photo where FaceMesh found none (it may still
+        see a drawn or blurred face), for manual placement to start at; None when it sees none either."""
+        boxes = face_boxes(image)
+        return boxes[0] if boxes else None
 
     @staticmethod
     def landmarks_from_handles(handles: dict[str, tuple[float, float]]) -> np.ndarray:

@@ -344,9 +344,15 @@ class MainWindow(QMainWindow):
 
         return self._run(lambda w: self.controller.faces_in(path), found)
 
-    def place_face(self, path: str, error) -> None:
-        """The manual placement dialog (a child of the window while it is open) for a photo without a found face."""
-        dialog = PlacementDialog(error.image, str(error), self)
+    def place_face(self, path: str, error) -> Worker:
+        """The manual placement dialog (a child of the window while it is open) for a photo without a found face,
+        its points starting around the face the detector sees, if any (looked for off the GUI thread)."""
+        return self._run(lambda w: self.controller.likely_face(error.image),
+                         lambda box: self._open_placement(path, error, box),
+                         lambda e: self._open_placement(path, error, None))
+
+    def _open_placement(self, path: str, error, face_box) -> None:
+        dialog = PlacementDialog(error.image, str(error), self, face_box=face_box)
         dialog.setAttribute(Qt.WA_DeleteOnClose)
 
         def placed():
