@@ -337,9 +337,11 @@ class Controller:
         self.prefs.background = key
         self.save_prefs()
 
-    def set_size(self, size: int) -> None:
-        """The render size; reaches the face with the next build_renderer."""
+    def set_size(self, size: int, frame: str = "square") -> None:
+        """The render size (and shape: "square" or "16:9", size pixels high); reaches the face with the next
+        build_renderer."""
         self.prefs.size = size
+        self.prefs.frame = frame
         self.save_prefs()
 
     def set_backend(self, backend: str) -> bool:

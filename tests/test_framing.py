@@ -15,6 +15,7 @@ from avatar.face.photo import (PAD_DIM, PORTRAIT_FACE_FRACTION, WIDE_CENTRE_SHIF
                                portrait_crop_box)
 from tests.conftest import decode_mp4, tone_bursts, write_wav
 from tests.test_app_render_cli import render
+from tests.test_face_picker import window  # noqa: F401 (the main window with the real renderer)
 
 ROOT = Path(__file__).resolve().parent.parent
 FACE = ROOT / "assets" / "default_face.jpg"
@@ -142,3 +143,28 @@ def test_render_cli_refuses_bad_sizes(tmp_path, size, words):
     r = render(["--face", str(FACE), "--audio", str(tmp_path / "speech.wav"), "-o", str(tmp_path / "o.mp4"),
                 "--size", size, "--backend", "onnxruntime", "-q"], tmp_path)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_window_renders_and_records_16_9_when_chosen(qtbot, tmp_path, window):
+    """Settings → Render size → 1280 × 720 (16:9): the view's frames and a recording are 1280x720, the eyes a third
+    down; the choice is kept."""
+    from PySide6.QtWidgets import QMenu
+
+    from avatar.gui.settings import load_preferences
+
+    c = window.controller
+    window.open_photo(str(FACE))
+    qtbot.waitUntil(lambda: c.renderer is not None, timeout=30000)
+    menu = next(m for m in window.findChildren(QMenu) if m.title() == "Render size")
+    wide = next(a for a in menu.actions() if a.text() == "1280 × 720 (16:9)")
+    wide.trigger()
+    qtbot.waitUntil(lambda: c.latest_frame is not None and c.latest_frame.image.shape == (720, 1280, 3),
+                    timeout=30000)
+    assert (load_preferences().size, load_preferences().frame) == (720, "16:9")
+    down, across = eye_line(c.renderer.rig.landmarks, 1280, 720)
+    assert down == pytest.approx(WIDE_EYE_LINE, abs=EYE_LINE_TOLERANCE)
+    assert window.start_recording()
+    qtbot.wait(1200)
+    path = window.stop_recording(wait=True)
+    info = decode_mp4(path)
+    assert info["frames"][0].shape == (720, 1280, 3)

@@ -22,6 +22,7 @@ from avatar.gui.face_picker import FacePickerDialog
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
+from avatar.preferences import WIDE_SIZES
 from avatar.gui.view import AvatarView
 from avatar.record import RecordError
 
@@ -183,7 +184,9 @@ class MainWindow(QMainWindow):
         s = self.menuBar().addMenu("&Settings")
         self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES], prefs.backend,
                       self.set_backend)
-        self._choices(s.addMenu("Render size"), [(f"{n} × {n}", n) for n in SIZES], prefs.size, self.set_size)
+        sizes = [(f"{n} × {n}", (n, "square")) for n in SIZES]
+        sizes += [(f"{2 * round(n * 8 / 9)} × {n} (16:9)", (n, "16:9")) for n in WIDE_SIZES]
+        self._choices(s.addMenu("Render size"), sizes, (prefs.size, prefs.frame), lambda v: self.set_size(*v))
 
     def _choices(self, menu, items, current, slot) -> None:
         """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value)."""
@@ -389,8 +392,8 @@ class MainWindow(QMainWindow):
         self.controller.set_liveliness(name, on)
         self.reload_renderer()
 
-    def set_size(self, size: int):
-        self.controller.set_size(size)
+    def set_size(self, size: int, frame: str = "square"):
+        self.controller.set_size(size, frame)
         self.reload_renderer()
 
     def set_backend(self, backend: str):
