@@ -129,7 +129,6 @@ def test_pan_moves_the_view_not_the_handles(qtbot, portrait, how):
     button = Qt.MiddleButton if how == "middle button" else Qt.LeftButton
     if how == "space and drag":
         QTest.keyPress(view, Qt.Key_Space)
-    start = start + QPoint(0, 0)
     # press on a spot without a handle, drag 60 px left and up
     start = next(p for p in (start, QPoint(20, 20), QPoint(port.width() - 20, 20)) if
                  all((dialog.handle_point(n) - p).manhattanLength() > 30 for n in HANDLE_NAMES))
