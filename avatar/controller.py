@@ -22,11 +22,13 @@ from typing import Callable
 import numpy as np
 
 from avatar.audio import load_audio
-from avatar.face import NoFaceError, fit_template
+from avatar.face import NoFaceError, PhotoError, detect_faces, fit_template, load_photo
 from avatar.devices import SoundInput, default_microphone, find_saved, list_microphones, prepare_open
 from avatar.mic import MicError
 from avatar.face.assemble import liveliness_config
 from avatar.face.expressions import check_expression
+from avatar.face.landmarks import face_boxes
+from avatar.face.pose import turn_warning
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
@@ -56,6 +58,16 @@ class BlankRenderer:
 
     def render(self, params, t):
         return self._frame
+
+
+class FaceChoiceNeeded(Exception):
+    """A photo with several faces and none picked in it yet: the loaded `image` and its `faces` (landmarks, the
+    largest first) for a face picker; build_renderer(photo, face_index=i) then builds the rig on the one picked."""
+
+    def __init__(self, image: np.ndarray, faces: list[np.ndarray]):
+        super().__init__(f"This photo has {len(faces)} faces: pick the one to animate.")
+        self.image = image
+        self.faces = faces
 
 
 def error_sentence(error: BaseException) -> str:
@@ -339,9 +351,52 @@ class Controller:
 
     # -- the photo ------------------------------------------------------------------------------------
 
-    def build_renderer(self, photo, landmarks=None):
-        """Slow (finds the face, builds the rig): call on a worker thread. Raises PhotoError / NoFaceError."""
-        return self.renderer_factory(photo, self.prefs, landmarks=landmarks)
+    def build_renderer(self, photo, landmarks=None, face_index: int | None = None):
+        """Slow (finds the faces, builds the rig): call on a worker thread. Raises PhotoError / NoFaceError.
+
+        The face is `face_index` (0 = the largest), else the one picked in this photo before; a photo with several
+        faces and neither raises FaceChoiceNeeded. The faces are looked for once, here: the renderer factory gets
+        the chosen face's landmarks."""
+        warning = None
+        if landmarks is None:
+            landmarks = self._chosen_landmarks(photo, face_index)
+            # found here, not by the rig: its three-quarter sentence (photo_warning) is said from here too
+            warning = turn_warning(landmarks) if landmarks is not None else None
+        renderer = self.renderer_factory(photo, self.prefs, landmarks=landmarks)
+        rig = getattr(renderer, "rig", None)
+        if warning and rig is not None:
+            rig.turn_warning = warning
+        return renderer
+
+    def faces_in(self, photo) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Slow (finds the faces): the loaded photo and its faces' landmarks, the largest first. Raises PhotoError."""
+        image = load_photo(photo)
+        return image, detect_faces(image)
+
+    def chosen_face(self, photo) -> int | None:
+        """The face picked in `photo` before (0 = the largest), None when none was."""
+        return self.prefs.face_choices.get(str(photo))
+
+    def choose_face(self, photo, index: int) -> None:
+        """Remember the face picked in a photo; choices are kept for the recent photos only."""
+        keep = set(self.prefs.recent_photos) | {str(photo)}
+        choices = {**self.prefs.face_choices, str(photo): int(index)}
+        self.prefs.face_choices = {p: i for p, i in choices.items() if p in keep}
+        self.save_prefs()
+
+    def _chosen_landmarks(self, photo, face_index: int | None):
+        try:
+            image, faces = self.faces_in(photo)
+        except PhotoError:
+            return None  # the renderer factory reads the photo again and says why it cannot be used
+        if not faces:
+            return None  # the factory raises NoFaceError with the image: manual placement
+        index = self.chosen_face(photo) if face_index is None else face_index
+        if index is None or not 0 <= index < len(faces):
+            if len(faces) > 1:
+                raise FaceChoiceNeeded(image, faces)
+            index = 0
+        return faces[index]  # build_renderer judges its turn (a profile raises FaceTurnedError, as build_rig does)
 
     def use_renderer(self, photo, renderer) -> None:
         """Show `renderer` (built from `photo`) from the next frame on, and remember the photo."""
@@ -363,6 +418,13 @@ class Controller:
     def needs_placement(error: BaseException) -> bool:
         """Whether a photo failed only because no face was found: the face can then be placed by hand."""
         return isinstance(error, NoFaceError) and getattr(error, "image", None) is not None
+
+    @staticmethod
+    def likely_face(image: np.ndarray):
+        """Slow (runs the face detector): the largest face box in a photo where FaceMesh found none (it may still
+        see a drawn or blurred face), for manual placement to start at; None when it sees none either."""
+        boxes = face_boxes(image)
+        return boxes[0] if boxes else None
 
     @staticmethod
     def landmarks_from_handles(handles: dict[str, tuple[float, float]]) -> np.ndarray:
@@ -408,9 +470,11 @@ class Controller:
         self.prefs.background = key
         self.save_prefs()
 
-    def set_size(self, size: int) -> None:
-        """The render size; reaches the face with the next build_renderer."""
+    def set_size(self, size: int, frame: str = "square") -> None:
+        """The render size (and shape: "square" or "16:9", size pixels high); reaches the face with the next
+        build_renderer."""
         self.prefs.size = size
+        self.prefs.frame = frame
         self.save_prefs()
 
     def set_backend(self, backend: str) -> bool:
@@ -542,7 +606,7 @@ class Controller:
         prefs, photo = self.prefs, self.prefs.photo
         audio = load_audio(audio_path)
         engine = self.offline_engine_factory(prefs.backend)
-        renderer = self.renderer_factory(photo, prefs) if photo else BlankRenderer(prefs.size)
+        renderer = self.build_renderer(photo) if photo else BlankRenderer(prefs.size)  # the face picked in it
         try:
             path = render_offline(audio, engine, renderer, out_path, fps=prefs.record_fps, progress=progress,
                                   cancelled=cancelled)

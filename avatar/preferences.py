@@ -11,6 +11,8 @@ from avatar.engine import normalize_backend
 MAX_RECENT_PHOTOS = 8
 DISPLAY_RATES = (60, 30)
 SIZES = (256, 384, 512, 768)
+FRAMES = ("square", "16:9")  # the render's shape: size x size, or 16:9 video framing size pixels high
+WIDE_SIZES = (720, 1080)  # the heights the menu offers in 16:9: 1280x720, 1920x1080
 BACKGROUNDS = ("photo", "color", "green")
 GREEN_SCREEN = "#00ff00"  # pure green keys cleanly in OBS's chroma key filter
 SIZE_RANGE = (64, 2048)  # as `avatar render --size` (the menu offers SIZES)
@@ -37,6 +39,7 @@ class Preferences:
     fps: int = 60  # display rate
     record_fps: int = 30
     size: int = 512
+    frame: str = "square"  # FRAMES: "16:9" renders a (16/9 size) x size frame (avatar.face.photo.wide_crop_box)
     background: str = "photo"  # photo | color | green
     background_color: str = "#202020"
     liveliness: dict = field(default_factory=dict)  # switch name -> on/off (avatar.face.LivelinessConfig fields)
@@ -47,6 +50,13 @@ class Preferences:
     photo: str = ""
     recent_photos: list = field(default_factory=list)
     always_on_top: bool = False  # the window over a game or a call (View → Always on top)
+    face_choices: dict = field(default_factory=dict)  # photo path -> the face picked in it (0 = the largest)
+
+    @property
+    def canvas(self) -> int | tuple[int, int]:
+        """What the face is rendered on (avatar.face.build_rig's canvas): size for a square, (width, height) for
+        16:9, its width rounded to an even number (H.264's yuv420p needs one)."""
+        return (2 * round(self.size * 8 / 9), self.size) if self.frame == "16:9" else self.size
 
     def add_recent(self, path: str) -> None:
         self.recent_photos = [path] + [p for p in self.recent_photos if p != path]
@@ -85,6 +95,7 @@ VALID = {
     "fps": lambda v: v in DISPLAY_RATES,
     "record_fps": _in(*RECORD_FPS_RANGE),
     "size": _in(*SIZE_RANGE),
+    "frame": lambda v: v in FRAMES,
     "background": lambda v: v in BACKGROUNDS,
     "background_color": lambda v: COLOUR_PATTERN.fullmatch(v) is not None,
     "liveliness": lambda v: all(isinstance(k, str) and isinstance(on, bool) for k, on in v.items()),
@@ -92,6 +103,7 @@ VALID = {
     "gain_db": _in(*GAIN_RANGE_DB),
     "gate_db": _in(*GATE_RANGE_DB),
     "recent_photos": lambda v: all(isinstance(p, str) for p in v),
+    "face_choices": lambda v: all(isinstance(p, str) and type(i) is int and i >= 0 for p, i in v.items()),
 }
 
 

@@ -47,6 +47,18 @@ def int_in(lo: int, hi: int):
     return parse
 
 
+def frame_size(text: str) -> int | tuple[int, int]:
+    """`--size`: "512" is a 512x512 portrait; "1280x720" a frame of that width and height (16:9 video framing:
+    eyes a third down, the face centred, padding where the photo ends)."""
+    side = int_in(*SIZE_RANGE)
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) == 1:
+        return side(parts[0])
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected N or WIDTHxHEIGHT (e.g. 512 or 1280x720), got {text!r}")
+    return side(parts[0]), side(parts[1])
+
+
 def add_cli(subparsers) -> None:
     """`avatar render --face PHOTO --audio SPEECH -o out.mp4 [--size 512 --fps 30 --backend auto]`."""
     p = subparsers.add_parser("render", help="render a talking-head MP4 from a photo and a speech file (offline)",
@@ -57,7 +69,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--face", required=True, metavar="PHOTO", help="a photo with one face (jpg, png, ...)")
     p.add_argument("--audio", required=True, metavar="SPEECH", help="speech audio (wav, mp3, flac, m4a, ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the video to write")
-    p.add_argument("--size", type=int_in(*SIZE_RANGE), default=512, help="frame width and height (default 512)")
+    p.add_argument("--size", type=frame_size, default=512, metavar="N|WxH",
+                   help="N: an N x N portrait (default 512); WxH, e.g. 1280x720 or 1920x1080: a video frame with the "
+                        "eyes a third down and the face centred, the photo padded where it ends")
     p.add_argument("--fps", type=int_in(*FPS_RANGE), default=30, help="frames per second (default 30)")
     p.add_argument("--backend", default="auto", help="inference backend: auto, tensorrt, onnxruntime, torch, ...")
     p.add_argument("--model", help="a .safetensors or .onnx model (default: the shipped one)")

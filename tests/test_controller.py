@@ -423,3 +423,30 @@ def test_a_saved_backend_that_cannot_run_hands_over_to_auto_for_this_run(loudnes
         assert (c.backend_choice, c.prefs.backend) == ("onnxruntime", "onnxruntime")
     finally:
         driven.controller.close()
+
+
+VIDEO = REPO.parent / "shared" / "data" / "video"
+
+
+@pytest.mark.skipif(not (VIDEO / "lp_s32.mp4").is_file(), reason="the dev clips (../shared/data/video) are absent")
+def test_a_real_three_quarter_face_is_rigged_with_its_sentence(loudness_engine, tmp_path):
+    """The controller finds the faces itself and hands the rig their landmarks: the three-quarter sentence the rig
+    would have said is still said (photo_warning), on a real turned face (lp_s32's first frame)."""
+    import av
+    import cv2
+
+    from avatar.face.assemble import open_renderer
+
+    with av.open(str(VIDEO / "lp_s32.mp4")) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    photo = tmp_path / "turned.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    controller = Controller(Preferences(output_folder=str(tmp_path)), lambda backend: loudness_engine,
+                            lambda photo, prefs, landmarks=None: open_renderer(photo, size=256, landmarks=landmarks),
+                            save_prefs=lambda p: None, on_error=lambda message, title: None)
+    try:
+        renderer = controller.build_renderer(photo)
+        controller.use_renderer(photo, renderer)
+        assert controller.photo_warning and "turned about" in controller.photo_warning
+    finally:
+        controller.close()

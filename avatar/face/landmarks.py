@@ -379,3 +379,10 @@ def fit_template(handles: Mapping[str, tuple[float, float]], template: np.ndarra
         kt = np.exp(-np.sum((t[:, None, :2] - src[None]) ** 2, -1) / (2 * sigma**2))
         out[:, :2] += kt @ coef
     return out
+
+
+def face_boxes(image: np.ndarray) -> list[detect.FaceBox]:
+    """The full-range detector's face boxes in an RGB photo at any scale, the largest first, FaceMesh or not: where
+    manual placement starts when FaceMesh could not read a face (a drawing, a mask, a blurred face)."""
+    with _mediapipe_lock:
+        return detect.find_boxes(image, _detector_boxes)

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from avatar.face.landmarks import eye_centers
+
 MAX_SIDE = 2048  # larger photos are downscaled: landmarks and rendering gain nothing from more pixels
 MIN_SIDE = 32  # smaller than this cannot hold a usable face
 MAX_FILE_PIXELS = 200_000_000  # refused by the header's size, before decoding: a decompression bomb (a 1 MB
@@ -22,6 +24,16 @@ UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRAN
 BACKDROP_RGB = (236, 236, 236)  # transparent pixels are shown over this light grey
 PORTRAIT_FACE_FRACTION = 0.42  # in the default portrait crop the face (brow to chin) is this much of the height
 PORTRAIT_CENTER_SHIFT = 0.08  # crop centre sits this many crop-heights below the face centre (shows the neck)
+# wide (16:9) frames: the head-room rules of a talking-head shot
+WIDE_EYE_LINE = 1 / 3  # the eyes on the upper third line
+WIDE_EYE_LINE_RANGE = (0.27, 0.42)  # the crop may slide to stay inside the photo while the eyes stay in this band
+WIDE_CENTRE_SHIFT = 0.12  # ... and the face's centre within this share of the width from the middle
+WIDE_MAX_FACE_FRACTION = 0.5  # the crop narrows to fit the photo only until the face is this share of its height
+WIDE_MIN_HEADROOM = 0.12  # of the height between the frame's top and the mesh's top (the hairline): the hair
+PAD_BLUR_SHRINK = 8  # padding: the enlarged photo is blurred at 1/8 scale (a 32 px blur costs a 4 px one)
+PAD_BLUR_SIGMA = 4.0  # pixels at that scale
+PAD_DIM = 0.8  # the padding a little darker than the photo, so the photo reads as the picture
+PAD_FEATHER = 24  # output pixels over which the photo's own edge fades into the blurred padding
 
 PhotoSource = Union[str, os.PathLike, bytes, np.ndarray]
 
@@ -189,11 +201,14 @@ def _to_uint8(a: np.ndarray, name: str) -> np.ndarray:
 
 def portrait_crop_box(points: np.ndarray, image_shape: tuple[int, int],
                       aspect: float = 1.0) -> tuple[float, float, float]:
-    """A crop (centre x, centre y, height) framing the face like a portrait, kept inside the photo if it can be."""
+    """A crop (centre x, centre y, height) framing the face: a portrait for square and tall frames (kept inside the
+    photo), the head-room rules of video for wide ones (wide_crop_box)."""
+    if aspect > 1.0:
+        return wide_crop_box(points, image_shape, aspect)
     h, w = image_shape
     x0, y0 = points[:, 0].min(), points[:, 1].min()
     x1, y1 = points[:, 0].max(), points[:, 1].max()
-    face_h = max(y1 - y0, (x1 - x0) * 1.1, 8.0)
+    face_h = _face_height(points)
     crop_h = face_h / PORTRAIT_FACE_FRACTION
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + PORTRAIT_CENTER_SHIFT * crop_h
     crop_h = min(crop_h, h, w / aspect)  # never larger than the photo: no invented borders
@@ -201,6 +216,46 @@ def portrait_crop_box(points: np.ndarray, image_shape: tuple[int, int],
     cx = float(np.clip(cx, crop_w / 2 - 0.5, w - crop_w / 2 - 0.5))
     cy = float(np.clip(cy, crop_h / 2 - 0.5, h - crop_h / 2 - 0.5))
     return cx, cy, float(crop_h)
+
+
+def _face_height(points: np.ndarray) -> float:
+    """Brow to chin, or the width's share of it for a face wider than tall (a turned or squashed mesh)."""
+    return float(max(np.ptp(points[:, 1]), np.ptp(points[:, 0]) * 1.1, 8.0))
+
+
+def wide_crop_box(points: np.ndarray, image_shape: tuple[int, int], aspect: float) -> tuple[float, float, float]:
+    """A wide video frame (16:9) around a face, as camera operators frame a talking head: the face as large as in
+    the portrait crop, the eyes a third down from the top, the face centred across, room kept above the head.
+
+    Where the photo ends inside that frame the crop slides back into it, but only while the eyes stay within
+    WIDE_EYE_LINE_RANGE and the face within WIDE_CENTRE_SHIFT of the middle; it is narrowed (the face made larger)
+    only down to WIDE_MAX_FACE_FRACTION. What still lies outside the photo is padded by warp_to_canvas."""
+    h, w = image_shape
+    face_h = _face_height(points)
+    top = float(points[:, 1].min())  # the mesh's top: the hairline
+    eye_y = float(np.mean([c[1] for c in eye_centers(points)]))
+    face_cx = float(points[:, 0].min() + points[:, 0].max()) / 2
+    fits = min(h, w / aspect)  # the tallest crop of this aspect inside the photo
+    crop_h = min(face_h / PORTRAIT_FACE_FRACTION, max(fits, face_h / WIDE_MAX_FACE_FRACTION))
+    crop_w = crop_h * aspect
+    # the eye line's band, its top raised where the head would come too near the frame's top edge
+    lo = max(WIDE_EYE_LINE_RANGE[0], (eye_y - top) / crop_h + WIDE_MIN_HEADROOM)
+    hi = max(WIDE_EYE_LINE_RANGE[1], lo)
+    ideal = max(WIDE_EYE_LINE, lo)
+    # the crop's centre y for an eye line at fraction f of the height: eye_y - f * crop_h + crop_h / 2
+    cy = _slide(eye_y + (0.5 - ideal) * crop_h, (ideal - lo) * crop_h, (hi - ideal) * crop_h, crop_h, h)
+    shift = WIDE_CENTRE_SHIFT * crop_w
+    cx = _slide(face_cx, shift, shift, crop_w, w)
+    return cx, cy, float(crop_h)
+
+
+def _slide(ideal: float, down: float, up: float, extent: float, limit: float) -> float:
+    """A crop's centre along one axis: `ideal`, moved by at most `down` below it or `up` above it towards the
+    position that keeps a crop of `extent` inside the photo's 0..limit; `ideal` when the photo is shorter than the
+    crop (it is padded either way, so the face keeps its place)."""
+    lo, hi = extent / 2 - 0.5, limit - extent / 2 - 0.5  # pixel-index coordinates: the photo spans -0.5..limit-0.5
+    inside = float(np.clip(ideal, lo, hi)) if lo <= hi else ideal
+    return float(np.clip(inside, ideal - down, ideal + up))
 
 
 def crop_affine(center: tuple[float, float], crop_h: float, out_size: tuple[int, int]) -> np.ndarray:
@@ -221,6 +276,44 @@ def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def warp_to_canvas(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """The photo warped by `m` onto an out_size (w, h) canvas. Where the canvas reaches past the photo (a wide frame
+    around a face in a tall or tight photo) it is padded as phone video apps pad a tall clip: the photo enlarged to
+    cover the canvas, blurred and dimmed, behind it; the photo's own edge fades into it over PAD_FEATHER pixels (no
+    smeared edge rows, no hard border, no mirrored second face)."""
+    frame = _warp(image, m, out_size, cv2.BORDER_REPLICATE)
+    outside = _outside_distance(m, image.shape[:2], out_size)
+    if outside.max() < 1.0:  # within a pixel of the photo (rounding): nothing to pad
+        return frame
+    alpha = np.clip(outside / PAD_FEATHER, 0.0, 1.0)[..., None]
+    return (frame * (1.0 - alpha) + _backdrop(image, out_size) * alpha + 0.5).astype(np.uint8)
+
+
+def _backdrop(image: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) float32: the photo scaled to cover the canvas (centred), blurred and dimmed by PAD_DIM."""
+    w, h = out_size
+    sw, sh = max(1, w // PAD_BLUR_SHRINK), max(1, h // PAD_BLUR_SHRINK)
+    ih, iw = image.shape[:2]
+    s = max(sw / iw, sh / ih)
+    cover = cv2.resize(image, (max(sw, round(iw * s)), max(sh, round(ih * s))), interpolation=cv2.INTER_AREA)
+    y0, x0 = (cover.shape[0] - sh) // 2, (cover.shape[1] - sw) // 2
+    small = cv2.GaussianBlur(cover[y0:y0 + sh, x0:x0 + sw], (0, 0), PAD_BLUR_SIGMA, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * PAD_DIM
+
+
+def _outside_distance(m: np.ndarray, image_shape: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
+    """(h, w) float32: how many output pixels each canvas pixel lies beyond the photo's edge (0 inside it)."""
+    ih, iw = image_shape
+    w, h = out_size
+    s, tx, ty = m[0, 0], m[0, 2], m[1, 2]
+    left, right = s * -0.5 + tx, s * (iw - 0.5) + tx  # the photo's edges (pixel-index coordinates) on the canvas
+    top, bottom = s * -0.5 + ty, s * (ih - 0.5) + ty
+    xs, ys = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
+    dx = np.maximum(np.maximum(left - xs, xs - right), 0.0)
+    dy = np.maximum(np.maximum(top - ys, ys - bottom), 0.0)
+    return np.maximum(dx[None, :], dy[:, None])
+
+
+def _warp(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int], border: int) -> np.ndarray:
     shrink = 1.0 / m[0, 0]
     if shrink > 1.5:  # area-average first: a plain bilinear downscale aliases hair and fabric
         small = cv2.resize(image, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_AREA)
@@ -229,4 +322,4 @@ def warp_to_canvas(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int]) 
         pre = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
         m = (np.vstack([m, [0, 0, 1]]) @ pre)[:2]
         image = small
-    return cv2.warpAffine(image, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(image, m, out_size, flags=cv2.INTER_LINEAR, borderMode=border)

@@ -28,7 +28,7 @@ def real_offline_engine_factory(backend: str):
 
 
 def real_renderer_factory(photo: str, prefs, landmarks=None):
-    return open_renderer(photo, size=prefs.size, background=prefs.background_rgb, liveliness=prefs.liveliness,
+    return open_renderer(photo, size=prefs.canvas, background=prefs.background_rgb, liveliness=prefs.liveliness,
                          landmarks=landmarks)
 
 

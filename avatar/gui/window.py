@@ -18,12 +18,14 @@ from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialo
 
 from avatar import __version__
 from avatar.controller import (APP_TITLE, GATE_OFF_AT_DB, SOURCE_MICROPHONE, SOURCE_SILENCE, Controller,
-                               error_sentence)
+                               FaceChoiceNeeded, error_sentence)
 from avatar.engine import normalize_backend
 from avatar.face.expressions import EXPRESSION_NAMES
+from avatar.gui.face_picker import FacePickerDialog
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
+from avatar.preferences import WIDE_SIZES
 from avatar.gui.view import AvatarView
 from avatar.record import RecordError
 
@@ -189,6 +191,7 @@ class MainWindow(QMainWindow):
         self._action(m, "&Open photo…", QKeySequence.Open, self.choose_photo)
         self.recent_menu = m.addMenu("Recent photos")
         self._fill_recent()
+        self._action(m, "Choose &face…", None, self.choose_face_again)
         m.addSeparator()
         self._action(m, "&Play audio file…", "Ctrl+P", self.choose_audio_file)
         self.stop_playback_action = self._action(m, "&Stop audio file", "Ctrl+.", self.stop_playback)
@@ -227,7 +230,9 @@ class MainWindow(QMainWindow):
         s = self.menuBar().addMenu("&Settings")
         self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
                                              normalize_backend(self.controller.backend_choice), self.set_backend)
-        self._choices(s.addMenu("Render size"), [(f"{n} × {n}", n) for n in SIZES], prefs.size, self.set_size)
+        sizes = [(f"{n} × {n}", (n, "square")) for n in SIZES]
+        sizes += [(f"{2 * round(n * 8 / 9)} × {n} (16:9)", (n, "16:9")) for n in WIDE_SIZES]
+        self._choices(s.addMenu("Render size"), sizes, (prefs.size, prefs.frame), lambda v: self.set_size(*v))
 
         h = self.menuBar().addMenu("&Help")
         self._action(h, "&Quick start", QKeySequence.HelpContents, self.show_quick_start)
@@ -381,9 +386,10 @@ class MainWindow(QMainWindow):
         if path:
             self.open_photo(path)
 
-    def open_photo(self, path: str, on_ready=None, landmarks=None) -> Worker:
+    def open_photo(self, path: str, on_ready=None, landmarks=None, face_index=None) -> Worker:
         """Build the renderer for `path` off the GUI thread; the view switches to it when it is ready.
-        No face found: the manual placement dialog opens, and OK builds the rig from the placed points."""
+        No face found: the manual placement dialog opens, and OK builds the rig from the placed points.
+        Several faces and none picked in this photo before: the face picker opens, and a click builds that one."""
         def done(renderer):
             self.controller.use_renderer(path, renderer)
             self._fill_recent()
@@ -400,15 +406,49 @@ class MainWindow(QMainWindow):
             self.statusBar().clearMessage()  # "Loading …" is over either way
             if self.controller.needs_placement(error):
                 self.place_face(path, error)
+            elif isinstance(error, FaceChoiceNeeded):
+                self.pick_face(path, error.image, error.faces)
             else:
                 self.show_error(error_sentence(error), "Cannot use this photo")
 
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
-        return self._run(lambda w: self.controller.build_renderer(path, landmarks), done, failed)
+        return self._run(lambda w: self.controller.build_renderer(path, landmarks, face_index), done, failed)
 
-    def place_face(self, path: str, error) -> None:
-        """The manual placement dialog (a child of the window while it is open) for a photo without a found face."""
-        dialog = PlacementDialog(error.image, str(error), self)
+    def pick_face(self, path: str, image, faces) -> None:
+        """The face picker (a child of the window while it is open); a click remembers and animates that face."""
+        dialog = FacePickerDialog(image, faces, self.controller.chosen_face(path), self)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+
+        def picked(index):  # remembered once its rig is built (a side view picked is refused, not remembered)
+            self.open_photo(path, face_index=index, on_ready=lambda _: self.controller.choose_face(path, index))
+
+        dialog.picked.connect(picked)
+        dialog.open()
+
+    def choose_face_again(self) -> Worker | None:
+        """File → Choose face: the picker for the current photo (its faces looked for off the GUI thread)."""
+        path = self.controller.prefs.photo
+        if not path:
+            return None
+
+        def found(result):
+            image, faces = result
+            if len(faces) < 2:
+                self.statusBar().showMessage(f"{Path(path).name} has no other face to choose", 5000)
+            else:
+                self.pick_face(path, image, faces)
+
+        return self._run(lambda w: self.controller.faces_in(path), found)
+
+    def place_face(self, path: str, error) -> Worker:
+        """The manual placement dialog (a child of the window while it is open) for a photo without a found face,
+        its points starting around the face the detector sees, if any (looked for off the GUI thread)."""
+        return self._run(lambda w: self.controller.likely_face(error.image),
+                         lambda box: self._open_placement(path, error, box),
+                         lambda e: self._open_placement(path, error, None))
+
+    def _open_placement(self, path: str, error, face_box) -> None:
+        dialog = PlacementDialog(error.image, str(error), self, face_box=face_box)
         dialog.setAttribute(Qt.WA_DeleteOnClose)
 
         def placed():
@@ -451,8 +491,8 @@ class MainWindow(QMainWindow):
         self.controller.set_liveliness(name, on)
         self.reload_renderer()
 
-    def set_size(self, size: int):
-        self.controller.set_size(size)
+    def set_size(self, size: int, frame: str = "square"):
+        self.controller.set_size(size, frame)
         self.reload_renderer()
 
     def set_backend(self, backend: str):
