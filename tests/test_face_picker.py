@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from avatar import bench_faces as bf
+from avatar.bench import faces as bf
 from tests.conftest import loudness_model
 
 SIZE = 256

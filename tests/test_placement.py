@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from avatar import bench_faces as bf
+from avatar.bench import faces as bf
 from avatar.face import HANDLE_NAMES
 from avatar.face import landmarks as lm
 from avatar.face.detect import FaceBox
