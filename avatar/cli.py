@@ -9,7 +9,7 @@ from pathlib import Path
 
 from avatar import __version__
 from avatar import eval as evaluation
-from avatar import lipsync, render_cli
+from avatar import bench_live_cpu, lipsync, render_cli
 from avatar.bench import run_engine_bench
 from avatar.engine import (BACKENDS, EngineError, create_engine, default_model_path, live_model_path,
                            normalize_backend, probe_backends)
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_cli(sub)
 
     render_cli.add_bench_cli(bench_sub)
+    bench_live_cpu.add_bench_cli(bench_sub)
     render_cli.add_cli(sub)
 
     lipsync.add_cli(sub)
