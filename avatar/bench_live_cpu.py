@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -218,8 +219,14 @@ def format_window(condition: str, window: CpuWindow) -> list[str]:
     return lines
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds: the app, the feed and the display/sound server started are stopped
+
+
 def bench_live_cpu(args) -> int:
     from avatar.bench_soak import _write_wav, feed_signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     trees = [Path(t).resolve() for t in (args.tree or [REPO_ROOT])]
     for tree in trees:

@@ -28,15 +28,17 @@ def screen_pixels(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     down) in the screen's own 32-bit layout, B G R 255 bytes = QImage.Format_RGB32 on little-endian machines, which
     Qt copies to the window without converting."""
     h, w = frame.shape[:2]
+    pixels = cv2.cvtColor(frame, cv2.COLOR_RGB2BGRA)  # first: OpenCV scales 4 channels ~4× faster than 3
     if (w, h) != (width, height):
-        frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
-    return cv2.cvtColor(frame, cv2.COLOR_RGB2BGRA)
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
+    return pixels
 
 
 class AvatarView(QWidget):
     """Each frame is scaled to the view and put in the screen's pixel layout once, when it arrives (OpenCV, on the GUI
-    thread), and painted as it is. A smooth-scaled drawImage of the RGB frame per paint converted and scaled it on
-    Qt's image thread pool with the GUI thread waiting (~10 % of a core at 60 fps, README "Where the CPU goes")."""
+    thread), and painted as it is: 0.7 ms of CPU a frame, against 1.5 ms for a smooth-scaled drawImage of the RGB
+    frame, which Qt converted and scaled on its image thread pool with the GUI thread waiting (README "Where the CPU
+    goes")."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
