@@ -399,3 +399,73 @@ def test_every_source_declares_what_the_pipeline_and_the_window_use(tmp_path):
             return np.zeros(0, np.float32)
 
     assert not isinstance(NoClock(), AudioSource)
+
+
+class _BlockMic(SilenceSource):
+    """A microphone stand-in: 5 ms blocks (80 samples at 16 kHz, as the app's microphone delivers) that wake the
+    audio worker as each lands; counts the worker's reads."""
+
+    BLOCK = 80
+
+    def __init__(self):
+        import threading
+
+        super().__init__()
+        self.reads = 0
+        self.blocks = 0
+        self._landed = threading.Event()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+
+    def _tick(self):
+        import time
+
+        start = time.monotonic()
+        while not self._stop.wait(max(0.0, start + (self.blocks + 1) * self.BLOCK / SR - time.monotonic())):
+            self.blocks += 1  # a block landed (late ones on a busy machine land together, as PortAudio's do)
+            self._landed.set()
+
+    def read(self):
+        self.reads += 1
+        self._landed.clear()
+        n, self._sent = self.blocks * self.BLOCK - self._sent, self.blocks * self.BLOCK
+        return np.zeros(n, np.float32)
+
+    def wait(self, timeout):
+        self._landed.wait(timeout)
+
+    def close(self):
+        self._stop.set()
+
+
+def test_the_audio_worker_wakes_once_per_feature_hop_on_silence_and_for_every_microphone_block():
+    """Idle CPU (issue 18): silence was polled every 4 ms though only a whole 10 ms hop gives the engine a frame; the
+    worker now sleeps until the sound can complete one, and keeps up. A microphone still wakes it for each 5 ms
+    block (sleeping past one would hold back the block that completes a hop: latency)."""
+    import time
+
+    def run(source):
+        pipeline = LivePipeline(None, SimpleFrames())
+        pipeline.set_source(source)
+        pipeline.start()
+        try:
+            time.sleep(0.3)  # started
+            steps0, samples0, t0 = pipeline.audio_steps, pipeline.lipsync.samples_in, time.monotonic()
+            blocks0 = getattr(source, "blocks", 0)
+            time.sleep(1.5)
+            return (pipeline.audio_steps - steps0, pipeline.lipsync.samples_in - samples0, time.monotonic() - t0,
+                    getattr(source, "blocks", 0) - blocks0)
+        finally:
+            pipeline.stop()
+
+    steps, samples, seconds, _ = run(SilenceSource())
+    hops = seconds * SR / 160
+    assert steps <= 1.2 * hops  # not one step per 4 ms poll (2.5 per hop)
+    assert samples >= (seconds - 0.05) * SR  # every sample still went to the engine as it came
+
+    mic = _BlockMic()
+    mic.is_microphone = True
+    steps, samples, seconds, blocks = run(mic)
+    assert steps >= 0.8 * blocks  # each block read as it landed (late ones land together: one read)
+    assert samples >= (seconds - 0.05) * SR

@@ -5,6 +5,7 @@
     faces           face finding + rig build on a 6-face group photo                 faces.py
     latency         mic→pixel through the virtual microphone                        latency.py
     render-offline  `avatar render`'s speed, × real time                             offline.py
+    live-cpu        the real app window's process CPU, idle and speaking             live_cpu.py
     soak            the live app with a recording for N minutes: memory, drops, drift soak.py
 
 common.py holds what the app-level ones share (engine, renderer, summary); signals.py the test bursts and the
@@ -12,12 +13,12 @@ hand-set loudness network. They time the pipeline through its hooks (LivePipelin
 """
 from __future__ import annotations
 
-from avatar.bench import engine, faces, latency, offline, render, soak
+from avatar.bench import engine, faces, latency, live_cpu, offline, render, soak
 
 
 def add_cli(subparsers) -> None:
     """Register `avatar bench WHAT` on the top-level subparsers."""
     bench = subparsers.add_parser("bench", help="benchmarks: medians and p95/p99")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
-    for module in (engine, render, faces, latency, offline, soak):
+    for module in (engine, render, faces, latency, live_cpu, offline, soak):
         module.add_cli(bench_sub)

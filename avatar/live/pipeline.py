@@ -13,7 +13,10 @@ Nothing here knows about Qt; the GUI only reads `LivePipeline.latest` and the st
 from __future__ import annotations
 
 from collections import deque
+import ctypes
+import ctypes.util
 from dataclasses import dataclass
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from avatar.audio import SAMPLE_RATE
+from avatar.audio import HOP_LENGTH, SAMPLE_RATE
 from avatar.live.recording import LiveRecording
 from avatar.live.sources import AudioSource, SilenceSource
 from avatar.live.track import ParamSampler, ParamTrack
@@ -29,9 +32,14 @@ from avatar.mouth_stream import MouthRows, MouthStream
 from avatar.record import BackgroundRecorder, Recorder, RecordError
 
 AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at a source that cannot wake it (file, silence)
+# With a source that cannot wake it (silence, a file: both paced by the clock), the audio worker sleeps until the
+# sound can complete a 10 ms feature hop (nothing reaches the engine before) instead of polling every 4 ms; it wakes
+# this much before the hop is due, as the 4 ms poll that follows the sleep brings it to the hop.
+HOP_WAKE_EARLY_SECONDS = 0.0015
 DEFAULT_DISPLAY_FPS = 60
 DEFAULT_RECORD_FPS = 30
 STATS_WINDOW = 120  # frames the fps / latency statistics look back over
+PR_SET_NAME = 15  # Linux prctl option: name the calling thread (what top -H, /proc/.../comm and bench live-cpu show)
 
 
 class LipSync:
@@ -116,6 +124,7 @@ class LivePipeline:
         self.on_audio = on_audio  # called on the audio worker with each block before the engine gets it
         self.latest: Frame | None = None
         self.dropped_frames = 0
+        self.audio_steps = 0  # times the audio worker looked at the source (its wake-ups)
         self._source: AudioSource = SilenceSource()
         self._source_base = 0  # pipeline sample index of the current source's sample 0
         self._recording = None
@@ -187,13 +196,28 @@ class LivePipeline:
             self._source.close()
 
     def _audio_loop(self) -> None:
+        name_os_thread("audio-worker")
         while not self._stop.is_set():
+            woke, moved = time.monotonic(), 0
             try:
-                self.pump_audio()
+                moved = self.pump_audio()
             except Exception as e:  # a worker must never die silently: report, fall back to silence
                 self._report(f"Audio processing failed: {e}")
                 self.use_silence()
-            self._source.wait(AUDIO_POLL_SECONDS)  # a microphone wakes the worker as a block lands: no polling delay
+            self.audio_steps += 1
+            source = self._source
+            rest = woke + self.until_next_hop() - time.monotonic()
+            # A microphone is read as each block lands (no sleep past one: it would delay the hop-completing block).
+            # Its blocks cannot be told apart before reading them, and reading is what clears its wake-up event.
+            if moved and rest > 0 and not source.is_microphone:
+                self._stop.wait(rest)
+            source.wait(AUDIO_POLL_SECONDS)  # a microphone wakes the worker as a block lands: no polling delay
+
+    def until_next_hop(self) -> float:
+        """Seconds (from the last read of a clock-paced source) until the sound not yet in a feature frame can make
+        one: the log-mel stream holds `samples_in % HOP_LENGTH` samples of a partial hop."""
+        missing = HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH
+        return max(0.0, missing / SAMPLE_RATE - HOP_WAKE_EARLY_SECONDS)
 
     def pump_audio(self) -> int:
         """Move whatever the source has into the engine and the recorder; returns samples moved.
@@ -229,6 +253,7 @@ class LivePipeline:
         return len(audio)
 
     def _render_loop(self) -> None:
+        name_os_thread("render-worker")
         deadline = time.monotonic()
         while not self._stop.is_set():
             period = 1.0 / self.fps  # read each time: the display rate can change while running
@@ -333,6 +358,15 @@ class LivePipeline:
         """Finish the file (raises RecordError with a message if writing failed; the file keeps what was written)."""
         recording = self.detach_recording()
         return recording.close() if recording is not None else None
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread an OS-visible name (Linux; Python 3.11 names threads only for itself), so CPU per
+    thread can be told apart from outside; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def _source_time_now(source) -> float | None:
