@@ -145,6 +145,9 @@ class Controller:
         self.last_recording: Path | None = None  # the last recording finished (or the file a failure left)
         self.last_export: Path | None = None  # the last export finished
         self.renderer = None  # the photo's renderer once one is built (the pipeline shows a blank square before)
+        # hand-placed landmarks by photo (photo pixels): a photo whose face was placed by hand keeps its points when
+        # its renderer is built again (a new size or frame, an export), where finding the face would fail again
+        self._placed: dict[str, np.ndarray] = {}
         self.microphone: str | None = None  # the microphone last opened (restored when a played file ends)
         self._playing = None  # the FileSource started by play_file while it may still be playing
         self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
@@ -357,12 +360,16 @@ class Controller:
         The face is `face_index` (0 = the largest), else the one picked in this photo before; a photo with several
         faces and neither raises FaceChoiceNeeded. The faces are looked for once, here: the renderer factory gets
         the chosen face's landmarks."""
-        warning = None
+        warning, placed = None, landmarks is not None and face_index is None
+        if landmarks is None:
+            landmarks = self._placed.get(str(photo))
         if landmarks is None:
             landmarks = self._chosen_landmarks(photo, face_index)
             # found here, not by the rig: its three-quarter sentence (photo_warning) is said from here too
             warning = turn_warning(landmarks) if landmarks is not None else None
         renderer = self.renderer_factory(photo, self.prefs, landmarks=landmarks)
+        if placed:
+            self._placed[str(photo)] = np.asarray(landmarks)
         rig = getattr(renderer, "rig", None)
         if warning and rig is not None:
             rig.turn_warning = warning

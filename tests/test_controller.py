@@ -450,3 +450,28 @@ def test_a_real_three_quarter_face_is_rigged_with_its_sentence(loudness_engine, 
         assert controller.photo_warning and "turned about" in controller.photo_warning
     finally:
         controller.close()
+
+
+def test_a_face_placed_by_hand_is_kept_for_rebuilds_and_export(loudness_engine, tmp_path):
+    """A photo whose face was placed by hand (no face found in it) keeps its points: a new render size rebuilds the
+    face on them and File → Export video renders it, instead of failing with "no face" again."""
+    from avatar.face import default_handles, load_photo
+    from avatar.face.assemble import open_renderer
+
+    photo = REPO / "tests" / "data" / "face" / "cat.jpg"  # FaceMesh finds no face in it
+    controller = Controller(Preferences(output_folder=str(tmp_path), size=128), lambda backend: loudness_engine,
+                            lambda photo, prefs, landmarks=None: open_renderer(photo, size=prefs.canvas,
+                                                                               landmarks=landmarks),
+                            save_prefs=lambda p: None, on_error=lambda message, title: None)
+    try:
+        with pytest.raises(NoFaceError):
+            controller.build_renderer(photo)
+        points = controller.landmarks_from_handles(default_handles(load_photo(photo).shape))
+        controller.use_renderer(photo, controller.build_renderer(photo, points))
+        controller.prefs.size = 160
+        assert controller.build_renderer(photo).rig.size == (160, 160)  # rebuilt on the placed points
+        write_wav(tmp_path / "speech.wav", tone_bursts([0.2], 0.6), 16000)
+        out = controller.export(tmp_path / "speech.wav", tmp_path / "placed.mp4")
+        assert out is not None and len(decode_mp4(out)["frames"]) > 10
+    finally:
+        controller.close()
