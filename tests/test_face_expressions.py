@@ -9,7 +9,7 @@ from avatar.face import LivelinessConfig, build_rig, create_renderer, detect_fac
 from avatar.face import landmarks as lm
 from avatar.face.expressions import EASE_SECONDS, EXPRESSION_NAMES, EXPRESSIONS, ExpressionState
 from avatar.visemes import N_PARAMS, PARAM_NAMES, VISEME_POSE
-from tests.test_face_render import assert_renderers_agree
+from tests.test_face_render import assert_renderers_agree, cpu_and_gpu_renderers
 
 OFF = LivelinessConfig(enabled=False)
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,12 +140,7 @@ def test_torch_renderer_equals_opencv_with_expressions_on(rig):
 
 
 def test_gpu_renderer_matches_cpu_with_expressions_on():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU on this machine")
-    points = np.load(Path(__file__).parent / "data" / "face" / "default_face_landmarks.npy")
-    rig = build_rig(PHOTOS["grace_hopper"], canvas=512, landmarks=points)
-    cpu, gpu = create_renderer(rig, "cpu", OFF), create_renderer(rig, "cuda", OFF)
+    cpu, gpu = cpu_and_gpu_renderers()
     for name in EXPRESSION_NAMES:
         pose = {**EXPRESSIONS[name], **dict(zip(PARAM_NAMES, VISEME_POSE["aa"])), "head_yaw": 0.5}
         diff = np.abs(cpu.render_pose(pose, 0).astype(int) - gpu.render_pose(pose, 0).astype(int))

@@ -136,14 +136,19 @@ def assert_renderers_agree(frames) -> None:
         assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 3 and (diff > 16).mean() < 5e-4, (k, diff.max())
 
 
-def test_gpu_renderer_matches_cpu():
+def cpu_and_gpu_renderers():
+    """The OpenCV and the CUDA renderer of one rig (skips without a CUDA GPU); stored landmarks: GPU machines need
+    not have mediapipe."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine")
-    # stored landmarks: GPU machines need not have mediapipe
     points = np.load(Path(__file__).parent / "data" / "face" / "default_face_landmarks.npy")
     rig = build_rig(PHOTOS["grace_hopper"], canvas=512, landmarks=points)
-    cpu, gpu = create_renderer(rig, "cpu", OFF), create_renderer(rig, "cuda", OFF)
+    return create_renderer(rig, "cpu", OFF), create_renderer(rig, "cuda", OFF)
+
+
+def test_gpu_renderer_matches_cpu():
+    cpu, gpu = cpu_and_gpu_renderers()
     frames = [(cpu.render(viseme(v), 0), gpu.render(viseme(v), 0)) for v in ("aa", "ou", "PP")]
     poses = [dict(zip(PARAM_NAMES, VISEME_POSE[v]), head_yaw=0.5, blink=0.4) for v in ("aa", "ou", "PP")]
     frames += [(cpu.render_pose(p, 0), gpu.render_pose(p, 0)) for p in poses]
