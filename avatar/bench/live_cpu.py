@@ -92,9 +92,12 @@ class CpuWindow:
 
 def measure(pid: int, seconds: float) -> CpuWindow:
     """Process and per-thread CPU of `pid` over the next `seconds` of wall time."""
+    # the process total is read first at the start and last at the end, so its window holds every thread's (reading
+    # many threads' stat files takes a while on a loaded machine: read the other way, a busy thread outran it)
     t0, total0, threads0 = time.monotonic(), process_cpu_seconds(pid), thread_cpu_seconds(pid)
     time.sleep(seconds)
-    total1, threads1 = process_cpu_seconds(pid), thread_cpu_seconds(pid)
+    threads1 = thread_cpu_seconds(pid)
+    total1 = process_cpu_seconds(pid)
     return CpuWindow.between(total0, threads0, total1, threads1, time.monotonic() - t0)
 
 
