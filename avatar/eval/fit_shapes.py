@@ -34,8 +34,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avatar.engine import EngineError, create_engine
 from avatar.eval import video as ruler
 from avatar.face import shapes as shape_map
+from avatar.face.assemble import open_renderer
+from avatar.face.landmarks import pinned_solution
+from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS
+from avatar.live.offline import render_offline
 from avatar.visemes import PARAM_NAMES
 
 MOTIONS = ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round")  # the rig motions whose response is measured
@@ -76,8 +81,6 @@ class _Recorder:
 
 def frame_params(clip: ruler.Clip, engine, workdir: Path) -> np.ndarray:
     """(N, 4): the parameters `avatar render` draws on each of the clip's frames (its smoothing and sampling)."""
-    from avatar.live.offline import render_offline  # the recorder and encoder stack: only the fit needs it here
-
     recorder = _Recorder()
     render_offline(clip.audio, engine, recorder, workdir / "params.mp4", fps=max(1, round(clip.fps)))
     return np.array(recorder.rows, np.float64).reshape(-1, len(PARAM_NAMES))
@@ -85,8 +88,6 @@ def frame_params(clip: ruler.Clip, engine, workdir: Path) -> np.ndarray:
 
 def _still_mesh():
     import mediapipe as mp  # 3 s to import; only the measuring needs it
-
-    from avatar.face.landmarks import pinned_solution
 
     return pinned_solution(mp.solutions.face_mesh.FaceMesh)(static_image_mode=True, max_num_faces=1,
                                                             refine_landmarks=True, min_detection_confidence=0.5)
@@ -98,16 +99,11 @@ def mouth_size(mesh, image: np.ndarray) -> tuple[float, float]:
     if not result.multi_face_landmarks:
         return float("nan"), float("nan")
     h, w = image.shape[:2]
-    pts = np.array([(p.x * w - 0.5, p.y * h - 0.5, p.z * w) for p in result.multi_face_landmarks[0].landmark])
-    a = ruler.align(pts)
-    return (float(np.linalg.norm(a[ruler.OPENING_POINTS[0]] - a[ruler.OPENING_POINTS[1]])),
-            float(np.linalg.norm(a[ruler.WIDTH_POINTS[0]] - a[ruler.WIDTH_POINTS[1]])))
+    return ruler.opening_and_width(ruler.align(ruler.mesh_points(result, w, h)))
 
 
 def rig_response(renderer, mesh) -> dict:
     """Each motion alone at PROBE_WEIGHT, re-detected: (opening, width) change per unit weight; and the rest."""
-    from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS
-
     head = np.zeros(len(HEAD_FIELDS), np.float32)
     rest = mouth_size(mesh, renderer.render_weights(np.zeros(len(LOCAL_FIELDS), np.float32), head))
     out = {"rest": rest}
@@ -120,8 +116,6 @@ def rig_response(renderer, mesh) -> dict:
 
 
 def measure_clip(path: Path, engine, mesh) -> ClipSamples:
-    from avatar.face.assemble import open_renderer  # builds the rig: MediaPipe and the face stack
-
     clip = ruler.read_clip(path)
     real = ruler.measure_mouths(ruler.iter_frames(clip.path))
     with tempfile.TemporaryDirectory(prefix="avatar-fit-") as tmp:
@@ -178,8 +172,6 @@ def split_width(coef: np.ndarray, clips: list[ClipSamples]) -> dict:
 
 def local_weights(params: np.ndarray, shapes: shape_map.ShapeMap) -> np.ndarray:
     """(N, len(LOCAL_FIELDS)) rig weights of parameter rows under a mapping (no brows, no liveliness)."""
-    from avatar.face.rig import LOCAL_FIELDS
-
     rows = [shape_map.rig_weights(*p, shapes=shapes) for p in np.clip(np.nan_to_num(params), 0, 1).tolist()]
     return np.array([[r.get(k, 0.0) for k in LOCAL_FIELDS] for r in rows], np.float32)
 
@@ -187,8 +179,6 @@ def local_weights(params: np.ndarray, shapes: shape_map.ShapeMap) -> np.ndarray:
 def rendered_ranges(clips: list[ClipSamples], shapes: shape_map.ShapeMap) -> tuple[float, float]:
     """Every clip's frames drawn under a mapping and measured as the ruler measures (FaceMesh, video mode): the
     mean over the clips of the rendered over the real range (p95 - p5) of the opening and of the width."""
-    from avatar.face.rig import HEAD_FIELDS
-
     head = np.zeros(len(HEAD_FIELDS), np.float32)
     opening, width = [], []
     for c in clips:
@@ -249,11 +239,8 @@ def measure(paths: list[Path], engine, progress=None) -> list[ClipSamples]:
 
 
 def run(args) -> int:
-    from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
-
-    model = {"default": str(default_model_path()), "live": str(live_model_path())}.get(args.model, args.model)
     try:
-        engine = create_engine(args.backend, model)
+        engine = create_engine(args.backend, ruler.model_path(args.model))
     except (EngineError, ValueError) as e:
         print(f"avatar eval fit-shapes: {e}", file=sys.stderr)
         return 1

@@ -224,6 +224,22 @@ def _inner_mouth_lab(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     return lab.reshape(-1, 3).mean(axis=0)
 
 
+def mesh_points(result, w: int, h: int) -> np.ndarray:
+    """(478, 3) pixel points of a FaceMesh result's first face (pixel centres at .5, z in x's scale)."""
+    return np.array([(p.x * w - 0.5, p.y * h - 0.5, p.z * w) for p in result.multi_face_landmarks[0].landmark])
+
+
+def opening_and_width(aligned: np.ndarray) -> tuple[float, float]:
+    """The mouth's opening |13-14| and width |61-291| of eye-aligned points (inter-ocular units)."""
+    return (float(np.linalg.norm(aligned[OPENING_POINTS[0]] - aligned[OPENING_POINTS[1]])),
+            float(np.linalg.norm(aligned[WIDTH_POINTS[0]] - aligned[WIDTH_POINTS[1]])))
+
+
+def model_path(choice: str) -> str:
+    """The model file for --model default | live | a path."""
+    return {"default": str(default_model_path()), "live": str(live_model_path())}.get(choice, choice)
+
+
 def measure_mouths(frames, crop_at: set[int] | None = None) -> MouthMeasure:
     """FaceMesh (video mode) on every frame; mouth opening, width, inner contour and inner colour per frame."""
     opening, width, inner, lab, crops = [], [], [], [], {}
@@ -235,10 +251,10 @@ def measure_mouths(frames, crop_at: set[int] | None = None) -> MouthMeasure:
                 opening.append(np.nan), width.append(np.nan), lab.append(np.full(3, np.nan))
                 inner.append(np.full((len(LIP_INNER), 2), np.nan))
                 continue
-            pts = np.array([(p.x * w - 0.5, p.y * h - 0.5, p.z * w) for p in result.multi_face_landmarks[0].landmark])
+            pts = mesh_points(result, w, h)
             a = align(pts)
-            opening.append(float(np.linalg.norm(a[OPENING_POINTS[0]] - a[OPENING_POINTS[1]])))
-            width.append(float(np.linalg.norm(a[WIDTH_POINTS[0]] - a[WIDTH_POINTS[1]])))
+            o, wd = opening_and_width(a)
+            opening.append(o), width.append(wd)
             contour = a[list(LIP_INNER)]
             inner.append(contour - contour.mean(axis=0))
             lab.append(_inner_mouth_lab(image, pts))
@@ -413,7 +429,7 @@ def run(args) -> int:
     except ValueError as e:
         print(f"avatar eval video: {e}", file=sys.stderr)
         return 2
-    model = {"default": str(default_model_path()), "live": str(live_model_path())}.get(args.model, args.model)
+    model = model_path(args.model)
     try:
         engine = create_engine(args.backend, model)
     except (EngineError, ValueError) as e:
