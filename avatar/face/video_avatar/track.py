@@ -1,0 +1,169 @@
+"""FaceMesh on every frame of the video (video mode: tracking from frame to frame), one person, one shot.
+
+Every frame's points are also put in the avatar's canonical frame: the similarity (rotation, uniform scale, shift)
+that best takes the frame's stable points (eye corners and the nose bridge, which the mouth never moves) onto
+their mean, eye-aligned position (eye corners 33 and 263 at (-0.5, 0) and (0.5, 0), as the eval ruler aligns).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from avatar.face.landmarks import N_LANDMARKS, pinned_solution, quiet_native_logs
+from avatar.face.video_avatar import VideoInputError, VideoNoFaceError
+from avatar.face.video_avatar.source import VideoInfo, iter_frames
+
+EYE_POINTS = (33, 263)  # the ruler's eye corners (avatar.eval.video)
+STABLE_POINTS = (33, 133, 362, 263, 168, 6, 197, 195, 5)  # eye corners, nose bridge: they carry the skull
+MIN_FACE_SHARE = 0.9  # a face must be tracked in this share of the frames
+CUT_JUMP = 0.35  # the eyes' midpoint moving this many eye distances between frames is a cut (or a lost track)
+CUT_SCALE = 0.2  # the eye distance changing by this share between frames is a cut
+OTHER_FACE_SHARE = 0.4  # a second face at least this wide (share of the main one's width) is a second person
+PEOPLE_SAMPLES = 5  # frames checked for other people
+SMOOTH_SIGMA_FRAMES = 1.2  # the canonical transforms are smoothed over time this much (FaceMesh jitters)
+
+
+@dataclass
+class Track:
+    points: np.ndarray  # (M, 478, 2) float32 delivered-frame pixels, NaN where no face
+    found: np.ndarray  # (M,) bool
+    canon: np.ndarray  # (M, 2, 3) float64 image -> canonical similarity (NaN where no face), smoothed
+    template: np.ndarray  # (len(STABLE_POINTS), 2) canonical positions of the stable points
+
+    def canonical(self, k: int, idx=slice(None)) -> np.ndarray:
+        """Frame k's points (a subset by idx) in canonical coordinates."""
+        m = self.canon[k]
+        return self.points[k][idx] @ m[:, :2].T + m[:, 2]
+
+
+def _face_mesh():
+    import mediapipe as mp  # ~1 s to import: only a build needs it
+
+    mesh = pinned_solution(mp.solutions.face_mesh.FaceMesh)
+    return mesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+
+def _face_finder():
+    import mediapipe as mp
+
+    finder = pinned_solution(mp.solutions.face_detection.FaceDetection)
+    return finder(model_selection=1, min_detection_confidence=0.6)  # full range: people further back too
+
+
+def eye_similarity(points: np.ndarray) -> np.ndarray:
+    """2x3 similarity taking points 33 and 263 to (-0.5, 0) and (0.5, 0)."""
+    a, b = points[EYE_POINTS[0], :2], points[EYE_POINTS[1], :2]
+    d = b - a
+    scale = 1.0 / max(float(np.hypot(*d)), 1e-9)
+    c, s = d * scale
+    rot = np.array([[c, s], [-s, c]]) * scale
+    return np.hstack([rot, (-(rot @ ((a + b) / 2)))[:, None]])
+
+
+def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (no reflection) taking src points (K, 2) onto dst (K, 2)."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    # complex form: dst ≈ z * src, z = sum(conj(a) b) / sum |a|^2
+    za, zb = a[:, 0] + 1j * a[:, 1], b[:, 0] + 1j * b[:, 1]
+    z = np.sum(np.conj(za) * zb) / max(float(np.sum(np.abs(za) ** 2)), 1e-12)
+    rot = np.array([[z.real, -z.imag], [z.imag, z.real]])
+    return np.hstack([rot, (md - rot @ ms)[:, None]])
+
+
+def invert_similarity(m: np.ndarray) -> np.ndarray:
+    rot = m[:, :2]
+    inv = np.linalg.inv(rot)
+    return np.hstack([inv, (-(inv @ m[:, 2]))[:, None]])
+
+
+def _smooth_series(x: np.ndarray, ok: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing along axis 0 over the found frames only (a normalized convolution)."""
+    if sigma <= 0:
+        return x
+    r = int(np.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    flat = np.where(ok[:, None], x.reshape(len(x), -1), 0.0)
+    weight = np.convolve(ok.astype(float), kernel, mode="same")
+    out = np.stack([np.convolve(flat[:, j], kernel, mode="same") for j in range(flat.shape[1])], axis=1)
+    out = out / np.maximum(weight, 1e-9)[:, None]
+    return np.where(ok[:, None], out, np.nan).reshape(x.shape)
+
+
+def find_cut(points: np.ndarray, found: np.ndarray) -> int | None:
+    """The first frame whose face jumps from the previous one (a cut in the video), or None."""
+    idx = np.nonzero(found)[0]
+    eyes = points[:, list(EYE_POINTS)]
+    mid, iod = eyes.mean(1), np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=-1)
+    for a, b in zip(idx[:-1], idx[1:]):
+        if b - a > 3:  # the face was lost for a while: judged by the share of frames without one
+            continue
+        step = np.linalg.norm(mid[b] - mid[a]) / max(iod[a], 1e-6)
+        if step > CUT_JUMP * (b - a) or abs(iod[b] / max(iod[a], 1e-6) - 1) > CUT_SCALE:
+            return int(b)
+    return None
+
+
+def other_people(info: VideoInfo, faces: np.ndarray) -> float | None:
+    """The time (s) of a sampled frame that shows a second person, or None."""
+    picks = set(np.linspace(0, len(info.picks) - 1, PEOPLE_SAMPLES).astype(int).tolist())
+    with quiet_native_logs, _face_finder() as finder:
+        for k, image in iter_frames(info):
+            if k not in picks:
+                continue
+            result = finder.process(image)
+            boxes = [d.location_data.relative_bounding_box for d in (result.detections or [])]
+            widths = sorted((b.width for b in boxes), reverse=True)
+            if len(widths) > 1 and widths[1] >= OTHER_FACE_SHARE * widths[0]:
+                return k / info.fps
+    return None
+
+
+def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
+    """FaceMesh on every frame; raises VideoNoFaceError / VideoInputError (several people, a cut)."""
+    m = len(info.picks)
+    points = np.full((m, N_LANDMARKS, 2), np.nan, np.float32)
+    with quiet_native_logs, _face_mesh() as mesh:
+        for k, image in iter_frames(info):
+            if cancelled is not None and cancelled():
+                raise InterruptedError("cancelled")
+            result = mesh.process(image)
+            if result.multi_face_landmarks:
+                lm = result.multi_face_landmarks[0].landmark
+                w, h = info.size
+                points[k] = [(p.x * w - 0.5, p.y * h - 0.5) for p in lm]
+            if progress is not None:
+                progress(k + 1, m)
+    found = np.isfinite(points[:, 0, 0])
+    if not found.any():
+        raise VideoNoFaceError(f"{info.path.name}: no face found in the video; film one person facing the camera")
+    if found.mean() < MIN_FACE_SHARE:
+        lost = np.nonzero(~found)[0]
+        raise VideoNoFaceError(f"{info.path.name}: the face is lost in {100 * (1 - found.mean()):.0f} % of the "
+                               f"frames (from {lost[0] / info.fps:.2f} s); keep the whole face in the picture")
+    cut = find_cut(points, found)
+    if cut is not None:
+        raise VideoInputError(f"{info.path.name}: the video cuts (or the face jumps) at {cut / info.fps:.2f} s; "
+                              "use one continuous shot")
+    seen = other_people(info, points)
+    if seen is not None:
+        raise VideoInputError(f"{info.path.name}: more than one person is in the picture (at {seen:.2f} s); "
+                              "film one person alone")
+    return canonical_track(points, found)
+
+
+def canonical_track(points: np.ndarray, found: np.ndarray) -> Track:
+    stable = list(STABLE_POINTS)
+    idx = np.nonzero(found)[0]
+    aligned = []
+    for k in idx:
+        e = eye_similarity(points[k])
+        aligned.append(points[k][stable] @ e[:, :2].T + e[:, 2])
+    template = np.mean(aligned, axis=0)
+    canon = np.full((len(points), 2, 3), np.nan)
+    for k in idx:
+        canon[k] = fit_similarity(points[k][stable].astype(np.float64), template)
+    canon = _smooth_series(canon, found, SMOOTH_SIGMA_FRAMES)
+    return Track(points, found, canon, template)
