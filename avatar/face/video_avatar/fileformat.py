@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from avatar.face.video_avatar import AvatarFileError
 FORMAT = "talking-avatar/video-avatar"
 VERSION = 1
 JPEG_QUALITY = 93
+DECODE_THREADS = 2  # the file's JPEGs decode on this many threads (the load must stay under a second)
 ARRAYS = {  # name: (dtype kind, number of dimensions); the geometry every renderer needs
     "base_jpeg": ("u", 1), "base_offsets": ("i", 1), "base_canon": ("f", 3),
     "lib_jpeg": ("u", 1), "lib_offsets": ("i", 1), "lib_inner": ("f", 3), "lib_outer": ("f", 3),
@@ -28,7 +30,7 @@ META_KEYS = ("format", "version", "fps", "canvas", "crop", "base_frames", "sourc
 @dataclass
 class AvatarData:
     meta: dict
-    base: list[np.ndarray]  # the base loop's frames, RGB uint8 (canvas x canvas)
+    base: "LazyImages"  # the base loop's frames, RGB uint8 (canvas x canvas), decoded on demand
     base_canon: np.ndarray  # (B, 2, 3) canvas pixels -> canonical
     crops: np.ndarray  # (N, h, w, 3) uint8 RGB: each library mouth in the canonical crop
     inner: np.ndarray  # (N, 20, 2) canonical inner-lip contour (avatar.face.landmarks.LIP_INNER order)
@@ -56,15 +58,45 @@ def encode_images(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_images(blob: np.ndarray, offsets: np.ndarray, what: str, path) -> list[np.ndarray]:
-    out = []
-    for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-        if not 0 <= a < b <= len(blob):
-            raise AvatarFileError(f"{path}: damaged avatar file ({what} out of range)")
-        image = cv2.imdecode(blob[a:b], cv2.IMREAD_COLOR)
-        if image is None:
-            raise AvatarFileError(f"{path}: damaged avatar file (a {what} image does not decode)")
-        out.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    """The images of encode_images, decoded on DECODE_THREADS threads (OpenCV lets go of the GIL)."""
+    spans = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+    if any(not 0 <= a < b <= len(blob) for a, b in spans):
+        raise AvatarFileError(f"{path}: damaged avatar file ({what} out of range)")
+
+    def one(span):
+        image = cv2.imdecode(blob[span[0]:span[1]], cv2.IMREAD_COLOR)
+        return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        out = list(pool.map(one, spans))
+    if any(image is None for image in out):
+        raise AvatarFileError(f"{path}: damaged avatar file (a {what} image does not decode)")
     return out
+
+
+class LazyImages:
+    """The base loop's frames, decoded when first asked for (the largest part of the file: a renderer decodes them
+    in the background after a fast load). Sequence of RGB uint8 images; a frame that does not decode raises
+    AvatarFileError."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, what: str, path):
+        spans = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+        if any(not 0 <= a < b <= len(blob) for a, b in spans):
+            raise AvatarFileError(f"{path}: damaged avatar file ({what} out of range)")
+        self.blob, self.spans, self.what, self.path = blob, spans, what, path
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        a, b = self.spans[k]
+        image = cv2.imdecode(self.blob[a:b], cv2.IMREAD_COLOR)
+        if image is None:
+            raise AvatarFileError(f"{self.path}: damaged avatar file ({self.what} {k} does not decode)")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
 
 
 def save(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -130,14 +162,14 @@ def load(path: str | Path) -> AvatarData:
             if isinstance(e, AvatarFileError):
                 raise
             raise AvatarFileError(f"{path}: damaged avatar file ({type(e).__name__}: {e})") from e
-    base = decode_images(arrays["base_jpeg"], arrays["base_offsets"], "base frame", path)
+    base = LazyImages(arrays["base_jpeg"], arrays["base_offsets"], "base frame", path)
     crops = decode_images(arrays["lib_jpeg"], arrays["lib_offsets"], "mouth", path)
     n, b = len(crops), len(base)
     if not b or not n or arrays["base_canon"].shape != (b, 2, 3) or any(
             len(arrays[k]) != n for k in ("lib_inner", "lib_outer", "lib_opening", "lib_width", "lib_teeth",
                                           "lib_pose")) or len(arrays["base_points"]) != b:
         raise AvatarFileError(f"{path}: damaged avatar file (its parts disagree in length)")
-    if len({c.shape for c in crops}) != 1 or len({f.shape for f in base}) != 1:
+    if len({c.shape for c in crops}) != 1 or base[0].shape != (meta["canvas"], meta["canvas"], 3):
         raise AvatarFileError(f"{path}: damaged avatar file (images of different sizes)")
     finite = all(np.isfinite(arrays[k]).all() for k in ("base_canon", "lib_inner", "lib_outer", "rest_points",
                                                          "lib_pose", "base_points"))

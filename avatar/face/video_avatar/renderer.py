@@ -9,6 +9,7 @@ composited through a feathered mask, all on the small canonical mouth crop. Ever
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -135,41 +136,78 @@ class VideoAvatarRenderer:
         # the base loop at the output size, and where the crop lands in each frame
         w, h, out_from_canvas = out_geometry(size, int(data.meta["canvas"]))
         self._size = (w, h)
-        crop_from_canvas = [compose(to_crop, m) for m in data.base_canon]
-        self.frames, self.boxes, self.warps, self.masks, self.base_ring = [], [], [], [], []
+        self._out_from_canvas = out_from_canvas
+        self._ring = ring
         self.base_pose = data.base_points[:, NOSE_TIP]
-        for frame, c_from_canvas, points in zip(data.base, crop_from_canvas, data.base_points):
-            out = cv2.warpAffine(frame, out_from_canvas, (w, h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE) if (w, h) != frame.shape[1::-1] else frame
-            self.frames.append(np.ascontiguousarray(out))
-            out_from_crop = compose(out_from_canvas, invert_similarity(c_from_canvas))
-            corners = np.array([[0, 0], [cw, 0], [0, ch], [cw, ch]], np.float64) @ out_from_crop[:, :2].T \
-                + out_from_crop[:, 2]
-            x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-            x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int), [w, h])
-            shifted = out_from_crop.copy()
-            shifted[:, 2] -= (x0, y0)
-            self.boxes.append((y0, y1, x0, x1))
-            self.warps.append(shifted)
-            m = cv2.warpAffine(self.mask * self.inside_face(points), shifted, (x1 - x0, y1 - y0),
-                               flags=cv2.INTER_LINEAR)
-            self.masks.append(np.ascontiguousarray(m))
-            base_crop = cv2.warpAffine(frame, c_from_canvas, (cw, ch), flags=cv2.INTER_LINEAR,
-                                       borderMode=cv2.BORDER_REPLICATE)
-            self.base_ring.append(base_crop[ring].astype(np.float32).mean(axis=0))
         self.picks: dict[int, float] = {}  # library index -> weight shown last frame
         self._last = None  # (base index, target key) -> the last composite, reused when nothing changed
+        # each base frame, ready to composite into: (frame, box, crop -> box warp, mask, skin colour); frame 0
+        # now (it checks the file), the others on a background thread in playback order (or when first shown)
+        self._ready: list = [None] * len(data.base)
+        self._lock = threading.Lock()
+        self._base(0)
+        self._preparer = threading.Thread(target=self._prepare_all, name="avatar-base-frames", daemon=True)
+        self._preparer.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until every base frame is prepared (benchmarks, tests); True when they are."""
+        self._preparer.join(timeout)
+        return not self._preparer.is_alive()
+
+    def _prepare_all(self) -> None:
+        for b in range(len(self._ready)):
+            try:
+                self._base(b)
+            except fileformat.AvatarFileError:
+                continue  # shown as the first frame instead (_base)
+
+    def _base(self, b: int):
+        ready = self._ready[b]
+        if ready is not None:
+            return ready
+        with self._lock:
+            if self._ready[b] is None:
+                try:
+                    self._ready[b] = self._prepare(b)
+                except fileformat.AvatarFileError:
+                    if b == 0:
+                        raise
+                    self._ready[b] = self._base(0)  # a damaged frame: the first one in its place
+            return self._ready[b]
+
+    def _prepare(self, b: int):
+        frame = self.data.base[b]
+        c_from_canvas = compose(self.to_crop, self.data.base_canon[b])
+        (w, h), (cw, ch) = self._size, self.crop_size
+        out_from_canvas = self._out_from_canvas
+        out = cv2.warpAffine(frame, out_from_canvas, (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE) if (w, h) != frame.shape[1::-1] else frame
+        out_from_crop = compose(out_from_canvas, invert_similarity(c_from_canvas))
+        corners = np.array([[0, 0], [cw, 0], [0, ch], [cw, ch]], np.float64) @ out_from_crop[:, :2].T \
+            + out_from_crop[:, 2]
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int), [w, h])
+        shifted = out_from_crop.copy()
+        shifted[:, 2] -= (x0, y0)
+        mask = cv2.warpAffine(self.mask * self.inside_face(self.data.base_points[b]), shifted, (x1 - x0, y1 - y0),
+                              flags=cv2.INTER_LINEAR)
+        base_crop = cv2.warpAffine(frame, c_from_canvas, (cw, ch), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+        ring = base_crop[self._ring].astype(np.float32).mean(axis=0)
+        return np.ascontiguousarray(out), (y0, y1, x0, x1), shifted, np.ascontiguousarray(mask), ring
 
     def inside_face(self, points: np.ndarray) -> np.ndarray:
         """1 inside a base frame's face outline (OVAL_INSET in from it), feathered; crop pixels."""
-        oval = points[list(FACE_OVAL)] @ self.to_crop[:, :2].T + self.to_crop[:, 2]
-        cw, ch = self.crop_size
-        inside = np.zeros((ch, cw), np.uint8)
-        cv2.fillPoly(inside, [np.round(oval * 4).astype(np.int32)], 1, shift=2)
         p = float(self.data.meta["crop"]["px_per_iod"])
-        inset = int(round(OVAL_INSET * p))
-        inside = cv2.erode(inside, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * inset + 1, 2 * inset + 1)))
-        return cv2.GaussianBlur(inside.astype(np.float32), (0, 0), MASK_FEATHER * p)
+        oval = points[list(FACE_OVAL)]
+        centre = oval.mean(axis=0)
+        reach = np.linalg.norm(oval - centre, axis=1, keepdims=True)
+        oval = centre + (oval - centre) * np.maximum(reach - OVAL_INSET, 0) / np.maximum(reach, 1e-9)  # inset
+        oval = oval @ self.to_crop[:, :2].T + self.to_crop[:, 2]
+        cw, ch = self.crop_size
+        inside = np.zeros((ch, cw), np.float32)
+        cv2.fillPoly(inside, [np.round(oval * 4).astype(np.int32)], 1.0, shift=2)
+        return cv2.GaussianBlur(inside, (0, 0), MASK_FEATHER * p)
 
     # --- the FrameRenderer interface and what the app asks of a face ---
     @property
@@ -186,7 +224,7 @@ class VideoAvatarRenderer:
     def base_index(self, t: float) -> int:
         if not self.loop:
             return 0
-        return pingpong(int(np.floor(max(t, 0.0) * self.fps + 1e-6)), len(self.frames))
+        return pingpong(int(np.floor(max(t, 0.0) * self.fps + 1e-6)), len(self._ready))
 
     def render(self, params: np.ndarray, t: float = 0.0) -> np.ndarray:
         target = target_lips(self.rest_lips, self.basis, motion_weights(params))
@@ -235,15 +273,14 @@ class VideoAvatarRenderer:
         key = (b, tuple(sorted((i, round(w, 3)) for i, w in picks.items())), target.round(4).tobytes())
         if self._last is not None and self._last[0] == key:
             return self._last[1].copy()  # nothing moved: the same frame (a copy: callers may draw on theirs)
+        frame, (y0, y1, x0, x1), warp, mask, skin = self._base(b)
         mouth = self.mouth(target, picks)
         lib_ring = sum(w * self.lib_ring[i] for i, w in picks.items())
-        mouth += (self.base_ring[b] - lib_ring).astype(np.float32)  # the base frame's skin colour
+        mouth += (skin - lib_ring).astype(np.float32)  # the base frame's skin colour
         mouth = np.clip(mouth + 0.5, 0, 255).astype(np.uint8)
-        y0, y1, x0, x1 = self.boxes[b]
-        frame = self.frames[b].copy()
-        placed = cv2.warpAffine(mouth, self.warps[b], (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+        frame = frame.copy()
+        placed = cv2.warpAffine(mouth, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
-        mask = self.masks[b]
         frame[y0:y1, x0:x1] = cv2.blendLinear(placed, frame[y0:y1, x0:x1], mask, 1.0 - mask)
         self._last = (key, frame)
         return frame.copy()  # the kept one stays as drawn, whatever the caller does with its own
