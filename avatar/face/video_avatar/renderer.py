@@ -146,7 +146,8 @@ class VideoAvatarRenderer:
         self._ready: list = [None] * len(data.base)
         self._lock = threading.Lock()
         self._base(0)
-        self._preparer = threading.Thread(target=self._prepare_all, name="avatar-base-frames", daemon=True)
+        # not a daemon: one killed inside OpenCV at interpreter exit aborts the process; it ends within a second
+        self._preparer = threading.Thread(target=self._prepare_all, name="avatar-base-frames", daemon=False)
         self._preparer.start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:

@@ -62,9 +62,9 @@ def constant_rate(times: np.ndarray, nominal: float) -> tuple[float, np.ndarray,
         return nominal, np.arange(len(times)), False
     spread = float(np.percentile(dt, 95) - np.percentile(dt, 5)) / median
     if spread <= VFR_SPREAD:
-        fps = 1.0 / median if abs(1.0 / median - nominal) > 0.05 * nominal else nominal
+        fps = round(1.0 / median, 3) if abs(1.0 / median - nominal) > 0.05 * nominal else nominal
         return float(np.clip(fps, MIN_FPS, MAX_FPS)), np.arange(len(times)), False
-    fps = float(np.clip(1.0 / median, MIN_FPS, MAX_FPS))
+    fps = round(float(np.clip(1.0 / median, MIN_FPS, MAX_FPS)), 3)
     out = np.arange(0.0, times[-1] + 0.5 / fps, 1.0 / fps)
     picks = np.clip(np.searchsorted(times, out), 0, len(times) - 1)
     prev = np.clip(picks - 1, 0, len(times) - 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from avatar.face.landmarks import N_LANDMARKS, pinned_solution, quiet_native_logs
@@ -21,6 +22,9 @@ CUT_JUMP = 0.35  # the eyes' midpoint moving this many eye distances between fra
 CUT_SCALE = 0.2  # the eye distance changing by this share between frames is a cut
 OTHER_FACE_SHARE = 0.4  # a second face at least this wide (share of the main one's width) is a second person
 PEOPLE_SAMPLES = 5  # frames checked for other people
+CUT_PICTURE = 25.0  # a cut in the picture: consecutive thumbnails differ by this much (mean, 0..255)...
+CUT_PICTURE_RATIO = 6.0  # ...and this many times the clip's median change
+THUMB = (32, 24)  # the thumbnails compared
 SMOOTH_SIGMA_FRAMES = 1.2  # the canonical transforms are smoothed over time this much (FaceMesh jitters)
 
 
@@ -106,6 +110,16 @@ def find_cut(points: np.ndarray, found: np.ndarray) -> int | None:
     return None
 
 
+def find_picture_cut(thumbs: np.ndarray) -> int | None:
+    """The first frame whose whole picture changes at once (a cut between shots), or None."""
+    if len(thumbs) < 3:
+        return None
+    change = np.abs(np.diff(thumbs.astype(np.float32), axis=0)).mean(axis=(1, 2))
+    typical = max(float(np.median(change)), 1.0)
+    jumps = np.nonzero((change > CUT_PICTURE) & (change > CUT_PICTURE_RATIO * typical))[0]
+    return int(jumps[0]) + 1 if len(jumps) else None
+
+
 def other_people(info: VideoInfo, faces: np.ndarray) -> float | None:
     """The time (s) of a sampled frame that shows a second person, or None."""
     picks = set(np.linspace(0, len(info.picks) - 1, PEOPLE_SAMPLES).astype(int).tolist())
@@ -125,10 +139,12 @@ def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
     """FaceMesh on every frame; raises VideoNoFaceError / VideoInputError (several people, a cut)."""
     m = len(info.picks)
     points = np.full((m, N_LANDMARKS, 2), np.nan, np.float32)
+    thumbs = np.zeros((m, THUMB[1], THUMB[0]), np.uint8)
     with quiet_native_logs, _face_mesh() as mesh:
         for k, image in iter_frames(info):
             if cancelled is not None and cancelled():
                 raise InterruptedError("cancelled")
+            thumbs[k] = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), THUMB, interpolation=cv2.INTER_AREA)
             result = mesh.process(image)
             if result.multi_face_landmarks:
                 lm = result.multi_face_landmarks[0].landmark
@@ -143,7 +159,8 @@ def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
         lost = np.nonzero(~found)[0]
         raise VideoNoFaceError(f"{info.path.name}: the face is lost in {100 * (1 - found.mean()):.0f} % of the "
                                f"frames (from {lost[0] / info.fps:.2f} s); keep the whole face in the picture")
-    cut = find_cut(points, found)
+    cut = find_picture_cut(thumbs)
+    cut = find_cut(points, found) if cut is None else cut
     if cut is not None:
         raise VideoInputError(f"{info.path.name}: the video cuts (or the face jumps) at {cut / info.fps:.2f} s; "
                               "use one continuous shot")
