@@ -266,3 +266,35 @@ def test_a_cut_and_a_second_person_are_refused(tmp_path):
     pair = write_video(tmp_path / "pair.mp4", [np.hstack([f, g]) for f, g in zip(a + a[::-1], b + b[::-1])])
     with pytest.raises(VideoInputError, match="more than one person"):
         build(pair, tmp_path / "x.avatar")
+
+
+# ---- the self-reenactment figures ----
+
+def test_psnr_and_ssim_rank_a_closer_image_higher():
+    from avatar.eval.reenact import psnr, ssim
+
+    rng = np.random.default_rng(2)
+    image = (np.add.outer(np.arange(60), np.arange(80)) % 256).astype(np.uint8)[..., None].repeat(3, 2)
+    slight = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    heavy = np.clip(image + rng.normal(0, 30, image.shape), 0, 255).astype(np.uint8)
+    assert psnr(image, image) == float("inf") and ssim(image, image) == pytest.approx(1.0)
+    assert psnr(image, slight) > psnr(image, heavy) + 10
+    assert ssim(image, slight) > ssim(image, heavy) + 0.2
+
+
+@needs_clips
+def test_reenact_command_on_one_clip(tmp_path):
+    done = run_cli("eval", "reenact", str(GRID_CLIP), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    import json
+
+    report = json.loads((tmp_path / "reenact.json").read_text())["clips"][0]
+    assert report["build_frames"] == 45  # 60 % of 75 frames
+    for who in ("video_avatar", "photo"):
+        fig = report[who]
+        assert fig["frames"] == 30
+        assert 18 < fig["psnr_db"] < 60 and 0.5 < fig["ssim"] <= 1.0
+        # both follow the real mouth and beat a mouth that never moves
+        assert fig["opening_r"] > 0.5
+        assert fig["inner_lip_distance"] < report["frozen_inner_lip_distance"]
+    assert (tmp_path / "bbaf2n_reenact.png").is_file() and "| bbaf2n.mpg |" in (tmp_path / "reenact.md").read_text()

@@ -28,7 +28,7 @@ import numpy as np
 
 from avatar.audio import SAMPLE_RATE
 from avatar.engine import EngineError, create_engine
-from avatar.eval.video import (CONTOUR_SCALE, OPEN_SHARE, ClipError, MouthMeasure, contour_distance, delta_e,
+from avatar.eval.video import (CONTOUR_SCALE, OPEN_SHARE, ClipError, MouthMeasure, amplitude, contour_distance, delta_e,
                                iter_frames, measure_mouths, model_path, montage_frames, parse_offsets, pearson,
                                read_clip, render_clip, save_montage)
 from avatar.face.video_avatar import VideoAvatarError
@@ -74,7 +74,8 @@ def compare(real: MouthMeasure, rendered: MouthMeasure) -> dict:
     return {"psnr_db": float(np.mean(ps)) if ps else float("nan"), "ssim": float(np.mean(ss)) if ss else float("nan"),
             "inner_lip_distance": float(np.nanmean(dist) * CONTOUR_SCALE),
             "inner_mouth_delta_e": float(np.nanmean(de)) if np.isfinite(de).any() else float("nan"),
-            "opening_r": pearson(rendered.opening[:n], ro), "frames": len(both)}
+            "opening_r": pearson(rendered.opening[:n], ro),
+            "opening_amplitude_ratio": amplitude(rendered.opening[:n]) / amplitude(ro), "frames": len(both)}
 
 
 def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offset_ms: float = 0.0) -> dict:

@@ -120,19 +120,11 @@ def find_picture_cut(thumbs: np.ndarray) -> int | None:
     return int(jumps[0]) + 1 if len(jumps) else None
 
 
-def other_people(info: VideoInfo, faces: np.ndarray) -> float | None:
-    """The time (s) of a sampled frame that shows a second person, or None."""
-    picks = set(np.linspace(0, len(info.picks) - 1, PEOPLE_SAMPLES).astype(int).tolist())
-    with quiet_native_logs, _face_finder() as finder:
-        for k, image in iter_frames(info):
-            if k not in picks:
-                continue
-            result = finder.process(image)
-            boxes = [d.location_data.relative_bounding_box for d in (result.detections or [])]
-            widths = sorted((b.width for b in boxes), reverse=True)
-            if len(widths) > 1 and widths[1] >= OTHER_FACE_SHARE * widths[0]:
-                return k / info.fps
-    return None
+def second_person(finder, image: np.ndarray) -> bool:
+    """True when the full-range face detector sees a second face nearly as wide as the largest."""
+    result = finder.process(image)
+    widths = sorted((d.location_data.relative_bounding_box.width for d in (result.detections or [])), reverse=True)
+    return len(widths) > 1 and widths[1] >= OTHER_FACE_SHARE * widths[0]
 
 
 def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
@@ -140,11 +132,15 @@ def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
     m = len(info.picks)
     points = np.full((m, N_LANDMARKS, 2), np.nan, np.float32)
     thumbs = np.zeros((m, THUMB[1], THUMB[0]), np.uint8)
-    with quiet_native_logs, _face_mesh() as mesh:
+    people_at = set(np.linspace(0, m - 1, PEOPLE_SAMPLES).astype(int).tolist())  # frames checked for others
+    seen = None
+    with quiet_native_logs, _face_mesh() as mesh, _face_finder() as finder:
         for k, image in iter_frames(info):
             if cancelled is not None and cancelled():
                 raise InterruptedError("cancelled")
             thumbs[k] = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), THUMB, interpolation=cv2.INTER_AREA)
+            if seen is None and k in people_at and second_person(finder, image):
+                seen = k / info.fps
             result = mesh.process(image)
             if result.multi_face_landmarks:
                 lm = result.multi_face_landmarks[0].landmark
@@ -164,7 +160,6 @@ def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
     if cut is not None:
         raise VideoInputError(f"{info.path.name}: the video cuts (or the face jumps) at {cut / info.fps:.2f} s; "
                               "use one continuous shot")
-    seen = other_people(info, points)
     if seen is not None:
         raise VideoInputError(f"{info.path.name}: more than one person is in the picture (at {seen:.2f} s); "
                               "film one person alone")
