@@ -110,13 +110,18 @@ def test_avatar_reloads_with_its_parts(grid_avatar):
     assert base_open.mean() < data.opening.mean()
 
 
-def _mouth_opening(frame: np.ndarray) -> float:
-    """|13-14| / eye distance, FaceMesh on a rendered frame."""
+def _points(frame: np.ndarray) -> np.ndarray:
+    """FaceMesh's points on a rendered frame."""
     from avatar.face.landmarks import detect_faces
 
     faces = detect_faces(frame)
     assert faces, "no face found in the rendered frame"
-    p = faces[0][:, :2]
+    return faces[0][:, :2]
+
+
+def _mouth_opening(frame: np.ndarray) -> float:
+    """|13-14| / eye distance, FaceMesh on a rendered frame."""
+    p = _points(frame)
     return float(np.linalg.norm(p[13] - p[14]) / np.linalg.norm(p[33] - p[263]))
 
 
@@ -140,6 +145,18 @@ def test_rendered_mouth_follows_the_parameters_and_the_head_moves(grid_avatar):
     away = np.abs(later.astype(int) - closed.astype(int)).sum(axis=2)
     away[y0:y1, x0:x1] = 0
     assert away.mean() > 0.5
+
+
+@needs_clips
+def test_the_expression_menu_moves_the_mouth_corners(grid_avatar):
+    renderer = open_video_avatar(grid_avatar, liveliness={"enabled": False})  # one base frame: only the mouth moves
+    neutral = [renderer.render(mouth_params(), 0.0) for _ in range(6)][-1]
+    renderer.set_expression("smile", ease=False)
+    smile = [renderer.render(mouth_params(), 0.1 * k) for k in range(6)][-1]
+    assert renderer.expression == "smile"
+    p_neutral, p_smile = _points(neutral), _points(smile)
+    width = lambda p: np.linalg.norm(p[61] - p[291]) / np.linalg.norm(p[33] - p[263])  # noqa: E731
+    assert width(p_smile) > width(p_neutral) + 0.01  # a smile pulls the corners out
 
 
 @needs_clips

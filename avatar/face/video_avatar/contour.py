@@ -2,7 +2,7 @@
 
 The network's parameters become rig motion weights through avatar.face.shapes (rig_weights, the fitted ShapeMap),
 and each motion's unit-strength forward field (avatar.face.rig: jaw, lip_raise, lip_drop, lip_spread, lip_round,
-lip_press) moves the lip points exactly as it moves the photo's pixels. The fields are evaluated once, at the
+lip_press, and the expressions' mouth_smile and mouth_frown) moves the lip points exactly as it moves the photo's pixels. The fields are evaluated once, at the
 rest face's lip points, so the target contour is the rest contour plus a weighted sum of fixed displacements.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from avatar.face.landmarks import (LIP_INNER, LIP_INNER_LOWER, LIP_INNER_UPPER, 
 from avatar.face.render_base import field_weights
 from avatar.face.rig import LOCAL_FIELDS, FaceGeometry
 
-MOUTH_FIELDS = ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press")
+MOUTH_FIELDS = ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press",
+                "mouth_smile", "mouth_frown")  # the last two: the expressions' (View → Expression) mouth corners
 FIELD_INDEX = np.array([LOCAL_FIELDS.index(n) for n in MOUTH_FIELDS])
 GEOMETRY_PX = 200.0  # the rest face is measured at this many pixels per eye distance (the rig works in pixels)
 LIP_POINTS = LIP_INNER + LIP_OUTER  # the contour: 20 inner, then 20 outer points

@@ -104,7 +104,7 @@ class VideoAvatarRenderer:
         self.data = data
         self.fps = float(data.meta["fps"])
         self.loop = loop  # False: the base loop holds its first frame (only the mouth moves)
-        self.expressions = ExpressionState()  # kept for the app's expression menu; the video shows its own face
+        self.expressions = ExpressionState()  # the expression menu: its smile / frown move the mouth's corners
         crop = data.meta["crop"]
         self.crop_size = tuple(crop["size"])
         cw, ch = self.crop_size
@@ -216,7 +216,9 @@ class VideoAvatarRenderer:
         return self._size
 
     def set_expression(self, name: str, ease: bool = True) -> None:
-        self.expressions.request(name, ease)  # remembered; the avatar's face is the video's own
+        """As the photo renderer's: the mouth takes the expression's smile or frown (the rest of the face is the
+        video's own); any thread."""
+        self.expressions.request(name, ease)
 
     @property
     def expression(self) -> str:
@@ -228,7 +230,7 @@ class VideoAvatarRenderer:
         return pingpong(int(np.floor(max(t, 0.0) * self.fps + 1e-6)), len(self._ready))
 
     def render(self, params: np.ndarray, t: float = 0.0) -> np.ndarray:
-        target = target_lips(self.rest_lips, self.basis, motion_weights(params))
+        target = target_lips(self.rest_lips, self.basis, motion_weights(params, self.expressions.extras(t)))
         return self.render_target(target, self.base_index(t))
 
     # --- the pieces ---
