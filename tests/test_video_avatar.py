@@ -134,7 +134,7 @@ def test_rendered_mouth_follows_the_parameters_and_the_head_moves(grid_avatar):
     opened = [renderer.render(mouth_params(jaw_open=0.8), 0.0) for _ in range(6)][-1]
     assert closed.shape == (512, 512, 3) and closed.dtype == np.uint8 and closed.flags.c_contiguous
     diff = np.abs(opened.astype(int) - closed.astype(int)).sum(axis=2)
-    y0, y1, x0, x1 = renderer._base(0)[1]
+    y0, y1, x0, x1 = renderer.mouth_box(0)
     inside = diff[y0:y1, x0:x1]
     outside = diff.copy()
     outside[y0:y1, x0:x1] = 0
@@ -168,7 +168,7 @@ def test_open_renderer_and_render_cli_take_an_avatar_file(grid_avatar, tmp_path)
     frame = r.render(mouth_params(jaw_open=0.5), 3.0)
     assert frame.shape == (360, 640, 3)
     # liveliness off: the base loop holds its first frame
-    y0, y1, x0, x1 = r._base(0)[1]
+    y0, y1, x0, x1 = r.mouth_box(0)
     still, later = r.render(mouth_params(), 0.0), r.render(mouth_params(), 1.3)
     still[y0:y1, x0:x1] = later[y0:y1, x0:x1] = 0  # (the mouth's choice eases over frames)
     assert np.array_equal(still, later)

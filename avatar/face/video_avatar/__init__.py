@@ -1,7 +1,7 @@
 """The video avatar: a talking avatar made from a short video of a person (their own head motion, blinks, teeth and
 lips), beside the photo avatar.
 
-    video ─ source.py ─► track.py ─► build.py ─► NAME.avatar (fileformat.py) ─► renderer.py (a FrameRenderer)
+    video ─ source.py ─► track.py ─► build.py ─► NAME.avatar (fileformat.py) ─► renderer.py (FrameRenderer)
     (PyAV: upright,      (FaceMesh     (base loop,   (.npz arrays + JSON        (base loop frame for t; the mouth
      constant rate,       video mode,   mouth          metadata, versioned,       retrieved from the library,
      downscaled)          one person,   library)       no pickle)                 warped to the photo renderer's

@@ -2,8 +2,9 @@
 
 The network's parameters become rig motion weights through avatar.face.shapes (rig_weights, the fitted ShapeMap),
 and each motion's unit-strength forward field (avatar.face.rig: jaw, lip_raise, lip_drop, lip_spread, lip_round,
-lip_press, and the expressions' mouth_smile and mouth_frown) moves the lip points exactly as it moves the photo's pixels. The fields are evaluated once, at the
-rest face's lip points, so the target contour is the rest contour plus a weighted sum of fixed displacements.
+lip_press, and the expressions' mouth_smile and mouth_frown) moves the lip points exactly as it moves the photo's
+pixels. The fields are evaluated once, at the rest face's lip points, so the target contour is the rest contour plus
+a weighted sum of fixed displacements.
 """
 from __future__ import annotations
 

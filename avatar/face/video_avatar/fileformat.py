@@ -135,7 +135,8 @@ def _meta(z, path) -> dict:
     except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as e:
         raise AvatarFileError(f"{path}: damaged avatar file (unreadable metadata)") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise AvatarFileError(f"{path}: not an avatar file (format {meta.get('format') if isinstance(meta, dict) else '?'!r})")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise AvatarFileError(f"{path}: not an avatar file (format {found!r})")
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
         raise AvatarFileError(f"{path}: avatar format version {meta.get('version')} is newer than this app reads "
                               f"({VERSION}); update the app")

@@ -141,14 +141,18 @@ class VideoAvatarRenderer:
         self.base_pose = data.base_points[:, NOSE_TIP]
         self.picks: dict[int, float] = {}  # library index -> weight shown last frame
         self._last = None  # (base index, target key) -> the last composite, reused when nothing changed
-        # each base frame, ready to composite into: (frame, box, crop -> box warp, mask, skin colour); frame 0
-        # now (it checks the file), the others on a background thread in playback order (or when first shown)
+        # each base frame, ready to composite into: (frame, box, crop -> box warp, (mask, 1 - mask), skin colour):
+        # frame 0 now (it checks the file), the others on a background thread in playback order (or when first shown)
         self._ready: list = [None] * len(data.base)
         self._lock = threading.Lock()
         self._base(0)
         # not a daemon: one killed inside OpenCV at interpreter exit aborts the process; it ends within a second
         self._preparer = threading.Thread(target=self._prepare_all, name="avatar-base-frames", daemon=False)
         self._preparer.start()
+
+    def mouth_box(self, b: int = 0) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1): the output pixels base frame b's mouth composite may change; the rest is the video's."""
+        return self._base(b)[1]
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until every base frame is prepared (benchmarks, tests); True when they are."""
@@ -195,7 +199,8 @@ class VideoAvatarRenderer:
         base_crop = cv2.warpAffine(frame, c_from_canvas, (cw, ch), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE)
         ring = base_crop[self._ring].astype(np.float32).mean(axis=0)
-        return np.ascontiguousarray(out), (y0, y1, x0, x1), shifted, np.ascontiguousarray(mask), ring
+        mask = np.ascontiguousarray(mask)
+        return np.ascontiguousarray(out), (y0, y1, x0, x1), shifted, (mask, 1.0 - mask), ring
 
     def inside_face(self, points: np.ndarray) -> np.ndarray:
         """1 inside a base frame's face outline (OVAL_INSET in from it), feathered; crop pixels."""
@@ -276,7 +281,7 @@ class VideoAvatarRenderer:
         key = (b, tuple(sorted((i, round(w, 3)) for i, w in picks.items())), target.round(4).tobytes())
         if self._last is not None and self._last[0] == key:
             return self._last[1].copy()  # nothing moved: the same frame (a copy: callers may draw on theirs)
-        frame, (y0, y1, x0, x1), warp, mask, skin = self._base(b)
+        frame, (y0, y1, x0, x1), warp, (mask, keep), skin = self._base(b)
         mouth = self.mouth(target, picks)
         lib_ring = sum(w * self.lib_ring[i] for i, w in picks.items())
         mouth += (skin - lib_ring).astype(np.float32)  # the base frame's skin colour
@@ -284,7 +289,7 @@ class VideoAvatarRenderer:
         frame = frame.copy()
         placed = cv2.warpAffine(mouth, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
-        frame[y0:y1, x0:x1] = cv2.blendLinear(placed, frame[y0:y1, x0:x1], mask, 1.0 - mask)
+        frame[y0:y1, x0:x1] = cv2.blendLinear(placed, frame[y0:y1, x0:x1], mask, keep)
         self._last = (key, frame)
         return frame.copy()  # the kept one stays as drawn, whatever the caller does with its own
 
