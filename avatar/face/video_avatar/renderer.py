@@ -35,6 +35,7 @@ MASK_CENTRE = (0.0, 0.09)  # the composite's ellipse, relative to the rest mouth
 MASK_AXES = (0.62, 0.43)  # ...its half axes...
 MASK_FEATHER = 0.07  # ...and the feather (Gaussian sigma)
 OVAL_INSET = 0.1  # the composite also stays this far (eye distances) inside the base frame's face outline
+SELF_BONUS = 0.0  # distance taken off the base frame's own mouth (it fits its face exactly)
 POSE_WEIGHT = 0.5  # distance per eye distance that the library frame's nose tip lies from the base frame's
 RING = (0.08, 0.6)  # colour is matched on the mask's feather where it lies between these values
 
@@ -139,6 +140,10 @@ class VideoAvatarRenderer:
         self._out_from_canvas = out_from_canvas
         self._ring = ring
         self.base_pose = data.base_points[:, NOSE_TIP]
+        start, length = data.meta["base_frames"]
+        own = np.searchsorted(data.frames, np.arange(start, start + length))
+        self.base_own = np.where((own < len(data.frames)) & (data.frames[np.minimum(own, len(data.frames) - 1)]
+                                                             == np.arange(start, start + length)), own, -1)
         self.picks: dict[int, float] = {}  # library index -> weight shown last frame
         self._last = None  # (base index, target key) -> the last composite, reused when nothing changed
         # each base frame, ready to composite into: (frame, box, crop -> box warp, (mask, 1 - mask), skin colour):
@@ -246,6 +251,8 @@ class VideoAvatarRenderer:
         d = np.sqrt(diff[..., 0] ** 2 + diff[..., 1] ** 2) @ self.point_weight
         turn = self.data.pose - self.base_pose[b]
         d += POSE_WEIGHT * np.sqrt(turn[:, 0] ** 2 + turn[:, 1] ** 2)
+        if SELF_BONUS and self.base_own[b] >= 0:
+            d[self.base_own[b]] -= SELF_BONUS
         for i in self.picks:
             d[i] -= STICKY_BONUS
             if i + 1 < len(d) and self.data.frames[i + 1] == self.data.frames[i] + 1:
