@@ -32,6 +32,7 @@ from avatar.face.pose import turn_warning
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
+from avatar.live.virtual_camera import VirtualCamera, VirtualCameraError, frame_sink
 from avatar.preferences import GATE_RANGE_DB, Preferences
 from avatar.record import RecordError
 
@@ -152,9 +153,13 @@ class Controller:
         self._playing = None  # the FileSource started by play_file while it may still be playing
         self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
         self._inputs: dict[str, SoundInput] = {}  # the last microphone list, by name
+        # observers of each new frame, on the render thread (the window, the virtual camera, ...): a tuple that is
+        # replaced, never changed, so the render thread can go through it while another thread adds one
+        self._frame_sinks: tuple = (on_frame,) if on_frame is not None else ()
+        self.virtual_camera: VirtualCamera | None = None  # the virtual camera while one runs
         self.engine, self.backend_choice, startup_error = self._first_engine()
         self.pipeline = LivePipeline(self.engine, BlankRenderer(prefs.size), fps=prefs.fps, on_event=on_event,
-                                     on_frame=on_frame)
+                                     on_frame=self._frame_ready)
         if startup_error:
             self.report_error(startup_error)
 
@@ -189,6 +194,7 @@ class Controller:
                 self.finish_recording(recording)
             except RecordError as e:
                 self.report_error(error_sentence(e), "Recording stopped")
+        self.stop_virtual_camera()
         self.pipeline.stop()
         self.save_prefs()
 
@@ -200,6 +206,46 @@ class Controller:
         log.info("%s: %s", title, message)
         self.last_error = message
         self.on_error(message, title)
+
+    # -- frame observers and the virtual camera (avatar.live.virtual_camera) ----------------------------
+
+    def _frame_ready(self, frame) -> None:
+        for sink in self._frame_sinks:
+            sink(frame)
+
+    def add_frame_sink(self, sink: Callable[[object], None]) -> None:
+        """Call `sink(frame)` (avatar.live.pipeline.Frame) on the render thread with each new frame; it must not
+        wait (queue the frame and return)."""
+        self._frame_sinks = (*self._frame_sinks, sink)
+
+    def remove_frame_sink(self, sink) -> None:
+        self._frame_sinks = tuple(s for s in self._frame_sinks if s is not sink)
+
+    def start_virtual_camera(self, backend: str | None = None, device: str | None = None) -> bool:
+        """Send the view (its size and frame rate, its background) to a virtual camera; False with a message that
+        says what to install when there is none. `backend` / `device`: pyvirtualcam's (None: the first found)."""
+        if self.virtual_camera is not None and self.virtual_camera.running:
+            return True
+        self.stop_virtual_camera()
+        frame = self.pipeline.latest
+        if frame is None:
+            self.report_error("The avatar is not showing yet; try again in a moment.", "No virtual camera")
+            return False
+        height, width = frame.image.shape[:2]
+        try:
+            camera = VirtualCamera(width, height, self.prefs.fps, backend, device, on_event=self.pipeline.on_event)
+        except VirtualCameraError as e:
+            self.report_error(str(e), "No virtual camera")
+            return False
+        self.virtual_camera, self._camera_sink = camera, frame_sink(camera)
+        self.add_frame_sink(self._camera_sink)
+        return True
+
+    def stop_virtual_camera(self) -> None:
+        camera, self.virtual_camera = self.virtual_camera, None
+        if camera is not None:
+            self.remove_frame_sink(self._camera_sink)
+            camera.close()
 
     # -- what feeds the mouth -------------------------------------------------------------------------
 
