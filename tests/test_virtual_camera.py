@@ -288,3 +288,69 @@ def test_a_real_v4l2loopback_device_shows_the_frames():
     assert got is not None and got.shape[:2] == (240, 320)
     assert np.abs(got[120, 80].astype(int) - (220, 30, 30)).max() < 40  # left red, right blue (YUV round trip)
     assert np.abs(got[120, 240].astype(int) - (30, 30, 220)).max() < 40
+
+
+@pytest.fixture
+def vcam_window(qtbot, qsettings, tmp_path, monkeypatch):
+    """The app's window (main_window) on the shipped face with the loudness network, as tests/test_app_window.py."""
+    from avatar.engine import create_engine
+    from avatar.gui import main_window
+    from avatar.gui.settings import load_preferences
+    from tests.conftest import loudness_model
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    prefs = load_preferences()
+    prefs.size, prefs.fps, prefs.output_folder, prefs.liveliness = SIZE, FPS, str(tmp_path), {"enabled": False}
+    w = main_window(prefs, engine_factory=lambda backend: create_engine("onnxruntime", model=loudness_model()))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.controller.renderer is not None and w.controller.latest_frame is not None
+                    and w.controller.latest_frame.image.shape[0] == SIZE, timeout=20000)
+    yield w
+    w.close()
+
+
+def _view_menu_action(window, text_start):
+    view = next(a.menu() for a in window.menuBar().actions() if a.text() == "&View")
+    return next(a for a in view.actions() if a.text().replace("&", "").startswith(text_start))
+
+
+def test_view_menu_starts_and_stops_the_virtual_camera(recorder, vcam_window, qtbot):
+    w = vcam_window
+    action = _view_menu_action(w, "Start virtual camera")
+    action.trigger()  # what a click on the menu item does
+    assert action.isChecked() and action.text().replace("&", "") == "Stop virtual camera"
+    backend = recorder.opened[-1]
+    assert (backend.width, backend.height, backend.fps) == (SIZE, SIZE, FPS)
+    qtbot.waitUntil(lambda: len(backend.frames) >= FPS, timeout=10000)
+    assert "recorder-cam" in w.statusBar().currentMessage()
+    latest = w.controller.latest_frame.image
+    assert np.corrcoef(backend.frames[-1].reshape(-1).astype(float), latest.reshape(-1).astype(float))[0, 1] > 0.9
+    action.trigger()
+    assert not action.isChecked() and backend.closed == 1 and w.controller.virtual_camera is None
+    sent = len(backend.frames)
+    qtbot.wait(300)
+    assert len(backend.frames) == sent  # nothing sent after Stop
+
+
+def test_view_menu_without_a_device_says_what_to_install(recorder, vcam_window, qtbot):
+    import platform
+
+    pvc_camera.BACKENDS.clear()
+    pvc_camera.register_backend("v4l2loopback" if platform.system() == "Linux" else "obs", _NoDevice)
+    w = vcam_window
+    action = _view_menu_action(w, "Start virtual camera")
+    action.trigger()
+    assert not action.isChecked() and w.controller.virtual_camera is None
+    message = w.controller.last_error
+    assert "No virtual camera" in message and "there is no device" in message
+    assert ("modprobe v4l2loopback" in message) if platform.system() == "Linux" else ("OBS" in message)
+    qtbot.wait(200)
+    assert w.controller.latest_frame is not None  # the app runs on
+
+
+class _NoDevice:
+    """A backend that finds no device, as pyvirtualcam's native ones do on a machine without one."""
+
+    def __init__(self, **kw):
+        raise RuntimeError("there is no device")

@@ -226,6 +226,7 @@ class MainWindow(QMainWindow):
         leave.triggered.connect(lambda: self.set_compact(False))
         self.addAction(leave)
         self._build_expression_menu(v)
+        self._build_virtual_camera_menu(v)
 
         s = self.menuBar().addMenu("&Settings")
         self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
@@ -258,6 +259,26 @@ class MainWindow(QMainWindow):
         """Ease the face into an expression (the mouth keeps talking)."""
         self.controller.set_expression(name)
         self.expression_actions[name].setChecked(True)
+
+    # -- virtual camera (issue 20): View → Start virtual camera ------------------------------------------
+
+    def _build_virtual_camera_menu(self, view_menu) -> None:
+        view_menu.addSeparator()
+        self.virtual_camera_action = self._action(view_menu, "Start &virtual camera", None,
+                                                  self.set_virtual_camera)
+        self.virtual_camera_action.setCheckable(True)
+
+    def set_virtual_camera(self, on: bool) -> bool:
+        """Send the view to a virtual camera (calls, OBS) or stop; without a device a message says what to install."""
+        if on:
+            on = self.controller.start_virtual_camera()
+            if on:
+                self.statusBar().showMessage(f"Sending to the {self.controller.virtual_camera.describe()}", 10000)
+        else:
+            self.controller.stop_virtual_camera()
+        self.virtual_camera_action.setChecked(on)
+        self.virtual_camera_action.setText("Stop &virtual camera" if on else "Start &virtual camera")
+        return on
 
     def _choices(self, menu, items, current, slot) -> dict:
         """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value).
@@ -779,6 +800,9 @@ class MainWindow(QMainWindow):
         self.latency_label.setText(f"latency {latency:.0f} ms" if shows_latency and latency is not None
                                    else "latency –")
         self.dropped_label.setText(f"dropped {stats.dropped_frames}")
+        camera = self.controller.virtual_camera
+        if self.virtual_camera_action.isChecked() and (camera is None or not camera.running):
+            self.set_virtual_camera(False)  # it stopped sending (its message was shown)
         self._show_level()
         recording = self.controller.recording
         if recording is not None:
