@@ -32,9 +32,12 @@ from avatar.face.pose import turn_warning
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
+from avatar.live.speech import SpeechSource
 from avatar.live.virtual_camera import VirtualCamera, VirtualCameraError, frame_sink
 from avatar.preferences import GATE_RANGE_DB, Preferences
 from avatar.record import RecordError
+# SpeechError: what speak() raises, imported from here by its callers
+from avatar.tts import PiperSpeech, SpeechError, check_text, unavailable as speech_unavailable  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 SOURCE_SILENCE = "silence"
 SOURCE_MICROPHONE = "microphone"
 SOURCE_FILE = "file"
+SOURCE_SPEECH = "speech"  # text spoken with Piper (speak)
 SOURCE_OTHER = "other"  # a source handed to the pipeline directly (tests, tools)
 GATE_OFF_AT_DB = -80  # a gate at or below this is off (the slider's leftmost position)
 GATE_OFF_DB = GATE_RANGE_DB[0]  # how "gate off" is stored in the preferences
@@ -259,6 +263,8 @@ class Controller:
             return SOURCE_MICROPHONE
         if isinstance(source, FileSource):
             return SOURCE_FILE
+        if isinstance(source, SpeechSource):
+            return SOURCE_SPEECH
         return SOURCE_OTHER
 
     @property
@@ -355,9 +361,40 @@ class Controller:
         self._playing = source
         return True
 
+    # -- text to speech (avatar.tts, avatar.live.speech) ----------------------------------------------
+
+    _speech = None  # the Piper voice once speak() needed it
+
+    @property
+    def speech_unavailable(self) -> str | None:
+        """Why speak() cannot run here (what to install), None when it can."""
+        return speech_unavailable()
+
+    def speak(self, text: str) -> None:
+        """Say `text` aloud with the Piper voice, the mouth following; returns at once (the voice is made on a
+        worker thread, sentence by sentence, the first heard while the rest is made). Said while speech runs, it
+        is spoken after it. Raises SpeechError (empty, longer than avatar.tts.MAX_TEXT_CHARS, Piper not
+        installed). Like a played file it ends by itself (the microphone in use before comes back, see poll) or
+        with stop_playback."""
+        text = check_text(text)
+        if self._speech is None:
+            self._speech = PiperSpeech()  # raises SpeechError naming what to install
+        speech = self._speech
+        running = self._playing if isinstance(self._playing, SpeechSource) and self.playing else None
+        if running is not None and running.say(speech.chunks(text), speech.sample_rate):
+            return
+        source = SpeechSource()
+        source.say(speech.chunks(text), speech.sample_rate)
+        microphone = self.microphone  # set_source below must not forget it
+        self.pipeline.set_source(source)
+        self.microphone = microphone
+        self._playing = source
+        if source.playback_note:
+            log.info("%s", source.playback_note)
+
     @property
     def playing(self) -> bool:
-        """Whether a file started by play_file is playing now."""
+        """Whether a file started by play_file (or speech started by speak) is playing now."""
         return self._playing is not None and self.pipeline.source is self._playing
 
     def stop_playback(self) -> None:
