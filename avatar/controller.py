@@ -17,6 +17,7 @@ from datetime import datetime
 import logging
 from pathlib import Path
 import tempfile
+import threading
 from typing import Callable
 
 import numpy as np
@@ -363,12 +364,25 @@ class Controller:
 
     # -- text to speech (avatar.tts, avatar.live.speech) ----------------------------------------------
 
-    _speech = None  # the Piper voice once speak() needed it
+    _speech = None  # the Piper voice once speak() or prepare_speech() needed it
+    _speech_lock = threading.Lock()  # one voice made, when the preparing thread and speak() meet
 
     @property
     def speech_unavailable(self) -> str | None:
         """Why speak() cannot run here (what to install), None when it can."""
         return speech_unavailable()
+
+    def _speech_voice(self) -> PiperSpeech:
+        with self._speech_lock:
+            if self._speech is None:
+                self._speech = PiperSpeech()  # raises SpeechError naming what to install
+            return self._speech
+
+    def prepare_speech(self) -> None:
+        """Load the voice on a worker thread now (about a second, more on a busy machine), so that the first
+        speak() is heard sooner; nothing when Piper is not installed."""
+        if self.speech_unavailable is None:
+            threading.Thread(target=lambda: self._speech_voice().voice(), name="speech-load", daemon=True).start()
 
     def speak(self, text: str) -> None:
         """Say `text` aloud with the Piper voice, the mouth following; returns at once (the voice is made on a
@@ -377,9 +391,7 @@ class Controller:
         installed). Like a played file it ends by itself (the microphone in use before comes back, see poll) or
         with stop_playback."""
         text = check_text(text)
-        if self._speech is None:
-            self._speech = PiperSpeech()  # raises SpeechError naming what to install
-        speech = self._speech
+        speech = self._speech_voice()
         running = self._playing if isinstance(self._playing, SpeechSource) and self.playing else None
         if running is not None and running.say(speech.chunks(text), speech.sample_rate):
             return

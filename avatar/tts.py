@@ -10,6 +10,7 @@ Qt or the live pipeline: avatar.live.speech plays the chunks and feeds the mouth
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Iterator
 
@@ -17,6 +18,10 @@ import numpy as np
 
 MAX_TEXT_CHARS = 2000  # at most this much is spoken at once (about two minutes of speech)
 PACKAGE_HINT = "pip install 'talking-avatar[tts]'"
+# The first clause of a longer text is made on its own: it is heard after the time to make it alone (about half a
+# sentence's), while the rest is made. A clause is split off only when both it and the rest have this many words.
+FIRST_CLAUSE_MIN_WORDS = 2
+_CLAUSE_END = re.compile(r"[,;:](?=\s)")
 
 
 class SpeechError(ValueError):
@@ -35,6 +40,18 @@ def check_text(text: str) -> str:
         raise SpeechError(f"The text is {len(text)} characters long; at most {MAX_TEXT_CHARS} can be spoken at "
                           "once. Send it in parts.")
     return text
+
+
+def split_first_clause(text: str) -> list[str]:
+    """[first clause, the rest] where the text's first sentence has a clause break (, ; :) after at least
+    FIRST_CLAUSE_MIN_WORDS words with as many after it; else [text]."""
+    sentence_end = re.search(r"[.!?](\s|$)", text)
+    limit = sentence_end.start() if sentence_end else len(text)
+    for mark in _CLAUSE_END.finditer(text, 0, limit):
+        head, rest = text[:mark.end()].strip(), text[mark.end():].strip()
+        if len(head.split()) >= FIRST_CLAUSE_MIN_WORDS and len(rest.split()) >= FIRST_CLAUSE_MIN_WORDS:
+            return [head, rest]
+    return [text]
 
 
 def unavailable() -> str | None:
@@ -74,15 +91,16 @@ class PiperSpeech:
             return self._voice
 
     def chunks(self, text: str) -> Iterator[np.ndarray]:
-        """Mono float32 audio at `sample_rate`, one array per sentence, made as it is asked for (call on a worker
-        thread). SpeechError from check_text before anything is made; a text with nothing pronounceable yields
-        nothing."""
-        text = check_text(text)
+        """Mono float32 audio at `sample_rate`: the first clause (split_first_clause), then one array per
+        sentence, each made as it is asked for (call on a worker thread). SpeechError from check_text before
+        anything is made; a text with nothing pronounceable yields nothing."""
+        parts = split_first_clause(check_text(text))
 
         def generate():
-            for chunk in self.voice().synthesize(text):
-                if chunk.sample_rate != self.sample_rate:  # a voice's rate is fixed by its config
-                    raise SpeechError(f"the voice sent {chunk.sample_rate} Hz audio, not {self.sample_rate} Hz")
-                yield np.asarray(chunk.audio_float_array, np.float32)
+            for part in parts:
+                for chunk in self.voice().synthesize(part):
+                    if chunk.sample_rate != self.sample_rate:  # a voice's rate is fixed by its config
+                        raise SpeechError(f"the voice sent {chunk.sample_rate} Hz audio, not {self.sample_rate} Hz")
+                    yield np.asarray(chunk.audio_float_array, np.float32)
 
         return generate()

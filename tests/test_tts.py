@@ -9,7 +9,7 @@ import pytest
 
 from avatar.controller import SOURCE_SILENCE, SOURCE_SPEECH, Controller, SpeechError
 from avatar.preferences import Preferences
-from avatar.tts import MAX_TEXT_CHARS, PACKAGE_HINT, check_text, unavailable
+from avatar.tts import MAX_TEXT_CHARS, PACKAGE_HINT, check_text, split_first_clause, unavailable
 from avatar.visemes import PARAM_NAMES
 from tests.conftest import SimpleFrames
 
@@ -77,6 +77,14 @@ def test_without_piper_speak_says_what_to_install(monkeypatch, live_engine_facto
     with pytest.raises(SpeechError, match=r"pip install 'talking-avatar\[tts\]'"):
         c.speak("Hello.")
     assert c.source_kind == SOURCE_SILENCE
+
+
+def test_a_long_first_sentence_has_its_first_clause_made_on_its_own():
+    assert split_first_clause("Hello there, how are you today?") == ["Hello there,", "how are you today?"]
+    assert split_first_clause("Well, then.") == ["Well, then."]  # too short to split
+    assert split_first_clause("No break here. Later, there is one.") == ["No break here. Later, there is one."]
+    assert split_first_clause("Item one; item two, and more.") == ["Item one;", "item two, and more."]
+    assert split_first_clause("3,000 people came here today") == ["3,000 people came here today"]  # not a break
 
 
 # -- the voice -----------------------------------------------------------------------------------------

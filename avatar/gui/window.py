@@ -279,9 +279,15 @@ class MainWindow(QMainWindow):
         for widget in (self.speak_box, self.speak_button):
             widget.setEnabled(problem is None)
         self.speak_box.returnPressed.connect(self.speak)
+        self.speak_box.textEdited.connect(self._prepare_speech)
         self.speak_button.clicked.connect(self.speak)
         bar.addWidget(self.speak_box)
         bar.addWidget(self.speak_button)
+
+    def _prepare_speech(self) -> None:
+        """The first key typed loads the voice in the background (once)."""
+        self.speak_box.textEdited.disconnect(self._prepare_speech)
+        self.controller.prepare_speech()
 
     def _speak_menu_text(self) -> str:
         return "Spea&k text…" if self.controller.speech_unavailable is None else \
