@@ -354,3 +354,12 @@ class _NoDevice:
 
     def __init__(self, **kw):
         raise RuntimeError("there is no device")
+
+
+def test_the_status_bar_counts_the_cameras_dropped_frames(recorder, vcam_window, qtbot):
+    w = vcam_window
+    assert w.set_virtual_camera(True)
+    w.controller.virtual_camera.dropped = 7  # as if the device had fallen behind
+    qtbot.waitUntil(lambda: w.dropped_label.text().endswith("camera 7"), timeout=3000)
+    w.set_virtual_camera(False)
+    qtbot.waitUntil(lambda: "camera" not in w.dropped_label.text(), timeout=3000)

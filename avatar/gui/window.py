@@ -858,6 +858,8 @@ class MainWindow(QMainWindow):
         camera = self.controller.virtual_camera
         if self.virtual_camera_action.isChecked() and (camera is None or not camera.running):
             self.set_virtual_camera(False)  # it stopped sending (its message was shown)
+        elif camera is not None:
+            self.dropped_label.setText(f"dropped {stats.dropped_frames}, camera {camera.dropped}")
         self._show_level()
         recording = self.controller.recording
         if recording is not None:
