@@ -366,6 +366,7 @@ class Controller:
 
     _speech = None  # the Piper voice once speak() or prepare_speech() needed it
     _speech_lock = threading.Lock()  # one voice made, when the preparing thread and speak() meet
+    _speak_lock = threading.Lock()  # one speak() at a time: texts said together are queued, not raced
 
     @property
     def speech_unavailable(self) -> str | None:
@@ -389,20 +390,21 @@ class Controller:
         worker thread, sentence by sentence, the first heard while the rest is made). Said while speech runs, it
         is spoken after it. Raises SpeechError (empty, longer than avatar.tts.MAX_TEXT_CHARS, Piper not
         installed). Like a played file it ends by itself (the microphone in use before comes back, see poll) or
-        with stop_playback."""
+        with stop_playback. May be called from any thread."""
         text = check_text(text)
         speech = self._speech_voice()
-        running = self._playing if isinstance(self._playing, SpeechSource) and self.playing else None
-        if running is not None and running.say(speech.chunks(text), speech.sample_rate):
-            return
-        source = SpeechSource()
-        source.say(speech.chunks(text), speech.sample_rate)
-        microphone = self.microphone  # set_source below must not forget it
-        self.pipeline.set_source(source)
-        self.microphone = microphone
-        self._playing = source
-        if source.playback_note:
-            log.info("%s", source.playback_note)
+        with self._speak_lock:  # speak() may come from another thread too (a local endpoint)
+            running = self._playing if isinstance(self._playing, SpeechSource) and self.playing else None
+            if running is not None and running.say(speech.chunks(text), speech.sample_rate):
+                return
+            source = SpeechSource()
+            source.say(speech.chunks(text), speech.sample_rate)
+            microphone = self.microphone  # set_source below must not forget it
+            self.pipeline.set_source(source)
+            self.microphone = microphone
+            self._playing = source
+            if source.playback_note:
+                log.info("%s", source.playback_note)
 
     @property
     def playing(self) -> bool:

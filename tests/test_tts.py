@@ -135,6 +135,24 @@ def test_a_second_text_is_spoken_after_the_first(speaking):
 
 
 @needs_piper
+def test_texts_said_from_two_threads_at_once_are_both_spoken_in_turn(speaking):
+    import threading
+
+    c = speaking
+    c.speak("Ready.")  # the voice loaded, speech running
+    wait_until(lambda: c.pipeline.source.first_speech_index is not None)
+    source = c.pipeline.source
+    callers = [threading.Thread(target=c.speak, args=(text,)) for text in ("One.", "Two.")]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(10)
+    assert c.pipeline.source is source
+    wait_until(lambda: c.source_kind == SOURCE_SILENCE, timeout=30)
+    assert source.spoken == 3
+
+
+@needs_piper
 def test_text_with_nothing_to_pronounce_is_a_message_and_the_app_runs_on(speaking):
     c = speaking
     c.speak("...")
