@@ -17,6 +17,7 @@ from datetime import datetime
 import logging
 from pathlib import Path
 import tempfile
+import threading
 from typing import Callable
 
 import numpy as np
@@ -32,8 +33,12 @@ from avatar.face.pose import turn_warning
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
+from avatar.live.speech import SpeechSource
+from avatar.live.virtual_camera import VirtualCamera, VirtualCameraError, frame_sink
 from avatar.preferences import GATE_RANGE_DB, Preferences
 from avatar.record import RecordError
+# SpeechError: what speak() raises, imported from here by its callers
+from avatar.tts import PiperSpeech, SpeechError, check_text, unavailable as speech_unavailable  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 SOURCE_SILENCE = "silence"
 SOURCE_MICROPHONE = "microphone"
 SOURCE_FILE = "file"
+SOURCE_SPEECH = "speech"  # text spoken with Piper (speak)
 SOURCE_OTHER = "other"  # a source handed to the pipeline directly (tests, tools)
 GATE_OFF_AT_DB = -80  # a gate at or below this is off (the slider's leftmost position)
 GATE_OFF_DB = GATE_RANGE_DB[0]  # how "gate off" is stored in the preferences
@@ -152,9 +158,13 @@ class Controller:
         self._playing = None  # the FileSource started by play_file while it may still be playing
         self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
         self._inputs: dict[str, SoundInput] = {}  # the last microphone list, by name
+        # observers of each new frame, on the render thread (the window, the virtual camera, ...): a tuple that is
+        # replaced, never changed, so the render thread can go through it while another thread adds one
+        self._frame_sinks: tuple = (on_frame,) if on_frame is not None else ()
+        self.virtual_camera: VirtualCamera | None = None  # the virtual camera while one runs
         self.engine, self.backend_choice, startup_error = self._first_engine()
         self.pipeline = LivePipeline(self.engine, BlankRenderer(prefs.size), fps=prefs.fps, on_event=on_event,
-                                     on_frame=on_frame)
+                                     on_frame=self._frame_ready)
         if startup_error:
             self.report_error(startup_error)
 
@@ -189,6 +199,7 @@ class Controller:
                 self.finish_recording(recording)
             except RecordError as e:
                 self.report_error(error_sentence(e), "Recording stopped")
+        self.stop_virtual_camera()
         self.pipeline.stop()
         self.save_prefs()
 
@@ -200,6 +211,46 @@ class Controller:
         log.info("%s: %s", title, message)
         self.last_error = message
         self.on_error(message, title)
+
+    # -- frame observers and the virtual camera (avatar.live.virtual_camera) ----------------------------
+
+    def _frame_ready(self, frame) -> None:
+        for sink in self._frame_sinks:
+            sink(frame)
+
+    def add_frame_sink(self, sink: Callable[[object], None]) -> None:
+        """Call `sink(frame)` (avatar.live.pipeline.Frame) on the render thread with each new frame; it must not
+        wait (queue the frame and return)."""
+        self._frame_sinks = (*self._frame_sinks, sink)
+
+    def remove_frame_sink(self, sink) -> None:
+        self._frame_sinks = tuple(s for s in self._frame_sinks if s is not sink)
+
+    def start_virtual_camera(self, backend: str | None = None, device: str | None = None) -> bool:
+        """Send the view (its size and frame rate, its background) to a virtual camera; False with a message that
+        says what to install when there is none. `backend` / `device`: pyvirtualcam's (None: the first found)."""
+        if self.virtual_camera is not None and self.virtual_camera.running:
+            return True
+        self.stop_virtual_camera()
+        frame = self.pipeline.latest
+        if frame is None:
+            self.report_error("The avatar is not showing yet; try again in a moment.", "No virtual camera")
+            return False
+        height, width = frame.image.shape[:2]
+        try:
+            camera = VirtualCamera(width, height, self.prefs.fps, backend, device, on_event=self.pipeline.on_event)
+        except VirtualCameraError as e:
+            self.report_error(str(e), "No virtual camera")
+            return False
+        self.virtual_camera, self._camera_sink = camera, frame_sink(camera)
+        self.add_frame_sink(self._camera_sink)
+        return True
+
+    def stop_virtual_camera(self) -> None:
+        camera, self.virtual_camera = self.virtual_camera, None
+        if camera is not None:
+            self.remove_frame_sink(self._camera_sink)
+            camera.close()
 
     # -- what feeds the mouth -------------------------------------------------------------------------
 
@@ -213,6 +264,8 @@ class Controller:
             return SOURCE_MICROPHONE
         if isinstance(source, FileSource):
             return SOURCE_FILE
+        if isinstance(source, SpeechSource):
+            return SOURCE_SPEECH
         return SOURCE_OTHER
 
     @property
@@ -309,9 +362,53 @@ class Controller:
         self._playing = source
         return True
 
+    # -- text to speech (avatar.tts, avatar.live.speech) ----------------------------------------------
+
+    _speech = None  # the Piper voice once speak() or prepare_speech() needed it
+    _speech_lock = threading.Lock()  # one voice made, when the preparing thread and speak() meet
+    _speak_lock = threading.Lock()  # one speak() at a time: texts said together are queued, not raced
+
+    @property
+    def speech_unavailable(self) -> str | None:
+        """Why speak() cannot run here (what to install), None when it can."""
+        return speech_unavailable()
+
+    def _speech_voice(self) -> PiperSpeech:
+        with self._speech_lock:
+            if self._speech is None:
+                self._speech = PiperSpeech()  # raises SpeechError naming what to install
+            return self._speech
+
+    def prepare_speech(self) -> None:
+        """Load the voice on a worker thread now (about a second, more on a busy machine), so that the first
+        speak() is heard sooner; nothing when Piper is not installed."""
+        if self.speech_unavailable is None:
+            threading.Thread(target=lambda: self._speech_voice().voice(), name="speech-load", daemon=True).start()
+
+    def speak(self, text: str) -> None:
+        """Say `text` aloud with the Piper voice, the mouth following; returns at once (the voice is made on a
+        worker thread, sentence by sentence, the first heard while the rest is made). Said while speech runs, it
+        is spoken after it. Raises SpeechError (empty, longer than avatar.tts.MAX_TEXT_CHARS, Piper not
+        installed). Like a played file it ends by itself (the microphone in use before comes back, see poll) or
+        with stop_playback. May be called from any thread."""
+        text = check_text(text)
+        speech = self._speech_voice()
+        with self._speak_lock:  # speak() may come from another thread too (a local endpoint)
+            running = self._playing if isinstance(self._playing, SpeechSource) and self.playing else None
+            if running is not None and running.say(speech.chunks(text), speech.sample_rate):
+                return
+            source = SpeechSource()
+            source.say(speech.chunks(text), speech.sample_rate)
+            microphone = self.microphone  # set_source below must not forget it
+            self.pipeline.set_source(source)
+            self.microphone = microphone
+            self._playing = source
+            if source.playback_note:
+                log.info("%s", source.playback_note)
+
     @property
     def playing(self) -> bool:
-        """Whether a file started by play_file is playing now."""
+        """Whether a file started by play_file (or speech started by speak) is playing now."""
         return self._playing is not None and self.pipeline.source is self._playing
 
     def stop_playback(self) -> None:
