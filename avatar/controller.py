@@ -34,6 +34,7 @@ from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
 from avatar.preferences import GATE_RANGE_DB, Preferences
 from avatar.record import RecordError
+from avatar.serve.push import PushMixer
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,12 @@ class Controller:
         self._playing = None  # the FileSource started by play_file while it may still be playing
         self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
         self._inputs: dict[str, SoundInput] = {}  # the last microphone list, by name
+        self.server = None  # the local server (avatar.serve) while the browser source or input endpoint is on
+        self.push_mixer = PushMixer()  # other programs' sound (the input endpoint) into the mouth
+        self._on_frame = on_frame or (lambda frame: None)
         self.engine, self.backend_choice, startup_error = self._first_engine()
         self.pipeline = LivePipeline(self.engine, BlankRenderer(prefs.size), fps=prefs.fps, on_event=on_event,
-                                     on_frame=on_frame)
+                                     on_frame=self._frame_ready)
         if startup_error:
             self.report_error(startup_error)
 
@@ -189,6 +193,8 @@ class Controller:
                 self.finish_recording(recording)
             except RecordError as e:
                 self.report_error(error_sentence(e), "Recording stopped")
+        if self.server is not None:
+            self.server.stop()
         self.pipeline.stop()
         self.save_prefs()
 
@@ -329,6 +335,50 @@ class Controller:
         if self.microphone is None or self.source_kind != SOURCE_SILENCE:
             return False  # nothing to restore, or something else was chosen meanwhile
         return self.use_microphone(self.microphone, remember=False)
+
+    # -- the local server (avatar.serve): OBS browser source, input endpoint; nothing listens until turned on -
+
+    def set_browser_source(self, on: bool) -> str | None:
+        """Serve the avatar to a browser source (OBS) on 127.0.0.1; its URL (with the token), None when off or
+        it could not start (said)."""
+        return self.server.browser_url if self._serve("browser_on", on) else None
+
+    def set_input_endpoint(self, on: bool) -> str | None:
+        """Take other programs' sound and text on 127.0.0.1 (avatar.serve.server); the WebSocket URL with the
+        token, None when off or it could not start (said)."""
+        self.pipeline.mix_in = self.push_mixer.mix if on else None
+        if not on:
+            self.push_mixer.clear()
+        return self.server.input_url if self._serve("input_on", on) else None
+
+    def _serve(self, feature: str, on: bool) -> bool:
+        if on and self.server is None:
+            from avatar.serve.server import LocalServer, ServeError  # aiohttp: only once the user turns one on
+
+            prefs = self.prefs
+            server = LocalServer(self.push_mixer, lambda: self.pipeline.renderer, prefs.serve_port,
+                                 getattr(self, "speak", None), prefs.view_token or None, prefs.input_token or None)
+            try:
+                server.start()
+            except ServeError as e:
+                self.pipeline.mix_in = None
+                self.report_error(str(e))
+                return False
+            prefs.view_token, prefs.input_token = server.view_token, server.input_token
+            self.save_prefs()
+            self.server = server
+        if self.server is not None:
+            setattr(self.server, feature, on)
+            if not (self.server.browser_on or self.server.input_on):
+                self.server.stop()
+                self.server = None
+        return on and self.server is not None
+
+    def _frame_ready(self, frame) -> None:  # on the render thread
+        self._on_frame(frame)
+        server = self.server
+        if server is not None:
+            server.offer(frame)
 
     # -- input gain and gate --------------------------------------------------------------------------
 
