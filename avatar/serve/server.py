@@ -180,7 +180,11 @@ class LocalServer:
         if not (page_origin_ok(origin, self.port) if request.path == "/source/ws"
                 else browser or program_origin_ok(origin, self.port)):
             return self._refuse(request, 403, f"Origin {origin} may not connect here.")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(request, 413, f"The body is too big (at most {MAX_HTTP_BYTES >> 20} MiB); push long "
+                                "sound in chunks over the WebSocket.")
 
     def _refuse(self, request, status: int, message: str) -> web.Response:
         self.messages.append(message)
