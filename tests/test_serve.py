@@ -420,3 +420,20 @@ def _wait_for(condition, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_the_example_client_streams_a_wav(server, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "speech.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050)
+        w.writeframes(s16(tone(22050, 0.3)))
+    example = Path(__file__).resolve().parent.parent / "examples" / "push_audio.py"
+    out = subprocess.run([sys.executable, str(example), server.input_url, str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert '"started"' in out.stdout and '"ended"' in out.stdout
+    assert abs(server.mixer.queued_seconds - 0.3) < 0.05  # nothing plays it here (no pipeline): all queued
