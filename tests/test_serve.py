@@ -164,6 +164,22 @@ def test_a_foreign_host_or_origin_is_refused(server):
     assert refused.value.response.status_code == 403
 
 
+def test_turning_a_feature_off_closes_its_connections_and_stopping_is_prompt(server):
+    with ws_client.connect(f"ws://127.0.0.1:{server.port}/source/ws?token={server.view_token}",
+                           origin=f"http://127.0.0.1:{server.port}") as page:
+        with ws_client.connect(server.input_url) as ws:
+            server.input_on = False
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd.code == 1001 and "input endpoint off" in closed.value.rcvd.reason
+        start = time.monotonic()
+        server.stop()
+        assert time.monotonic() - start < 1.0
+        with pytest.raises(ConnectionClosed):
+            while True:
+                page.recv(timeout=5)  # frames may be on their way; then the close
+
+
 def test_a_feature_turned_off_answers_404(server):
     server.input_on = False
     status, reply = http(f"{base(server)}/input/status?token={server.input_token}")
@@ -360,6 +376,7 @@ def controller(loudness_engine, tmp_path):
     c.use_renderer("face.png", c.build_renderer("face.png"))
     c.start()
     c.saved = saved
+    assert _wait_for(lambda: c.latest_frame is not None)
     yield c
     c.close()
 

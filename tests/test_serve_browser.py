@@ -5,7 +5,6 @@ the page is loaded over a magenta page background and screenshotted: the face is
 and the mouth region changes while sound pushed to the input endpoint plays."""
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import time

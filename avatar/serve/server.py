@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 import numpy as np
 
 from avatar.serve import frames as wire
@@ -38,6 +38,8 @@ MAX_TEXT_CHARS = 5000  # one text message to speak
 MAX_IN_FLIGHT = 2  # frames sent to a page and not yet painted: more waits (the newest frame is sent next)
 ACK_TIMEOUT_S = 1.0  # a frame not acknowledged this long counts as lost
 START_TIMEOUT_S = 5.0
+FEATURES = {"browser": "browser source", "input": "input endpoint"}
+CLOSE_TIMEOUT_S = 2.0  # open connections get this long to close when a feature or the server is turned off
 PAINT_DELAYS_KEPT = 2000
 
 
@@ -60,8 +62,8 @@ class LocalServer:
         self.port: int | None = None
         self.view_token = view_token or new_token()
         self.input_token = input_token or new_token()
-        self.browser_on = False
-        self.input_on = False
+        self._on = {"browser": False, "input": False}
+        self._sockets: dict[str, set] = {"browser": set(), "input": set()}  # open WebSockets by feature
         self.paint_delays: deque = deque(maxlen=PAINT_DELAYS_KEPT)  # ms from the app's frame to the page's paint
         self.messages: deque = deque(maxlen=50)  # what was refused and why (the last few, for the user and tests)
         self._frame = None
@@ -75,6 +77,28 @@ class LocalServer:
         self._thread: threading.Thread | None = None
 
     # -- from the app's threads ------------------------------------------------------------------------
+
+    @property
+    def browser_on(self) -> bool:
+        return self._on["browser"]
+
+    @browser_on.setter
+    def browser_on(self, on: bool) -> None:
+        self._turn("browser", on)
+
+    @property
+    def input_on(self) -> bool:
+        return self._on["input"]
+
+    @input_on.setter
+    def input_on(self, on: bool) -> None:
+        self._turn("input", on)
+
+    def _turn(self, feature: str, on: bool) -> None:
+        """A feature turned off closes its open connections too (not only new ones are refused)."""
+        self._on[feature] = bool(on)
+        if not on and self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._close_sockets(feature), self._loop).result(CLOSE_TIMEOUT_S)
 
     @property
     def running(self) -> bool:
@@ -115,7 +139,6 @@ class LocalServer:
                 return
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
             loop.close()
 
         self._loop = loop
@@ -132,13 +155,26 @@ class LocalServer:
         thread, loop = self._thread, self._loop
         if thread is None:
             return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(CLOSE_TIMEOUT_S + START_TIMEOUT_S)
+        except Exception as e:  # closing as far as it goes; the thread ends with the loop
+            log.warning("local server shutdown: %s", e)
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+        thread.join(START_TIMEOUT_S)
         self._thread, self._loop, self._runner = None, None, None
         self._viewers.clear()
         self._pusher = None
 
     # -- the event loop ---------------------------------------------------------------------------------
+
+    async def _close_sockets(self, feature: str) -> None:
+        for ws in list(self._sockets[feature]):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=f"The app turned the {FEATURES[feature]} off.".encode())
+
+    async def _shutdown(self) -> None:
+        for feature in self._sockets:
+            await self._close_sockets(feature)
+        await self._runner.cleanup()
 
     async def _bind(self):
         app = web.Application(client_max_size=MAX_HTTP_BYTES, middlewares=[self._guard])
@@ -149,7 +185,7 @@ class LocalServer:
         app.router.add_post("/input/pcm", self._post_pcm)
         app.router.add_post("/input/text", self._post_text)
         app.router.add_get("/input/status", self._status)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT_S)
         await runner.setup()
         for port in dict.fromkeys((self.wanted_port, 0)):  # the saved port, else one the system picks
             try:
@@ -210,6 +246,7 @@ class LocalServer:
         wake = asyncio.Event()
         in_flight: dict[int, float] = {}  # seq -> time.monotonic() when sent
         self._viewers.add(wake)
+        self._sockets["browser"].add(ws)
         sender = asyncio.ensure_future(self._send_frames(ws, wake, in_flight, codec))
         try:
             async for msg in ws:
@@ -218,6 +255,7 @@ class LocalServer:
                     wake.set()
         finally:
             self._viewers.discard(wake)
+            self._sockets["browser"].discard(ws)
             sender.cancel()
         return ws
 
@@ -231,6 +269,12 @@ class LocalServer:
             self.paint_delays.append(painted - sent)
 
     async def _send_frames(self, ws, wake: asyncio.Event, in_flight: dict, codec: str) -> None:
+        try:
+            await self._frames_to(ws, wake, in_flight, codec)
+        except ConnectionError:  # the page went away while a frame was on its way: its handler ends too
+            pass
+
+    async def _frames_to(self, ws, wake: asyncio.Event, in_flight: dict, codec: str) -> None:
         last_seq, mask_sent = -1, 0
         while not ws.closed:
             await wake.wait()
@@ -292,6 +336,7 @@ class LocalServer:
     async def _input_ws(self, request):
         ws = web.WebSocketResponse(max_msg_size=WS_HARD_LIMIT)
         await ws.prepare(request)
+        self._sockets["input"].add(ws)
         stream = None
         try:
             async for msg in ws:
@@ -304,6 +349,7 @@ class LocalServer:
                     self.messages.append(str(e))
                     await ws.send_json({"type": "error", "error": str(e)})
         finally:
+            self._sockets["input"].discard(ws)
             if self._pusher is ws:
                 self._pusher = None
         return ws
