@@ -454,3 +454,16 @@ def test_the_example_client_streams_a_wav(server, tmp_path):
     assert out.returncode == 0, out.stderr
     assert '"started"' in out.stdout and '"ended"' in out.stdout
     assert abs(server.mixer.queued_seconds - 0.3) < 0.05  # nothing plays it here (no pipeline): all queued
+
+
+def test_the_matte_of_a_photo_on_its_own_background_is_made_like_the_green_screens():
+    from avatar.face.assemble import open_renderer
+    from avatar.paths import default_photo
+    from avatar.serve.frames import person_alpha
+
+    photo_bg = person_alpha(open_renderer(default_photo(), 128, liveliness={"enabled": False}))
+    green = person_alpha(open_renderer(default_photo(), 128, background=(0, 255, 0), liveliness={"enabled": False}))
+    assert photo_bg.shape == green.shape == (128, 128) and photo_bg.dtype == np.uint8
+    assert (photo_bg == 0).mean() > 0.2 and (photo_bg == 255).mean() > 0.2  # a person and a background
+    assert np.abs(photo_bg.astype(int) - green).mean() < 3  # the same segmentation of the same photo
+    assert person_alpha(object()) is None  # no face (the blank square): opaque
