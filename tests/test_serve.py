@@ -467,3 +467,25 @@ def test_the_matte_of_a_photo_on_its_own_background_is_made_like_the_green_scree
     assert (photo_bg == 0).mean() > 0.2 and (photo_bg == 255).mean() > 0.2  # a person and a background
     assert np.abs(photo_bg.astype(int) - green).mean() < 3  # the same segmentation of the same photo
     assert person_alpha(object()) is None  # no face (the blank square): opaque
+
+
+def test_a_recording_gets_the_pushed_sound(controller):
+    from tests.conftest import decode_mp4
+
+    url = controller.set_input_endpoint(True)
+    assert controller.start_recording()
+    time.sleep(0.3)
+    with ws_client.connect(url) as ws:
+        ws.send(json.dumps({"type": "start", "rate": 32000}))
+        ws.recv()
+        ws.send(s16(tone(32000, 0.6, freq=700.0)))
+        ws.recv()
+    time.sleep(1.2)
+    path = controller.finish_recording(controller.detach_recording())
+    info = decode_mp4(path)
+    audio, rate = info["audio"], info["sample_rate"]
+    loud = np.abs(audio) > 0.1
+    assert 0.4 < loud.sum() / rate < 0.7  # the 0.6 s pushed (a sine is above 0.1 for 87 % of it), no more
+    first = np.argmax(loud)
+    spectrum = np.abs(np.fft.rfft(audio[first:first + rate // 2]))
+    assert abs(np.argmax(spectrum) * 2 - 700) < 5  # its tone (0.5 s window: 2 Hz a bin)
