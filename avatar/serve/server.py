@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 47810
 PAGE = Path(__file__).with_name("page.html")
+# the page runs its own inline script and talks to this server only: nothing else loads, nothing leaves
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+               "connect-src ws://127.0.0.1:{port} ws://localhost:{port}")
 MAX_HTTP_BYTES = 32 << 20  # a POSTed WAV (32 MiB: ~3 min of 48 kHz stereo 16-bit)
 WS_HARD_LIMIT = 4 * MAX_CHUNK_BYTES  # aiohttp closes the socket (1009) above this; between the two: an error reply
 MAX_TEXT_CHARS = 5000  # one text message to speak
@@ -231,7 +234,8 @@ class LocalServer:
 
     async def _page(self, request):
         return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html",
-                            headers={"Cache-Control": "no-store"})
+                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                     "Content-Security-Policy": PAGE_POLICY.format(port=self.port)})
 
     def _wake_viewers(self) -> None:
         for event in self._viewers:
