@@ -7,6 +7,7 @@ from pathlib import Path
 import re
 
 from avatar.engine import normalize_backend
+from avatar.serve.guard import DEFAULT_PORT
 
 MAX_RECENT_PHOTOS = 8
 DISPLAY_RATES = (60, 30)
@@ -52,7 +53,7 @@ class Preferences:
     recent_photos: list = field(default_factory=list)
     always_on_top: bool = False  # the window over a game or a call (View → Always on top)
     face_choices: dict = field(default_factory=dict)  # photo path -> the face picked in it (0 = the largest)
-    serve_port: int = 47810  # the local server's port (avatar.serve: browser source, input endpoint)
+    serve_port: int = DEFAULT_PORT  # the local server's port (avatar.serve: browser source, input endpoint)
     view_token: str = ""  # their tokens, made the first time each is turned on and kept (OBS's URL stays valid)
     input_token: str = ""
 

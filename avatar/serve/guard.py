@@ -4,6 +4,7 @@ from __future__ import annotations
 import secrets
 from urllib.parse import urlsplit
 
+DEFAULT_PORT = 47810  # the local server's port unless the settings say otherwise (a free one when it is taken)
 LOOPBACK_HOST = "127.0.0.1"  # the only address the server binds: nothing off this machine can reach it
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")  # what a Host header may name (anything else: DNS rebinding)
 TOKEN_BYTES = 24  # secrets.token_urlsafe(24): 32 characters, 192 bits

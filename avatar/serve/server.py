@@ -24,13 +24,12 @@ from aiohttp import WSCloseCode, WSMsgType, web
 import numpy as np
 
 from avatar.serve import frames as wire
-from avatar.serve.guard import (LOOPBACK_HOST, given_token, host_ok, new_token, page_origin_ok, program_origin_ok,
-                                token_ok)
+from avatar.serve.guard import (DEFAULT_PORT, LOOPBACK_HOST, given_token, host_ok, new_token, page_origin_ok,
+                                program_origin_ok, token_ok)
 from avatar.serve.push import MAX_CHUNK_BYTES, PcmStream, PushError, PushMixer, decode_wav, pcm_format
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 47810
 PAGE = Path(__file__).with_name("page.html")
 # the page runs its own inline script and talks to this server only: nothing else loads, nothing leaves
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
