@@ -5,6 +5,8 @@ the page is loaded over a magenta page background and screenshotted: the face is
 and the mouth region changes while sound pushed to the input endpoint plays."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import time
@@ -145,3 +147,17 @@ def test_a_foreign_origin_and_a_missing_token_get_no_frames(served):
         header = ws.recv(timeout=10)
     assert isinstance(header, bytes) and header[0] in (1, 2)
     assert url.endswith(served.server.view_token)
+
+
+def test_bench_serve_measures_both_delays(tmp_path, monkeypatch):
+    """`avatar bench serve` (the README's figures) runs end to end: chromium paints, pushed bursts open the mouth."""
+    from avatar import cli
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["bench", "serve", "--bursts", "4", "--size", "256", "--model", "probe"])
+    text = out.getvalue()
+    assert code == 0, text
+    assert "app frame → chromium paint: median" in text and "(n=" in text
+    assert "first open-mouth frame (4 of 4 bursts" in text, text
