@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 import shutil
 import sys
 import time
@@ -61,8 +63,10 @@ def bench_serve(args) -> int:
     try:
         driver = _open_browser(server.browser_url + f"&codec={args.codec}") if not args.no_browser else None
         time.sleep(1.0)
+        cpu_start, wall_start = _thread_cpu("local-server"), time.monotonic()
         arrivals = _push_bursts(server.input_url, mixer, args.bursts)
         time.sleep(0.5)
+        cpu = (_thread_cpu("local-server") - cpu_start) / (time.monotonic() - wall_start)
     finally:
         if driver is not None:
             driver.quit()
@@ -79,6 +83,7 @@ def bench_serve(args) -> int:
         paints = list(server.paint_delays)
         print(f"browser source ({args.codec}): app frame → chromium paint: "
               f"{summary_ms(paints) if paints else 'no paints acknowledged'}")
+    print(f"the server's thread used {100 * cpu:.1f} % of a core (encoding, sending, the pushed chunks)")
     if not delays:
         print("bench serve: the pushed bursts never opened the mouth past half way (use --model probe to measure "
               "the pipeline itself)", file=sys.stderr)
@@ -86,6 +91,19 @@ def bench_serve(args) -> int:
     print(f"input endpoint: pushed chunk arrival → first open-mouth frame ({len(delays)} of {len(arrivals)} "
           f"bursts, {1000 * CHUNK_SECONDS:g} ms chunks): {summary_ms(delays)}")
     return 0
+
+
+def _thread_cpu(name: str) -> float:
+    """CPU seconds (user + system) of this process's threads with that OS name (Linux /proc; 0 elsewhere)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for task in Path("/proc/self/task").glob("*") if Path("/proc/self/task").is_dir() else []:
+        try:
+            if (task / "comm").read_text().strip() == name:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:  # the thread ended meanwhile
+            continue
+    return total
 
 
 def _open_browser(url: str):

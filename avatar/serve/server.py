@@ -23,6 +23,7 @@ from typing import Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 import numpy as np
 
+from avatar.live.pipeline import name_os_thread
 from avatar.serve import frames as wire
 from avatar.serve.guard import (DEFAULT_PORT, LOOPBACK_HOST, given_token, host_ok, new_token, page_origin_ok,
                                 program_origin_ok, token_ok)
@@ -131,6 +132,7 @@ class LocalServer:
         ready = threading.Event()
 
         def run():
+            name_os_thread("local-server")  # its CPU apart from the audio and render workers' (bench serve)
             asyncio.set_event_loop(loop)
             try:
                 self._runner, self.port = loop.run_until_complete(self._bind())
