@@ -351,6 +351,17 @@ class Controller:
             self.push_mixer.clear()
         return self.server.input_url if self._serve("input_on", on) else None
 
+    def renew_token(self, feature: str) -> str | None:
+        """A new token for "browser" (the browser source) or "input" (the input endpoint), kept: the old URL stops
+        working (a URL that was seen on stream); the new URL, None when that feature is off."""
+        server = self.server
+        if server is None or not getattr(server, f"{feature}_on"):
+            return None
+        server.renew_token(feature)
+        self.prefs.view_token, self.prefs.input_token = server.view_token, server.input_token
+        self.save_prefs()
+        return server.browser_url if feature == "browser" else server.input_url
+
     def _serve(self, feature: str, on: bool) -> bool:
         if on and self.server is None:
             from avatar.serve.server import LocalServer, ServeError  # aiohttp: only once the user turns one on

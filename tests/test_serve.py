@@ -489,3 +489,18 @@ def test_a_recording_gets_the_pushed_sound(controller):
     first = np.argmax(loud)
     spectrum = np.abs(np.fft.rfft(audio[first:first + rate // 2]))
     assert abs(np.argmax(spectrum) * 2 - 700) < 5  # its tone (0.5 s window: 2 Hz a bin)
+
+
+def test_a_new_token_shuts_the_old_one_out(server):
+    old = server.input_url
+    with ws_client.connect(old) as ws:
+        server.renew_token("input")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == 1001 and "new token" in closed.value.rcvd.reason
+    with pytest.raises(InvalidStatus) as refused:
+        ws_client.connect(old).close()
+    assert refused.value.response.status_code == 401
+    with ws_client.connect(server.input_url) as ws:
+        ws.send(json.dumps({"type": "start", "rate": 16000}))
+        assert json.loads(ws.recv())["type"] == "started"

@@ -1,6 +1,9 @@
 """The window's part of the local server: View → Browser source and Settings → Local input endpoint turn it on
 and off through the controller, and show the URL to copy."""
+import urllib.error
 import urllib.request
+
+import pytest
 
 from tests.test_app_gui import window  # noqa: F401  (a fixture)
 
@@ -27,6 +30,12 @@ def test_the_browser_source_url_is_shown_and_copied_and_the_server_stops_when_tu
     assert QGuiApplication.clipboard().text() == server.browser_url
     with urllib.request.urlopen(dialog.url.text(), timeout=10) as page:  # the URL shown is the page
         assert page.status == 200 and b"<canvas" in page.read()
+    dialog.renew_button.click()  # the URL was seen on stream: a new token, the old URL refused
+    assert dialog.url.text() == server.browser_url != QGuiApplication.clipboard().text()
+    assert dialog.url.text().endswith(window.controller.prefs.view_token)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(QGuiApplication.clipboard().text(), timeout=10)
+    assert refused.value.code == 401
     dialog.close()
     window.browser_action.trigger()
     assert not window.browser_action.isChecked() and window.controller.server is None

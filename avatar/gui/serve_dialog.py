@@ -14,9 +14,10 @@ INPUT_HELP = ("<p>Programs on this computer push sound to this WebSocket: a JSON
 
 
 class UrlDialog(QDialog):
-    """Shows `url` read-only with a Copy button (it goes to the clipboard) and `help_html` below."""
+    """Shows `url` read-only with a Copy button (it goes to the clipboard), a New token button (`renew()` -> the new
+    URL) and `help_html` below."""
 
-    def __init__(self, title: str, url: str, help_html: str, parent=None):
+    def __init__(self, title: str, url: str, help_html: str, renew=None, parent=None):
         super().__init__(parent)
         self.setWindowTitle(title)
         layout = QVBoxLayout(self)
@@ -27,6 +28,10 @@ class UrlDialog(QDialog):
         self.copy_button = QPushButton("Copy")
         self.copy_button.clicked.connect(self.copy)
         row.addWidget(self.copy_button)
+        self.renew_button = QPushButton("New token", toolTip="The old URL stops working (e.g. it was seen on stream)")
+        self.renew_button.clicked.connect(lambda: self.url.setText(renew() or self.url.text()))
+        self.renew_button.setVisible(renew is not None)
+        row.addWidget(self.renew_button)
         layout.addLayout(row)
         text = QLabel(help_html, wordWrap=True)
         layout.addWidget(text)

@@ -759,17 +759,17 @@ class MainWindow(QMainWindow):
         url = self.controller.set_browser_source(on)
         frame = self.controller.latest_frame
         h, w = frame.image.shape[:2] if frame is not None else (self.controller.prefs.size,) * 2
-        return self._served(self.browser_action, url, "Browser source", BROWSER_HELP.format(w=w, h=h))
+        return self._served(self.browser_action, url, "Browser source", BROWSER_HELP.format(w=w, h=h), "browser")
 
     def set_input_endpoint(self, on: bool) -> UrlDialog | None:
         url = self.controller.set_input_endpoint(on)
-        return self._served(self.input_action, url, "Local input endpoint", INPUT_HELP.format())
+        return self._served(self.input_action, url, "Local input endpoint", INPUT_HELP.format(), "input")
 
-    def _served(self, action, url: str | None, title: str, help_html: str) -> UrlDialog | None:
+    def _served(self, action, url: str | None, title: str, help_html: str, feature: str) -> UrlDialog | None:
         action.setChecked(url is not None)  # a server that could not start has said why
         if url is None:
             return None
-        dialog = UrlDialog(title, url, help_html, self)
+        dialog = UrlDialog(title, url, help_html, lambda: self.controller.renew_token(feature), self)
         dialog.open()
         return dialog
 

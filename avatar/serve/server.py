@@ -103,6 +103,15 @@ class LocalServer:
         if not on and self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._close_sockets(feature), self._loop).result(CLOSE_TIMEOUT_S)
 
+    def renew_token(self, feature: str) -> None:
+        """A new token for "browser" or "input": the old URL stops working and its open connections close."""
+        if feature == "browser":
+            self.view_token = new_token()
+        else:
+            self.input_token = new_token()
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._close_sockets(feature), self._loop).result(CLOSE_TIMEOUT_S)
+
     @property
     def running(self) -> bool:
         return self._thread is not None
@@ -173,7 +182,8 @@ class LocalServer:
 
     async def _close_sockets(self, feature: str) -> None:
         for ws in list(self._sockets[feature]):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=f"The app turned the {FEATURES[feature]} off.".encode())
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=f"The app turned the {FEATURES[feature]} off or "
+                           "gave it a new token.".encode())
 
     async def _shutdown(self) -> None:
         for feature in self._sockets:
