@@ -37,6 +37,7 @@ from avatar.live.speech import SpeechSource
 from avatar.live.virtual_camera import VirtualCamera, VirtualCameraError, frame_sink
 from avatar.preferences import GATE_RANGE_DB, Preferences
 from avatar.record import RecordError
+from avatar.serve.push import PushMixer
 # SpeechError: what speak() raises, imported from here by its callers
 from avatar.tts import PiperSpeech, SpeechError, check_text, unavailable as speech_unavailable  # noqa: F401
 
@@ -162,6 +163,8 @@ class Controller:
         # replaced, never changed, so the render thread can go through it while another thread adds one
         self._frame_sinks: tuple = (on_frame,) if on_frame is not None else ()
         self.virtual_camera: VirtualCamera | None = None  # the virtual camera while one runs
+        self.server = None  # the local server (avatar.serve) while the browser source or input endpoint is on
+        self.push_mixer = PushMixer()  # other programs' sound (the input endpoint) into the mouth
         self.engine, self.backend_choice, startup_error = self._first_engine()
         self.pipeline = LivePipeline(self.engine, BlankRenderer(prefs.size), fps=prefs.fps, on_event=on_event,
                                      on_frame=self._frame_ready)
@@ -200,6 +203,8 @@ class Controller:
             except RecordError as e:
                 self.report_error(error_sentence(e), "Recording stopped")
         self.stop_virtual_camera()
+        if self.server is not None:
+            self.server.stop()
         self.pipeline.stop()
         self.save_prefs()
 
@@ -214,9 +219,12 @@ class Controller:
 
     # -- frame observers and the virtual camera (avatar.live.virtual_camera) ----------------------------
 
-    def _frame_ready(self, frame) -> None:
+    def _frame_ready(self, frame) -> None:  # on the render thread
         for sink in self._frame_sinks:
             sink(frame)
+        server = self.server  # the browser source (avatar.serve) takes every frame while the server runs
+        if server is not None:
+            server.offer(frame)
 
     def add_frame_sink(self, sink: Callable[[object], None]) -> None:
         """Call `sink(frame)` (avatar.live.pipeline.Frame) on the render thread with each new frame; it must not
@@ -426,6 +434,55 @@ class Controller:
         if self.microphone is None or self.source_kind != SOURCE_SILENCE:
             return False  # nothing to restore, or something else was chosen meanwhile
         return self.use_microphone(self.microphone, remember=False)
+
+    # -- the local server (avatar.serve): OBS browser source, input endpoint; nothing listens until turned on -
+
+    def set_browser_source(self, on: bool) -> str | None:
+        """Serve the avatar to a browser source (OBS) on 127.0.0.1; its URL (with the token), None when off or
+        it could not start (said)."""
+        return self.server.browser_url if self._serve("browser_on", on) else None
+
+    def set_input_endpoint(self, on: bool) -> str | None:
+        """Take other programs' sound and text on 127.0.0.1 (avatar.serve.server); the WebSocket URL with the
+        token, None when off or it could not start (said)."""
+        self.pipeline.mix_in = self.push_mixer.mix if on else None
+        if not on:
+            self.push_mixer.clear()
+        return self.server.input_url if self._serve("input_on", on) else None
+
+    def renew_token(self, feature: str) -> str | None:
+        """A new token for "browser" (the browser source) or "input" (the input endpoint), kept: the old URL stops
+        working (a URL that was seen on stream); the new URL, None when that feature is off."""
+        server = self.server
+        if server is None or not getattr(server, f"{feature}_on"):
+            return None
+        server.renew_token(feature)
+        self.prefs.view_token, self.prefs.input_token = server.view_token, server.input_token
+        self.save_prefs()
+        return server.browser_url if feature == "browser" else server.input_url
+
+    def _serve(self, feature: str, on: bool) -> bool:
+        if on and self.server is None:
+            from avatar.serve.server import LocalServer, ServeError  # aiohttp: only once the user turns one on
+
+            prefs = self.prefs
+            server = LocalServer(self.push_mixer, lambda: self.pipeline.renderer, prefs.serve_port,
+                                 getattr(self, "speak", None), prefs.view_token or None, prefs.input_token or None)
+            try:
+                server.start()
+            except ServeError as e:
+                self.pipeline.mix_in = None
+                self.report_error(str(e))
+                return False
+            prefs.view_token, prefs.input_token = server.view_token, server.input_token
+            self.save_prefs()
+            self.server = server
+        if self.server is not None:
+            setattr(self.server, feature, on)
+            if not (self.server.browser_on or self.server.input_on):
+                self.server.stop()
+                self.server = None
+        return on and self.server is not None
 
     # -- input gain and gate --------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SI
                                  save_preferences)
 from avatar.preferences import WIDE_SIZES
 from avatar.gui.view import AvatarView
+from avatar.gui.serve_dialog import BROWSER_HELP, INPUT_HELP, UrlDialog
 from avatar.record import RecordError
 from avatar.tts import MAX_TEXT_CHARS, SpeechError
 
@@ -230,6 +231,8 @@ class MainWindow(QMainWindow):
         self.addAction(leave)
         self._build_expression_menu(v)
         self._build_virtual_camera_menu(v)
+        self.browser_action = self._action(v, "&Browser source (OBS)…", None, self.set_browser_source)
+        self.browser_action.setCheckable(True)
 
         s = self.menuBar().addMenu("&Settings")
         self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
@@ -237,6 +240,8 @@ class MainWindow(QMainWindow):
         sizes = [(f"{n} × {n}", (n, "square")) for n in SIZES]
         sizes += [(f"{2 * round(n * 8 / 9)} × {n} (16:9)", (n, "16:9")) for n in WIDE_SIZES]
         self._choices(s.addMenu("Render size"), sizes, (prefs.size, prefs.frame), lambda v: self.set_size(*v))
+        self.input_action = self._action(s, "Local &input endpoint…", None, self.set_input_endpoint)
+        self.input_action.setCheckable(True)
 
         h = self.menuBar().addMenu("&Help")
         self._action(h, "&Quick start", QKeySequence.HelpContents, self.show_quick_start)
@@ -823,6 +828,26 @@ class MainWindow(QMainWindow):
         else:
             self.open_photo(str(path))
         event.acceptProposedAction()
+
+    # -- the local server (avatar.serve): off until turned on here -------------------------------------
+
+    def set_browser_source(self, on: bool) -> UrlDialog | None:
+        url = self.controller.set_browser_source(on)
+        frame = self.controller.latest_frame
+        h, w = frame.image.shape[:2] if frame is not None else (self.controller.prefs.size,) * 2
+        return self._served(self.browser_action, url, "Browser source", BROWSER_HELP.format(w=w, h=h), "browser")
+
+    def set_input_endpoint(self, on: bool) -> UrlDialog | None:
+        url = self.controller.set_input_endpoint(on)
+        return self._served(self.input_action, url, "Local input endpoint", INPUT_HELP.format(), "input")
+
+    def _served(self, action, url: str | None, title: str, help_html: str, feature: str) -> UrlDialog | None:
+        action.setChecked(url is not None)  # a server that could not start has said why
+        if url is None:
+            return None
+        dialog = UrlDialog(title, url, help_html, lambda: self.controller.renew_token(feature), self)
+        dialog.open()
+        return dialog
 
     # -- the display loop -----------------------------------------------------------------------------
 
