@@ -17,6 +17,7 @@ from datetime import datetime
 import logging
 from pathlib import Path
 import tempfile
+import threading
 from typing import Callable
 
 import numpy as np
@@ -34,8 +35,13 @@ from avatar.face.video_avatar.build import build as build_video_avatar
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
+from avatar.live.speech import SpeechSource
+from avatar.live.virtual_camera import VirtualCamera, VirtualCameraError, frame_sink
 from avatar.preferences import GATE_RANGE_DB, Preferences
 from avatar.record import RecordError
+from avatar.serve.push import PushMixer
+# SpeechError: what speak() raises, imported from here by its callers
+from avatar.tts import PiperSpeech, SpeechError, check_text, unavailable as speech_unavailable  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ log = logging.getLogger(__name__)
 SOURCE_SILENCE = "silence"
 SOURCE_MICROPHONE = "microphone"
 SOURCE_FILE = "file"
+SOURCE_SPEECH = "speech"  # text spoken with Piper (speak)
 SOURCE_OTHER = "other"  # a source handed to the pipeline directly (tests, tools)
 GATE_OFF_AT_DB = -80  # a gate at or below this is off (the slider's leftmost position)
 GATE_OFF_DB = GATE_RANGE_DB[0]  # how "gate off" is stored in the preferences
@@ -154,9 +161,15 @@ class Controller:
         self._playing = None  # the FileSource started by play_file while it may still be playing
         self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
         self._inputs: dict[str, SoundInput] = {}  # the last microphone list, by name
+        # observers of each new frame, on the render thread (the window, the virtual camera, ...): a tuple that is
+        # replaced, never changed, so the render thread can go through it while another thread adds one
+        self._frame_sinks: tuple = (on_frame,) if on_frame is not None else ()
+        self.virtual_camera: VirtualCamera | None = None  # the virtual camera while one runs
+        self.server = None  # the local server (avatar.serve) while the browser source or input endpoint is on
+        self.push_mixer = PushMixer()  # other programs' sound (the input endpoint) into the mouth
         self.engine, self.backend_choice, startup_error = self._first_engine()
         self.pipeline = LivePipeline(self.engine, BlankRenderer(prefs.size), fps=prefs.fps, on_event=on_event,
-                                     on_frame=on_frame)
+                                     on_frame=self._frame_ready)
         if startup_error:
             self.report_error(startup_error)
 
@@ -191,6 +204,9 @@ class Controller:
                 self.finish_recording(recording)
             except RecordError as e:
                 self.report_error(error_sentence(e), "Recording stopped")
+        self.stop_virtual_camera()
+        if self.server is not None:
+            self.server.stop()
         self.pipeline.stop()
         self.save_prefs()
 
@@ -202,6 +218,49 @@ class Controller:
         log.info("%s: %s", title, message)
         self.last_error = message
         self.on_error(message, title)
+
+    # -- frame observers and the virtual camera (avatar.live.virtual_camera) ----------------------------
+
+    def _frame_ready(self, frame) -> None:  # on the render thread
+        for sink in self._frame_sinks:
+            sink(frame)
+        server = self.server  # the browser source (avatar.serve) takes every frame while the server runs
+        if server is not None:
+            server.offer(frame)
+
+    def add_frame_sink(self, sink: Callable[[object], None]) -> None:
+        """Call `sink(frame)` (avatar.live.pipeline.Frame) on the render thread with each new frame; it must not
+        wait (queue the frame and return)."""
+        self._frame_sinks = (*self._frame_sinks, sink)
+
+    def remove_frame_sink(self, sink) -> None:
+        self._frame_sinks = tuple(s for s in self._frame_sinks if s is not sink)
+
+    def start_virtual_camera(self, backend: str | None = None, device: str | None = None) -> bool:
+        """Send the view (its size and frame rate, its background) to a virtual camera; False with a message that
+        says what to install when there is none. `backend` / `device`: pyvirtualcam's (None: the first found)."""
+        if self.virtual_camera is not None and self.virtual_camera.running:
+            return True
+        self.stop_virtual_camera()
+        frame = self.pipeline.latest
+        if frame is None:
+            self.report_error("The avatar is not showing yet; try again in a moment.", "No virtual camera")
+            return False
+        height, width = frame.image.shape[:2]
+        try:
+            camera = VirtualCamera(width, height, self.prefs.fps, backend, device, on_event=self.pipeline.on_event)
+        except VirtualCameraError as e:
+            self.report_error(str(e), "No virtual camera")
+            return False
+        self.virtual_camera, self._camera_sink = camera, frame_sink(camera)
+        self.add_frame_sink(self._camera_sink)
+        return True
+
+    def stop_virtual_camera(self) -> None:
+        camera, self.virtual_camera = self.virtual_camera, None
+        if camera is not None:
+            self.remove_frame_sink(self._camera_sink)
+            camera.close()
 
     # -- what feeds the mouth -------------------------------------------------------------------------
 
@@ -215,6 +274,8 @@ class Controller:
             return SOURCE_MICROPHONE
         if isinstance(source, FileSource):
             return SOURCE_FILE
+        if isinstance(source, SpeechSource):
+            return SOURCE_SPEECH
         return SOURCE_OTHER
 
     @property
@@ -311,9 +372,53 @@ class Controller:
         self._playing = source
         return True
 
+    # -- text to speech (avatar.tts, avatar.live.speech) ----------------------------------------------
+
+    _speech = None  # the Piper voice once speak() or prepare_speech() needed it
+    _speech_lock = threading.Lock()  # one voice made, when the preparing thread and speak() meet
+    _speak_lock = threading.Lock()  # one speak() at a time: texts said together are queued, not raced
+
+    @property
+    def speech_unavailable(self) -> str | None:
+        """Why speak() cannot run here (what to install), None when it can."""
+        return speech_unavailable()
+
+    def _speech_voice(self) -> PiperSpeech:
+        with self._speech_lock:
+            if self._speech is None:
+                self._speech = PiperSpeech()  # raises SpeechError naming what to install
+            return self._speech
+
+    def prepare_speech(self) -> None:
+        """Load the voice on a worker thread now (about a second, more on a busy machine), so that the first
+        speak() is heard sooner; nothing when Piper is not installed."""
+        if self.speech_unavailable is None:
+            threading.Thread(target=lambda: self._speech_voice().voice(), name="speech-load", daemon=True).start()
+
+    def speak(self, text: str) -> None:
+        """Say `text` aloud with the Piper voice, the mouth following; returns at once (the voice is made on a
+        worker thread, sentence by sentence, the first heard while the rest is made). Said while speech runs, it
+        is spoken after it. Raises SpeechError (empty, longer than avatar.tts.MAX_TEXT_CHARS, Piper not
+        installed). Like a played file it ends by itself (the microphone in use before comes back, see poll) or
+        with stop_playback. May be called from any thread."""
+        text = check_text(text)
+        speech = self._speech_voice()
+        with self._speak_lock:  # speak() may come from another thread too (a local endpoint)
+            running = self._playing if isinstance(self._playing, SpeechSource) and self.playing else None
+            if running is not None and running.say(speech.chunks(text), speech.sample_rate):
+                return
+            source = SpeechSource()
+            source.say(speech.chunks(text), speech.sample_rate)
+            microphone = self.microphone  # set_source below must not forget it
+            self.pipeline.set_source(source)
+            self.microphone = microphone
+            self._playing = source
+            if source.playback_note:
+                log.info("%s", source.playback_note)
+
     @property
     def playing(self) -> bool:
-        """Whether a file started by play_file is playing now."""
+        """Whether a file started by play_file (or speech started by speak) is playing now."""
         return self._playing is not None and self.pipeline.source is self._playing
 
     def stop_playback(self) -> None:
@@ -331,6 +436,55 @@ class Controller:
         if self.microphone is None or self.source_kind != SOURCE_SILENCE:
             return False  # nothing to restore, or something else was chosen meanwhile
         return self.use_microphone(self.microphone, remember=False)
+
+    # -- the local server (avatar.serve): OBS browser source, input endpoint; nothing listens until turned on -
+
+    def set_browser_source(self, on: bool) -> str | None:
+        """Serve the avatar to a browser source (OBS) on 127.0.0.1; its URL (with the token), None when off or
+        it could not start (said)."""
+        return self.server.browser_url if self._serve("browser_on", on) else None
+
+    def set_input_endpoint(self, on: bool) -> str | None:
+        """Take other programs' sound and text on 127.0.0.1 (avatar.serve.server); the WebSocket URL with the
+        token, None when off or it could not start (said)."""
+        self.pipeline.mix_in = self.push_mixer.mix if on else None
+        if not on:
+            self.push_mixer.clear()
+        return self.server.input_url if self._serve("input_on", on) else None
+
+    def renew_token(self, feature: str) -> str | None:
+        """A new token for "browser" (the browser source) or "input" (the input endpoint), kept: the old URL stops
+        working (a URL that was seen on stream); the new URL, None when that feature is off."""
+        server = self.server
+        if server is None or not getattr(server, f"{feature}_on"):
+            return None
+        server.renew_token(feature)
+        self.prefs.view_token, self.prefs.input_token = server.view_token, server.input_token
+        self.save_prefs()
+        return server.browser_url if feature == "browser" else server.input_url
+
+    def _serve(self, feature: str, on: bool) -> bool:
+        if on and self.server is None:
+            from avatar.serve.server import LocalServer, ServeError  # aiohttp: only once the user turns one on
+
+            prefs = self.prefs
+            server = LocalServer(self.push_mixer, lambda: self.pipeline.renderer, prefs.serve_port,
+                                 getattr(self, "speak", None), prefs.view_token or None, prefs.input_token or None)
+            try:
+                server.start()
+            except ServeError as e:
+                self.pipeline.mix_in = None
+                self.report_error(str(e))
+                return False
+            prefs.view_token, prefs.input_token = server.view_token, server.input_token
+            self.save_prefs()
+            self.server = server
+        if self.server is not None:
+            setattr(self.server, feature, on)
+            if not (self.server.browser_on or self.server.input_on):
+                self.server.stop()
+                self.server = None
+        return on and self.server is not None
 
     # -- input gain and gate --------------------------------------------------------------------------
 

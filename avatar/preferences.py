@@ -7,6 +7,7 @@ from pathlib import Path
 import re
 
 from avatar.engine import normalize_backend
+from avatar.serve.guard import DEFAULT_PORT
 
 MAX_RECENT_PHOTOS = 8
 DISPLAY_RATES = (60, 30)
@@ -20,6 +21,7 @@ RECORD_FPS_RANGE = (1, 120)  # as `avatar render --fps`
 GAIN_RANGE_DB = (-20.0, 30.0)  # the gain slider's range
 GATE_RANGE_DB = (-100.0, -20.0)  # -100 = off; the slider's range above that
 COLOUR_PATTERN = re.compile(r"#[0-9a-fA-F]{6}")
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{0,64}")  # avatar.serve.guard.new_token's characters ("" = none yet)
 
 
 def default_output_folder() -> str:
@@ -51,6 +53,9 @@ class Preferences:
     recent_photos: list = field(default_factory=list)
     always_on_top: bool = False  # the window over a game or a call (View → Always on top)
     face_choices: dict = field(default_factory=dict)  # photo path -> the face picked in it (0 = the largest)
+    serve_port: int = DEFAULT_PORT  # the local server's port (avatar.serve: browser source, input endpoint)
+    view_token: str = ""  # their tokens, made the first time each is turned on and kept (OBS's URL stays valid)
+    input_token: str = ""
 
     @property
     def canvas(self) -> int | tuple[int, int]:
@@ -103,6 +108,9 @@ VALID = {
     "gain_db": _in(*GAIN_RANGE_DB),
     "gate_db": _in(*GATE_RANGE_DB),
     "recent_photos": lambda v: all(isinstance(p, str) for p in v),
+    "serve_port": _in(1024, 65535),
+    "view_token": lambda v: TOKEN_PATTERN.fullmatch(v) is not None,
+    "input_token": lambda v: TOKEN_PATTERN.fullmatch(v) is not None,
     "face_choices": lambda v: all(isinstance(p, str) and type(i) is int and i >= 0 for p, i in v.items()),
 }
 

@@ -566,6 +566,54 @@ def test_app_uses_no_network(tmp_path):
     _strace_or_skip(traced)
 
 
+SERVED = r"""
+import socket, sys, time
+log = open(sys.argv[1], "a", buffering=1)
+def hook(event, args):
+    if event in ("socket.bind", "socket.connect"):
+        log.write(f"{event} {getattr(getattr(args[0], 'family', ''), 'name', '')} {args[1]!r}\n")
+sys.addaudithook(hook)
+from avatar.controller import Controller
+from avatar.gui.app import real_engine_factory, real_renderer_factory
+from avatar.preferences import Preferences
+c = Controller(Preferences(output_folder=sys.argv[2], serve_port=0), real_engine_factory, real_renderer_factory)
+c.start()
+time.sleep(1)
+log.write("-- turned on\n")
+print(c.set_browser_source(True), c.set_input_endpoint(True), flush=True)
+time.sleep(1)
+c.set_browser_source(False), c.set_input_endpoint(False)
+log.write("-- turned off\n")
+time.sleep(1)
+c.close()
+"""
+
+
+def test_only_a_server_the_user_turns_on_listens_and_only_on_loopback(tmp_path):
+    """The browser source / input endpoint (avatar.serve): no AF_INET socket before they are turned on (as in the
+    app's start above), then one bound to 127.0.0.1 only, none after; strace checks the native side too."""
+    import shutil
+
+    env, home = _network_env(tmp_path)
+    events, trace = tmp_path / "audit.txt", tmp_path / "strace.txt"
+    cmd = [sys.executable, "-c", SERVED, str(events), str(tmp_path)]
+    if shutil.which("strace"):
+        cmd = ["strace", "-f", "-qq", "-e", "trace=socket,connect,bind,listen", "-o", str(trace), *cmd]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "http://127.0.0.1:" in out.stdout, out.stderr[-3000:]
+    lines = events.read_text().splitlines()
+    on, off = lines.index("-- turned on"), lines.index("-- turned off")
+    inet = [i for i, e in enumerate(lines) if e.split(" ")[1] in INET]
+    assert inet and all(on < i < off for i in inet), lines  # nothing before the user turns it on, nothing after
+    assert all(lines[i].startswith("socket.bind AF_INET ('127.0.0.1',") for i in inet), lines
+    if trace.exists():
+        binds = [t for t in trace.read_text().splitlines() if "bind(" in t and "AF_INET" in t]
+        assert binds and all('inet_addr("127.0.0.1")' in t for t in binds), binds
+        connects = [t for t in trace.read_text().splitlines() if "connect(" in t and "AF_INET" in t]
+        assert not connects, connects
+    assert not (home / ".cache" / "Microsoft").exists()
+
+
 # ----------------------------------------------------------------------------------------------------
 # models only from the package's own paths
 

@@ -12,7 +12,7 @@ import time
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QDesktopServices, QKeySequence
-from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialog, QLabel, QMainWindow,
+from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialog, QLabel, QLineEdit, QMainWindow,
                                QMessageBox, QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar,
                                QToolButton, QVBoxLayout, QWidget)
 
@@ -27,7 +27,9 @@ from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SI
                                  save_preferences)
 from avatar.preferences import WIDE_SIZES
 from avatar.gui.view import AvatarView
+from avatar.gui.serve_dialog import BROWSER_HELP, INPUT_HELP, UrlDialog
 from avatar.record import RecordError
+from avatar.tts import MAX_TEXT_CHARS, SpeechError
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,7 @@ class MainWindow(QMainWindow):
             self.statusBar().addPermanentWidget(w)
         self.backend_label.setText(f"Backend: {self.controller.backend_text}")
 
+        self._build_speak_bar()
         self._build_menus()
         self.refresh_devices()
         self.device_box.currentIndexChanged.connect(self._device_chosen)
@@ -199,6 +202,7 @@ class MainWindow(QMainWindow):
         self.stop_playback_action = self._action(m, "&Stop audio file", "Ctrl+.", self.stop_playback)
         self.stop_playback_action.setEnabled(False)
         self._action(m, "&Export video from audio file…", "Ctrl+E", self.choose_export)
+        self.speak_action = self._action(m, self._speak_menu_text(), "Ctrl+T", self.focus_speak_box)
         m.addSeparator()
         self._action(m, "Recording &folder…", None, self.choose_output_folder)
         self._action(m, "Recording &name…", None, self.choose_name_prefix)
@@ -228,6 +232,9 @@ class MainWindow(QMainWindow):
         leave.triggered.connect(lambda: self.set_compact(False))
         self.addAction(leave)
         self._build_expression_menu(v)
+        self._build_virtual_camera_menu(v)
+        self.browser_action = self._action(v, "&Browser source (OBS)…", None, self.set_browser_source)
+        self.browser_action.setCheckable(True)
 
         s = self.menuBar().addMenu("&Settings")
         self.backend_actions = self._choices(s.addMenu("Inference backend"), [(b, b) for b in BACKEND_CHOICES],
@@ -235,6 +242,8 @@ class MainWindow(QMainWindow):
         sizes = [(f"{n} × {n}", (n, "square")) for n in SIZES]
         sizes += [(f"{2 * round(n * 8 / 9)} × {n} (16:9)", (n, "16:9")) for n in WIDE_SIZES]
         self._choices(s.addMenu("Render size"), sizes, (prefs.size, prefs.frame), lambda v: self.set_size(*v))
+        self.input_action = self._action(s, "Local &input endpoint…", None, self.set_input_endpoint)
+        self.input_action.setCheckable(True)
 
         h = self.menuBar().addMenu("&Help")
         self._action(h, "&Quick start", QKeySequence.HelpContents, self.show_quick_start)
@@ -260,6 +269,78 @@ class MainWindow(QMainWindow):
         """Ease the face into an expression (the mouth keeps talking)."""
         self.controller.set_expression(name)
         self.expression_actions[name].setChecked(True)
+
+    # -- text to speech (issue 20): the Speak bar, File → Speak text ----------------------------------------
+
+    def _build_speak_bar(self) -> None:
+        bar = QToolBar("Speak")
+        bar.setObjectName("speakbar")
+        self.addToolBar(bar)
+        self.speak_box = QLineEdit()
+        self.speak_box.setMaxLength(MAX_TEXT_CHARS)
+        self.speak_box.setMinimumWidth(240)
+        self.speak_button = QPushButton("Speak")
+        problem = self.controller.speech_unavailable
+        self.speak_box.setPlaceholderText(problem or "Text for the avatar to say (Enter speaks it)")
+        self.speak_box.setToolTip(problem or "The avatar says this aloud (Piper voice)")
+        for widget in (self.speak_box, self.speak_button):
+            widget.setEnabled(problem is None)
+        self.speak_box.returnPressed.connect(self.speak)
+        self.speak_box.textEdited.connect(self._prepare_speech)
+        self.speak_button.clicked.connect(self.speak)
+        bar.addWidget(self.speak_box)
+        bar.addWidget(self.speak_button)
+
+    def _prepare_speech(self) -> None:
+        """The first key typed loads the voice in the background (once)."""
+        self.speak_box.textEdited.disconnect(self._prepare_speech)
+        self.controller.prepare_speech()
+
+    def _speak_menu_text(self) -> str:
+        return "Spea&k text…" if self.controller.speech_unavailable is None else \
+            "Speak text… (needs: pip install 'talking-avatar[tts]')"
+
+    def focus_speak_box(self) -> None:
+        problem = self.controller.speech_unavailable
+        if problem:
+            self.show_error(problem, "Cannot speak")
+            return
+        self.speak_box.setFocus()
+        self.speak_box.selectAll()
+
+    def speak(self, text: str | None = None) -> bool:
+        """Say the Speak box's text (or `text`); a message when it cannot be spoken. The box is emptied."""
+        text = self.speak_box.text() if text is None or isinstance(text, bool) else text
+        try:
+            self.controller.speak(text)
+        except SpeechError as e:
+            self.show_error(str(e), "Cannot speak")
+            return False
+        self.speak_box.clear()
+        self._show_silence_chosen()
+        self.stop_playback_action.setEnabled(True)  # File → Stop audio file stops the speech too
+        self.statusBar().showMessage("Speaking (File → Stop audio file to stop)", 5000)
+        return True
+
+    # -- virtual camera (issue 20): View → Start virtual camera ------------------------------------------
+
+    def _build_virtual_camera_menu(self, view_menu) -> None:
+        view_menu.addSeparator()
+        self.virtual_camera_action = self._action(view_menu, "Start &virtual camera", None,
+                                                  self.set_virtual_camera)
+        self.virtual_camera_action.setCheckable(True)
+
+    def set_virtual_camera(self, on: bool) -> bool:
+        """Send the view to a virtual camera (calls, OBS) or stop; without a device a message says what to install."""
+        if on:
+            on = self.controller.start_virtual_camera()
+            if on:
+                self.statusBar().showMessage(f"Sending to the {self.controller.virtual_camera.describe()}", 10000)
+        else:
+            self.controller.stop_virtual_camera()
+        self.virtual_camera_action.setChecked(on)
+        self.virtual_camera_action.setText("Stop &virtual camera" if on else "Start &virtual camera")
+        return on
 
     def _choices(self, menu, items, current, slot) -> dict:
         """Mutually exclusive checkable actions, one per (text, value); choosing one calls slot(value).
@@ -787,6 +868,26 @@ class MainWindow(QMainWindow):
             self.open_photo(str(path))
         event.acceptProposedAction()
 
+    # -- the local server (avatar.serve): off until turned on here -------------------------------------
+
+    def set_browser_source(self, on: bool) -> UrlDialog | None:
+        url = self.controller.set_browser_source(on)
+        frame = self.controller.latest_frame
+        h, w = frame.image.shape[:2] if frame is not None else (self.controller.prefs.size,) * 2
+        return self._served(self.browser_action, url, "Browser source", BROWSER_HELP.format(w=w, h=h), "browser")
+
+    def set_input_endpoint(self, on: bool) -> UrlDialog | None:
+        url = self.controller.set_input_endpoint(on)
+        return self._served(self.input_action, url, "Local input endpoint", INPUT_HELP.format(), "input")
+
+    def _served(self, action, url: str | None, title: str, help_html: str, feature: str) -> UrlDialog | None:
+        action.setChecked(url is not None)  # a server that could not start has said why
+        if url is None:
+            return None
+        dialog = UrlDialog(title, url, help_html, lambda: self.controller.renew_token(feature), self)
+        dialog.open()
+        return dialog
+
     # -- the display loop -----------------------------------------------------------------------------
 
     def _show_latest(self):
@@ -818,6 +919,11 @@ class MainWindow(QMainWindow):
         self.latency_label.setText(f"latency {latency:.0f} ms" if shows_latency and latency is not None
                                    else "latency –")
         self.dropped_label.setText(f"dropped {stats.dropped_frames}")
+        camera = self.controller.virtual_camera
+        if self.virtual_camera_action.isChecked() and (camera is None or not camera.running):
+            self.set_virtual_camera(False)  # it stopped sending (its message was shown)
+        elif camera is not None:
+            self.dropped_label.setText(f"dropped {stats.dropped_frames}, camera {camera.dropped}")
         self._show_level()
         recording = self.controller.recording
         if recording is not None:

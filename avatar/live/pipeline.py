@@ -122,6 +122,8 @@ class LivePipeline:
         self.on_event = on_event or (lambda message: None)
         self.on_frame = on_frame or (lambda frame: None)  # called on the render thread as each frame is ready
         self.on_audio = on_audio  # called on the audio worker with each block before the engine gets it
+        # other programs' pushed sound (avatar.serve.push.PushMixer.mix): block -> the block with it in, or None
+        self.mix_in: Callable[[np.ndarray], np.ndarray | None] | None = None
         self.latest: Frame | None = None
         self.dropped_frames = 0
         self.audio_steps = 0  # times the audio worker looked at the source (its wake-ups)
@@ -229,12 +231,17 @@ class LivePipeline:
             alive = source.alive
             audio = source.read() if alive else np.zeros(0, np.float32)
             start = self.lipsync.samples_in
+            mixed = self.mix_in(audio) if self.mix_in is not None and len(audio) else None
+            if mixed is not None:
+                audio = mixed
             if len(audio):
                 if self.on_audio is not None:
                     self.on_audio(AudioBlock(audio, start, source.capture_time(start - self._source_base),
                                              source.now()))
                 self.lipsync.push(audio)
                 sound = source.take_sound() if hasattr(source, "take_sound") else None  # full rate, to record
+                if mixed is not None:
+                    sound = None  # the recording gets the 16 kHz block with the pushed sound in it
                 sound_rate, base = getattr(source, "sound_rate", SAMPLE_RATE), self._source_base
         for message in source.take_messages():
             self._report(message)

@@ -1,0 +1,1 @@
+"""The local server for other programs: the OBS browser source and the input endpoint (avatar.serve.server)."""
