@@ -35,7 +35,7 @@ MASK_CENTRE = (0.0, 0.09)  # the composite's ellipse, relative to the rest mouth
 MASK_AXES = (0.62, 0.43)  # ...its half axes...
 MASK_FEATHER = 0.07  # ...and the feather (Gaussian sigma)
 OVAL_INSET = 0.1  # the composite also stays this far (eye distances) inside the base frame's face outline
-SELF_BONUS = 0.0  # distance taken off the base frame's own mouth (it fits its face exactly)
+SELF_BONUS = 0.02  # distance taken off the base frame's own mouth (it fits its face exactly; see README)
 POSE_WEIGHT = 0.5  # distance per eye distance that the library frame's nose tip lies from the base frame's
 RING = (0.08, 0.6)  # colour is matched on the mask's feather where it lies between these values
 
