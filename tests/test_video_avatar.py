@@ -315,3 +315,15 @@ def test_reenact_command_on_one_clip(tmp_path):
         assert fig["opening_r"] > 0.5
         assert fig["inner_lip_distance"] < report["frozen_inner_lip_distance"]
     assert (tmp_path / "bbaf2n_reenact.png").is_file() and "| bbaf2n.mpg |" in (tmp_path / "reenact.md").read_text()
+
+
+@needs_clips
+def test_a_face_too_small_to_follow_is_said_so(tmp_path):
+    """A wide shot: the face found by the detector, but too small for FaceMesh to follow."""
+    import cv2
+
+    frames = [cv2.resize(np.pad(f, ((400, 400), (600, 600), (0, 0)), mode="edge"), (1560, 1088))[::4, ::4].copy()
+              for f in clip_frames(GRID_CLIP, 80)]  # the GRID face shrunk to about 30 px wide
+    video = write_video(tmp_path / "far.mp4", frames)
+    with pytest.raises(VideoNoFaceError, match=r"too small to follow \(about \d+ px wide\); film closer"):
+        build(video, tmp_path / "x.avatar")

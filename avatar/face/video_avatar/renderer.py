@@ -125,7 +125,8 @@ class VideoAvatarRenderer:
         self.mask = ellipse_mask(self.crop_size, mc, np.array(MASK_AXES) * p, MASK_FEATHER * p)
         ring = (self.mask > RING[0]) & (self.mask < RING[1])
         self.crops = np.ascontiguousarray(data.crops)
-        self.lib_ring = self.crops[:, ring].astype(np.float32).mean(axis=1)  # (N, 3)
+        ring_u8 = ring.astype(np.uint8)
+        self.lib_ring = np.array([cv2.mean(c, ring_u8)[:3] for c in self.crops], np.float32)  # (N, 3)
         xs = np.linspace(0, cw - 1, BORDER_ANCHORS)
         ys = np.linspace(0, ch - 1, BORDER_ANCHORS)
         self.anchors = np.array([(x, 0) for x in xs] + [(x, ch - 1) for x in xs]
@@ -138,7 +139,7 @@ class VideoAvatarRenderer:
         w, h, out_from_canvas = out_geometry(size, int(data.meta["canvas"]))
         self._size = (w, h)
         self._out_from_canvas = out_from_canvas
-        self._ring = ring
+        self._ring = ring_u8
         self.base_pose = data.base_points[:, NOSE_TIP]
         start, length = data.meta["base_frames"]
         own = np.searchsorted(data.frames, np.arange(start, start + length))
@@ -203,7 +204,7 @@ class VideoAvatarRenderer:
                               flags=cv2.INTER_LINEAR)
         base_crop = cv2.warpAffine(frame, c_from_canvas, (cw, ch), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE)
-        ring = base_crop[self._ring].astype(np.float32).mean(axis=0)
+        ring = np.array(cv2.mean(base_crop, self._ring)[:3], np.float32)
         mask = np.ascontiguousarray(mask)
         return np.ascontiguousarray(out), (y0, y1, x0, x1), shifted, (mask, 1.0 - mask), ring
 

@@ -120,10 +120,15 @@ def find_picture_cut(thumbs: np.ndarray) -> int | None:
     return int(jumps[0]) + 1 if len(jumps) else None
 
 
-def second_person(finder, image: np.ndarray) -> bool:
-    """True when the full-range face detector sees a second face nearly as wide as the largest."""
+def face_widths(finder, image: np.ndarray) -> list[float]:
+    """The full-range face detector's faces in a frame: their widths in pixels, the largest first."""
     result = finder.process(image)
-    widths = sorted((d.location_data.relative_bounding_box.width for d in (result.detections or [])), reverse=True)
+    w = image.shape[1]
+    return sorted((d.location_data.relative_bounding_box.width * w for d in (result.detections or [])), reverse=True)
+
+
+def second_person(widths: list[float]) -> bool:
+    """A second face nearly as wide as the largest."""
     return len(widths) > 1 and widths[1] >= OTHER_FACE_SHARE * widths[0]
 
 
@@ -133,14 +138,17 @@ def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
     points = np.full((m, N_LANDMARKS, 2), np.nan, np.float32)
     thumbs = np.zeros((m, THUMB[1], THUMB[0]), np.uint8)
     people_at = set(np.linspace(0, m - 1, PEOPLE_SAMPLES).astype(int).tolist())  # frames checked for others
-    seen = None
+    seen, detected = None, []
     with quiet_native_logs, _face_mesh() as mesh, _face_finder() as finder:
         for k, image in iter_frames(info):
             if cancelled is not None and cancelled():
                 raise InterruptedError("cancelled")
             thumbs[k] = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), THUMB, interpolation=cv2.INTER_AREA)
-            if seen is None and k in people_at and second_person(finder, image):
-                seen = k / info.fps
+            if k in people_at:
+                widths = face_widths(finder, image)
+                detected += widths[:1]
+                if seen is None and second_person(widths):
+                    seen = k / info.fps
             result = mesh.process(image)
             if result.multi_face_landmarks:
                 lm = result.multi_face_landmarks[0].landmark
@@ -150,6 +158,9 @@ def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
                 progress(k + 1, m)
     found = np.isfinite(points[:, 0, 0])
     if not found.any():
+        if detected:  # the detector sees a face that FaceMesh cannot follow: too small in the picture
+            raise VideoNoFaceError(f"{info.path.name}: the face is too small to follow (about {max(detected):.0f} px "
+                                   "wide); film closer, or crop the video around the face")
         raise VideoNoFaceError(f"{info.path.name}: no face found in the video; film one person facing the camera")
     if found.mean() < MIN_FACE_SHARE:
         lost = np.nonzero(~found)[0]
