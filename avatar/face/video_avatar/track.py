@@ -25,6 +25,8 @@ PEOPLE_SAMPLES = 5  # frames checked for other people
 CUT_PICTURE = 25.0  # a cut in the picture: consecutive thumbnails differ by this much (mean, 0..255)...
 CUT_PICTURE_RATIO = 6.0  # ...and this many times the clip's median change
 THUMB = (32, 24)  # the thumbnails compared
+SMALL_FACE_PX = 240  # a face FaceMesh misses in the whole frame is tried again enlarged to this width...
+SMALL_FACE_MARGIN = 1.0  # ...in a crop this many face widths around the detected face
 SMOOTH_SIGMA_FRAMES = 1.2  # the canonical transforms are smoothed over time this much (FaceMesh jitters)
 
 
@@ -120,47 +122,81 @@ def find_picture_cut(thumbs: np.ndarray) -> int | None:
     return int(jumps[0]) + 1 if len(jumps) else None
 
 
-def face_widths(finder, image: np.ndarray) -> list[float]:
-    """The full-range face detector's faces in a frame: their widths in pixels, the largest first."""
+def face_boxes(finder, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """The full-range face detector's faces in a frame: (x, y, width, height) pixels, the widest first."""
     result = finder.process(image)
-    w = image.shape[1]
-    return sorted((d.location_data.relative_bounding_box.width * w for d in (result.detections or [])), reverse=True)
+    h, w = image.shape[:2]
+    boxes = [d.location_data.relative_bounding_box for d in (result.detections or [])]
+    return sorted(((b.xmin * w, b.ymin * h, b.width * w, b.height * h) for b in boxes), key=lambda b: -b[2])
 
 
-def second_person(widths: list[float]) -> bool:
+def second_person(boxes) -> bool:
     """A second face nearly as wide as the largest."""
-    return len(widths) > 1 and widths[1] >= OTHER_FACE_SHARE * widths[0]
+    return len(boxes) > 1 and boxes[1][2] >= OTHER_FACE_SHARE * boxes[0][2]
+
+
+def small_face_crop(boxes, size: tuple[int, int]) -> tuple[int, int, int, int, float]:
+    """(x0, y0, x1, y1, scale): the picture around the detected faces (SMALL_FACE_MARGIN face widths on each side),
+    enlarged so the face is SMALL_FACE_PX wide: FaceMesh's own detector misses faces that fill little of the frame."""
+    w, h = size
+    fw = max(b[2] for b in boxes)
+    x0 = int(max(min(b[0] for b in boxes) - SMALL_FACE_MARGIN * fw, 0))
+    y0 = int(max(min(b[1] for b in boxes) - SMALL_FACE_MARGIN * fw, 0))
+    x1 = int(min(max(b[0] + b[2] for b in boxes) + SMALL_FACE_MARGIN * fw, w))
+    y1 = int(min(max(b[1] + b[3] for b in boxes) + SMALL_FACE_MARGIN * fw, h))
+    return x0, y0, x1, y1, max(SMALL_FACE_PX / max(fw, 1.0), 1.0)
+
+
+def mesh_pass(info: VideoInfo, crop=None, on_frame=None, progress=None, cancelled=None) -> np.ndarray:
+    """(M, 478, 2) FaceMesh points of every frame (NaN where none), in frame pixels; `crop` (small_face_crop):
+    FaceMesh runs on that part of each frame, enlarged. on_frame(k, image) sees every frame first."""
+    m = len(info.picks)
+    points = np.full((m, N_LANDMARKS, 2), np.nan, np.float32)
+    with quiet_native_logs, _face_mesh() as mesh:
+        for k, image in iter_frames(info):
+            if cancelled is not None and cancelled():
+                raise InterruptedError("cancelled")
+            if on_frame is not None:
+                on_frame(k, image)
+            view, (x0, y0, s) = image, (0, 0, 1.0)
+            if crop is not None:
+                x0, y0, x1, y1, s = crop
+                view = cv2.resize(image[y0:y1, x0:x1], None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+            result = mesh.process(np.ascontiguousarray(view))
+            if result.multi_face_landmarks:
+                vh, vw = view.shape[:2]
+                pts = np.array([(p.x * vw - 0.5, p.y * vh - 0.5) for p in result.multi_face_landmarks[0].landmark])
+                points[k] = (pts + 0.5) / s - 0.5 + (x0, y0)
+            if progress is not None:
+                progress(k + 1, m)
+    return points
 
 
 def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
     """FaceMesh on every frame; raises VideoNoFaceError / VideoInputError (several people, a cut)."""
     m = len(info.picks)
-    points = np.full((m, N_LANDMARKS, 2), np.nan, np.float32)
     thumbs = np.zeros((m, THUMB[1], THUMB[0]), np.uint8)
     people_at = set(np.linspace(0, m - 1, PEOPLE_SAMPLES).astype(int).tolist())  # frames checked for others
-    seen, detected = None, []
-    with quiet_native_logs, _face_mesh() as mesh, _face_finder() as finder:
-        for k, image in iter_frames(info):
-            if cancelled is not None and cancelled():
-                raise InterruptedError("cancelled")
+    seen, detected = [], []
+
+    with _face_finder() as finder:
+        def look(k, image):
             thumbs[k] = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), THUMB, interpolation=cv2.INTER_AREA)
             if k in people_at:
-                widths = face_widths(finder, image)
-                detected += widths[:1]
-                if seen is None and second_person(widths):
-                    seen = k / info.fps
-            result = mesh.process(image)
-            if result.multi_face_landmarks:
-                lm = result.multi_face_landmarks[0].landmark
-                w, h = info.size
-                points[k] = [(p.x * w - 0.5, p.y * h - 0.5) for p in lm]
-            if progress is not None:
-                progress(k + 1, m)
+                boxes = face_boxes(finder, image)
+                detected.extend(boxes[:1])
+                if second_person(boxes):
+                    seen.append(k / info.fps)
+
+        points = mesh_pass(info, on_frame=look, progress=progress, cancelled=cancelled)
     found = np.isfinite(points[:, 0, 0])
+    if found.mean() < MIN_FACE_SHARE and detected and not seen:  # a face the detector sees: too small for FaceMesh
+        points = mesh_pass(info, crop=small_face_crop(detected, info.size), progress=progress, cancelled=cancelled)
+        found = np.isfinite(points[:, 0, 0])
     if not found.any():
-        if detected:  # the detector sees a face that FaceMesh cannot follow: too small in the picture
-            raise VideoNoFaceError(f"{info.path.name}: the face is too small to follow (about {max(detected):.0f} px "
-                                   "wide); film closer, or crop the video around the face")
+        if detected:
+            raise VideoNoFaceError(f"{info.path.name}: the face is too small to follow (about "
+                                   f"{max(b[2] for b in detected):.0f} px wide); film closer")
         raise VideoNoFaceError(f"{info.path.name}: no face found in the video; film one person facing the camera")
     if found.mean() < MIN_FACE_SHARE:
         lost = np.nonzero(~found)[0]
@@ -171,8 +207,8 @@ def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
     if cut is not None:
         raise VideoInputError(f"{info.path.name}: the video cuts (or the face jumps) at {cut / info.fps:.2f} s; "
                               "use one continuous shot")
-    if seen is not None:
-        raise VideoInputError(f"{info.path.name}: more than one person is in the picture (at {seen:.2f} s); "
+    if seen:
+        raise VideoInputError(f"{info.path.name}: more than one person is in the picture (at {seen[0]:.2f} s); "
                               "film one person alone")
     return canonical_track(points, found)
 
