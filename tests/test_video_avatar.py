@@ -334,3 +334,18 @@ def test_a_small_face_in_a_wide_shot_is_followed_in_an_enlarged_crop(tmp_path):
     report = build(video, tmp_path / "far.avatar")
     data = fileformat.load(tmp_path / "far.avatar")
     assert report.library >= 70 and data.opening.max() > 0.06  # the speaker's mouth opens in the library
+
+
+def test_a_one_frame_misfit_is_dropped_but_a_lasting_jump_is_a_cut():
+    from avatar.face.video_avatar.track import drop_glitches, find_cut
+
+    points = np.zeros((10, 478, 2), np.float32)
+    points[:, 33], points[:, 263] = (100.0, 100.0), (150.0, 100.0)  # eyes 50 px apart, still
+    glitch = points.copy()
+    glitch[4, 263] = (130.0, 100.0)  # one frame's fit shrinks the face by 40 %, the next is back
+    found = np.ones(10, bool)
+    kept = drop_glitches(glitch, found)
+    assert kept.tolist() == [k != 4 for k in range(10)] and find_cut(glitch, kept) is None
+    moved = points.copy()
+    moved[6:] += (80.0, 0.0)  # from frame 6 on the face is elsewhere: a cut
+    assert drop_glitches(moved, found).all() and find_cut(moved, found) == 6

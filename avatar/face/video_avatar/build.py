@@ -100,23 +100,25 @@ def head_speed(track: Track, fps: float) -> np.ndarray:
 
 
 def choose_base(opening: np.ndarray, speed: np.ndarray, fps: float) -> tuple[int, int]:
-    """(start, length) of the base loop: the quietest mouth and the slowest ends over a stretch with a face."""
+    """(start, length) of the base loop: the quietest mouth and the slowest ends over a stretch with a face in every
+    frame; shorter (down to BASE_SECONDS[0]) where no stretch that long has one throughout."""
     m = len(opening)
     lo, hi = BASE_SECONDS
-    length = int(round(np.clip(BASE_SHARE * m / fps, lo, hi) * fps))
-    length = max(min(length, m), 2)
-    best, best_cost = 0, np.inf
-    for a in range(0, m - length + 1):
-        o = opening[a:a + length]
-        if not np.isfinite(o).all():
-            continue
-        ends = speed[a] + speed[a + length - 1]
-        cost = o.mean() + MOUTH_MOTION_WEIGHT * np.abs(np.diff(o)).mean() + END_SPEED_WEIGHT * ends / fps
-        if cost < best_cost:
-            best, best_cost = a, cost
-    if not np.isfinite(best_cost):
-        raise VideoInputError(f"no stretch of {length / fps:.1f} s shows the face throughout")
-    return best, length
+    wanted = max(min(int(round(np.clip(BASE_SHARE * m / fps, lo, hi) * fps)), m), 2)
+    for length in range(wanted, max(min(int(round(lo * fps)), wanted), 2) - 1, -1):
+        best, best_cost = 0, np.inf
+        for a in range(0, m - length + 1):
+            o = opening[a:a + length]
+            if not np.isfinite(o).all():
+                continue
+            ends = speed[a] + speed[a + length - 1]
+            cost = o.mean() + MOUTH_MOTION_WEIGHT * np.abs(np.diff(o)).mean() + END_SPEED_WEIGHT * ends / fps
+            if cost < best_cost:
+                best, best_cost = a, cost
+        if np.isfinite(best_cost):
+            return best, length
+    raise VideoInputError(f"the face is not followed through any {lo:g} s of the video (it is lost or mis-fitted too "
+                          "often); film one person facing the camera, still enough to stay in the picture")
 
 
 def teeth_share(crop: np.ndarray, inner_px: np.ndarray) -> float:

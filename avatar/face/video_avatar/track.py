@@ -98,16 +98,32 @@ def _smooth_series(x: np.ndarray, ok: np.ndarray, sigma: float) -> np.ndarray:
     return np.where(ok[:, None], out, np.nan).reshape(x.shape)
 
 
+def _jumps(points: np.ndarray, a: int, b: int) -> bool:
+    """Whether the face moves or resizes from frame a to frame b more than a continuous shot allows."""
+    ea, eb = points[a, list(EYE_POINTS)], points[b, list(EYE_POINTS)]
+    iod_a, iod_b = float(np.linalg.norm(ea[1] - ea[0])), float(np.linalg.norm(eb[1] - eb[0]))
+    step = float(np.linalg.norm(eb.mean(0) - ea.mean(0))) / max(iod_a, 1e-6)
+    return step > CUT_JUMP * abs(b - a) or abs(iod_b / max(iod_a, 1e-6) - 1) > CUT_SCALE
+
+
+def drop_glitches(points: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """`found` without the frames where FaceMesh's points jump away and straight back (one bad fit, as on fast
+    motion): those frames hold no usable mouth, and they are no cut."""
+    found = found.copy()
+    for k in range(1, len(found) - 1):
+        if found[k - 1] and found[k] and found[k + 1] and not _jumps(points, k - 1, k + 1) and (
+                _jumps(points, k - 1, k) or _jumps(points, k, k + 1)):
+            found[k] = False
+    return found
+
+
 def find_cut(points: np.ndarray, found: np.ndarray) -> int | None:
     """The first frame whose face jumps from the previous one (a cut in the video), or None."""
     idx = np.nonzero(found)[0]
-    eyes = points[:, list(EYE_POINTS)]
-    mid, iod = eyes.mean(1), np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=-1)
     for a, b in zip(idx[:-1], idx[1:]):
         if b - a > 3:  # the face was lost for a while: judged by the share of frames without one
             continue
-        step = np.linalg.norm(mid[b] - mid[a]) / max(iod[a], 1e-6)
-        if step > CUT_JUMP * (b - a) or abs(iod[b] / max(iod[a], 1e-6) - 1) > CUT_SCALE:
+        if _jumps(points, a, b):
             return int(b)
     return None
 
@@ -202,6 +218,7 @@ def track_video(info: VideoInfo, progress=None, cancelled=None) -> Track:
         lost = np.nonzero(~found)[0]
         raise VideoNoFaceError(f"{info.path.name}: the face is lost in {100 * (1 - found.mean()):.0f} % of the "
                                f"frames (from {lost[0] / info.fps:.2f} s); keep the whole face in the picture")
+    found = drop_glitches(points, found)
     cut = find_picture_cut(thumbs)
     cut = find_cut(points, found) if cut is None else cut
     if cut is not None:
