@@ -314,6 +314,7 @@ def test_reenact_command_on_one_clip(tmp_path):
         # both follow the real mouth and beat a mouth that never moves
         assert fig["opening_r"] > 0.5
         assert fig["inner_lip_distance"] < report["frozen_inner_lip_distance"]
+        assert 0.3 < fig["flicker_ratio"] < 3.0  # the mouth changes from frame to frame about as a real one does
     assert (tmp_path / "bbaf2n_reenact.png").is_file() and "| bbaf2n.mpg |" in (tmp_path / "reenact.md").read_text()
 
 

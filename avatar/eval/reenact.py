@@ -9,7 +9,8 @@ against the real last 40 % by the ruler of avatar.eval.video (FaceMesh in video 
   centre for all three sequences alike), frame by frame;
 - the inner-lip contour distance (inter-ocular units x 1000) and its frozen-mouth baseline;
 - the inner-mouth colour difference (CIELAB ΔE) on the 20 % most open real frames;
-- the opening's r against the real one.
+- the opening's r against the real one;
+- the flicker ratio: the mouth crop's mean change from frame to frame over the real one's (1: as lively).
 
 Montages (real | video avatar | photo) go to --out; they are made of the clips' pixels: never commit them.
 """
@@ -41,7 +42,7 @@ BUILD_SHARE = 0.6  # the avatar is built from this share of the clip; the rest i
 SSIM_SIGMA = 1.5  # SSIM's Gaussian window (Wang et al. 2004)
 SSIM_C1, SSIM_C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 RENDERERS = ("video_avatar", "photo")
-KEYS = ("psnr_db", "ssim", "inner_lip_distance", "inner_mouth_delta_e", "opening_r")
+KEYS = ("psnr_db", "ssim", "inner_lip_distance", "inner_mouth_delta_e", "opening_r", "flicker_ratio")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,6 +61,14 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(s.mean())
 
 
+def frame_change(crops: dict, frames: list[int]) -> float:
+    """Mean absolute change of the mouth crop from one frame to the next (0..255): how much the mouth moves or
+    flickers; a rendering's over the real one's is its flicker ratio (1: as lively as the real mouth)."""
+    steps = [np.abs(crops[k].astype(np.float32) - crops[k - 1].astype(np.float32)).mean()
+             for k in frames if k - 1 in crops and k in crops]
+    return float(np.mean(steps)) if steps else float("nan")
+
+
 def compare(real: MouthMeasure, rendered: MouthMeasure) -> dict:
     """The figures of one rendering against the real tail (frames paired by index)."""
     n = min(len(real.opening), len(rendered.opening))
@@ -75,7 +84,9 @@ def compare(real: MouthMeasure, rendered: MouthMeasure) -> dict:
             "inner_lip_distance": float(np.nanmean(dist) * CONTOUR_SCALE),
             "inner_mouth_delta_e": float(np.nanmean(de)) if np.isfinite(de).any() else float("nan"),
             "opening_r": pearson(rendered.opening[:n], ro),
-            "opening_amplitude_ratio": amplitude(rendered.opening[:n]) / amplitude(ro), "frames": len(both)}
+            "opening_amplitude_ratio": amplitude(rendered.opening[:n]) / amplitude(ro),
+            "flicker_ratio": frame_change(rendered.crops, both) / max(frame_change(real.crops, both), 1e-9),
+            "frames": len(both)}
 
 
 def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offset_ms: float = 0.0) -> dict:

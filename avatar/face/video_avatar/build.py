@@ -121,6 +121,19 @@ def choose_base(opening: np.ndarray, speed: np.ndarray, fps: float) -> tuple[int
                           "often); film one person facing the camera, still enough to stay in the picture")
 
 
+def canvas_transform(track: Track, base_idx: np.ndarray) -> np.ndarray:
+    """2x3 image -> base canvas: a square fixed in the picture (the head moves inside it), CANVAS_SPAN_IOD eye
+    distances wide around the base loop's mean face."""
+    centres, iods = [], []
+    for k in base_idx:
+        inv = invert_similarity(track.canon[k])
+        centres.append(inv[:, :2] @ np.array(CANVAS_CENTRE) + inv[:, 2])
+        iods.append(1.0 / np.sqrt(abs(np.linalg.det(track.canon[k][:, :2]))))
+    s = CANVAS / (CANVAS_SPAN_IOD * float(np.mean(iods)))
+    cx, cy = np.mean(centres, axis=0)
+    return np.array([[s, 0, CANVAS / 2 - s * cx], [0, s, CANVAS / 2 - s * cy]])
+
+
 def teeth_share(crop: np.ndarray, inner_px: np.ndarray) -> float:
     """Share of the inner mouth (inside the inner lip contour, crop pixels) that shows teeth: light, colourless."""
     mask = np.zeros(crop.shape[:2], np.uint8)
@@ -158,16 +171,8 @@ def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, 
     crop = crop_geometry(rest_points)
     to_crop = crop_from_canon(crop)
     cw, ch = crop["size"]
-    # the base loop's square: fixed in the image (the head moves inside it), around the loop's mean face
-    centres, iods = [], []
-    for k in base_idx:
-        inv = invert_similarity(track.canon[k])
-        centres.append(inv[:, :2] @ np.array(CANVAS_CENTRE) + inv[:, 2])
-        iods.append(1.0 / np.sqrt(abs(np.linalg.det(track.canon[k][:, :2]))))
-    side = CANVAS_SPAN_IOD * float(np.mean(iods))
-    cx, cy = np.mean(centres, axis=0)
-    s = CANVAS / side
-    canvas_from_image = np.array([[s, 0, CANVAS / 2 - s * cx], [0, s, CANVAS / 2 - s * cy]])
+    canvas_from_image = canvas_transform(track, base_idx)
+    s = canvas_from_image[0, 0]
     image_from_canvas = invert_similarity(canvas_from_image)
     base_set = set(base_idx.tolist())
     base, base_canon, base_points, crops, inner, outer, lib_frames, teeth, pose = [], [], [], [], [], [], [], [], []

@@ -105,9 +105,13 @@ def save(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     meta = {"format": FORMAT, "version": VERSION, **meta}
     record = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        np.savez(f, meta_json=record, **arrays)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta_json=record, **arrays)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or an interruption leaves no half-written file behind
+        raise
 
 
 def read_meta(path: str | Path) -> dict:
