@@ -20,7 +20,7 @@ def add_cli(subparsers) -> None:
         "make-avatar", help="make a video avatar (NAME.avatar) from a short video of one person talking",
         description="Make a talking avatar from a video of one person facing the camera (at least 3 s; 10-30 s "
                     "with speech and a few quiet moments is best): their own head motion, blinks, teeth and lips. "
-                    "Open it like a photo: `avatar render --face NAME.avatar`, or File → Open in the app.",
+                    "Open it like a photo: `avatar render --face NAME.avatar`, or File → Open photo… in the app.",
         epilog="exit codes: 0 ok, 1 failure, 2 bad arguments, 3 unusable video (too short, cuts, several people, "
                "unreadable), 4 no face, 5 cannot write the output, 130 interrupted")
     p.add_argument("video", help="the video (mp4, mov, mkv, webm, ...); a phone's rotation is applied, 4K scaled")
