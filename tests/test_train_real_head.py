@@ -1,0 +1,100 @@
+"""`avatar train real-head`: the mouth-parameter head refitted to real faces, the rest of the network kept."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+from avatar.train import real_head as rh  # noqa: E402
+from avatar.visemes import PARAM_NAMES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_VIDEO = Path(os.environ.get("AVATAR_REAL_VIDEO", ROOT.parent / "shared" / "data" / "video"))
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_fit_moves_the_refit_rows_towards_the_real_targets_and_keeps_the_rest():
+    rng = np.random.default_rng(0)
+    hidden = 16
+    w0, b0 = rng.normal(0, 0.3, (4, hidden)), rng.normal(0, 0.3, 4)
+    true_w = rng.normal(0, 0.5, (3, hidden))  # what real mouths follow: not what the old head says
+    real_x = rng.normal(0, 1, (600, hidden))
+    real_y = _sigmoid(real_x @ true_w.T)
+    real_y[:50] = np.nan  # frames outside speech carry no target
+    syn_x = rng.normal(0, 1, (3000, hidden))
+    syn_logits = syn_x @ w0.T + b0
+    w, b = rh.fit_head(w0, b0, real_x, real_y, syn_x, syn_logits, distill_weight=0.1, prior_weight=0.0, steps=300)
+    press = PARAM_NAMES.index("lip_press")
+    assert np.array_equal(w[press], w0[press]) and b[press] == b0[press]  # lip_press keeps its row
+    rows = [PARAM_NAMES.index(p) for p in rh.REFIT_PARAMS]
+    ok = np.isfinite(real_y[:, 0])
+    before = np.mean((_sigmoid(real_x @ w0[rows].T + b0[rows]) - real_y)[ok] ** 2)
+    after = np.mean((_sigmoid(real_x @ w[rows].T + b[rows]) - real_y)[ok] ** 2)
+    assert after < 0.5 * before
+    # a strong pull to the old outputs on the synthetic frames keeps them
+    w2, b2 = rh.fit_head(w0, b0, real_x, real_y, syn_x, syn_logits, distill_weight=100.0, prior_weight=0.0, steps=300)
+    drift = np.abs(_sigmoid(syn_x @ w2[rows].T + b2[rows]) - _sigmoid(syn_logits[:, rows])).mean()
+    free = np.abs(_sigmoid(syn_x @ w[rows].T + b[rows]) - _sigmoid(syn_logits[:, rows])).mean()
+    assert drift < 0.5 * free
+
+
+def test_measured_targets_are_only_given_in_speech():
+    from avatar.train.real_mouths import MeasuredClip
+
+    ms = np.arange(0, 1000, 40.0)
+    clip = MeasuredClip("c", [(0, 200, "SIL"), (200, 600, "AA"), (600, 1000, "SIL")], ms,
+                        np.linspace(0, 1.2, len(ms)), np.full(len(ms), 0.05), 100)
+    t = rh.measured_targets(clip)
+    speech = (ms >= 200) & (ms < 600)
+    assert np.isnan(t[~speech]).all() and np.isfinite(t[speech]).all()
+    assert t[speech, 0].max() <= 1.0  # openings past the speaker's 95th percentile are 1
+    assert np.allclose(t[speech, 1], 0.05 / rh.SPREAD_FULL) and np.allclose(t[speech, 2], 0.0)
+
+
+@pytest.mark.skipif(not (REAL_VIDEO / "grid_transcripts.tsv").is_file(),
+                    reason=f"the GRID clips are not here ({REAL_VIDEO}: shared/data/video)")
+@pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
+                    reason="espeakng-loader not installed (pip install '.[train]')")
+def test_the_command_refits_the_head_on_real_clips_and_keeps_the_network(tmp_path):
+    from avatar.cli import main
+    from avatar.engine import default_model_path
+    from avatar.model import load_model
+    from avatar.train.datagen import GenConfig, generate
+
+    # three GRID clips (links, nothing copied) and a 20 s synthetic set
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    with open(REAL_VIDEO / "grid_transcripts.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))[:3]
+    with open(clips / "grid_transcripts.tsv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t")
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        (clips / r["file"]).symlink_to(REAL_VIDEO / r["file"])
+    generate(GenConfig(seed=3, piper_share=0.0, shard_seconds=20), tmp_path / "d", 20 / 3600, procs=1,
+             progress=False)
+    out = tmp_path / "head.safetensors"
+    assert main(["train", "real-head", str(default_model_path()), "--data", str(tmp_path / "d"), "--clips",
+                 str(clips), "--steps", "150", "-o", str(out)]) == 0
+    old, new = load_model(default_model_path()), load_model(out)
+    old_state, new_state = old.state_dict(), new.state_dict()
+    for name, value in old_state.items():
+        if not name.startswith("param_head"):
+            assert np.array_equal(value.numpy(), new_state[name].numpy()), name  # the network is kept
+    press = PARAM_NAMES.index("lip_press")
+    assert np.array_equal(old.param_head.weight[press].detach().numpy(), new.param_head.weight[press].detach().numpy())
+    assert not np.array_equal(old.param_head.weight[0].detach().numpy(), new.param_head.weight[0].detach().numpy())
+    record = rh.training_record(out)["real_head"]
+    assert record["clips"] == [r["file"] for r in rows] and set(record["held_out_r0"]) == set(record["clips"])
+    assert all(np.isfinite(r["after"]["opening"]) for r in record["held_out_r0"].values())
+    fitted = record["fitted_mean"]  # three clips are too few for a held-out gain; on its own clips it must fit
+    assert fitted["after"]["opening"] > fitted["before"]["opening"] + 0.02
