@@ -148,6 +148,22 @@ def test_rendered_mouth_follows_the_parameters_and_the_head_moves(grid_avatar):
 
 
 @needs_clips
+def test_green_screen_keeps_the_person_and_fills_the_rest(grid_avatar):
+    from avatar.face.assemble import open_renderer
+
+    green = open_renderer(grid_avatar, background=(0, 255, 0))
+    plain = open_renderer(grid_avatar)
+    a, b = green.render(mouth_params(jaw_open=0.5), 0.4), plain.render(mouth_params(jaw_open=0.5), 0.4)
+    corner = a[:40, :40].reshape(-1, 3)
+    assert (corner == (0, 255, 0)).all(axis=1).mean() > 0.95  # the GRID backdrop (blue) became green
+    assert not (b[:40, :40].reshape(-1, 3) == (0, 255, 0)).all(axis=1).any()
+    y0, y1, x0, x1 = green.mouth_box(green.base_index(0.4))
+    dy, dx = (y1 - y0) // 4, (x1 - x0) // 4  # the mouth and the skin around it (the box's corners reach the collar)
+    lips_a, lips_b = a[y0 + dy:y1 - dy, x0 + dx:x1 - dx], b[y0 + dy:y1 - dy, x0 + dx:x1 - dx]
+    assert np.abs(lips_a.astype(int) - lips_b.astype(int)).mean() < 1.0  # the face is the same
+
+
+@needs_clips
 def test_the_expression_menu_moves_the_mouth_corners(grid_avatar):
     renderer = open_video_avatar(grid_avatar, liveliness={"enabled": False})  # one base frame: only the mouth moves
     neutral = [renderer.render(mouth_params(), 0.0) for _ in range(6)][-1]

@@ -37,11 +37,11 @@ def open_renderer(photo, size: int = 512, background: tuple[int, int, int] | Non
     landmarks), liveliness, background.
 
     An avatar file (NAME.avatar, `avatar make-avatar`) opens the video avatar's renderer instead (its base loop is
-    the video's own motion: no background fill, landmarks or face choice).
+    the video's own motion; the background from its stored mattes; no landmarks or face choice).
 
     Raises avatar.face.PhotoError / NoFaceError with a message for the user."""
     if is_avatar_path(photo):
-        return open_video_avatar(photo, size=size, liveliness=liveliness)
+        return open_video_avatar(photo, size=size, liveliness=liveliness, background=background)
     # one OpenCV thread: the app already runs audio, render and encoder threads on few cores, and a second
     # remap thread measured no faster on 2 cores while costing more CPU (1024²: best wall 6.8 -> 10.2 ms)
     cv2.setNumThreads(1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avatar.face.landmarks import LIP_INNER, LIP_OUTER, NOSE_TIP
+from avatar.face.landmarks import LIP_INNER, LIP_OUTER, NOSE_TIP, pinned_solution, quiet_native_logs
 from avatar.face.video_avatar import VideoInputError
 from avatar.face.video_avatar import fileformat
 from avatar.face.video_avatar.source import VideoInfo, iter_frames, probe
@@ -134,6 +134,22 @@ def canvas_transform(track: Track, base_idx: np.ndarray) -> np.ndarray:
     return np.array([[s, 0, CANVAS / 2 - s * cx], [0, s, CANVAS / 2 - s * cy]])
 
 
+def person_mattes(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Each base frame's matte of the person (uint8, 255 = person): MediaPipe's selfie segmentation hardened and
+    feathered as the photo's green screen is (avatar.face.assemble.matte), so View → Background works here too."""
+    import mediapipe as mp  # ~1 s to import: only a build needs it
+
+    from avatar.face.assemble import matte  # (assemble opens avatars through this package: imported when used)
+
+    segmenter = pinned_solution(mp.solutions.selfie_segmentation.SelfieSegmentation)
+    out = []
+    with quiet_native_logs, segmenter(model_selection=0) as seg:
+        for frame in frames:
+            mask = np.clip(seg.process(np.ascontiguousarray(frame)).segmentation_mask, 0.0, 1.0)
+            out.append(np.round(matte(mask.astype(np.float32)[..., None])[..., 0] * 255).astype(np.uint8))
+    return out
+
+
 def teeth_share(crop: np.ndarray, inner_px: np.ndarray) -> float:
     """Share of the inner mouth (inside the inner lip contour, crop pixels) that shows teeth: light, colourless."""
     mask = np.zeros(crop.shape[:2], np.uint8)
@@ -196,7 +212,10 @@ def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, 
         pose.append(track.canonical(k, [NOSE_TIP])[0])
         teeth.append(teeth_share(mouth, ci @ to_crop[:, :2].T + to_crop[:, 2]))
     lib_frames = np.array(lib_frames)
+    if cancelled is not None and cancelled():
+        raise InterruptedError("cancelled")
     base_jpeg, base_offsets = fileformat.encode_images(base)
+    matte_png, matte_offsets = fileformat.encode_images(person_mattes(base), ".png")
     lib_jpeg, lib_offsets = fileformat.encode_images(crops)
     arrays = {
         "base_jpeg": base_jpeg, "base_offsets": base_offsets, "base_canon": np.array(base_canon, np.float32),
@@ -206,6 +225,7 @@ def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, 
         "lib_teeth": np.array(teeth, np.float32), "lib_pose": np.array(pose, np.float32),
         "base_points": np.array(base_points, np.float32), "lib_frames": lib_frames.astype(np.int32),
         "rest_points": rest_points.astype(np.float32), "template": track.template.astype(np.float32),
+        "base_matte_png": matte_png, "base_matte_offsets": matte_offsets,
     }
     meta = {"fps": info.fps, "canvas": CANVAS, "crop": crop, "base_frames": [int(start), int(length)],
             "source": {"name": info.path.name, "frames": m, "seconds": round(info.seconds, 3),

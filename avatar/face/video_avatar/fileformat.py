@@ -24,6 +24,7 @@ ARRAYS = {  # name: (dtype kind, number of dimensions); the geometry every rende
     "lib_opening": ("f", 1), "lib_width": ("f", 1), "lib_teeth": ("f", 1), "lib_frames": ("i", 1),
     "rest_points": ("f", 2), "template": ("f", 2), "lib_pose": ("f", 2), "base_points": ("f", 3),
 }
+OPTIONAL = {"base_matte_png": ("u", 1), "base_matte_offsets": ("i", 1)}  # the base frames' person mattes
 META_KEYS = ("format", "version", "fps", "canvas", "crop", "base_frames", "source")
 
 
@@ -43,13 +44,18 @@ class AvatarData:
     template: np.ndarray  # stable points' canonical positions
     pose: np.ndarray  # (N, 2) canonical nose tip of each library mouth's frame (how the head is turned)
     base_points: np.ndarray  # (B, 478, 2) canonical points of each base frame
+    base_mattes: "LazyImages | None" = None  # each base frame's person matte (uint8, canvas x canvas), if stored
 
 
-def encode_images(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """RGB images -> (JPEG bytes concatenated, offsets (n+1,))."""
+def encode_images(images: list[np.ndarray], kind: str = ".jpg") -> tuple[np.ndarray, np.ndarray]:
+    """RGB images (JPEG) or one-channel ones (kind ".png": lossless) -> (bytes concatenated, offsets (n+1,))."""
     blobs = []
     for image in images:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if kind == ".png":
+            ok, buf = cv2.imencode(".png", image)
+        else:
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise ValueError("JPEG encoding failed")
         blobs.append(buf.reshape(-1))
@@ -79,21 +85,21 @@ class LazyImages:
     in the background after a fast load). Sequence of RGB uint8 images; a frame that does not decode raises
     AvatarFileError."""
 
-    def __init__(self, blob: np.ndarray, offsets: np.ndarray, what: str, path):
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, what: str, path, gray: bool = False):
         spans = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
         if any(not 0 <= a < b <= len(blob) for a, b in spans):
             raise AvatarFileError(f"{path}: damaged avatar file ({what} out of range)")
-        self.blob, self.spans, self.what, self.path = blob, spans, what, path
+        self.blob, self.spans, self.what, self.path, self.gray = blob, spans, what, path, gray
 
     def __len__(self) -> int:
         return len(self.spans)
 
     def __getitem__(self, k: int) -> np.ndarray:
         a, b = self.spans[k]
-        image = cv2.imdecode(self.blob[a:b], cv2.IMREAD_COLOR)
+        image = cv2.imdecode(self.blob[a:b], cv2.IMREAD_GRAYSCALE if self.gray else cv2.IMREAD_COLOR)
         if image is None:
             raise AvatarFileError(f"{self.path}: damaged avatar file ({self.what} {k} does not decode)")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return image if self.gray else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
     def __iter__(self):
         return (self[k] for k in range(len(self)))
@@ -163,11 +169,19 @@ def load(path: str | Path) -> AvatarData:
                 if a.dtype.kind != kind or a.ndim != ndim:
                     raise AvatarFileError(f"{path}: damaged avatar file ({name} is {a.dtype} {a.shape})")
                 arrays[name] = a
+            optional = {name: z[name] for name in OPTIONAL if name in z.files}
+            if any(a.dtype.kind != OPTIONAL[k][0] or a.ndim != OPTIONAL[k][1] for k, a in optional.items()):
+                raise AvatarFileError(f"{path}: damaged avatar file (a matte array of the wrong kind)")
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
             if isinstance(e, AvatarFileError):
                 raise
             raise AvatarFileError(f"{path}: damaged avatar file ({type(e).__name__}: {e})") from e
     base = LazyImages(arrays["base_jpeg"], arrays["base_offsets"], "base frame", path)
+    mattes = None
+    if optional.get("base_matte_png") is not None and optional.get("base_matte_offsets") is not None:
+        mattes = LazyImages(optional["base_matte_png"], optional["base_matte_offsets"], "matte", path, gray=True)
+        if len(mattes) != len(base):
+            raise AvatarFileError(f"{path}: damaged avatar file (its parts disagree in length)")
     crops = decode_images(arrays["lib_jpeg"], arrays["lib_offsets"], "mouth", path)
     n, b = len(crops), len(base)
     if not b or not n or arrays["base_canon"].shape != (b, 2, 3) or any(
@@ -185,4 +199,4 @@ def load(path: str | Path) -> AvatarData:
                       arrays["lib_opening"].astype(np.float32), arrays["lib_width"].astype(np.float32),
                       arrays["lib_teeth"].astype(np.float32), arrays["lib_frames"],
                       arrays["rest_points"].astype(np.float64), arrays["template"].astype(np.float64),
-                      arrays["lib_pose"].astype(np.float64), arrays["base_points"].astype(np.float64))
+                      arrays["lib_pose"].astype(np.float64), arrays["base_points"].astype(np.float64), mattes)

@@ -101,7 +101,8 @@ class VideoAvatarRenderer:
 
     name = "video-avatar"
 
-    def __init__(self, data: fileformat.AvatarData, size=512, loop: bool = True):
+    def __init__(self, data: fileformat.AvatarData, size=512, loop: bool = True,
+                 background: tuple[int, int, int] | None = None):
         self.data = data
         self.fps = float(data.meta["fps"])
         self.loop = loop  # False: the base loop holds its first frame (only the mouth moves)
@@ -139,6 +140,10 @@ class VideoAvatarRenderer:
         w, h, out_from_canvas = out_geometry(size, int(data.meta["canvas"]))
         self._size = (w, h)
         self._out_from_canvas = out_from_canvas
+        # a background colour (View → Background: green for a keyer) where the file holds the person's mattes
+        self.background = None
+        if background is not None and data.base_mattes is not None:
+            self.background = np.ascontiguousarray(np.broadcast_to(np.array(background, np.uint8), (h, w, 3)))
         self._ring = ring_u8
         self.base_pose = data.base_points[:, NOSE_TIP]
         start, length = data.meta["base_frames"]
@@ -206,7 +211,13 @@ class VideoAvatarRenderer:
                                    borderMode=cv2.BORDER_REPLICATE)
         ring = np.array(cv2.mean(base_crop, self._ring)[:3], np.float32)
         mask = np.ascontiguousarray(mask)
-        return np.ascontiguousarray(out), (y0, y1, x0, x1), shifted, (mask, 1.0 - mask), ring
+        person = None
+        if self.background is not None:  # kept as uint8 (a quarter of the memory), made weights per frame
+            person = self.data.base_mattes[b]
+            if (w, h) != person.shape[1::-1]:
+                person = cv2.warpAffine(person, out_from_canvas, (w, h), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REPLICATE)
+        return np.ascontiguousarray(out), (y0, y1, x0, x1), shifted, (mask, 1.0 - mask), ring, person
 
     def inside_face(self, points: np.ndarray) -> np.ndarray:
         """1 inside a base frame's face outline (OVAL_INSET in from it), feathered; crop pixels."""
@@ -289,7 +300,7 @@ class VideoAvatarRenderer:
         key = (b, tuple(sorted((i, round(w, 3)) for i, w in picks.items())), target.round(4).tobytes())
         if self._last is not None and self._last[0] == key:
             return self._last[1].copy()  # nothing moved: the same frame (a copy: callers may draw on theirs)
-        frame, (y0, y1, x0, x1), warp, (mask, keep), skin = self._base(b)
+        frame, (y0, y1, x0, x1), warp, (mask, keep), skin, person = self._base(b)
         mouth = self.mouth(target, picks)
         lib_ring = sum(w * self.lib_ring[i] for i, w in picks.items())
         mouth += (skin - lib_ring).astype(np.float32)  # the base frame's skin colour
@@ -298,14 +309,19 @@ class VideoAvatarRenderer:
         placed = cv2.warpAffine(mouth, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
         frame[y0:y1, x0:x1] = cv2.blendLinear(placed, frame[y0:y1, x0:x1], mask, keep)
+        if person is not None:
+            weight = person.astype(np.float32) * np.float32(1 / 255)
+            frame = cv2.blendLinear(frame, self.background, weight, 1.0 - weight)
         self._last = (key, frame)
         return frame.copy()  # the kept one stays as drawn, whatever the caller does with its own
 
 
-def open_video_avatar(path: str | Path, size=512, liveliness: dict | None = None) -> VideoAvatarRenderer:
+def open_video_avatar(path: str | Path, size=512, liveliness: dict | None = None,
+                      background: tuple[int, int, int] | None = None) -> VideoAvatarRenderer:
     """The renderer for an avatar file (raises avatar.face.video_avatar.AvatarFileError with the reason).
-    liveliness {"enabled": False}: the base loop holds still (only the mouth moves)."""
+    liveliness {"enabled": False}: the base loop holds still (only the mouth moves); background: an RGB colour
+    behind the person (the file's mattes; an avatar made without them shows its own background)."""
     switches = liveliness or {}
     loop = bool(switches.get("enabled", True))
     cv2.setNumThreads(1)  # as the photo renderer: one OpenCV thread beside the audio and encoder threads
-    return VideoAvatarRenderer(fileformat.load(path), size=size, loop=loop)
+    return VideoAvatarRenderer(fileformat.load(path), size=size, loop=loop, background=background)
