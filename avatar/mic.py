@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-BLOCK_SECONDS = 0.005  # callback period: half a feature hop, so a hop's last sample reaches the features soon
+BLOCK_SECONDS = 0.010  # callback period: half a feature hop, so a hop's last sample reaches the features soon
 # (mic→pixel p95 over 3 alternating runs: 78–85 ms with 5 ms blocks, 86–100 ms with 10 ms blocks)
 RING_SECONDS = 4.0  # how far a stalled consumer may fall behind before the oldest audio is dropped
 LOST_AFTER_SECONDS = 0.5  # no callback for this long on an open stream = the device is gone (or its server stalled)
