@@ -50,6 +50,7 @@ class Preferences:
     photo: str = ""
     recent_photos: list = field(default_factory=list)
     always_on_top: bool = False  # the window over a game or a call (View → Always on top)
+    global_hotkeys: bool = False  # expressions on Ctrl+Alt+1 … 5 from any window, where the desktop allows it
     face_choices: dict = field(default_factory=dict)  # photo path -> the face picked in it (0 = the largest)
 
     @property
