@@ -375,17 +375,23 @@ class FileSource(_NoInput):
     its own rate (decoded a second time at that rate; `take_sound`).
     """
 
-    def __init__(self, path, device=None):
+    def __init__(self, path, device=None, start: int = 0, decoded: "FileSource | None" = None):
+        """start: the 16 kHz sample of the file to begin at (a resumed playback); decoded: a FileSource of the
+        same file whose decoded sound is used instead of decoding it again."""
         self.path = Path(path)
         self.name = self.path.name
-        self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
-        self.sound_rate = file_sample_rate(self.path)
-        self.sound = self.audio if self.sound_rate == SAMPLE_RATE else load_audio(self.path, sr=self.sound_rate)
+        if decoded is not None:
+            self.audio, self.sound_rate, self.sound = decoded.audio, decoded.sound_rate, decoded.sound
+        else:
+            self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
+            self.sound_rate = file_sample_rate(self.path)
+            self.sound = self.audio if self.sound_rate == SAMPLE_RATE else load_audio(self.path, sr=self.sound_rate)
         self._sound: SoundBlocks = []
         self.level_db = SILENT_LEVEL_DB
-        self._pos = 0  # samples handed to the output (or due, when paced by the clock)
-        self._read = 0
-        self._clock = (0, None)  # (sample, DAC time) of the latest output block
+        self._origin = min(max(int(start), 0), len(self.audio))  # file sample that is this source's sample 0
+        self._pos = self._origin  # file samples handed to the output (or due, when paced by the clock)
+        self._read = self._origin
+        self._clock = (self._origin, None)  # (file sample, DAC time) of the latest output block
         self.stream = None
         self._start = time.monotonic()
         try:
@@ -397,6 +403,15 @@ class FileSource(_NoInput):
             self.stream.start()
         except Exception:  # no usable output: animate silently in real time
             self.stream = None
+
+    @property
+    def position(self) -> int:
+        """The file's 16 kHz samples delivered so far (where a paused playback resumes: `resumed`)."""
+        return self._read
+
+    def resumed(self, device=None) -> "FileSource":
+        """A new source playing the rest of this file from `position` (this one closed: a paused playback)."""
+        return FileSource(self.path, device, start=self._read, decoded=self)
 
     def _callback(self, outdata, frames, time_info, status):
         chunk = self.audio[self._pos:self._pos + frames]
@@ -418,14 +433,14 @@ class FileSource(_NoInput):
 
     def read(self) -> np.ndarray:
         if self.stream is None:
-            self._pos = min(len(self.audio), int((time.monotonic() - self._start) * SAMPLE_RATE))
+            self._pos = min(len(self.audio), self._origin + int((time.monotonic() - self._start) * SAMPLE_RATE))
         first, end = self._read, self._pos
         out = self.audio[first:end]
         self._read = end
         if len(out):
             self.level_db = level_db(out)
             sound = self.sound[_at_rate(first, self.sound_rate):_at_rate(end, self.sound_rate)]
-            _keep(self._sound, (sound, first / SAMPLE_RATE))
+            _keep(self._sound, (sound, (first - self._origin) / SAMPLE_RATE))
         return out
 
     def take_sound(self) -> SoundBlocks:
@@ -436,7 +451,7 @@ class FileSource(_NoInput):
         if self.stream is None:
             return self._start + index / SAMPLE_RATE
         pos, dac = self._clock
-        return None if dac is None else dac + (index - pos) / SAMPLE_RATE
+        return None if dac is None else dac + (index + self._origin - pos) / SAMPLE_RATE
 
     def close(self) -> None:
         if self.stream is not None:
