@@ -660,6 +660,11 @@ class Controller:
         self.prefs.always_on_top = bool(on)
         self.save_prefs()
 
+    def set_view_visible(self, visible: bool) -> None:
+        """The window was minimised or hidden (False) or shown again: while it is not seen and nothing records,
+        no frames are rendered (the audio, the clock and the mouth's state run on)."""
+        self.pipeline.view_hidden = not visible
+
     def set_global_hotkeys(self, on: bool) -> None:
         self.prefs.global_hotkeys = bool(on)
         self.save_prefs()

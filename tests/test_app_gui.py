@@ -47,6 +47,24 @@ def test_window_shows_frames_made_off_the_gui_thread(window, qtbot):
     assert window.fps_label.text().endswith("fps")
 
 
+def test_a_hidden_window_renders_nothing_unless_it_records(window, qtbot):
+    c = window.controller
+    qtbot.waitUntil(lambda: c.latest_frame is not None and c.latest_frame.seq > 5, timeout=5000)
+    window.hide()  # minimised, or hidden: nothing on screen
+    qtbot.wait(100)
+    hidden_at = c.latest_frame.seq
+    qtbot.wait(500)
+    assert c.latest_frame.seq == hidden_at  # no frames rendered (at 60 fps that would be ~30)
+    window.record_button.setChecked(True)  # a recording wants frames: rendered, hidden or not
+    assert c.recording is not None
+    qtbot.waitUntil(lambda: c.latest_frame.seq > hidden_at + 10, timeout=3000)
+    window.record_button.setChecked(False)
+    qtbot.waitUntil(lambda: c.recording is None, timeout=5000)
+    window.show()
+    shown_at = c.latest_frame.seq
+    qtbot.waitUntil(lambda: c.latest_frame.seq > shown_at + 10, timeout=3000)
+
+
 def test_preferences_are_remembered(window):
     from avatar.gui.settings import load_preferences
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 import time
 
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QThread, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialog, QLabel, QMainWindow,
                                QMessageBox, QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar,
@@ -865,6 +865,19 @@ class MainWindow(QMainWindow):
             self.meter.setStyleSheet(CLIP_STYLE if clipping else "")
 
     # -- closing --------------------------------------------------------------------------------------
+
+    def changeEvent(self, event):
+        if event.type() == QEvent.WindowStateChange:
+            self.controller.set_view_visible(not self.isMinimized() and self.isVisible())
+        super().changeEvent(event)
+
+    def hideEvent(self, event):
+        self.controller.set_view_visible(False)
+        super().hideEvent(event)
+
+    def showEvent(self, event):
+        self.controller.set_view_visible(not self.isMinimized())
+        super().showEvent(event)
 
     def closeEvent(self, event):
         self._events.frame.disconnect(self._show_latest)

@@ -129,6 +129,9 @@ class LivePipeline:
         self.on_audio = on_audio  # called on the audio worker with each block before the engine gets it
         self.latest: Frame | None = None
         self.still = StillFrames()  # a frame that would look as the last one is not rendered (live/still.py)
+        self.view_hidden = False  # the window is minimised or hidden: nothing is rendered unless something records
+        self.frames_wanted = 0  # outputs other than the view and a recording that need frames while it is hidden
+        # (a virtual camera, a stream): while above 0, frames are rendered whether the view shows them or not
         self.dropped_frames = 0
         self.audio_steps = 0  # times the audio worker looked at the source (its wake-ups)
         self._source: AudioSource = SilenceSource()
@@ -217,8 +220,11 @@ class LivePipeline:
             # Its blocks cannot be told apart before reading them, and reading is what clears its wake-up event.
             if moved and rest > 0 and not source.is_microphone:
                 self._stop.wait(rest)
-            # a microphone wakes the worker as a block lands: no polling delay, and no wake-up between blocks
-            source.wait(MIC_WAIT_SECONDS if source.is_microphone else AUDIO_POLL_SECONDS)
+            if source.is_microphone:  # woken as the block that completes the next feature hop lands: no polling
+                # delay, and blocks that complete none (every other 5 ms block) are read with the next one
+                source.wait(MIC_WAIT_SECONDS, samples=HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH)
+            else:
+                source.wait(AUDIO_POLL_SECONDS)
 
     def until_next_hop(self) -> float:
         """Seconds (from the last read of a clock-paced source) until the sound not yet in a feature frame can make
@@ -296,6 +302,9 @@ class LivePipeline:
         it (StillFrames: then `latest` stands, on_frame is not called, and a recording gets the last frame again)."""
         now = self.display_time()
         if now is None:
+            return None
+        if self.view_hidden and self._recording is None and self.frames_wanted <= 0:
+            self._frame_times.clear()  # no display rate while nothing is shown
             return None
         params = self.sampler.at(now)
         t = now - self.sampler.delay  # the audio time the smoothed mouth depicts
