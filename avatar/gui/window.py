@@ -50,8 +50,9 @@ BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch
 COMPACT_SHORTCUT = "Ctrl+Shift+M"  # compact view on and off (Escape or a double-click on the face also leave it)
 QUICK_START = """<h3>Quick start</h3>
 <ol>
-<li><b>Microphone</b>: pick yours in the list at the top (one plugged in shows up by itself; ↻ looks again). Speak: the meter moves; red means
-too loud (lower the gain). The gate keeps the mouth shut below its level (leftmost = off).</li>
+<li><b>Microphone</b>: pick yours in the list at the top (one plugged in shows up by itself; ↻ looks again).
+Speak: the meter moves; red means too loud (lower the gain). The gate keeps the mouth shut below its level
+(leftmost = off).</li>
 <li><b>Photo</b>: File → Open photo, or drop one on the window. One face, looking at the camera, works best;
 when no face is found you place a few points by hand.</li>
 <li><b>Record</b>: ● Record or Ctrl+R; the MP4 goes to the recording folder (File → Recording folder).
