@@ -193,8 +193,12 @@ class SourceEvents:
 
     def __init__(self):
         self.ended = False
-        self._proc = subprocess.Popen(["pactl", "subscribe"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      stdin=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"})
+        # util-linux's setpriv ends it with the app however the app ends (a killed app leaves no `pactl subscribe`
+        # behind: the signal comes when the thread that started it, the GUI thread, ends); plain pactl elsewhere
+        ending = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
+        self._proc = subprocess.Popen([*ending, "pactl", "subscribe"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                      env={**os.environ, "LC_ALL": "C"})
         os.set_blocking(self._proc.stdout.fileno(), False)
         self._partial = b""
 
