@@ -25,16 +25,18 @@ LOWER_TOOTH_LENGTH = 0.1  # lower incisors' (the lower lip keeps part of them co
 # cavity and the tongue between the rows
 UPPER_ROW_SHARE = 0.6  # of the teeth rows' share of an opening, the upper row's
 TONGUE_MAX = 0.2  # the tongue shows at most this tall, in W
-OCCLUSION_TOP = 0.65  # light reaching the interior just under the upper lip (1 = as lit as the opening's middle)
+OCCLUSION_TOP = 0.85  # light reaching the interior just under the upper lip (1 = as lit as the opening's middle)
 OCCLUSION_NARROW = 0.75  # and inside a barely open mouth
 LOWER_TEETH_WARMTH = 0.12  # share of the lower teeth's colour that is the cavity's red light
 TIP_UNCOVERS = 0.5  # a raised tongue tip shows below the upper teeth: they cover at most this much less
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
 LOWER_GAPS = (0.0, 0.085, 0.165, 0.24)
-GAP_DARK = 0.12  # the soft shadow between two teeth
+GAP_WIDTH = 1.0  # the shadow's width, in tooth outline widths
+GAP_DARK = 0.3  # the soft shadow between two teeth (0.12 read as one pale band, which FaceMesh takes for lip:
+# the astronaut's smiling "aa" re-detected 0.17 open instead of 0.32)
 UPPER_TEETH_LIGHT = 1.0  # the upper teeth's brightness at the middle, as a share of the teeth colour
-LOWER_TEETH_LIGHT = 0.75  # the lower teeth's (they sit in the mouth's shade)
+LOWER_TEETH_LIGHT = 0.9  # the lower teeth's (they sit in the mouth's shade)
 TEETH_SIDE_LIGHT = 0.7  # and toward the corners (the arch turns away from the light), as a share of the middle's
 FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
 TEETH_OF_SCLERA = 1.0  # teeth brightness relative to the sclera (in the mouth they are never lit better)
@@ -158,9 +160,9 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
         upper_h=(np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
         lower_h=(np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
-        upper_shade=(UPPER_TEETH_LIGHT * lat * (1 - GAP_DARK * gaps(UPPER_GAPS, 1.5)) * np.minimum(prof_u * 5, 1)
+        upper_shade=(UPPER_TEETH_LIGHT * lat * (1 - GAP_DARK * gaps(UPPER_GAPS, GAP_WIDTH)) * np.minimum(prof_u * 5, 1)
                      ).astype(np.float32),
-        lower_shade=(LOWER_TEETH_LIGHT * lat * (1 - GAP_DARK * gaps(LOWER_GAPS, 1.5)) * np.minimum(prof_l * 5, 1)
+        lower_shade=(LOWER_TEETH_LIGHT * lat * (1 - GAP_DARK * gaps(LOWER_GAPS, GAP_WIDTH)) * np.minimum(prof_l * 5, 1)
                      ).astype(np.float32),
         side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
     )
