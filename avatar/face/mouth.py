@@ -3,7 +3,7 @@ a tongue.
 
 The amounts and the light were calibrated with `avatar eval video` on the 11 GRID clips (the other clips' licence
 lets nothing shipped be fitted to them): the inner-mouth colour on the 20 % most open real frames, CIELAB ΔE,
-GRID mean 12.3 with the teeth as a band under the upper lip and darkened to 0.4-0.6 of the sclera, 7.2 with the
+GRID mean 12.3 with the teeth as a band under the upper lip and darkened to 0.4-0.6 of the sclera, 9.4 with the
 rows filling the opening and lit as below (README, "The mouth, the rest pose and blinks").
 
 Colours come from the photo itself, once: the teeth from the sclera (the photo's own white: teeth are never bluer,
