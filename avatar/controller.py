@@ -24,7 +24,8 @@ import numpy as np
 
 from avatar.audio import load_audio
 from avatar.face import NoFaceError, PhotoError, detect_faces, fit_template, load_photo
-from avatar.devices import SoundInput, default_microphone, find_saved, list_microphones, prepare_open
+from avatar.devices import (SoundInput, default_microphone, find_saved, list_microphones, prepare_open,
+                            server_inputs)
 from avatar.mic import MicError
 from avatar.face.assemble import liveliness_config
 from avatar.face.expressions import check_expression
@@ -159,6 +160,7 @@ class Controller:
         self._placed: dict[str, np.ndarray] = {}
         self.microphone: str | None = None  # the microphone last opened (restored when a played file ends)
         self._playing = None  # the FileSource started by play_file while it may still be playing
+        self._paused = None  # the FileSource of a paused playback (closed; resumed from its position)
         self._dropped_base = 0  # the pipeline's dropped-frame count when the view last restarted
         self._inputs: dict[str, SoundInput] = {}  # the last microphone list, by name
         # observers of each new frame, on the render thread (the window, the virtual camera, ...): a tuple that is
@@ -254,6 +256,7 @@ class Controller:
             return False
         self.virtual_camera, self._camera_sink = camera, frame_sink(camera)
         self.add_frame_sink(self._camera_sink)
+        self._outputs_changed()
         return True
 
     def stop_virtual_camera(self) -> None:
@@ -261,6 +264,13 @@ class Controller:
         if camera is not None:
             self.remove_frame_sink(self._camera_sink)
             camera.close()
+        self._outputs_changed()
+
+    def _outputs_changed(self) -> None:
+        """Outputs beside the view (the virtual camera, the browser source) want frames while the window is
+        hidden or minimised too."""
+        browser = self.server is not None and self.server.browser_on
+        self.pipeline.frames_wanted = int(self.virtual_camera is not None) + int(browser)
 
     # -- what feeds the mouth -------------------------------------------------------------------------
 
@@ -300,6 +310,33 @@ class Controller:
             self.report_error(f"Could not list the microphones: {e}")
             return []
         self._inputs = {d.name: d for d in inputs}
+        return inputs
+
+    def sources_changed(self) -> list[SoundInput] | None:
+        """The sound server's sources changed (plugged, unplugged): its list again, asked of the server alone, so
+        the microphone in use keeps running. A microphone that was missing and is back is opened again: the saved
+        one in place of the stand-in used meanwhile, or the one in use before it was lost. None where the list
+        does not come from a sound server (PortAudio's: look again by hand)."""
+        if self._inputs and not any(d.pulse_source for d in self._inputs.values()):
+            return None
+        inputs = server_inputs()
+        if inputs is None:
+            return None
+        self._inputs = {d.name: d for d in inputs}
+        if self.playing or self.paused:
+            return inputs  # the file plays on; the microphone in use before comes back after it
+        saved = find_saved(self.prefs.device, inputs) if self.prefs.device else None
+        kind = self.source_kind
+        if saved is not None and kind == SOURCE_MICROPHONE and self.microphone != saved:
+            self.use_microphone(saved)  # the saved microphone is back: it replaces the stand-in
+        elif self.microphone is not None and kind == SOURCE_SILENCE and self.microphone in self._inputs:
+            self.use_microphone(self.microphone, remember=False)  # the one lost is back
+        elif kind == SOURCE_MICROPHONE and self.microphone not in self._inputs:
+            # unplugged: the sound server moves its stream to another source unasked; say so and show which
+            gone, stand_in = self.source_name, self.preferred_microphone(inputs)
+            if stand_in is not None and self.use_microphone(stand_in, remember=False):
+                self.pipeline.on_event(f"The microphone '{gone}' was unplugged; listening to "
+                                       f"'{self.source_name}' until it is back.")
         return inputs
 
     def preferred_microphone(self, devices: list[SoundInput]) -> str | None:
@@ -353,7 +390,7 @@ class Controller:
 
     def use_silence(self) -> None:
         """No input (the user's choice): nothing is restored after a file either."""
-        self._playing = None
+        self._playing = self._paused = None
         self.microphone = None
         self.pipeline.use_silence()
 
@@ -421,16 +458,44 @@ class Controller:
         """Whether a file started by play_file (or speech started by speak) is playing now."""
         return self._playing is not None and self.pipeline.source is self._playing
 
+    @property
+    def paused(self) -> bool:
+        """Whether a played file is paused (pause_playback): the face idles on silence meanwhile."""
+        return self._paused is not None
+
+    def pause_playback(self) -> bool:
+        """Pause the file playing: its sound stops, the face idles (on silence, not the microphone) until
+        resume_playback. False when no file is playing."""
+        if not self.playing:
+            return False
+        source, self._playing = self._playing, None
+        if not self.pipeline.set_source(SilenceSource(), replacing=source):
+            return False  # it ended (or was replaced) just now
+        self._paused = source
+        return True
+
+    def resume_playback(self) -> bool:
+        """Go on playing a paused file from where it was paused. False when none is paused."""
+        paused, self._paused = self._paused, None
+        if paused is None:
+            return False
+        source = paused.resumed()
+        self.pipeline.set_source(source)
+        self._playing = source
+        return True
+
     def stop_playback(self) -> None:
-        """Stop the file playing (if any) and go back to what ran before it."""
-        if self.playing:
+        """Stop the file playing or paused (if any) and go back to what ran before it."""
+        if self.paused:  # on silence already: poll below brings the microphone back
+            self._playing, self._paused = self._paused, None
+        elif self.playing:
             self.pipeline.use_silence()
         self.poll()
 
     def poll(self) -> bool:
         """Call now and then (the window's status timer): once a played file has ended, reopen the microphone that
         was in use before it. True when the source changed here."""
-        if self._playing is None or self.pipeline.source is self._playing:
+        if self._paused is not None or self._playing is None or self.pipeline.source is self._playing:
             return False
         self._playing = None
         if self.microphone is None or self.source_kind != SOURCE_SILENCE:
@@ -479,11 +544,14 @@ class Controller:
             prefs.view_token, prefs.input_token = server.view_token, server.input_token
             self.save_prefs()
             self.server = server
+            if self.pipeline.latest is not None:  # a still face is not drawn again until it moves
+                server.offer(self.pipeline.latest)
         if self.server is not None:
             setattr(self.server, feature, on)
             if not (self.server.browser_on or self.server.input_on):
                 self.server.stop()
                 self.server = None
+        self._outputs_changed()
         return on and self.server is not None
 
     # -- input gain and gate --------------------------------------------------------------------------
@@ -759,6 +827,15 @@ class Controller:
 
     def set_always_on_top(self, on: bool) -> None:
         self.prefs.always_on_top = bool(on)
+        self.save_prefs()
+
+    def set_view_visible(self, visible: bool) -> None:
+        """The window was minimised or hidden (False) or shown again: while it is not seen and nothing records,
+        no frames are rendered (the audio, the clock and the mouth's state run on)."""
+        self.pipeline.view_hidden = not visible
+
+    def set_global_hotkeys(self, on: bool) -> None:
+        self.prefs.global_hotkeys = bool(on)
         self.save_prefs()
 
     # -- export ---------------------------------------------------------------------------------------

@@ -173,3 +173,74 @@ def prepare_open(choice: SoundInput) -> str:
     else:
         os.environ.pop(PULSE_SOURCE_ENV, None)
     return choice.device
+
+
+def server_inputs() -> list[SoundInput] | None:
+    """The sound server's sources as picker entries, asked of the server alone (no PortAudio rescan, so a stream
+    open meanwhile is undisturbed); None where no server answers."""
+    sources = pulse_sources()
+    return None if sources is None else pulse_inputs(sources)
+
+
+SOURCE_EVENT_WORDS = (b"'new' on source", b"'remove' on source", b"on server")  # a source came, went, or the
+# server's default changed; `pactl subscribe` prints one line per event ("Event 'new' on source #5")
+
+
+class SourceEvents:
+    """`pactl subscribe`, left running: its output wakes the app when the sound server's sources change (plugged,
+    unplugged, a module loaded), so the picker is refreshed without polling. `fileno()` is readable when it has
+    printed; `take()` says whether a source changed since the last call; `ended` once the server went away."""
+
+    def __init__(self):
+        self.ended = False
+        # util-linux's setpriv ends it with the app however the app ends (a killed app leaves no `pactl subscribe`
+        # behind: the signal comes when the thread that started it, the GUI thread, ends); plain pactl elsewhere
+        ending = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
+        self._proc = subprocess.Popen([*ending, "pactl", "subscribe"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                      env={**os.environ, "LC_ALL": "C"})
+        os.set_blocking(self._proc.stdout.fileno(), False)
+        self._partial = b""
+
+    @staticmethod
+    def start() -> "SourceEvents | None":
+        """Watching where a PulseAudio/PipeWire server answers; None elsewhere (there the list is refreshed by
+        hand: PortAudio cannot look for devices with a stream open)."""
+        if shutil.which("pactl") is None or _pactl("info") is None:
+            return None
+        try:
+            return SourceEvents()
+        except OSError as e:
+            log.info("pactl subscribe failed: %s", e)
+            return None
+
+    def fileno(self) -> int:
+        return self._proc.stdout.fileno()
+
+    def take(self) -> bool:
+        """Whether a source event arrived since the last call; never blocks."""
+        changed = False
+        while True:
+            try:
+                chunk = os.read(self.fileno(), 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:  # end of file: pactl ended (the server stopped)
+                self.ended = True
+                break
+            lines = (self._partial + chunk).split(b"\n")
+            self._partial = lines.pop()
+            changed = changed or any(word in line for line in lines for word in SOURCE_EVENT_WORDS)
+        return changed
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc.stdout.close()

@@ -147,7 +147,8 @@ class Microphone:
         self.status_errors = 0  # PortAudio overflow/underflow flags seen by the callback
         self._clock = (0, None)  # (ring index, ADC time in stream seconds) of the latest block
         self._last_callback = None  # time.monotonic() of the latest callback
-        self._arrived = threading.Event()  # set by each callback: the reader wakes at once instead of polling
+        self._arrived = threading.Event()  # set by the callback: the reader wakes at once instead of polling
+        self._wake_at = 0  # ring count the reader waits for (wait_for): blocks short of it do not wake it
         try:
             self.stream = sd.InputStream(device=info["index"], samplerate=self.samplerate, channels=1,
                                          dtype="float32", blocksize=int(round(block_seconds * self.samplerate)),
@@ -163,7 +164,8 @@ class Microphone:
         self._clock = (self.ring.written, time_info.inputBufferAdcTime)
         self.ring.write(indata[:, 0])
         self._last_callback = time.monotonic()
-        self._arrived.set()
+        if self.ring.written >= self._wake_at:
+            self._arrived.set()
 
     def start(self) -> "Microphone":
         try:
@@ -194,6 +196,20 @@ class Microphone:
     def wait(self, timeout: float) -> bool:
         """Block until a callback has delivered samples not yet read (True), or `timeout` s pass (False)."""
         return self._arrived.wait(timeout)
+
+    def wait_for(self, samples: int, timeout: float) -> bool:
+        """Block until the ring holds at least `samples` not yet read (True), or `timeout` s pass (False). Blocks
+        that land short of that do not wake the reader: the callback sets the wake-up only once the ring's count
+        reaches it (set before the wake-up is cleared and the count looked at, so a block landing in between is
+        never missed)."""
+        self._wake_at = self.ring.read_pos + samples
+        try:
+            self._arrived.clear()
+            if self.ring.written >= self._wake_at:
+                return True
+            return self._arrived.wait(timeout)
+        finally:
+            self._wake_at = 0  # plain wait()s wake on every block again
 
     @property
     def last_arrival(self) -> float | None:

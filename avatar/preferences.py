@@ -52,6 +52,7 @@ class Preferences:
     photo: str = ""
     recent_photos: list = field(default_factory=list)
     always_on_top: bool = False  # the window over a game or a call (View → Always on top)
+    global_hotkeys: bool = False  # expressions on Ctrl+Alt+1 … 5 from any window, where the desktop allows it
     face_choices: dict = field(default_factory=dict)  # photo path -> the face picked in it (0 = the largest)
     serve_port: int = DEFAULT_PORT  # the local server's port (avatar.serve: browser source, input endpoint)
     view_token: str = ""  # their tokens, made the first time each is turned on and kept (OBS's URL stays valid)

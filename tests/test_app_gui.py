@@ -47,6 +47,24 @@ def test_window_shows_frames_made_off_the_gui_thread(window, qtbot):
     assert window.fps_label.text().endswith("fps")
 
 
+def test_a_hidden_window_renders_nothing_unless_it_records(window, qtbot):
+    c = window.controller
+    qtbot.waitUntil(lambda: c.latest_frame is not None and c.latest_frame.seq > 5, timeout=5000)
+    window.hide()  # minimised, or hidden: nothing on screen
+    qtbot.wait(100)
+    hidden_at = c.latest_frame.seq
+    qtbot.wait(500)
+    assert c.latest_frame.seq == hidden_at  # no frames rendered (at 60 fps that would be ~30)
+    window.record_button.setChecked(True)  # a recording wants frames: rendered, hidden or not
+    assert c.recording is not None
+    qtbot.waitUntil(lambda: c.latest_frame.seq > hidden_at + 10, timeout=3000)
+    window.record_button.setChecked(False)
+    qtbot.waitUntil(lambda: c.recording is None, timeout=5000)
+    window.show()
+    shown_at = c.latest_frame.seq
+    qtbot.waitUntil(lambda: c.latest_frame.seq > shown_at + 10, timeout=3000)
+
+
 def test_preferences_are_remembered(window):
     from avatar.gui.settings import load_preferences
 
@@ -383,6 +401,111 @@ def test_the_microphone_is_back_after_a_played_file_and_playback_stops(mic_windo
     assert window.controller.source_kind == SOURCE_FILE
     window.stop_playback_action.trigger()
     assert window.controller.source_kind == SOURCE_MICROPHONE and window.device_box.currentData() == mic
+
+
+def test_a_played_file_pauses_resumes_where_it_was_and_stops_back_to_the_microphone(mic_window, qtbot, tmp_path):
+    from avatar.controller import SOURCE_FILE, SOURCE_MICROPHONE, SOURCE_SILENCE
+
+    window = mic_window()
+    c, mic = window.controller, window.device_box.currentData()
+    write_wav(tmp_path / "long.wav", tone_bursts([0.1], 30.0), 16000)
+    assert not window.pause_playback_action.isEnabled()
+    assert window.play_audio_file(str(tmp_path / "long.wav"))
+    assert window.pause_playback_action.isEnabled()
+    qtbot.waitUntil(lambda: c.pipeline.source.position > 8000, timeout=5000)  # half a second played
+    window.pause_playback_action.trigger()
+    assert c.paused and c.source_kind == SOURCE_SILENCE  # the face idles, the microphone stays off
+    assert "Resume" in window.pause_playback_action.text().replace("&", "")
+    paused_at = c._paused.position
+    qtbot.wait(600)  # the status timer must not take the pause for the end of the file
+    assert c.paused and window.stop_playback_action.isEnabled() and c.source_kind == SOURCE_SILENCE
+    window.pause_playback_action.trigger()
+    assert c.source_kind == SOURCE_FILE and not c.paused
+    assert "Pause" in window.pause_playback_action.text().replace("&", "")
+    source = c.pipeline.source
+    assert source._origin == paused_at  # it goes on where it was, not from the start
+    qtbot.waitUntil(lambda: source.position > paused_at + 1600, timeout=5000)
+    window.pause_playback_action.trigger()  # paused again, then stopped: the microphone comes back
+    window.stop_playback_action.trigger()
+    assert c.source_kind == SOURCE_MICROPHONE and window.device_box.currentData() == mic
+    assert not window.pause_playback_action.isEnabled() and not c.paused
+
+    write_wav(tmp_path / "short.wav", tone_bursts([0.1], 1.2, length=0.3), 16000)
+    assert window.play_audio_file(str(tmp_path / "short.wav"))
+    window.pause_playback_action.trigger()
+    qtbot.wait(300)
+    window.pause_playback_action.trigger()  # resumed: it plays to its end, and the microphone is back after it
+    qtbot.waitUntil(lambda: c.source_kind == SOURCE_MICROPHONE, timeout=8000)
+    assert window.device_box.currentData() == mic and not window.pause_playback_action.isEnabled()
+
+
+@pytest.fixture
+def plug(virtual_mic):
+    """plug(name, description): a new source on the virtual sound server at run time (a null sink and a source
+    remapped from its monitor, as a USB microphone appears), unplugged again at the end or by its returned
+    function."""
+    import subprocess
+
+    modules = []
+
+    def unplug(ids):
+        for module in ids:
+            subprocess.run(["pactl", "unload-module", module], capture_output=True, timeout=10)
+
+    def plug_in(name, description):
+        ids = []
+        for args in (["module-null-sink", f"sink_name={name}_out", "rate=48000", "channels=1",
+                      f"sink_properties=\"device.description='{description} Out'\""],
+                     ["module-remap-source", f"source_name={name}", f"master={name}_out.monitor", "channels=1",
+                      f"source_properties=\"device.description='{description}'\""]):
+            out = subprocess.run(["pactl", "load-module", *args], capture_output=True, text=True, timeout=10)
+            assert out.returncode == 0, out.stderr
+            ids.append(out.stdout.strip())
+        modules.extend(ids)
+        return lambda: unplug(ids)
+
+    yield plug_in
+    unplug(modules)
+
+
+def picker_labels(window) -> list[str]:
+    return [window.device_box.itemText(i) for i in range(window.device_box.count())]
+
+
+def test_a_microphone_plugged_in_shows_in_the_list_and_the_one_in_use_runs_on(mic_window, plug, qtbot):
+    from avatar.controller import SOURCE_MICROPHONE
+
+    window = mic_window()
+    c = window.controller
+    assert window.source_watch.watching  # `pactl subscribe` runs: no polling
+    source = c.pipeline.source
+    assert c.source_kind == SOURCE_MICROPHONE and "Hot Plug Mic" not in picker_labels(window)
+    unplug = plug("hotplug_mic", "Hot Plug Mic")
+    qtbot.waitUntil(lambda: "Hot Plug Mic" in picker_labels(window), timeout=5000)
+    assert c.pipeline.source is source and source.alive  # not reopened: the list came from the server alone
+    assert window.device_box.currentData() == c.microphone
+    window.device_box.setCurrentIndex(window.device_box.findData("hotplug_mic"))  # and it can be picked
+    assert c.microphone == "hotplug_mic" and c.source_kind == SOURCE_MICROPHONE
+    unplug()  # unplugged while in use: said, and the default takes over until it is back
+    qtbot.waitUntil(lambda: "Hot Plug Mic" not in picker_labels(window), timeout=5000)
+    qtbot.waitUntil(lambda: c.microphone != "hotplug_mic", timeout=5000)
+    assert c.source_kind == SOURCE_MICROPHONE and window.device_box.currentData() == c.microphone
+    qtbot.waitUntil(lambda: told(window, "'Hot Plug Mic' was unplugged"), timeout=3000)
+
+
+def test_a_saved_microphone_that_appears_later_is_picked(mic_window, plug, qtbot):
+    from avatar.controller import SOURCE_MICROPHONE
+    from avatar.gui.settings import load_preferences
+
+    window = mic_window("late_mic")
+    c = window.controller
+    assert told(window, "'late_mic' used last time is not connected")
+    assert c.microphone != "late_mic" and c.source_kind == SOURCE_MICROPHONE
+    plug("late_mic", "Late Mic")
+    qtbot.waitUntil(lambda: c.microphone == "late_mic", timeout=5000)
+    assert c.source_kind == SOURCE_MICROPHONE and window.device_box.currentData() == "late_mic"
+    assert window.device_box.currentText() == "Late Mic"
+    assert load_preferences().device == "late_mic"
 
 
 def test_the_level_meter_shows_db_and_clipping(mic_window, virtual_mic, qtbot, tmp_path):

@@ -432,7 +432,7 @@ class _BlockMic(SilenceSource):
         n, self._sent = self.blocks * self.BLOCK - self._sent, self.blocks * self.BLOCK
         return np.zeros(n, np.float32)
 
-    def wait(self, timeout):
+    def wait(self, timeout, samples=1):
         self._landed.wait(timeout)
 
     def close(self):
@@ -441,8 +441,9 @@ class _BlockMic(SilenceSource):
 
 def test_the_audio_worker_wakes_once_per_feature_hop_on_silence_and_for_every_microphone_block():
     """Idle CPU (issue 18): silence was polled every 4 ms though only a whole 10 ms hop gives the engine a frame; the
-    worker now sleeps until the sound can complete one, and keeps up. A microphone still wakes it for each 5 ms
-    block (sleeping past one would hold back the block that completes a hop: latency)."""
+    worker now sleeps until the sound can complete one, and keeps up. A source that cannot say how much sound it
+    holds wakes it for each block (sleeping past one would hold back the block that completes a hop: latency);
+    the real microphone's case is the next test."""
     import time
 
     def run(source):
@@ -469,3 +470,26 @@ def test_the_audio_worker_wakes_once_per_feature_hop_on_silence_and_for_every_mi
     steps, samples, seconds, blocks = run(mic)
     assert steps >= 0.8 * blocks  # each block read as it landed (late ones land together: one read)
     assert samples >= (seconds - 0.05) * SR
+
+
+def test_the_microphone_wakes_the_worker_for_the_blocks_that_complete_a_hop(virtual_mic, loudness_engine):
+    """The virtual microphone's 5 ms blocks: the worker reads the ones that complete a 10 ms feature hop (about one
+    read per hop, not two or more: idle CPU), and every sample still reaches the engine as it comes (latency:
+    `avatar bench latency`)."""
+    import time
+
+    pipeline = LivePipeline(loudness_engine, SimpleFrames(), fps=60).start()
+    try:
+        source = MicSource()
+        pipeline.set_source(source)
+        time.sleep(0.5)
+        steps0, samples0, t0 = pipeline.audio_steps, pipeline.lipsync.samples_in, time.monotonic()
+        time.sleep(2.0)
+        steps, samples = pipeline.audio_steps - steps0, pipeline.lipsync.samples_in - samples0
+        seconds = time.monotonic() - t0
+    finally:
+        pipeline.stop()
+    hops = seconds * SR / 160
+    assert steps <= 1.3 * hops, (steps, hops)  # was ~2.5 per hop (a 4 ms poll and every 5 ms block)
+    assert steps >= 0.5 * hops  # late blocks land together on a busy machine: fewer reads, never more
+    assert abs(samples - seconds * SR) < 0.05 * SR  # every sample went to the engine as it came

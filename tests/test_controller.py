@@ -155,7 +155,7 @@ class HeldSource:
     def capture_time(self, index):
         return None
 
-    def wait(self, timeout):
+    def wait(self, timeout, samples=1):
         time.sleep(min(timeout, 0.005))
 
     def take_messages(self):

@@ -173,9 +173,12 @@ def face_window(qtbot, qsettings, tmp_path, monkeypatch):
 
 
 def _next_frame(window, qtbot):
-    seq = window.controller.latest_frame.seq if window.controller.latest_frame is not None else -1
-    qtbot.waitUntil(lambda: window.controller.latest_frame is not None and window.controller.latest_frame.seq > seq,
-                    timeout=5000)
+    """The picture shown a few frames from now. A still face is not rendered again (avatar/live/still.py): the
+    latest frame stands for the frames after it, so this waits for ticks, not for a new frame."""
+    qtbot.waitUntil(lambda: window.controller.latest_frame is not None, timeout=5000)
+    ticks = window.controller.pipeline.still.rendered + window.controller.pipeline.still.unchanged
+    qtbot.waitUntil(lambda: window.controller.pipeline.still.rendered + window.controller.pipeline.still.unchanged
+                    > ticks + 2, timeout=5000)
     return window.controller.latest_frame.image.copy()
 
 

@@ -113,13 +113,24 @@ EYE_FACES = ("default", "astronaut") + EYE_CLIPS
 EYE_PAIRS = (((159, 145), (158, 153), (160, 144)), ((386, 374), (385, 380), (387, 373)))  # (right, left) lids
 IRIS = (lm.RIGHT_IRIS, lm.LEFT_IRIS)
 EYE_CONTOURS = ((lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER), (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER))
-CLOSED_HEIGHT_EACH, CLOSED_HEIGHT_MEAN = 0.45, 0.23  # re-detected closed/open eye height; see test_blinks_close_eye
+EYE_CORNERS = ((33, 133), (362, 263))  # (right, left) eye: outer and inner corner
+CLOSED_HEIGHT_MEAN, CLOSED_HEIGHT_EACH = 0.10, 0.25  # re-detected closed/open eye height; see test_blinks_close_eye
 
 
 def eye_heights(points: np.ndarray) -> np.ndarray:
-    """(right, left) lid distances (three vertical pairs each, mean), pixels."""
-    return np.array([np.mean([np.linalg.norm(points[a, :2] - points[b, :2]) for a, b in pairs])
-                     for pairs in EYE_PAIRS])
+    """(right, left) eye heights, pixels: the lid pairs' separation across the eye (perpendicular to the line through
+    its corners), three pairs each, mean.
+
+    Across the eye, not the pairs' full distance: FaceMesh's paired lid points are not opposite each other (159 sits
+    2-5 px along the eye from 145 at 512 px), so a closed eye keeps that offset as a "height" of 0.1-0.3 of the open
+    one; on real closed eyes in the clips (lp_d9, lp_d3) the full distance reads 0.10-0.22 and the height across
+    the eye 0.01-0.07."""
+    out = []
+    for pairs, (c0, c1) in zip(EYE_PAIRS, EYE_CORNERS):
+        axis = points[c1, :2] - points[c0, :2]
+        across = np.array([-axis[1], axis[0]]) / np.linalg.norm(axis)
+        out.append(np.mean([abs((points[a, :2] - points[b, :2]) @ across) for a, b in pairs]))
+    return np.array(out)
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +174,12 @@ def test_blink_covers_the_iris_with_lid_skin(blinks, name):
 def test_blinks_close_the_re_detected_eye(blinks):
     """FaceMesh re-detected on the rendered frames: blink = 1 closes each eye, 0.5 is in between.
 
-    The issue asks for <= 10 % of the open height. FaceMesh itself does not report that on real closed eyes of
-    these faces: on the real clips' own blinks its closed/open height is 0.05-0.09 (lp_d9), 0.13-0.19 (lp_d3,
-    GRID bbaf2n) and 0.4 (lp_d19); so each eye must reach CLOSED_HEIGHT_EACH and all of them on average
-    CLOSED_HEIGHT_MEAN (the renderer before the lid stages: 0.4-1.1 each, 0.65 on average; before the lower lid
-    stayed and the lash line darkened: 0.07-0.41, 0.254 on average; after: 0.10-0.33, 0.206)."""
+    The issue asks for <= 10 % of the open height: the mean over the dev faces' eyes must reach CLOSED_HEIGHT_MEAN;
+    each eye CLOSED_HEIGHT_EACH, because FaceMesh itself scatters on closed eyes (the same rendered eye reads
+    0.01-0.2 as the lid's margins change by a pixel; real closed eyes in the clips read 0.01-0.07 on lp_d9 / lp_d3,
+    0.09-0.14 on GRID bbaf2n). Measured (heights across the eye, eye_heights): the lid stages of 2026-12-01
+    0.02-0.26, mean 0.085; now 0.01-0.20, mean 0.074. (With the pairs' full distance, the measure before
+    2026-12-02: 0.10-0.33, mean 0.206.)"""
     closed = []
     for name, (rig, frames) in blinks.items():
         h = {k: eye_heights(detect(frames[k])) for k in (0.0, 0.5, 1.0)}

@@ -95,7 +95,7 @@ def test_the_page_shows_the_face_transparent_around_it_and_the_mouth_moves_with_
     alpha = (renderer.mask[..., 0] * 255).astype(np.uint8)
     browser.get(url)
     browser.execute_script("document.body.style.background = 'rgb(255, 0, 255)'")
-    wait_until(lambda: browser.execute_script("return window.avatarPainted") > 10)
+    wait_until(lambda: browser.execute_script("return window.avatarPainted") >= 1)  # a still face: drawn once
     time.sleep(0.5)  # the matte has reached the page (frames before it are opaque)
     still = screenshot(browser)
 
@@ -127,7 +127,7 @@ def test_the_page_shows_the_face_transparent_around_it_and_the_mouth_moves_with_
     changed = np.abs(talking[mouth].astype(int) - still[mouth].astype(int)).mean()
     assert changed > 25, changed  # the open mouth is painted in the browser
     assert np.mean(np.abs(talking[outside].astype(int) - MAGENTA).max(axis=1) <= 2) > 0.99  # still transparent
-    assert len(served.server.paint_delays) > 10  # the page acknowledged its paints
+    assert len(served.server.paint_delays) >= 2  # the page acknowledged its paints (a still face is drawn once)
 
 
 def test_a_foreign_origin_and_a_missing_token_get_no_frames(served):

@@ -126,8 +126,9 @@ def test_the_camera_gets_the_views_frames_at_its_size_and_rate_and_the_mouth_mov
     frames, times = backend.frames, np.array(backend.times)
     seconds = times[-1] - times[0]
     assert seconds > 3.0
-    # every frame rendered while it ran was sent or counted as dropped (the queue drained when it stopped)
-    assert camera.sent == len(frames) and camera.offered == camera.sent + camera.dropped
+    # every frame rendered while it ran was sent or counted as dropped (the queue drained when it stopped); a
+    # still face is drawn once and sent again at the camera's rate
+    assert camera.sent == len(frames) and camera.sent == camera.offered - camera.dropped + camera.repeated
     assert len(frames) / seconds > 0.8 * FPS and np.median(np.diff(times)) < 1.5 / FPS
     assert all(f.shape == (SIZE, SIZE, 3) for f in frames)
     assert all(f.tobytes() in shown for f in frames)  # the view's very pixels, background included
@@ -162,9 +163,10 @@ def test_offer_never_waits_for_a_stalled_device_and_drops_the_oldest(recorder):
         # one frame is held by the stalled send; of the rest only the newest QUEUE_FRAMES wait
         assert camera.dropped == 20 - 1 - QUEUE_FRAMES
         recorder.send_gate.set()
-        wait_until(lambda: camera.sent == 1 + QUEUE_FRAMES)
+        wait_until(lambda: camera.sent >= 1 + QUEUE_FRAMES)
         sent = [int(f[0, 0, 0]) for f in recorder.opened[-1].frames]
-        assert sent[1:] == list(range(20 - QUEUE_FRAMES, 20))  # the newest won
+        assert sent[1:1 + QUEUE_FRAMES] == list(range(20 - QUEUE_FRAMES, 20))  # the newest won
+        assert set(sent[1 + QUEUE_FRAMES:]) <= {19}  # then the last one again, at the camera's rate
     finally:
         recorder.send_gate.set()
         camera.close()
@@ -363,3 +365,20 @@ def test_the_status_bar_counts_the_cameras_dropped_frames(recorder, vcam_window,
     qtbot.waitUntil(lambda: w.dropped_label.text().endswith("camera 7"), timeout=3000)
     w.set_virtual_camera(False)
     qtbot.waitUntil(lambda: "camera" not in w.dropped_label.text(), timeout=3000)
+
+
+def test_a_still_face_in_a_hidden_window_still_reaches_the_camera_at_its_rate(recorder, face_controller):
+    """The view draws a still face only when it changes and nothing while the window is hidden; the camera (a call
+    that shows it) still gets frames at its own rate: the last one is sent again."""
+    c = face_controller
+    assert c.start_virtual_camera(), c.last_error
+    assert c.pipeline.frames_wanted == 1  # the window hidden: the camera keeps the render going
+    c.set_view_visible(False)
+    backend = recorder.opened[-1]
+    start = len(backend.frames)
+    time.sleep(2.0)  # silence, liveliness off: a still face
+    sent = len(backend.frames) - start
+    assert sent >= 0.8 * 2.0 * FPS, sent
+    assert c.virtual_camera.repeated > 0
+    c.stop_virtual_camera()
+    assert c.pipeline.frames_wanted == 0

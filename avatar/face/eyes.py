@@ -19,7 +19,9 @@ import numpy as np
 from avatar.face import landmarks as lm
 
 BLINK_STAGES = 17  # closing stages drawn per eye; adjacent ones differ by under a pixel of lid travel
-LID_MARGIN_UP = 0.10  # the visible upper lid edge this far above the landmarks, in eye widths (at the middle)
+LID_MARGIN_UP = 0.14  # the visible upper lid edge this far above the landmarks, in eye widths (at the middle; 0.10
+# left a sliver of the lid line FaceMesh reads above the closed lash line: re-detected closed height mean 0.085 ->
+# 0.074 with LASH_DARK 0.75 on the 7 dev faces)
 LID_MARGIN_DOWN = 0.05  # and the lower lid edge this far below
 CORNER_EXTEND = 1.25  # the margins reach this far past the eye corners (in half eye widths), tapering to 0
 UPPER_SHARE = 1.0  # the upper lid travels this share of the opening; the lower lid rises the rest (real lower lids
@@ -30,8 +32,8 @@ LID_REACH_DOWN = 0.35  # lower-lid skin this far below stretches up
 MIN_REACH = 0.15  # in half eye widths: the lid skin reach never shrinks below this
 RIM_DARKER = 0.65  # a row darker than this times the brightest lid skin row below it ends the reach (a glasses
 # rim, a brow or hair: those must not slide down with the lid)
-LASH_DARK = 0.6  # the moving lid edge is darkened this much (its lashes and shadow) at its centre: the closed
-# eye's one dark line, where FaceMesh puts both lids
+LASH_DARK = 0.75  # the moving lid edge is darkened this much (its lashes and shadow) at its centre: the closed
+# eye's one dark line, where FaceMesh puts both lids (0.6: re-detected closed height on 7 dev faces up to 0.26)
 LASH_WIDTH = 0.022  # in eye widths (plus 0.4 pixel)
 SUPERSAMPLE = 3  # samples per pixel along each axis when drawing the stages
 

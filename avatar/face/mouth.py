@@ -1,6 +1,11 @@
 """The synthesized mouth interior: a red-brown cavity graded by depth, teeth where the lips uncover them, gums,
 a tongue.
 
+The amounts and the light were calibrated with `avatar eval video` on the 11 GRID clips (the other clips' licence
+lets nothing shipped be fitted to them): the inner-mouth colour on the 20 % most open real frames, CIELAB ΔE,
+GRID mean 12.3 with the teeth as a band under the upper lip and darkened to 0.4-0.6 of the sclera, 9.4 with the
+rows filling the opening and lit as below (README, "The mouth, the rest pose and blinks").
+
 Colours come from the photo itself, once: the teeth from the sclera (the photo's own white: teeth are never bluer,
 greener or brighter than it), the cavity, tongue and gums from the lips. How much of the teeth and tongue shows
 follows the lips each frame (avatar.face.shapes.MouthPose). The per-frame math is written once over a tiny ops
@@ -15,20 +20,27 @@ import numpy as np
 
 from avatar.face import landmarks as lm
 
-TOOTH_LENGTH = 0.13  # upper-incisor crown height, in mouth widths W: a lip lifted beyond it shows gums
-LOWER_TOOTH_LENGTH = 0.09
+TOOTH_LENGTH = 0.15  # upper-incisor crown height that shows, in mouth widths W: a lip lifted beyond it shows gums
+LOWER_TOOTH_LENGTH = 0.1  # lower incisors' (the lower lip keeps part of them covered); a wide "aa" shows the
+# cavity and the tongue between the rows
+UPPER_ROW_SHARE = 0.6  # of the teeth rows' share of an opening, the upper row's
 TONGUE_MAX = 0.2  # the tongue shows at most this tall, in W
-OCCLUSION_TOP = 0.65  # light reaching the interior just under the upper lip (1 = as lit as the opening's middle)
+OCCLUSION_TOP = 0.85  # light reaching the interior just under the upper lip (1 = as lit as the opening's middle)
 OCCLUSION_NARROW = 0.75  # and inside a barely open mouth
 LOWER_TEETH_WARMTH = 0.12  # share of the lower teeth's colour that is the cavity's red light
 TIP_UNCOVERS = 0.5  # a raised tongue tip shows below the upper teeth: they cover at most this much less
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
 LOWER_GAPS = (0.0, 0.085, 0.165, 0.24)
-GAP_DARK = 0.12  # the soft shadow between two teeth
+GAP_WIDTH = 1.0  # the shadow's width, in tooth outline widths
+GAP_DARK = 0.3  # the soft shadow between two teeth (0.12 read as one pale band, which FaceMesh takes for lip:
+# the astronaut's smiling "aa" re-detected 0.17 open instead of 0.32)
+UPPER_TEETH_LIGHT = 1.0  # the upper teeth's brightness at the middle, as a share of the teeth colour
+LOWER_TEETH_LIGHT = 0.9  # the lower teeth's (they sit in the mouth's shade)
+TEETH_SIDE_LIGHT = 0.7  # and toward the corners (the arch turns away from the light), as a share of the middle's
 FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
-TEETH_OF_SCLERA = 0.95  # teeth brightness relative to the sclera (in the mouth they are never lit better)
-TEETH_WARMTH = (1.0, 0.97, 0.9)  # teeth are a little yellower than the sclera (RGB factors; never bluer/greener)
+TEETH_OF_SCLERA = 1.0  # teeth brightness relative to the sclera (in the mouth they are never lit better)
+TEETH_WARMTH = (1.0, 0.93, 0.85)  # teeth are yellower than the sclera (RGB factors; never bluer/greener)
 SCLERA_PALEST = 0.5  # the eye's white: of its pixels outside the iris, the palest half (lids, veins are redder)
 SCLERA_BRIGHTEST = 0.4  # and of those the brightest 40% (lashes and shadow are darker)
 MIN_SCLERA_PIXELS = 12
@@ -132,7 +144,7 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     W, a = app.W, app.a_in
     prof_u = np.clip(1 - (u / (0.95 * a)) ** 2, 0, 1)
     prof_l = np.clip(1 - (u / (0.8 * a)) ** 2, 0, 1)
-    lat = 0.42 + 0.58 * np.exp(-(u / (0.62 * a)) ** 2)
+    lat = TEETH_SIDE_LIGHT + (1 - TEETH_SIDE_LIGHT) * np.exp(-(u / (0.62 * a)) ** 2)
     line_w = 0.012 * W + 0.6
 
     def gaps(positions, widen=1.0):
@@ -148,9 +160,9 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
         upper_h=(np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
         lower_h=(np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
-        upper_shade=(0.92 * lat * (1 - GAP_DARK * gaps(UPPER_GAPS, 1.5)) * np.minimum(prof_u * 5, 1)
+        upper_shade=(UPPER_TEETH_LIGHT * lat * (1 - GAP_DARK * gaps(UPPER_GAPS, GAP_WIDTH)) * np.minimum(prof_u * 5, 1)
                      ).astype(np.float32),
-        lower_shade=(0.6 * lat * (1 - GAP_DARK * gaps(LOWER_GAPS, 1.5)) * np.minimum(prof_l * 5, 1)
+        lower_shade=(LOWER_TEETH_LIGHT * lat * (1 - GAP_DARK * gaps(LOWER_GAPS, GAP_WIDTH)) * np.minimum(prof_l * 5, 1)
                      ).astype(np.float32),
         side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
     )
@@ -165,6 +177,7 @@ except ImportError:
 class NumpyOps:
     clip = staticmethod(_clip_ufunc)
     minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
     where = staticmethod(np.where)
 
     @staticmethod
@@ -201,15 +214,26 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     d_top = rows - (center - length / 2)  # distance below the opening's top edge
     d_bot = (center + length / 2) - rows  # and above its bottom edge
     upper_px, lower_px = max(pose.upper_show * W, 0.0), max(pose.lower_show * W, 0.0)
+    # parted lips show the teeth rows behind them: the rows fill pose.teeth_fill of each column's opening (upper
+    # row UPPER_ROW_SHARE of that), and at least what the lips' own lift and drop uncover; a crown's length at most
+    fill = pose.teeth_fill * length
+    crown_u, crown_l = TOOTH_LENGTH * W, LOWER_TOOTH_LENGTH * W
+    upper_fill = ops.minimum(fill * UPPER_ROW_SHARE, crown_u)
+    lower_fill = ops.minimum(fill * (1.0 - UPPER_ROW_SHARE), crown_l)
     # upper teeth hang from the gums: a lip lifted beyond their crown shows gums above them
-    upper_h = st.upper_h * upper_px
+    upper_col = ops.maximum(upper_fill, upper_px)
     if pose.tongue_tip > 0:  # the teeth leave room below them for a raised tongue tip
-        upper_h = ops.minimum(upper_h, (1.0 - TIP_UNCOVERS * pose.tongue_tip) * length)
+        upper_col = ops.minimum(upper_col, (1.0 - TIP_UNCOVERS * pose.tongue_tip) * length)
+    upper_h = st.upper_h * upper_col
     cu = ops.clip(upper_h - d_top + 0.5, 0.0, 1.0)
-    gum_px = max(upper_px - TOOTH_LENGTH * W, 0.0)
+    gum_px = max(upper_px - crown_u, 0.0)
     cg = ops.clip(st.upper_h * gum_px - d_top + 0.5, 0.0, 1.0) if gum_px > 0 else 0.0
-    cl = ops.clip(st.lower_h * min(lower_px, LOWER_TOOTH_LENGTH * W) - d_bot + 0.5, 0.0, 1.0)
-    tongue_h = ops.minimum(pose.tongue_share * length, TONGUE_MAX * W) * st.tongue_w
+    lower_col = ops.maximum(lower_fill, min(lower_px, crown_l))
+    lower_h = st.lower_h * lower_col
+    cl = ops.clip(lower_h - d_bot + 0.5, 0.0, 1.0)
+    # the tongue lies behind the lower teeth and rises into the gap between the rows
+    gap = ops.maximum(length - upper_col - lower_col, 0.0)
+    tongue_h = (ops.minimum(pose.tongue_share * gap, TONGUE_MAX * W) + lower_h) * st.tongue_w
     into_tongue = tongue_h - d_bot
     ct = ops.clip(into_tongue + 0.5, 0.0, 1.0) * st.tongue_w
     vis_gum = cg

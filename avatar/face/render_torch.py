@@ -24,6 +24,10 @@ class TorchOps:
     def minimum(a, b):
         return torch.minimum(a, b) if isinstance(b, torch.Tensor) else torch.clamp(a, max=float(b))
 
+    @staticmethod
+    def maximum(a, b):
+        return torch.maximum(a, b) if isinstance(b, torch.Tensor) else torch.clamp(a, min=float(b))
+
     where = staticmethod(torch.where)
 
     @staticmethod

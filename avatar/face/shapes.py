@@ -72,7 +72,12 @@ class ShapeMap:
     lower_teeth_rest: float = 0.02  # lower incisors showing above a relaxed lower lip's edge (< 0: hidden)
     lower_teeth_per_drop: float = 1.0  # they show as the lower lip drops beyond the jaw
     lower_teeth_per_open: float = 0.04  # and a little on a wide jaw opening (jaw_open beyond 0.5, per unit)
-    round_hides_teeth: float = 1.1  # rounded, pushed-forward lips cover this share of the teeth per lip_round
+    teeth_fill: float = 1.0  # the teeth rows fill this share of an unrounded opening (GRID: real openings are
+    # mostly teeth; avatar eval video's inner-mouth colour)
+    round_hides_teeth: float = 1.1  # rounded, pushed-forward lips cover this share of the teeth at full rounding
+    round_hides_from: float = 0.15  # the lips cover the teeth only once rounded this much (a share of a full "oo";
+    # GRID's speech rounds 0.05-0.2 on most frames and real GRID openings are mostly teeth)
+    round_hides_full: float = 0.7  # and cover them fully from here ("oh" is 0.7)
     tongue_open_share: float = 0.32  # the tongue fills this share of an open vowel's opening, from below
     round_hides_tongue: float = 0.9  # rounded vowels hold the tongue back: this much less of it shows
     tongue_tip_share: float = 0.3  # raised for t/d/n/l/th (a small, unrounded opening): this much more
@@ -105,6 +110,7 @@ class MouthPose:
     lower_show: float  # lower-teeth height above the lower lip
     tongue_share: float  # share of the opening's height the tongue fills from below
     tongue_tip: float  # 0..1: the tongue tip is up (t/d/n/l/th): in front of the lower teeth, below the upper ones
+    teeth_fill: float = 0.0  # share of each column's opening the two teeth rows fill (parted lips show the teeth)
 
 
 def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: float = 0.0,
@@ -137,11 +143,11 @@ def mouth_pose(weights: dict[str, float], upper_lift: float, lower_drop: float,
     # how rounded, as a share of a full "oo" (lip_round = 1): what the lips hide follows the rounding the sound has,
     # whatever size the fit gave the rounding motion
     rnd = _clamp(weights["lip_round"] / max(shapes.round_per_lip_round, 1e-6), 0, 1)
-    hidden = max(1.0 - shapes.round_hides_teeth * rnd, 0.0)
+    hidden = max(1.0 - shapes.round_hides_teeth * _smooth(shapes.round_hides_from, shapes.round_hides_full, rnd), 0.0)
     upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
     lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop
              + shapes.lower_teeth_per_open * max(jaw - 0.5, 0.0) / 0.5) * hidden
     a, b, c, d = shapes.tongue_tip_jaw
     tip = _smooth(a, b, jaw) * (1.0 - _smooth(c, d, jaw)) * (1.0 - rnd) * (1.0 - _smooth(0.3, 0.5, spread))
     tongue = shapes.tongue_open_share * (1.0 - shapes.round_hides_tongue * rnd) + shapes.tongue_tip_share * tip
-    return MouthPose(upper, lower, tongue, tip)
+    return MouthPose(upper, lower, tongue, tip, shapes.teeth_fill * hidden)

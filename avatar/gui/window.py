@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 import time
 
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QThread, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (QColorDialog, QComboBox, QFileDialog, QInputDialog, QLabel, QLineEdit, QMainWindow,
                                QMessageBox, QProgressBar, QProgressDialog, QPushButton, QSlider, QToolBar,
@@ -22,16 +22,20 @@ from avatar.controller import (APP_TITLE, GATE_OFF_AT_DB, SOURCE_MICROPHONE, SOU
 from avatar.engine import normalize_backend
 from avatar.face.expressions import EXPRESSION_NAMES
 from avatar.gui.face_picker import FacePickerDialog
+from avatar.gui.global_keys import GlobalKeys, HotkeyError
+from avatar.gui.source_watch import SourceWatch
 from avatar.gui.placement import PlacementDialog
 from avatar.gui.settings import (DISPLAY_RATES, GAIN_RANGE_DB, GATE_RANGE_DB, SIZES, Preferences,
                                  save_preferences)
 from avatar.preferences import WIDE_SIZES
 from avatar.gui.view import AvatarView
 from avatar.gui.serve_dialog import BROWSER_HELP, INPUT_HELP, UrlDialog
+from avatar.hotkeys import expression_hotkeys
 from avatar.record import RecordError
 from avatar.tts import MAX_TEXT_CHARS, SpeechError
 
 log = logging.getLogger(__name__)
+PAUSE_TEXT, RESUME_TEXT = "P&ause audio file", "Res&ume audio file"
 
 PHOTO_FILTER = "Photos and video avatars (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff *.avatar)"
 VIDEO_FILTER = "Video (*.mp4 *.mov *.m4v *.mkv *.webm *.avi *.mpg *.mpeg)"
@@ -49,17 +53,19 @@ BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch
 COMPACT_SHORTCUT = "Ctrl+Shift+M"  # compact view on and off (Escape or a double-click on the face also leave it)
 QUICK_START = """<h3>Quick start</h3>
 <ol>
-<li><b>Microphone</b>: pick yours in the list at the top (↻ looks again). Speak: the meter moves; red means
-too loud (lower the gain). The gate keeps the mouth shut below its level (leftmost = off).</li>
+<li><b>Microphone</b>: pick yours in the list at the top (one plugged in shows up by itself; ↻ looks again).
+Speak: the meter moves; red means too loud (lower the gain). The gate keeps the mouth shut below its level
+(leftmost = off).</li>
 <li><b>Photo</b>: File → Open photo, or drop one on the window. One face, looking at the camera, works best;
 when no face is found you place a few points by hand.</li>
 <li><b>Record</b>: ● Record or Ctrl+R; the MP4 goes to the recording folder (File → Recording folder).
 File → Open recordings folder and Play last recording find it again.</li>
 <li><b>Streaming or a call</b>: View → Background: green screen for OBS's chroma key; View → Always on top;
 View → Compact view hides the controls and the frame (%s, Escape or a double-click on the face bring them back;
-drag the face to move the window). Capture the window in OBS.</li>
-<li><b>No microphone at hand</b>: File → Play audio file animates a sound file; File → Export video renders one
-to an MP4.</li>
+drag the face to move the window). Capture the window in OBS. Expressions: Ctrl+1 … Ctrl+5 in the window;
+View → Expression → Global hotkeys adds Ctrl+Alt+1 … 5 from any window (X11 desktops).</li>
+<li><b>No microphone at hand</b>: File → Play audio file animates a sound file (Ctrl+Shift+P pauses and resumes
+it, Ctrl+. stops it); File → Export video renders one to an MP4.</li>
 </ol>""" % COMPACT_SHORTCUT
 
 
@@ -188,6 +194,9 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.refresh_devices()
         self.device_box.currentIndexChanged.connect(self._device_chosen)
+        self.source_watch = SourceWatch(self)  # microphones plugged in or out: the list follows
+        self.source_watch.changed.connect(self._sources_changed)
+        self.source_watch.start()
 
     def _build_menus(self):
         prefs = self.controller.prefs
@@ -199,6 +208,8 @@ class MainWindow(QMainWindow):
         self._action(m, "&New avatar from video…", None, self.choose_avatar_video)
         m.addSeparator()
         self._action(m, "&Play audio file…", "Ctrl+P", self.choose_audio_file)
+        self.pause_playback_action = self._action(m, PAUSE_TEXT, "Ctrl+Shift+P", self.toggle_pause_playback)
+        self.pause_playback_action.setEnabled(False)
         self.stop_playback_action = self._action(m, "&Stop audio file", "Ctrl+.", self.stop_playback)
         self.stop_playback_action.setEnabled(False)
         self._action(m, "&Export video from audio file…", "Ctrl+E", self.choose_export)
@@ -264,6 +275,34 @@ class MainWindow(QMainWindow):
             group.addAction(action)
             self.addAction(action)  # its shortcut must work with the menu bar hidden (compact view)
             self.expression_actions[name] = action
+        menu.addSeparator()
+        self.global_keys = GlobalKeys(self)
+        self.global_keys.pressed.connect(self.set_expression)
+        self.global_keys_action = self._action(menu, "&Global hotkeys (Ctrl+Alt+1 … 5, from any window)", None,
+                                               self.set_global_hotkeys)
+        self.global_keys_action.setCheckable(True)
+        self.hotkey_error = None
+        if self.controller.prefs.global_hotkeys:
+            self.set_global_hotkeys(True, save=False)
+
+    def set_global_hotkeys(self, on: bool, save: bool = True) -> bool:
+        """Expressions on Ctrl+Alt+1..5 whichever window has the focus (X11); where the desktop refuses, says why
+        and stays off (Ctrl+1..5 keep working in the window). Returns whether they are on. At start (save=False)
+        a refusal keeps the setting, for a session that allows them."""
+        self.global_keys.stop()
+        self.hotkey_error = None
+        if on:
+            try:
+                self.global_keys.start(expression_hotkeys(EXPRESSION_NAMES))
+            except HotkeyError as e:
+                self.hotkey_error = str(e)
+                self.statusBar().showMessage(self.hotkey_error, 15000)
+                log.warning("%s", e)
+        active = self.global_keys.active
+        self.global_keys_action.setChecked(active)
+        if save:
+            self.controller.set_global_hotkeys(active)
+        return active
 
     def set_expression(self, name: str) -> None:
         """Ease the face into an expression (the mouth keeps talking)."""
@@ -410,12 +449,7 @@ class MainWindow(QMainWindow):
 
     def refresh_devices(self):
         devices = self.controller.microphones()
-        self.device_box.blockSignals(True)
-        self.device_box.clear()
-        self.device_box.addItem(SILENCE, None)
-        for d in devices:
-            self.device_box.addItem(d.label, d.name)
-        self.device_box.blockSignals(False)
+        self._fill_devices(devices)
         if not devices:
             self.statusBar().showMessage("No microphone found: the avatar runs on silence.", 10000)
             return
@@ -426,6 +460,23 @@ class MainWindow(QMainWindow):
         self._show_source_chosen()
         if opened is not None and self.controller.missing_saved_microphone(devices) is None:
             self.statusBar().showMessage(f"Listening to {self.controller.source_name}", 5000)
+
+    def _sources_changed(self):
+        """The sound server's sources changed: the list again, the microphone in use kept (a saved one that is
+        back is opened again: Controller.sources_changed)."""
+        devices = self.controller.sources_changed()
+        if devices is None:
+            return
+        self._fill_devices(devices)
+        self._show_source_chosen()  # silence while a file plays
+
+    def _fill_devices(self, devices):
+        self.device_box.blockSignals(True)
+        self.device_box.clear()
+        self.device_box.addItem(SILENCE, None)
+        for d in devices:
+            self.device_box.addItem(d.label, d.name)
+        self.device_box.blockSignals(False)
 
     def _show_source_chosen(self):
         """The picker shows the microphone in use, or silence (also while a file plays)."""
@@ -768,6 +819,8 @@ class MainWindow(QMainWindow):
             return False
         self._show_silence_chosen()
         self.stop_playback_action.setEnabled(True)
+        self.pause_playback_action.setEnabled(True)
+        self.pause_playback_action.setText(PAUSE_TEXT)
         self.statusBar().showMessage(f"Playing {Path(path).name} (File → Stop audio file to stop)", 5000)
         return True
 
@@ -775,8 +828,21 @@ class MainWindow(QMainWindow):
         self.controller.stop_playback()
         self._playback_ended()
 
+    def toggle_pause_playback(self):
+        """Pause the file playing (the face idles meanwhile), or go on from where it was paused."""
+        c = self.controller
+        if c.paused:
+            c.resume_playback()
+        elif not c.pause_playback():
+            return
+        self.pause_playback_action.setText(RESUME_TEXT if c.paused else PAUSE_TEXT)
+        self.statusBar().showMessage(f"{'Paused' if c.paused else 'Playing'} {c.source_name if c.playing else ''}"
+                                     .strip(), 3000)
+
     def _playback_ended(self):
         self.stop_playback_action.setEnabled(False)
+        self.pause_playback_action.setEnabled(False)
+        self.pause_playback_action.setText(PAUSE_TEXT)
         self._show_source_chosen()
 
     def choose_export(self):
@@ -909,11 +975,13 @@ class MainWindow(QMainWindow):
         return fps, (1000 * lat[len(lat) // 2] if lat else None)
 
     def _update_status(self):
-        if self.controller.poll() or (self.stop_playback_action.isEnabled() and not self.controller.playing):
+        if self.controller.poll() or (self.stop_playback_action.isEnabled() and not self.controller.playing
+                                      and not self.controller.paused):
             self._playback_ended()  # the file played out: the microphone in use before is back
-        fps, latency = self.view_stats()
+        _, latency = self.view_stats()
         stats = self.controller.stats()
-        self.fps_label.setText(f"{fps:.0f} fps")
+        # the display rate the view is kept up to date at (frames that would look the same are not painted again)
+        self.fps_label.setText(f"{stats.fps:.0f} fps")
         shows_latency = self.controller.shows_latency
         self.latency_label.setVisible(shows_latency)  # capture→screen means nothing without a microphone
         self.latency_label.setText(f"latency {latency:.0f} ms" if shows_latency and latency is not None
@@ -944,8 +1012,23 @@ class MainWindow(QMainWindow):
 
     # -- closing --------------------------------------------------------------------------------------
 
+    def changeEvent(self, event):
+        if event.type() == QEvent.WindowStateChange:
+            self.controller.set_view_visible(not self.isMinimized() and self.isVisible())
+        super().changeEvent(event)
+
+    def hideEvent(self, event):
+        self.controller.set_view_visible(False)
+        super().hideEvent(event)
+
+    def showEvent(self, event):
+        self.controller.set_view_visible(not self.isMinimized())
+        super().showEvent(event)
+
     def closeEvent(self, event):
         self._events.frame.disconnect(self._show_latest)
+        self.global_keys.stop()
+        self.source_watch.close()
         self.status_timer.stop()
         self.stop_recording(wait=True)  # finalize the file before anything else goes away
         for worker in list(self._workers):

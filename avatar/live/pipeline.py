@@ -27,6 +27,7 @@ import numpy as np
 from avatar.audio import HOP_LENGTH, SAMPLE_RATE
 from avatar.live.recording import LiveRecording
 from avatar.live.sources import AudioSource, SilenceSource
+from avatar.live.still import StillFrames
 from avatar.live.track import ParamSampler, ParamTrack
 from avatar.mouth_stream import MouthRows, MouthStream
 from avatar.record import BackgroundRecorder, Recorder, RecordError
@@ -36,6 +37,10 @@ AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at a source that 
 # sound can complete a 10 ms feature hop (nothing reaches the engine before) instead of polling every 4 ms; it wakes
 # this much before the hop is due, as the 4 ms poll that follows the sleep brings it to the hop.
 HOP_WAKE_EARLY_SECONDS = 0.0015
+# A microphone wakes the worker as the block that completes a feature hop lands (Microphone.wait_for); this timeout
+# only bounds how late a stalled stream is noticed (avatar.mic.LOST_AFTER_SECONDS is 0.5 s). The 4 ms poll it
+# replaces fired between blocks: 204 wake-ups/s on the virtual microphone, ~95 now (5 ms blocks).
+MIC_WAIT_SECONDS = 0.05
 DEFAULT_DISPLAY_FPS = 60
 DEFAULT_RECORD_FPS = 30
 STATS_WINDOW = 120  # frames the fps / latency statistics look back over
@@ -125,6 +130,10 @@ class LivePipeline:
         # other programs' pushed sound (avatar.serve.push.PushMixer.mix): block -> the block with it in, or None
         self.mix_in: Callable[[np.ndarray], np.ndarray | None] | None = None
         self.latest: Frame | None = None
+        self.still = StillFrames()  # a frame that would look as the last one is not rendered (live/still.py)
+        self.view_hidden = False  # the window is minimised or hidden: nothing is rendered unless something records
+        self.frames_wanted = 0  # outputs other than the view and a recording that need frames while it is hidden
+        # (a virtual camera, a stream): while above 0, frames are rendered whether the view shows them or not
         self.dropped_frames = 0
         self.audio_steps = 0  # times the audio worker looked at the source (its wake-ups)
         self._source: AudioSource = SilenceSource()
@@ -213,7 +222,11 @@ class LivePipeline:
             # Its blocks cannot be told apart before reading them, and reading is what clears its wake-up event.
             if moved and rest > 0 and not source.is_microphone:
                 self._stop.wait(rest)
-            source.wait(AUDIO_POLL_SECONDS)  # a microphone wakes the worker as a block lands: no polling delay
+            if source.is_microphone:  # woken as the block that completes the next feature hop lands: no polling
+                # delay, and blocks that complete none (every other 5 ms block) are read with the next one
+                source.wait(MIC_WAIT_SECONDS, samples=HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH)
+            else:
+                source.wait(AUDIO_POLL_SECONDS)
 
     def until_next_hop(self) -> float:
         """Seconds (from the last read of a clock-paced source) until the sound not yet in a feature frame can make
@@ -292,17 +305,29 @@ class LivePipeline:
         return latest
 
     def render_once(self) -> Frame | None:
+        """Render the frame for now; None when there is nothing to show yet, or when the last frame still shows
+        it (StillFrames: then `latest` stands, on_frame is not called, and a recording gets the last frame again)."""
         now = self.display_time()
         if now is None:
             return None
+        if self.view_hidden and self._recording is None and self.frames_wanted <= 0:
+            self._frame_times.clear()  # no display rate while nothing is shown
+            return None
         params = self.sampler.at(now)
-        image = self.renderer.render(params, now)
         t = now - self.sampler.delay  # the audio time the smoothed mouth depicts
+        if self.latest is None:
+            self.still.invalidate()  # nothing shown yet (or it was dropped): render whatever it shows
+        image = self.still.render(self.renderer, params, now)
+        self._frame_times.append(time.monotonic())  # a display tick either way: the view is up to date
+        if image is None:
+            with self._rec_lock:
+                if self._recording is not None:
+                    self._recording.add_frame(self.latest.image, t)
+            return None
         captured, latency = self._capture_clock(t)
         frame = Frame(image, t, params, captured, latency, (self.latest.seq + 1) if self.latest else 0,
                       time.monotonic())
         self.latest = frame
-        self._frame_times.append(time.monotonic())
         if frame.latency is not None:
             self._latencies.append(frame.latency)
         with self._rec_lock:

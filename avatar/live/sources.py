@@ -64,8 +64,9 @@ class AudioSource(Protocol):
         """The sound `read` delivered since the last call, at `sound_rate` (for recordings): blocks, each with the
         time of its first sample on read's 16 kHz clock (source sample index / 16000, in s)."""
 
-    def wait(self, timeout: float) -> None:
-        """Returns when new sound may be there (a microphone: as a block lands), or after `timeout` seconds."""
+    def wait(self, timeout: float, samples: int = 1) -> None:
+        """Returns when new sound may be there (a microphone: as the block lands that brings `samples` more 16 kHz
+        samples), or after `timeout` seconds."""
 
     def now(self) -> float:
         """The source's clock now (the clock capture_time answers on)."""
@@ -94,7 +95,7 @@ class _NoInput:
     def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
         pass
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, samples: int = 1) -> None:
         time.sleep(timeout)  # nothing wakes the worker early: it polls (AUDIO_POLL_SECONDS)
 
 
@@ -345,12 +346,19 @@ class MicSource:
         messages, self._messages = self._messages, []
         return messages
 
-    def wait(self, timeout: float) -> None:
-        """Returns as soon as the microphone delivers a block (every 5 ms), or after `timeout`."""
-        if self.mic is not None:
-            self.mic.wait(timeout)
-        else:
+    def wait(self, timeout: float, samples: int = 1) -> None:
+        """Returns as soon as the microphone has delivered sound for `samples` more 16 kHz samples (a block lands
+        every 5 ms; one that completes no feature hop is left for the next), or after `timeout`. While the stream
+        is stalled or being reopened: after `timeout` (the read then follows the gap)."""
+        mic = self.mic
+        if mic is None:
             time.sleep(timeout)
+        elif self._stalled or not mic.alive:
+            mic.wait(timeout)
+        else:
+            # the ring's samples at the capture rate that make `samples` at 16 kHz (one fewer: the resampler's
+            # count may round up, and reading one block early costs only the wake-up)
+            mic.wait_for(max(1, (samples - 1) * mic.samplerate // SAMPLE_RATE), timeout)
 
     def capture_time(self, index: int) -> float | None:
         first_index, first_ring = self._segment
@@ -375,17 +383,23 @@ class FileSource(_NoInput):
     its own rate (decoded a second time at that rate; `take_sound`).
     """
 
-    def __init__(self, path, device=None):
+    def __init__(self, path, device=None, start: int = 0, decoded: "FileSource | None" = None):
+        """start: the 16 kHz sample of the file to begin at (a resumed playback); decoded: a FileSource of the
+        same file whose decoded sound is used instead of decoding it again."""
         self.path = Path(path)
         self.name = self.path.name
-        self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
-        self.sound_rate = file_sample_rate(self.path)
-        self.sound = self.audio if self.sound_rate == SAMPLE_RATE else load_audio(self.path, sr=self.sound_rate)
+        if decoded is not None:
+            self.audio, self.sound_rate, self.sound = decoded.audio, decoded.sound_rate, decoded.sound
+        else:
+            self.audio = load_audio(self.path)  # raises AudioError with a message for unreadable files
+            self.sound_rate = file_sample_rate(self.path)
+            self.sound = self.audio if self.sound_rate == SAMPLE_RATE else load_audio(self.path, sr=self.sound_rate)
         self._sound: SoundBlocks = []
         self.level_db = SILENT_LEVEL_DB
-        self._pos = 0  # samples handed to the output (or due, when paced by the clock)
-        self._read = 0
-        self._clock = (0, None)  # (sample, DAC time) of the latest output block
+        self._origin = min(max(int(start), 0), len(self.audio))  # file sample that is this source's sample 0
+        self._pos = self._origin  # file samples handed to the output (or due, when paced by the clock)
+        self._read = self._origin
+        self._clock = (self._origin, None)  # (file sample, DAC time) of the latest output block
         self.stream = None
         self._start = time.monotonic()
         try:
@@ -397,6 +411,15 @@ class FileSource(_NoInput):
             self.stream.start()
         except Exception:  # no usable output: animate silently in real time
             self.stream = None
+
+    @property
+    def position(self) -> int:
+        """The file's 16 kHz samples delivered so far (where a paused playback resumes: `resumed`)."""
+        return self._read
+
+    def resumed(self, device=None) -> "FileSource":
+        """A new source playing the rest of this file from `position` (this one closed: a paused playback)."""
+        return FileSource(self.path, device, start=self._read, decoded=self)
 
     def _callback(self, outdata, frames, time_info, status):
         chunk = self.audio[self._pos:self._pos + frames]
@@ -418,14 +441,14 @@ class FileSource(_NoInput):
 
     def read(self) -> np.ndarray:
         if self.stream is None:
-            self._pos = min(len(self.audio), int((time.monotonic() - self._start) * SAMPLE_RATE))
+            self._pos = min(len(self.audio), self._origin + int((time.monotonic() - self._start) * SAMPLE_RATE))
         first, end = self._read, self._pos
         out = self.audio[first:end]
         self._read = end
         if len(out):
             self.level_db = level_db(out)
             sound = self.sound[_at_rate(first, self.sound_rate):_at_rate(end, self.sound_rate)]
-            _keep(self._sound, (sound, first / SAMPLE_RATE))
+            _keep(self._sound, (sound, (first - self._origin) / SAMPLE_RATE))
         return out
 
     def take_sound(self) -> SoundBlocks:
@@ -436,7 +459,7 @@ class FileSource(_NoInput):
         if self.stream is None:
             return self._start + index / SAMPLE_RATE
         pos, dac = self._clock
-        return None if dac is None else dac + (index - pos) / SAMPLE_RATE
+        return None if dac is None else dac + (index + self._origin - pos) / SAMPLE_RATE
 
     def close(self) -> None:
         if self.stream is not None:

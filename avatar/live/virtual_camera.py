@@ -90,6 +90,7 @@ class VirtualCamera:
         self.offered = 0  # frames offered by the render thread
         self.sent = 0  # frames handed to the device
         self.dropped = 0  # frames replaced in the queue by newer ones before they could be sent
+        self.repeated = 0  # sends of the last frame again, when no new one came in time (a still face)
         self.error: str | None = None
         self._queue: deque = deque()
         self._lock = threading.Lock()
@@ -121,10 +122,15 @@ class VirtualCamera:
             return self._queue.popleft() if self._queue else None
 
     def _send_loop(self) -> None:
+        last = None
         while not self._stop.is_set():
-            self._wake.wait(SENDER_POLL_SECONDS)
+            # a new frame, or the time for the next one: the live view draws a still face only when it changes,
+            # and a call's camera wants a steady rate, so the last frame is sent again
+            self._wake.wait(min(SENDER_POLL_SECONDS, 1.0 / self.fps))
             self._wake.clear()
-            frame = self._next()
+            frame, again = self._next(), False
+            if frame is None and last is not None:
+                frame, again = last, True
             while frame is not None and not self._stop.is_set():
                 try:
                     self._camera.send(fit_frame(frame, self.width, self.height))
@@ -134,7 +140,8 @@ class VirtualCamera:
                     self.on_event(self.error)
                     return
                 self.sent += 1
-                frame = self._next()
+                self.repeated += again
+                last, frame, again = frame, self._next(), False
 
     def close(self) -> None:
         """Stop sending and release the device (a call that shows it sees the camera end)."""

@@ -259,6 +259,7 @@ class LocalServer:
         ws = web.WebSocketResponse(max_msg_size=MAX_CHUNK_BYTES)
         await ws.prepare(request)
         wake = asyncio.Event()
+        wake.set()  # the newest frame at once: a still face is not drawn again until it moves
         in_flight: dict[int, float] = {}  # seq -> time.monotonic() when sent
         self._viewers.add(wake)
         self._sockets["browser"].add(ws)
@@ -290,7 +291,7 @@ class LocalServer:
             pass
 
     async def _frames_to(self, ws, wake: asyncio.Event, in_flight: dict, codec: str) -> None:
-        last_seq, mask_sent = -1, 0
+        last_sent, mask_sent = None, 0  # (frame seq, mask id) last sent: a frame goes again once its matte is made
         while not ws.closed:
             await wake.wait()
             wake.clear()
@@ -298,14 +299,16 @@ class LocalServer:
             for seq in [s for s, t in in_flight.items() if now - t > ACK_TIMEOUT_S]:
                 del in_flight[seq]
             frame = self._frame
-            if frame is None or frame.seq == last_seq or len(in_flight) >= MAX_IN_FLIGHT:
+            if frame is None or len(in_flight) >= MAX_IN_FLIGHT:
                 continue
             mask_id, mask_png, alpha = self._matte_for(frame)
+            if (frame.seq, mask_id) == last_sent:
+                continue
             if codec == "jpeg" and mask_id and mask_id != mask_sent:
                 h, w = frame.image.shape[:2]
                 await ws.send_bytes(wire.header(wire.KIND_MASK, 0, mask_id, w, h, 0.0) + mask_png)
                 mask_sent = mask_id
-            last_seq = frame.seq
+            last_sent = (frame.seq, mask_id)
             in_flight[frame.seq] = now
             await ws.send_bytes(self._encode(frame, codec, mask_id, alpha))
 
