@@ -14,6 +14,7 @@ from avatar import bench
 from avatar.engine import (BACKENDS, EngineError, create_engine, default_model_path, live_model_path,
                            normalize_backend, probe_backends)
 from avatar.face import preview
+from avatar.face.video_avatar import cli as make_avatar
 
 # Not imported here: the [train] tools (absent from runtime-only installs), the self-test (it times its own
 # imports) and the GUI (PySide6: only when the app opens).
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_cli(sub)
 
     render_cli.add_cli(sub)
+    make_avatar.add_cli(sub)
 
     lipsync.add_cli(sub)
     evaluation.add_cli(sub)

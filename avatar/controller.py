@@ -31,6 +31,8 @@ from avatar.face.assemble import liveliness_config
 from avatar.face.expressions import check_expression
 from avatar.face.landmarks import face_boxes
 from avatar.face.pose import turn_warning
+from avatar.face.video_avatar import is_avatar_path
+from avatar.face.video_avatar.build import build as build_video_avatar
 from avatar.live.offline import Cancelled, render_offline
 from avatar.live.pipeline import LivePipeline, Stats
 from avatar.live.sources import FileSource, MicSource, SilenceSource
@@ -582,6 +584,8 @@ class Controller:
         The face is `face_index` (0 = the largest), else the one picked in this photo before; a photo with several
         faces and neither raises FaceChoiceNeeded. The faces are looked for once, here: the renderer factory gets
         the chosen face's landmarks."""
+        if is_avatar_path(photo):  # a video avatar (avatar make-avatar): no faces to find, no rig
+            return self.renderer_factory(photo, self.prefs, landmarks=None)
         warning, placed = None, landmarks is not None and face_index is None
         if landmarks is None:
             landmarks = self._placed.get(str(photo))
@@ -852,6 +856,18 @@ class Controller:
             return None
         self.last_export = path
         return path
+
+    def make_avatar(self, video_path, out_path, progress: Callable[[float], None] | None = None,
+                    cancelled: Callable[[], bool] | None = None) -> Path | None:
+        """Make a video avatar file from a video of one person (avatar.face.video_avatar.build); slow: call on a
+        worker thread. None when `cancelled()` turned True (nothing is written); raises VideoAvatarError with a
+        message (no face, too short, a cut, several people, unreadable)."""
+        report = lambda done, total, stage: progress(done / max(total, 1)) if progress else None  # noqa: E731
+        try:
+            build_video_avatar(video_path, out_path, progress=report, cancelled=cancelled)
+        except InterruptedError:
+            return None
+        return Path(out_path)
 
     # -- the display ----------------------------------------------------------------------------------
 

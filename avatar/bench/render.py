@@ -109,9 +109,20 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
 
 
 def run_bench_render(args=None) -> int:
-    """Entry for `avatar bench render [--photo P] [--frames N]`."""
+    """Entry for `avatar bench render [--photo P | --face NAME.avatar] [--frames N]`."""
     photo = getattr(args, "photo", None)
     frames = getattr(args, "frames", None) or BENCH_FRAMES
+    face = getattr(args, "face", None)
+    if face is not None:  # a video avatar (avatar.bench.render_avatar)
+        from avatar.bench.render_avatar import benchmark_avatar, format_avatar_results
+        from avatar.face.video_avatar import VideoAvatarError
+
+        try:
+            print(format_avatar_results(face, benchmark_avatar(face, frames=frames)))
+        except VideoAvatarError as e:
+            print(f"error: {e}")
+            return 2
+        return 0
     landmarks = getattr(args, "landmarks", None)
     if landmarks is not None:
         try:
@@ -128,6 +139,7 @@ def add_cli(bench_subparsers) -> None:
     """`avatar bench render`."""
     parser = bench_subparsers.add_parser("render", help="frame render time (CPU, GPU when present) and rig build time")
     parser.add_argument("--photo", help="face photo (default: the shipped default face)")
+    parser.add_argument("--face", metavar="NAME.avatar", help="time a video avatar (avatar make-avatar) instead")
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES, help="frames timed per size")
     parser.add_argument("--landmarks", metavar="NPY",
                         help="the photo's landmarks as a (478, 2|3) .npy in photo pixels: skips landmark detection "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from avatar.eval.fit_shapes import run as _run_fit_shapes
+from avatar.eval.reenact import run as _run_reenact
 from avatar.eval.video import run as _run_video
 
 
@@ -27,3 +28,13 @@ def add_cli(subparsers) -> None:
     f.add_argument("--backend", default="auto", help="inference backend (see `avatar engine info`)")
     f.add_argument("--out", metavar="JSON", help="write the fitted table here (shipped: avatar/face/fitted_shapes.json)")
     f.set_defaults(func=_run_fit_shapes)
+    r = ev_sub.add_parser("reenact", help="self-reenactment: a video avatar built from a clip's first 60 %% driven "
+                          "by its last 40 %%'s audio, against the real frames, beside the photo renderer")
+    r.add_argument("clips", nargs="+", metavar="CLIP", help="real talking videos with their own audio")
+    r.add_argument("--model", default="default", help="default, live, or a .safetensors/.onnx path")
+    r.add_argument("--backend", default="auto", help="inference backend (see `avatar engine info`)")
+    r.add_argument("--out", metavar="DIR", help="write reenact.md, reenact.json and a montage PNG per clip here "
+                   "(the montages show the clips' pixels: never commit them)")
+    r.add_argument("--av-offset", action="append", metavar="CLIP=MS",
+                   help="a clip whose sound trails its picture by MS in the file (repeatable), as `eval video`")
+    r.set_defaults(func=_run_reenact)

@@ -76,6 +76,7 @@ class MouthMeasure:
     inner: np.ndarray  # (N, 20, 2) inner-lip contour, eye-aligned, centroid removed
     inner_lab: np.ndarray  # (N, 3) mean CIELAB colour inside the inner lips (NaN when closed)
     crops: dict = field(default_factory=dict)  # frame index -> eye-aligned mouth crop (RGB), montage frames only
+    centre: np.ndarray | None = None  # (N, 2) the inner lips' centroid, eye-aligned (NaN where no face)
 
 
 # ---- pure pieces ----
@@ -240,27 +241,30 @@ def model_path(choice: str) -> str:
     return {"default": str(default_model_path()), "live": str(live_model_path())}.get(choice, choice)
 
 
-def measure_mouths(frames, crop_at: set[int] | None = None) -> MouthMeasure:
-    """FaceMesh (video mode) on every frame; mouth opening, width, inner contour and inner colour per frame."""
-    opening, width, inner, lab, crops = [], [], [], [], {}
+def measure_mouths(frames, crop_at: set[int] | None = None, crop_centre: np.ndarray | None = None) -> MouthMeasure:
+    """FaceMesh (video mode) on every frame; mouth opening, width, inner contour and inner colour per frame.
+    Crops centre on each frame's inner lips, or on `crop_centre` (aligned coordinates) for all frames alike."""
+    opening, width, inner, lab, crops, centres = [], [], [], [], {}, []
     with _face_mesh_video() as mesh:
         for k, image in enumerate(frames):
             h, w = image.shape[:2]
             result = mesh.process(np.ascontiguousarray(image))
             if not result.multi_face_landmarks:
                 opening.append(np.nan), width.append(np.nan), lab.append(np.full(3, np.nan))
-                inner.append(np.full((len(LIP_INNER), 2), np.nan))
+                inner.append(np.full((len(LIP_INNER), 2), np.nan)), centres.append(np.full(2, np.nan))
                 continue
             pts = mesh_points(result, w, h)
             a = align(pts)
             o, wd = opening_and_width(a)
             opening.append(o), width.append(wd)
             contour = a[list(LIP_INNER)]
-            inner.append(contour - contour.mean(axis=0))
+            inner.append(contour - contour.mean(axis=0)), centres.append(contour.mean(axis=0))
             lab.append(_inner_mouth_lab(image, pts))
             if crop_at is not None and k in crop_at:
-                crops[k] = _mouth_crop(image, pts, a[list(LIP_INNER)].mean(axis=0))
-    return MouthMeasure(np.array(opening), np.array(width), np.array(inner), np.array(lab), crops)
+                centre = a[list(LIP_INNER)].mean(axis=0) if crop_centre is None else crop_centre
+                crops[k] = _mouth_crop(image, pts, centre)
+    return MouthMeasure(np.array(opening), np.array(width), np.array(inner), np.array(lab), crops,
+                        np.array(centres).reshape(-1, 2))
 
 
 def render_clip(clip: Clip, workdir: Path, engine) -> Path:

@@ -8,6 +8,8 @@ import numpy as np
 
 from avatar.face import LivelinessConfig, build_rig, create_renderer
 from avatar.face.landmarks import pinned_solution, quiet_native_logs
+from avatar.face.video_avatar import is_avatar_path
+from avatar.face.video_avatar.renderer import open_video_avatar
 
 # The matte for a background fill. The segmenter's mask fades over several pixels, and where it is grey the photo
 # there is part background: mixed with the fill colour, a keyer (OBS's chroma key) removes the fill's share and
@@ -34,7 +36,12 @@ def open_renderer(photo, size: int = 512, background: tuple[int, int, int] | Non
     """The face renderer for a photo: rig (the face_index-th face found, largest first, or the hand-placed
     landmarks), liveliness, background.
 
+    An avatar file (NAME.avatar, `avatar make-avatar`) opens the video avatar's renderer instead (its base loop is
+    the video's own motion; the background from its stored mattes; no landmarks or face choice).
+
     Raises avatar.face.PhotoError / NoFaceError with a message for the user."""
+    if is_avatar_path(photo):
+        return open_video_avatar(photo, size=size, liveliness=liveliness, background=background)
     # one OpenCV thread: the app already runs audio, render and encoder threads on few cores, and a second
     # remap thread measured no faster on 2 cores while costing more CPU (1024²: best wall 6.8 -> 10.2 ms)
     cv2.setNumThreads(1)

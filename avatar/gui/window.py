@@ -37,9 +37,10 @@ from avatar.tts import MAX_TEXT_CHARS, SpeechError
 log = logging.getLogger(__name__)
 PAUSE_TEXT, RESUME_TEXT = "P&ause audio file", "Res&ume audio file"
 
-PHOTO_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff)"
+PHOTO_FILTER = "Photos and video avatars (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff *.avatar)"
+VIDEO_FILTER = "Video (*.mp4 *.mov *.m4v *.mkv *.webm *.avi *.mpg *.mpeg)"
 AUDIO_FILTER = "Audio (*.wav *.mp3 *.flac *.ogg *.m4a *.aac *.opus)"
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avatar"}
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus"}
 STATUS_INTERVAL_MS = 250
 METER_FLOOR_DB = -60
@@ -204,6 +205,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = m.addMenu("Recent photos")
         self._fill_recent()
         self._action(m, "Choose &face…", None, self.choose_face_again)
+        self._action(m, "&New avatar from video…", None, self.choose_avatar_video)
         m.addSeparator()
         self._action(m, "&Play audio file…", "Ctrl+P", self.choose_audio_file)
         self.pause_playback_action = self._action(m, PAUSE_TEXT, "Ctrl+Shift+P", self.toggle_pause_playback)
@@ -873,6 +875,43 @@ class MainWindow(QMainWindow):
         def failed(error):
             dialog.close()
             self.show_error(error_sentence(error), "Export failed")
+
+        worker = self._run(job, done, failed)
+        worker.progress.connect(lambda f: dialog.setValue(int(f * PROGRESS_STEPS)))
+        dialog.canceled.connect(lambda: setattr(worker, "cancel_requested", True))
+        return worker
+
+    def choose_avatar_video(self):
+        video, _ = QFileDialog.getOpenFileName(self, "Video of one person talking", "", VIDEO_FILTER)
+        if not video:
+            return
+        default = Path(video).with_suffix(".avatar")
+        out, _ = QFileDialog.getSaveFileName(self, "Save avatar as", str(default), "Video avatar (*.avatar)")
+        if out:
+            self.make_avatar(video, out if out.lower().endswith(".avatar") else out + ".avatar")
+
+    def make_avatar(self, video_path: str, out_path: str) -> Worker:
+        """Make a video avatar off the GUI thread, with a progress dialog and Cancel; it opens when made."""
+        dialog = QProgressDialog(f"Making {Path(out_path).name} from {Path(video_path).name}…", "Cancel", 0,
+                                 PROGRESS_STEPS, self)
+        dialog.setWindowTitle("New avatar from video")
+        dialog.setWindowModality(Qt.WindowModal)
+        dialog.setMinimumDuration(0)
+
+        def job(worker):
+            return self.controller.make_avatar(video_path, out_path, progress=worker.progress.emit,
+                                               cancelled=lambda: worker.cancel_requested)
+
+        def done(path):
+            dialog.close()
+            if path is None:
+                self.statusBar().showMessage("New avatar cancelled", 5000)
+            else:
+                self.open_photo(str(path))
+
+        def failed(error):
+            dialog.close()
+            self.show_error(error_sentence(error), "Cannot make an avatar from this video")
 
         worker = self._run(job, done, failed)
         worker.progress.connect(lambda f: dialog.setValue(int(f * PROGRESS_STEPS)))
