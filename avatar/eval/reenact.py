@@ -28,9 +28,8 @@ import cv2
 import numpy as np
 
 from avatar.audio import SAMPLE_RATE
-from avatar.engine import EngineError, create_engine
-from avatar.eval.video import (CONTOUR_SCALE, OPEN_SHARE, ClipError, MouthMeasure, amplitude, contour_distance, delta_e,
-                               iter_frames, measure_mouths, model_path, montage_frames, parse_offsets, pearson,
+from avatar.eval.video import (CONTOUR_SCALE, OPEN_SHARE, ClipError, MouthMeasure, amplitude, command_setup,
+                               contour_distance, delta_e, iter_frames, measure_mouths, model_path, montage_frames, pearson,
                                read_clip, render_clip, save_montage)
 from avatar.face.video_avatar import VideoAvatarError
 from avatar.face.video_avatar.build import build
@@ -146,18 +145,11 @@ def report_table(results: list[dict]) -> str:
 
 
 def run(args) -> int:
-    try:
-        offsets = parse_offsets(args.av_offset)
-    except ValueError as e:
-        print(f"avatar eval reenact: {e}", file=sys.stderr)
-        return 2
+    setup = command_setup(args, "avatar eval reenact")
+    if isinstance(setup, int):
+        return setup
+    offsets, engine, out_dir = setup
     model = model_path(args.model)
-    try:
-        engine = create_engine(args.backend, model)
-    except (EngineError, ValueError) as e:
-        print(f"avatar eval reenact: {e}", file=sys.stderr)
-        return 1
-    out_dir = Path(args.out) if args.out else None
     results = []
     for clip in args.clips:
         try:

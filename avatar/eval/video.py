@@ -427,19 +427,28 @@ def parse_offsets(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def run(args) -> int:
+def command_setup(args, command: str):
+    """(offsets, engine, out folder or None) of a ruler command's arguments; an int exit code (2: bad offsets,
+    1: no engine) when they cannot be used, the reason printed."""
     try:
         offsets = parse_offsets(args.av_offset)
     except ValueError as e:
-        print(f"avatar eval video: {e}", file=sys.stderr)
+        print(f"{command}: {e}", file=sys.stderr)
         return 2
-    model = model_path(args.model)
     try:
-        engine = create_engine(args.backend, model)
+        engine = create_engine(args.backend, model_path(args.model))
     except (EngineError, ValueError) as e:
-        print(f"avatar eval video: {e}", file=sys.stderr)
+        print(f"{command}: {e}", file=sys.stderr)
         return 1
-    out_dir = Path(args.out) if args.out else None
+    return offsets, engine, (Path(args.out) if args.out else None)
+
+
+def run(args) -> int:
+    setup = command_setup(args, "avatar eval video")
+    if isinstance(setup, int):
+        return setup
+    offsets, engine, out_dir = setup
+    model = model_path(args.model)
     reports = []
     for clip in args.clips:
         try:

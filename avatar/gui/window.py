@@ -856,25 +856,33 @@ class MainWindow(QMainWindow):
 
     def export_video(self, audio_path: str, out_path: str) -> Worker:
         """Offline render with a progress dialog (a child of the window) and Cancel; the view keeps going."""
-        dialog = QProgressDialog(f"Exporting {Path(out_path).name}…", "Cancel", 0, PROGRESS_STEPS, self)
-        dialog.setWindowTitle("Export video")
+        return self._with_progress(
+            f"Exporting {Path(out_path).name}…", "Export video",
+            lambda **kw: self.controller.export(audio_path, out_path, **kw),
+            lambda path: self.statusBar().showMessage(f"Exported {path}", 10000),
+            "Export cancelled", "Export failed")
+
+    def _with_progress(self, label: str, title: str, run, on_done, cancelled: str, failed_title: str) -> Worker:
+        """`run(progress=, cancelled=)` on a worker thread with a progress dialog and Cancel; `on_done(result)`
+        when it returns a result, the `cancelled` status line when it returns None, an error dialog when it fails."""
+        dialog = QProgressDialog(label, "Cancel", 0, PROGRESS_STEPS, self)
+        dialog.setWindowTitle(title)
         dialog.setWindowModality(Qt.WindowModal)
         dialog.setMinimumDuration(0)
 
         def job(worker):
-            return self.controller.export(audio_path, out_path, progress=worker.progress.emit,
-                                          cancelled=lambda: worker.cancel_requested)
+            return run(progress=worker.progress.emit, cancelled=lambda: worker.cancel_requested)
 
-        def done(path):
+        def done(result):
             dialog.close()
-            if path is None:
-                self.statusBar().showMessage("Export cancelled", 5000)
+            if result is None:
+                self.statusBar().showMessage(cancelled, 5000)
             else:
-                self.statusBar().showMessage(f"Exported {path}", 10000)
+                on_done(result)
 
         def failed(error):
             dialog.close()
-            self.show_error(error_sentence(error), "Export failed")
+            self.show_error(error_sentence(error), failed_title)
 
         worker = self._run(job, done, failed)
         worker.progress.connect(lambda f: dialog.setValue(int(f * PROGRESS_STEPS)))
@@ -892,31 +900,11 @@ class MainWindow(QMainWindow):
 
     def make_avatar(self, video_path: str, out_path: str) -> Worker:
         """Make a video avatar off the GUI thread, with a progress dialog and Cancel; it opens when made."""
-        dialog = QProgressDialog(f"Making {Path(out_path).name} from {Path(video_path).name}…", "Cancel", 0,
-                                 PROGRESS_STEPS, self)
-        dialog.setWindowTitle("New avatar from video")
-        dialog.setWindowModality(Qt.WindowModal)
-        dialog.setMinimumDuration(0)
-
-        def job(worker):
-            return self.controller.make_avatar(video_path, out_path, progress=worker.progress.emit,
-                                               cancelled=lambda: worker.cancel_requested)
-
-        def done(path):
-            dialog.close()
-            if path is None:
-                self.statusBar().showMessage("New avatar cancelled", 5000)
-            else:
-                self.open_photo(str(path))
-
-        def failed(error):
-            dialog.close()
-            self.show_error(error_sentence(error), "Cannot make an avatar from this video")
-
-        worker = self._run(job, done, failed)
-        worker.progress.connect(lambda f: dialog.setValue(int(f * PROGRESS_STEPS)))
-        dialog.canceled.connect(lambda: setattr(worker, "cancel_requested", True))
-        return worker
+        return self._with_progress(
+            f"Making {Path(out_path).name} from {Path(video_path).name}…", "New avatar from video",
+            lambda **kw: self.controller.make_avatar(video_path, out_path, **kw),
+            lambda path: self.open_photo(str(path)),
+            "New avatar cancelled", "Cannot make an avatar from this video")
 
     # -- drag and drop --------------------------------------------------------------------------------
 
