@@ -199,7 +199,9 @@ def test_interrupted_render_keeps_a_playable_partial_and_the_previous_file(tmp_p
 
     out = tmp_path / "out.mp4"
     out.write_bytes(b"the previous render")
-    proc, stderr = _long_render(tmp_path, probe_model, out)
+    # 10 minutes of sound: on a quiet machine a 2-minute 128² render can end (and replace OUT.mp4) before its partial
+    # file reaches the size this waits for, and the signal would then come too late to interrupt anything
+    proc, stderr = _long_render(tmp_path, probe_model, out, seconds=600.0)
     partial = tmp_path / "out.partial.mp4"
     try:
         _wait_for_fragments(partial, proc)

@@ -16,6 +16,8 @@ import numpy as np
 
 MOTION_STEP_PIXELS = 0.25  # a frame is rendered once some pixel would move this far since the last rendered one
 EYE_STEP = 1e-4  # eye closure change (0..1) that renders at once: blinks are drawn every frame
+MOUTH_STEP = 0.01  # a mouth-parameter change (0..1) that renders at once: speech is drawn every frame, while the
+# network's flutter in silence (well under this after the smoother) leaves a still face still
 
 
 def _weights_source(renderer):
@@ -44,11 +46,12 @@ class StillFrames:
         self._source = None
         self._reach = None  # (head fields' reach, local fields' reach), pixels
         self._last = None  # (local, head, eyes) of the last frame rendered
+        self._last_params = None  # the mouth parameters it was rendered for
         self.rendered = 0
         self.unchanged = 0
 
     def _bind(self, renderer) -> None:
-        self._renderer, self._last = renderer, None
+        self._renderer, self._last, self._last_params = renderer, None, None
         self._source, rig = _weights_source(renderer)
         self._reach = None if rig is None else (field_reach(rig.head_fields), field_reach(rig.local_fields))
 
@@ -66,10 +69,12 @@ class StillFrames:
             self._bind(renderer)
         if self._source is not None:
             weights = tuple(np.array(w, np.float32) for w in self._source.weights(params, t))
-            if self._last is not None and self.moved_pixels(weights, self._last) < self.step_pixels:
+            mouth = np.asarray(params, np.float32)
+            talking = self._last_params is None or np.abs(mouth - self._last_params).max(initial=0.0) >= MOUTH_STEP
+            if self._last is not None and not talking and self.moved_pixels(weights, self._last) < self.step_pixels:
                 self.unchanged += 1
                 return None
-            self._last = weights
+            self._last, self._last_params = weights, mouth.copy()
         self.rendered += 1
         # render() computes the same weights again: liveliness and expressions depend on t only (a second call at
         # the same t changes no state), and the weights are a few dozen numbers next to the warp
@@ -77,4 +82,4 @@ class StillFrames:
 
     def invalidate(self) -> None:
         """The next frame is rendered whatever it shows (its picture was dropped, e.g. the view was hidden)."""
-        self._last = None
+        self._last = self._last_params = None
