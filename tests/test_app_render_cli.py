@@ -1,5 +1,6 @@
 """`avatar render` and the app entry point, run as a user would (subprocesses)."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -178,7 +179,10 @@ def _long_render(tmp_path, probe_model, out, seconds=120.0):
     proc = subprocess.Popen([sys.executable, "-c", RENDER_CODE, "render", "--face", str(FACE), "--audio",
                              str(tmp_path / "long.wav"), "-o", str(out), "--size", "128", "--fps", "25", "--backend",
                              "onnxruntime", "--model", str(probe_model), "--no-liveliness", "-q"],
-                            cwd=ROOT, env=env, stderr=stderr)
+                            cwd=ROOT, env=env, stderr=stderr,
+                            # a test run started in the background (no job control) ignores SIGINT, and a child
+                            # inherits that: the render must hear the signal the test sends it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, stderr
 
 

@@ -47,5 +47,7 @@ def bench_renderer(args):
 
 def summary_ms(values_ms) -> str:
     v = np.asarray(values_ms, float)
+    if v.size == 0:  # e.g. a still face: nothing drawn, nothing to time
+        return "no values (n=0)"
     return (f"median {np.median(v):.1f} ms, p95 {np.percentile(v, 95):.1f} ms, p99 {np.percentile(v, 99):.1f} ms, "
             f"min {v.min():.1f}, max {v.max():.1f} (n={len(v)})")
