@@ -43,6 +43,7 @@ LEARNING_RATE = 0.02
 SYNTHETIC_FRAMES = 120_000  # synthetic frames kept for the distillation (20 min of audio)
 SYNTHETIC_BATCH = 4096  # of which each step sees this many (the real frames, ~1,000, are all used every step)
 SEED = 0
+SCORES = ("opening", "width", "signed_width")  # held_out_scores' figures, in report order
 
 
 @dataclass
@@ -55,21 +56,25 @@ class RealClip:
     targets: np.ndarray  # (N, len(REFIT_PARAMS)) measured targets (NaN outside speech)
 
 
-def hidden_rows(model, audio: np.ndarray):
-    """Top-layer GRU output per 100 Hz feature frame (row i describes frame i, look-ahead undone) and the old
-    head's pre-sigmoid parameters, for a whole 16 kHz signal run from a fresh state."""
+def top_states(model, features: np.ndarray):
+    """The top GRU layer's output (T, H) for log-mel frames (T, n_mels), run from a fresh state (torch, no grad)."""
     import torch
 
+    x = (torch.from_numpy(np.asarray(features, np.float32))[None] - model.feature_mean) / model.feature_std
+    state = model.initial_state(1)
+    with torch.no_grad():
+        y, _ = model.rnn(model.input(x), state if model.dims.cell == "lstm" else state[0])
+    return y[0]
+
+
+def hidden_rows(model, audio: np.ndarray) -> np.ndarray:
+    """Top-layer GRU output per 100 Hz feature frame of a whole 16 kHz signal (row i describes frame i: the
+    look-ahead undone by padding silence at the end), run from a fresh state."""
     from avatar.audio import log_mel
 
     la = model.dims.lookahead
     padded = np.concatenate([audio.astype(np.float32), np.zeros(la * HOP_LENGTH, np.float32)])
-    with torch.no_grad():
-        x = (torch.from_numpy(log_mel(padded))[None] - model.feature_mean) / model.feature_std
-        y, _ = model.rnn(model.input(x), model.initial_state(1)[0] if model.dims.cell != "lstm"
-                         else model.initial_state(1))
-        y = y[0, la:]
-        return y.numpy().astype(np.float64), model.param_head(y).numpy().astype(np.float64)
+    return top_states(model, log_mel(padded))[la:].numpy().astype(np.float64)
 
 
 def measured_targets(clip: MeasuredClip) -> np.ndarray:
@@ -92,9 +97,9 @@ def at_frames(rows: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
 def real_clip(model, path: Path, transcript: str, aligner) -> RealClip:
     from avatar.eval.video import read_clip
 
-    measured = measure_clip(path, transcript, aligner)
-    audio = read_clip(path).audio
-    hidden, _ = hidden_rows(model, audio)
+    clip = read_clip(path)  # decoded once: its audio is both aligned and run through the network
+    measured = measure_clip(path, transcript, aligner, clip)
+    hidden = hidden_rows(model, clip.audio)
     times = measured.frame_ms / 1000.0
     return RealClip(path.name, times, measured.opening, measured.width, at_frames(hidden, times),
                     measured_targets(measured))
@@ -114,11 +119,9 @@ def synthetic_frames(model, folders, n_frames: int = SYNTHETIC_FRAMES, seed: int
     hs, ps = [], []
     with torch.no_grad():
         for s in sorted(starts):
-            x = (torch.from_numpy(stream.features[s:s + segment])[None] - model.feature_mean) / model.feature_std
-            y, _ = model.rnn(model.input(x), model.initial_state(1)[0] if model.dims.cell != "lstm"
-                             else model.initial_state(1))
-            hs.append(y[0].numpy())
-            ps.append(model.param_head(y[0]).numpy())
+            y = top_states(model, stream.features[s:s + segment])
+            hs.append(y.numpy())
+            ps.append(model.param_head(y).numpy())
     return np.concatenate(hs).astype(np.float64), np.concatenate(ps).astype(np.float64)
 
 
@@ -183,8 +186,6 @@ def mean_scores(loo: dict) -> dict:
     return {when: {k: round(float(np.mean([r[when][k] for r in loo.values()])), 4) for k in SCORES}
             for when in ("before", "after")}
 
-
-SCORES = ("opening", "width", "signed_width")
 
 
 def training_record(path) -> dict:

@@ -80,8 +80,9 @@ def _in_speech(frame_ms: np.ndarray, units, margin: float = 0.0) -> np.ndarray:
     return mask
 
 
-def measure_clip(path: Path, transcript: str, aligner) -> MeasuredClip:
-    clip = read_clip(path)
+def measure_clip(path: Path, transcript: str, aligner, clip=None) -> MeasuredClip:
+    """The aligned phones and the real mouth of one clip; `clip`: the clip already decoded (eval.video.read_clip)."""
+    clip = read_clip(path) if clip is None else clip
     units = aligner.align(clip.audio, normalize_transcript(transcript))
     mouths = measure_mouths(iter_frames(clip.path))
     frame_ms = clip.frame_times * 1000.0
