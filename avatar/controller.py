@@ -207,8 +207,7 @@ class Controller:
             except RecordError as e:
                 self.report_error(error_sentence(e), "Recording stopped")
         self.stop_virtual_camera()
-        if self.server is not None:
-            self.server.stop()
+        self._stop_server()
         self.pipeline.stop()
         self.save_prefs()
 
@@ -226,9 +225,6 @@ class Controller:
     def _frame_ready(self, frame) -> None:  # on the render thread
         for sink in self._frame_sinks:
             sink(frame)
-        server = self.server  # the browser source (avatar.serve) takes every frame while the server runs
-        if server is not None:
-            server.offer(frame)
 
     def add_frame_sink(self, sink: Callable[[object], None]) -> None:
         """Call `sink(frame)` (avatar.live.pipeline.Frame) on the render thread with each new frame; it must not
@@ -528,6 +524,12 @@ class Controller:
         self.save_prefs()
         return server.browser_url if feature == "browser" else server.input_url
 
+    def _stop_server(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            self.remove_frame_sink(self._server_sink)
+            server.stop()
+
     def _serve(self, feature: str, on: bool) -> bool:
         if on and self.server is None:
             from avatar.serve.server import LocalServer, ServeError  # aiohttp: only once the user turns one on
@@ -543,14 +545,14 @@ class Controller:
                 return False
             prefs.view_token, prefs.input_token = server.view_token, server.input_token
             self.save_prefs()
-            self.server = server
+            self.server, self._server_sink = server, server.offer  # the browser source takes every frame
+            self.add_frame_sink(self._server_sink)
             if self.pipeline.latest is not None:  # a still face is not drawn again until it moves
                 server.offer(self.pipeline.latest)
         if self.server is not None:
             setattr(self.server, feature, on)
             if not (self.server.browser_on or self.server.input_on):
-                self.server.stop()
-                self.server = None
+                self._stop_server()
         self._outputs_changed()
         return on and self.server is not None
 
