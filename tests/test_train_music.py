@@ -245,8 +245,10 @@ def test_music_in_a_shard_is_labelled_closed_and_speech_still_speaks(tmp_path):
 
     from avatar.train.datagen import GenConfig, generate, load_shard
     # through `generate`: the shard is made in its own process, so espeak's state stays out of this one
-    config = GenConfig(seed=3, piper_share=0.0, shard_seconds=40, music_share=1.0, noise_share=0.5)
-    path = generate(config, tmp_path, 40 / 3600, procs=1, progress=False)[0]
+    # 80 s: about 8 utterances, so that (each with music under it at P_MUSIC_UNDER_SPEECH = 0.5) some have it
+    # under them whatever music is installed (the draws depend on the installed tracks)
+    config = GenConfig(seed=3, piper_share=0.0, shard_seconds=80, music_share=1.0, noise_share=0.5)
+    path = generate(config, tmp_path, 80 / 3600, procs=1, progress=False)[0]
     shard = dict(load_shard(path), meta=json.loads(path.with_suffix(".json").read_text()))
     audio = shard["audio"].astype(np.float32) / 32768
     sil = np.array(VISEME_POSE["sil"], np.float32)

@@ -31,7 +31,7 @@ def test_fit_moves_the_refit_rows_towards_the_real_targets_and_keeps_the_rest():
     real_y[:50] = np.nan  # frames outside speech carry no target
     syn_x = rng.normal(0, 1, (3000, hidden))
     syn_logits = syn_x @ w0.T + b0
-    w, b = rh.fit_head(w0, b0, real_x, real_y, syn_x, syn_logits, distill_weight=0.1, prior_weight=0.0, steps=300)
+    w, b = rh.fit_head(w0, b0, real_x, real_y, syn_x, _sigmoid(syn_logits), distill_weight=0.1, prior_weight=0.0, steps=300)
     press = PARAM_NAMES.index("lip_press")
     assert np.array_equal(w[press], w0[press]) and b[press] == b0[press]  # lip_press keeps its row
     rows = [PARAM_NAMES.index(p) for p in rh.REFIT_PARAMS]
@@ -40,7 +40,7 @@ def test_fit_moves_the_refit_rows_towards_the_real_targets_and_keeps_the_rest():
     after = np.mean((_sigmoid(real_x @ w[rows].T + b[rows]) - real_y)[ok] ** 2)
     assert after < 0.5 * before
     # a strong pull to the old outputs on the synthetic frames keeps them
-    w2, b2 = rh.fit_head(w0, b0, real_x, real_y, syn_x, syn_logits, distill_weight=100.0, prior_weight=0.0, steps=300)
+    w2, b2 = rh.fit_head(w0, b0, real_x, real_y, syn_x, _sigmoid(syn_logits), distill_weight=100.0, prior_weight=0.0, steps=300)
     drift = np.abs(_sigmoid(syn_x @ w2[rows].T + b2[rows]) - _sigmoid(syn_logits[:, rows])).mean()
     free = np.abs(_sigmoid(syn_x @ w[rows].T + b[rows]) - _sigmoid(syn_logits[:, rows])).mean()
     assert drift < 0.5 * free
@@ -98,3 +98,30 @@ def test_the_command_refits_the_head_on_real_clips_and_keeps_the_network(tmp_pat
     assert all(np.isfinite(r["after"]["opening"]) for r in record["held_out_r0"].values())
     fitted = record["fitted_mean"]  # three clips are too few for a held-out gain; on its own clips it must fit
     assert fitted["after"]["opening"] > fitted["before"]["opening"] + 0.02
+
+
+@pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
+                    reason="espeakng-loader not installed (pip install '.[train]')")
+def test_synthetic_targets_are_the_old_outputs_or_the_closed_label_in_silence(tmp_path):
+    import torch
+
+    from avatar.engine import default_model_path
+    from avatar.model import load_model
+    from avatar.train.datagen import GenConfig, generate
+    from avatar.train.fit import delayed, load_stream
+    from avatar.visemes import VISEME_INDEX, VISEME_POSE
+
+    generate(GenConfig(seed=5, piper_share=0.0, shard_seconds=20), tmp_path / "d", 20 / 3600, procs=1,
+             progress=False)
+    model = load_model(default_model_path())
+    x_old, kept = rh.synthetic_frames(model, [tmp_path / "d"], silence_closed=False)
+    x_new, closed = rh.synthetic_frames(model, [tmp_path / "d"], silence_closed=True)
+    assert np.array_equal(x_old, x_new) and len(x_old) > 1000
+    with torch.no_grad():
+        assert np.allclose(kept, torch.sigmoid(model.param_head(torch.tensor(x_old, dtype=torch.float32))).numpy(),
+                           atol=1e-5)
+    stream = delayed(load_stream([tmp_path / "d"]), model.dims.lookahead)
+    silent = stream.visemes[:len(x_old)] == VISEME_INDEX["sil"]  # one piece: the 20 s set is shorter than 1 min
+    assert 0.1 < silent.mean() < 0.9
+    assert np.allclose(closed[silent], VISEME_POSE["sil"]) and np.array_equal(closed[~silent], kept[~silent])
+    assert np.abs(kept[silent] - closed[silent]).max() > 0.01  # the old head's silence was not exactly closed

@@ -41,7 +41,8 @@ def _gen(args: argparse.Namespace) -> int:
                        festival_voices=tuple(args.festival_voices.split(",")) if args.festival_voices else None,
                        flite_share=args.flite_share, shard_seconds=args.shard_seconds, text_root=args.text,
                        speed_range=(args.speed_min, args.speed_max), targets=args.targets,
-                       music_share=args.music_share, noise_share=args.noise_share)
+                       music_share=args.music_share, noise_share=args.noise_share,
+                       sung_share=args.sung_share)
     try:
         paths = generate(config, Path(args.out), args.hours, procs=args.procs)
     except ShardsFailed as e:
@@ -133,6 +134,9 @@ def add_cli(subparsers) -> None:
                           "fluid-soundfont-gm; see avatar/train/music.py)")
     gen.add_argument("--noise-share", type=float, default=0.0,
                      help="share of segments with room noise: hum, keyboard typing, fan or traffic rumble")
+    gen.add_argument("--sung-share", type=float, default=0.0,
+                     help="share of utterances sung: vowels held on a melody (WORLD vocoder, pyworld), 80 %% of "
+                          "them over instrumental music; positives, so music negatives do not silence songs")
     gen.add_argument("--procs", type=int, default=2, help="worker processes")
     gen.add_argument("--targets", choices=["hand", "measured"], default="hand",
                      help="mouth targets: hand (the 2026-11-28 table the shipped models learnt) or measured (from real "

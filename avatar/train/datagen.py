@@ -24,7 +24,7 @@ from multiprocessing.connection import wait
 from tqdm import tqdm
 
 # each synthesizer's own dependency (libespeak-ng, piper, festival/flite binaries) loads when it is first used
-from . import augment, espeak, festival, flite, piper_voice
+from . import augment, espeak, festival, flite, piper_voice, sung
 from .music import MusicSource
 from .text import load_sentences
 from .targets import mouth_targets, rules_named, viseme_targets
@@ -45,6 +45,10 @@ P_MUSIC_UNDER_SPEECH = 0.5
 MUSIC_SNR_DB = (3.0, 20.0)  # speech above music playing under it
 MUSIC_STOPS_BEFORE_S = (0.0, 1.0)  # music that does not go on under speech ends this long before the voice
 MUSIC_FADE_S = (0.01, 0.5)
+# singing (config.sung_share): an utterance sung (avatar/train/sung.py), mostly over an accompaniment, which in a
+# song is louder against the voice than music in the room is against speech
+P_SUNG_ACCOMPANIED = 0.8
+SUNG_SNR_DB = (-3.0, 12.0)  # voice above the accompaniment under it
 # room noise (config.noise_share): hum, typing, fan or traffic over a whole segment, louder than the background
 ROOM_NOISE_DBFS = (-65.0, -30.0)
 # espeak variants never used for training: the held-out synthetic voices of `avatar train evaluate`
@@ -66,6 +70,7 @@ class GenConfig:
     # both 0 by default, so configs from before they existed give the same data (no random draws are made)
     music_share: float = 0.0  # share of utterances with instrumental music before (and sometimes under) them
     noise_share: float = 0.0  # share of segments with hum, keyboard, fan or traffic noise (augment.NOISE_KINDS)
+    sung_share: float = 0.0  # share of utterances sung (held vowels on a melody), mostly over music: positives
 
 
 def espeak_voices(split: str) -> list[str]:
@@ -141,13 +146,14 @@ def _fade_out(audio: np.ndarray, n_fade: int) -> np.ndarray:
 
 
 def add_music(gap: np.ndarray, speech_len: int, speech_db: float, rng: np.random.Generator,
-              source) -> tuple[np.ndarray, np.ndarray, dict]:
+              source, p_under: float = P_MUSIC_UNDER_SPEECH,
+              snr_db: tuple = MUSIC_SNR_DB) -> tuple[np.ndarray, np.ndarray, dict]:
     """(longer gap, music to add to gap + speech, what was drawn): music alone for a few seconds before the
-    utterance, then either going on under the speech MUSIC_SNR_DB below it, or fading out before the voice."""
+    utterance, then either (p_under) going on under the speech snr_db below it, or fading out before the voice."""
     gap = np.zeros(len(gap) + int(rng.uniform(*MUSIC_ALONE_S) * SAMPLE_RATE), np.float32)
-    under = bool(rng.random() < P_MUSIC_UNDER_SPEECH)
+    under = bool(rng.random() < p_under)
     if under:
-        n_music, level = len(gap) + speech_len, speech_db - rng.uniform(*MUSIC_SNR_DB)
+        n_music, level = len(gap) + speech_len, speech_db - rng.uniform(*snr_db)
     else:
         n_music = max(1, len(gap) - int(rng.uniform(*MUSIC_STOPS_BEFORE_S) * SAMPLE_RATE))
         level = rng.uniform(*MUSIC_ALONE_DBFS)
@@ -176,6 +182,10 @@ def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
         utt, meta = _synthesize(rng, sentences, voices, config, synths, index)
         if len(utt.audio) == 0:
             continue
+        sung_now = config.sung_share > 0 and rng.random() < config.sung_share  # no draw when off: old data kept
+        if sung_now:
+            utt, drawn = sung.sing(utt, rng)
+            meta.update(drawn)
         speed = float(rng.uniform(*config.speed_range))
         speech = augment.to_16k(utt.audio.astype(np.float32) / 32768.0, utt.sample_rate, speed, rng)
         if rng.random() < P_EQ:
@@ -186,10 +196,12 @@ def generate_shard(config: GenConfig, index: int, sentences: list[str]) -> dict:
         speech = augment.set_level(speech, speech_db)
         gap = np.zeros(int(_gap_seconds(rng) * SAMPLE_RATE), np.float32)
         extra = {}
-        if config.music_share > 0 and rng.random() < config.music_share:
+        accompanied = sung_now and rng.random() < P_SUNG_ACCOMPANIED
+        if accompanied or (not sung_now and config.music_share > 0 and rng.random() < config.music_share):
             if synths.get("music") is None:
                 synths["music"] = MusicSource(config.split)  # raises MusicUnavailable when nothing is installed
-            gap, music, extra["music"] = add_music(gap, len(speech), speech_db, rng, synths["music"])
+            under = dict(p_under=1.0, snr_db=SUNG_SNR_DB) if accompanied else {}
+            gap, music, extra["music"] = add_music(gap, len(speech), speech_db, rng, synths["music"], **under)
             extra["music"]["start_ms"] = position * 1000.0 / SAMPLE_RATE
             segment = np.concatenate([gap, speech]) + music
         else:

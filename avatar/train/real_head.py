@@ -22,6 +22,7 @@ credited in the model card); the other clips are for measuring only.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import numpy as np
 
 from avatar.audio import HOP_LENGTH
 from avatar.eval.video import pearson, track_times
-from avatar.visemes import PARAM_NAMES
+from avatar.visemes import PARAM_NAMES, VISEME_INDEX, VISEME_POSE
 from .real_mouths import DEFAULT_CLIPS, ROUND_FULL, SPREAD_FULL, MeasuredClip, _in_speech, grid_clips, measure_clip
 
 REFIT_PARAMS = ("jaw_open", "lip_spread", "lip_round")  # lip_press keeps its head row
@@ -43,6 +44,7 @@ LEARNING_RATE = 0.02
 SYNTHETIC_FRAMES = 120_000  # synthetic frames kept for the distillation (20 min of audio)
 SYNTHETIC_BATCH = 4096  # of which each step sees this many (the real frames, ~1,000, are all used every step)
 SEED = 0
+SILENCE_CLOSED = False  # synthetic silence frames: the old head's output (False) or the closed label (True)
 SCORES = ("opening", "width", "signed_width")  # held_out_scores' figures, in report order
 
 
@@ -105,30 +107,38 @@ def real_clip(model, path: Path, transcript: str, aligner) -> RealClip:
                     measured_targets(measured))
 
 
-def synthetic_frames(model, folders, n_frames: int = SYNTHETIC_FRAMES, seed: int = SEED):
-    """Top-layer states and the old head's outputs on synthetic training audio, run as one carried stream."""
+def synthetic_frames(model, folders, n_frames: int = SYNTHETIC_FRAMES, seed: int = SEED,
+                     silence_closed: bool = SILENCE_CLOSED):
+    """Top-layer states (N, H) and the head's targets (N, n_params, probabilities) on synthetic training audio:
+    what the old head said; with `silence_closed`, the closed rest pose on every frame labelled silence (music,
+    noise and pauses: the label, not the old head's guess, is kept there)."""
     import torch
 
-    from .fit import load_stream
+    from .fit import delayed, load_stream
 
-    stream = load_stream(folders)
+    stream = delayed(load_stream(folders), model.dims.lookahead)  # labels of what each output frame describes
     rng = np.random.default_rng(seed)
     segment = min(6000, len(stream))  # 1 min pieces from across the whole set, each from a fresh state
     pieces = max(min(n_frames, len(stream)) // segment, 1)
     starts = rng.choice(len(stream) - segment + 1, size=pieces, replace=False)
-    hs, ps = [], []
+    hs, ps, silent = [], [], []
     with torch.no_grad():
         for s in sorted(starts):
             y = top_states(model, stream.features[s:s + segment])
             hs.append(y.numpy())
-            ps.append(model.param_head(y).numpy())
-    return np.concatenate(hs).astype(np.float64), np.concatenate(ps).astype(np.float64)
+            ps.append(torch.sigmoid(model.param_head(y)).numpy())
+            silent.append(stream.visemes[s:s + segment] == VISEME_INDEX["sil"])
+    targets = np.concatenate(ps).astype(np.float64)
+    if silence_closed:
+        targets[np.concatenate(silent)] = VISEME_POSE["sil"]
+    return np.concatenate(hs).astype(np.float64), targets
 
 
 def fit_head(weight0: np.ndarray, bias0: np.ndarray, real_x: np.ndarray, real_y: np.ndarray,
-             syn_x: np.ndarray, syn_logits: np.ndarray, prior_weight: float = PRIOR_WEIGHT,
+             syn_x: np.ndarray, syn_targets: np.ndarray, prior_weight: float = PRIOR_WEIGHT,
              distill_weight: float = DISTILL_WEIGHT, steps: int = STEPS) -> tuple[np.ndarray, np.ndarray]:
-    """Refit the head rows of REFIT_PARAMS: real targets on real frames, the old outputs on synthetic frames."""
+    """Refit the head rows of REFIT_PARAMS: real targets on real frames, `syn_targets` (N, n_params: the old
+    outputs, or the closed pose in silence) on synthetic frames."""
     import torch
 
     rows = [PARAM_NAMES.index(p) for p in REFIT_PARAMS]
@@ -138,7 +148,7 @@ def fit_head(weight0: np.ndarray, bias0: np.ndarray, real_x: np.ndarray, real_y:
     rx, ry = torch.tensor(real_x), torch.tensor(real_y)
     known = torch.isfinite(ry)
     ry = torch.nan_to_num(ry)
-    sx, sy = torch.tensor(syn_x), torch.sigmoid(torch.tensor(syn_logits[:, rows]))
+    sx, sy = torch.tensor(syn_x), torch.tensor(syn_targets[:, rows])
     gen = torch.Generator().manual_seed(SEED)
     opt = torch.optim.Adam([w, b], lr=LEARNING_RATE)
     for _ in range(steps):
@@ -172,12 +182,12 @@ def stacked(clips: list[RealClip]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([c.hidden for c in clips]), np.concatenate([c.targets for c in clips])
 
 
-def leave_one_out(clips: list[RealClip], weight0, bias0, syn_x, syn_logits, **kw) -> dict:
+def leave_one_out(clips: list[RealClip], weight0, bias0, syn_x, syn_targets, **kw) -> dict:
     """Per held-out clip, each fitted on the others: held_out_scores before and after."""
     out = {}
     for held in clips:
         rest = [c for c in clips if c is not held]
-        weight, bias = fit_head(weight0, bias0, *stacked(rest), syn_x, syn_logits, **kw)
+        weight, bias = fit_head(weight0, bias0, *stacked(rest), syn_x, syn_targets, **kw)
         out[held.name] = {"before": held_out_scores(weight0, bias0, held), "after": held_out_scores(weight, bias, held)}
     return out
 
@@ -209,18 +219,18 @@ def run(args) -> int:
         return 1
     aligner = Aligner()
     clips = [real_clip(model, path, text, aligner) for path, text in pairs]
-    syn_x, syn_logits = synthetic_frames(model, args.data)
+    syn_x, syn_targets = synthetic_frames(model, args.data, silence_closed=args.silence_closed)
     weight0 = model.param_head.weight.detach().numpy().astype(np.float64)
     bias0 = model.param_head.bias.detach().numpy().astype(np.float64)
     kw = {"prior_weight": args.prior_weight, "distill_weight": args.distill_weight, "steps": args.steps}
-    loo = leave_one_out(clips, weight0, bias0, syn_x, syn_logits, **kw)
+    loo = leave_one_out(clips, weight0, bias0, syn_x, syn_targets, **kw)
     print("held-out GRID clip | r(jaw_open, opening) before -> after | r(lip_spread, width) | "
           "r(spread - round, width)")
     for name, r in loo.items():
         print(f"{name} | " + " | ".join(f"{r['before'][k]:.3f} -> {r['after'][k]:.3f}" for k in SCORES))
     mean = mean_scores(loo)
     print(f"mean of {len(loo)} | " + " | ".join(f"{mean['before'][k]:.3f} -> {mean['after'][k]:.3f}" for k in SCORES))
-    weight, bias = fit_head(weight0, bias0, *stacked(clips), syn_x, syn_logits, **kw)
+    weight, bias = fit_head(weight0, bias0, *stacked(clips), syn_x, syn_targets, **kw)
     fitted = mean_scores({c.name: {"before": held_out_scores(weight0, bias0, c), "after": held_out_scores(weight, bias, c)}
                           for c in clips})  # on the clips it was fitted to: not a held-out figure
     import torch
@@ -230,7 +240,7 @@ def run(args) -> int:
         model.param_head.bias.copy_(torch.tensor(bias, dtype=torch.float32))
     record = {**training_record(args.model), "real_head": {"init": Path(args.model).name, "clips": [c.name for c in clips],
                             "synthetic": [str(Path(d).name) for d in args.data], "refit": list(REFIT_PARAMS),
-                            **kw, "held_out_r0": loo, "held_out_mean": mean, "fitted_mean": fitted}}
+                            **kw, "silence_closed": args.silence_closed, "held_out_r0": loo, "held_out_mean": mean, "fitted_mean": fitted}}
     save_model(model, args.out, extra=record)
     print(args.out)
     return 0
@@ -246,5 +256,8 @@ def add_cli(sub) -> None:
     p.add_argument("--prior-weight", type=float, default=PRIOR_WEIGHT)
     p.add_argument("--distill-weight", type=float, default=DISTILL_WEIGHT)
     p.add_argument("--steps", type=int, default=STEPS, help="optimiser steps per fit")
+    p.add_argument("--silence-closed", action=argparse.BooleanOptionalAction, default=SILENCE_CLOSED,
+                   help="on synthetic frames labelled silence (pauses, music, noise) fit the closed pose instead of "
+                        "the old head's output")
     p.add_argument("-o", "--out", required=True, help="the new weights (.safetensors)")
     p.set_defaults(func=run)
