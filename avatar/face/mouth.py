@@ -4,7 +4,8 @@ a tongue.
 The amounts and the light were calibrated with `avatar eval video` on the 11 GRID clips (the other clips' licence
 lets nothing shipped be fitted to them): the inner-mouth colour on the 20 % most open real frames, CIELAB ΔE,
 GRID mean 12.3 with the teeth as a band under the upper lip and darkened to 0.4-0.6 of the sclera, 9.4 with the
-rows filling the opening and lit as below (README, "The mouth, the rest pose and blinks").
+rows filling the opening, 6.7 with the rows meeting, evenly lit and fading only into the corners' shade (README,
+"The mouth, the rest pose and blinks").
 
 Colours come from the photo itself, once: the teeth from the sclera (the photo's own white: teeth are never bluer,
 greener or brighter than it), the cavity, tongue and gums from the lips. How much of the teeth and tongue shows
@@ -42,8 +43,11 @@ ROW_HEIGHT_KEEP = 3.0  # the rows keep their full height along the arch until it
 UPPER_TEETH_LIGHT = 1.0  # the upper teeth's brightness at the middle, as a share of the teeth colour
 LOWER_TEETH_LIGHT = 1.0  # the lower teeth's: as lit as the upper ones (real GRID openings show the lower row as
 # bright as the upper or brighter: the upper lip shades the upper row, not the lower; 0.9 read 0.5-1 L darker)
-TEETH_SIDE_LIGHT = 0.85  # and toward the corners (the arch turns away from the light), as a share of the middle's
-# (0.7 left GRID's rendered openings 1-6 L darker than the real ones; 0.85: within 1.5 L on 7 of 11)
+TEETH_CORNER_LIGHT = 0.35  # the front teeth are evenly lit; the last ones toward the corners fade into the
+# cheeks' shade (the buccal corridor) to this share, from 0.6 to 1.0 of the slit's half length. Before, all teeth
+# but the middle ones were lit 0.7 and the rows ended in a sharp edge beside black corners: GRID's rendered openings
+# read 1-6 L darker than the real ones. Set with GAP_DARK, LOWER_TEETH_LIGHT and TEETH_WARMTH by a few sweeps on the
+# 11 GRID clips (`avatar eval video`, inner-mouth ΔE mean 7.0 -> 6.7, README "Third pass")
 FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
 TEETH_OF_SCLERA = 1.0  # teeth brightness relative to the sclera (in the mouth they are never lit better)
 TEETH_WARMTH = (1.0, 0.9, 0.78)  # teeth are yellower than the sclera (RGB factors; never bluer/greener): dentine
@@ -151,7 +155,8 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     W, a = app.W, app.a_in
     prof_u = np.clip(1 - (u / (0.95 * a)) ** 2, 0, 1)
     prof_l = np.clip(1 - (u / (0.8 * a)) ** 2, 0, 1)
-    lat = TEETH_SIDE_LIGHT + (1 - TEETH_SIDE_LIGHT) * np.exp(-(u / (0.62 * a)) ** 2)
+    corner = np.clip((np.abs(u) - 0.6 * a) / (0.4 * a), 0, 1)
+    lat = 1 - (1 - TEETH_CORNER_LIGHT) * corner * corner * (3 - 2 * corner)  # smoothstep into the corners' shade
     line_w = 0.012 * W + 0.6
 
     def gaps(positions, widen=1.0):
