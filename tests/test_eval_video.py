@@ -81,6 +81,12 @@ def test_ruler_on_a_real_grid_clip(tmp_path):
     assert 0.3 < chain["opening_amplitude_ratio"] < 3
     assert chain["frozen_inner_lip_distance"] > 5  # the real mouth moves: a frozen one is measurably off
     assert 0 < chain["inner_mouth_delta_e"] < 100 and chain["delta_e_frames"] >= 5
+    # what the ΔE compares, per channel: a real open mouth's interior is darker than white and warm (a, b > 0)
+    for lab in (chain["inner_mouth_lab_real"], chain["inner_mouth_lab_rendered"]):
+        assert len(lab) == 3 and 5 < lab[0] < 90 and lab[1] > 0 and lab[2] > 0, lab
+    # the colour difference of the means is at most the mean of the per-frame differences (triangle inequality)
+    assert np.linalg.norm(np.subtract(chain["inner_mouth_lab_real"], chain["inner_mouth_lab_rendered"])) <= (
+        chain["inner_mouth_delta_e"] + 0.05)
     montage = tmp_path / "bbaf2n_montage.png"
     import cv2
     sheet = cv2.imread(str(montage))

@@ -334,6 +334,12 @@ def evaluate_clip(path: str | Path, engine, out_dir: Path | None = None, render:
     return report
 
 
+def _mean_lab(lab: np.ndarray) -> list[float] | None:
+    """Mean of per-frame CIELAB colours over the frames that have one (None: none has)."""
+    ok = np.isfinite(lab).all(axis=1)
+    return np.round(lab[ok].mean(axis=0), 2).tolist() if ok.any() else None
+
+
 def _chain(clip: Clip, real: MouthMeasure, engine, out_dir: Path | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="avatar-eval-") as tmp:
         video = render_clip(clip, Path(tmp), engine)
@@ -356,6 +362,9 @@ def _chain(clip: Clip, real: MouthMeasure, engine, out_dir: Path | None) -> dict
         "frozen_inner_lip_distance": float(np.nanmean(frozen) * CONTOUR_SCALE),
         "inner_mouth_delta_e": float(np.nanmean(de)) if np.isfinite(de).any() else float("nan"),
         "delta_e_frames": int(np.isfinite(de).sum()), "rendered_faces_found": float(np.isfinite(po).mean()),
+        # what the ΔE compares: the mean CIELAB (L, a, b) inside the inner lips on those frames, real and rendered
+        # (which of lightness, red-green or yellow-blue is off)
+        "inner_mouth_lab_real": _mean_lab(rl[most_open]), "inner_mouth_lab_rendered": _mean_lab(pl[most_open]),
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

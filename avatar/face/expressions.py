@@ -20,7 +20,9 @@ EXPRESSIONS: dict[str, dict[str, float]] = {
     # corners up and out, cheeks up, the eyes narrowed a little by the cheeks (a real smile's squint)
     "smile": {"mouth_smile": 1.0, "eye_widen": -0.3, "brow_raise": 0.1},
     # brows up, eyes wide, the jaw dropped a little (p/b/m still close it: lip_press wins over the jaw)
-    "surprise": {"brow_raise": 1.0, "eye_widen": 1.0, "jaw_open": 0.24},  # 0.2 before the fitted jaw gain 0.99 -> 0.84 (v3r)
+    # jaw 0.2 before the fitted jaw gain 0.99 -> 0.84 (v3r), 0.24 before 0.84 -> 0.78 (the corners drop with the
+    # jaw, the teeth lit evenly: FaceMesh reads the opening larger, so the fit draws it smaller)
+    "surprise": {"brow_raise": 1.0, "eye_widen": 1.0, "jaw_open": 0.26},
     # brows down and together, corners down a little
     "frown": {"brow_knit": 1.0, "mouth_frown": 0.5, "eye_widen": -0.2},
     # inner brows up, corners down, the head a little lowered

@@ -4,7 +4,8 @@ a tongue.
 The amounts and the light were calibrated with `avatar eval video` on the 11 GRID clips (the other clips' licence
 lets nothing shipped be fitted to them): the inner-mouth colour on the 20 % most open real frames, CIELAB ΔE,
 GRID mean 12.3 with the teeth as a band under the upper lip and darkened to 0.4-0.6 of the sclera, 9.4 with the
-rows filling the opening and lit as below (README, "The mouth, the rest pose and blinks").
+rows filling the opening, 6.7 with the rows meeting, evenly lit and fading only into the corners' shade (README,
+"The mouth, the rest pose and blinks").
 
 Colours come from the photo itself, once: the teeth from the sclera (the photo's own white: teeth are never bluer,
 greener or brighter than it), the cavity, tongue and gums from the lips. How much of the teeth and tongue shows
@@ -33,14 +34,24 @@ TIP_UNCOVERS = 0.5  # a raised tongue tip shows below the upper teeth: they cove
 UPPER_GAPS = (0.0, 0.155, 0.265, 0.35)
 LOWER_GAPS = (0.0, 0.085, 0.165, 0.24)
 GAP_WIDTH = 1.0  # the shadow's width, in tooth outline widths
-GAP_DARK = 0.3  # the soft shadow between two teeth (0.12 read as one pale band, which FaceMesh takes for lip:
-# the astronaut's smiling "aa" re-detected 0.17 open instead of 0.32)
+GAP_DARK = 0.1  # the soft shadow between two teeth (0.3 drew a picket fence of dark lines GRID's real teeth do not
+# show: the inner-mouth colour 1-2 ΔE darker; with the rows meeting (ROW_HEIGHT_KEEP) 0.1 no longer reads as lip)
+ROW_HEIGHT_KEEP = 3.0  # the rows keep their full height along the arch until its last third (a teeth row seen
+# from the front is as tall at the canines as at the incisors; the arch turns away only at its end): the row's
+# height is min(1, this x the arch profile). With the bare profile the two rows drew apart toward the corners and
+# a 2-3 px dark band ran between them (GRID, 512²: a fifth of a 15 px opening at L 15-25)
 UPPER_TEETH_LIGHT = 1.0  # the upper teeth's brightness at the middle, as a share of the teeth colour
-LOWER_TEETH_LIGHT = 0.9  # the lower teeth's (they sit in the mouth's shade)
-TEETH_SIDE_LIGHT = 0.7  # and toward the corners (the arch turns away from the light), as a share of the middle's
+LOWER_TEETH_LIGHT = 1.0  # the lower teeth's: as lit as the upper ones (real GRID openings show the lower row as
+# bright as the upper or brighter: the upper lip shades the upper row, not the lower; 0.9 read 0.5-1 L darker)
+TEETH_CORNER_LIGHT = 0.35  # the front teeth are evenly lit; the last ones toward the corners fade into the
+# cheeks' shade (the buccal corridor) to this share, from 0.6 to 1.0 of the slit's half length. Before, all teeth
+# but the middle ones were lit 0.7 and the rows ended in a sharp edge beside black corners: GRID's rendered openings
+# read 1-6 L darker than the real ones. Set with GAP_DARK, LOWER_TEETH_LIGHT and TEETH_WARMTH by a few sweeps on the
+# 11 GRID clips (`avatar eval video`, inner-mouth ΔE mean 7.0 -> 6.7, README "Third pass")
 FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
 TEETH_OF_SCLERA = 1.0  # teeth brightness relative to the sclera (in the mouth they are never lit better)
-TEETH_WARMTH = (1.0, 0.93, 0.85)  # teeth are yellower than the sclera (RGB factors; never bluer/greener)
+TEETH_WARMTH = (1.0, 0.9, 0.78)  # teeth are yellower than the sclera (RGB factors; never bluer/greener): dentine
+# shows through the enamel (GRID's real openings are 1-7 b yellower than (1, 0.93, 0.85) drew them)
 SCLERA_PALEST = 0.5  # the eye's white: of its pixels outside the iris, the palest half (lids, veins are redder)
 SCLERA_BRIGHTEST = 0.4  # and of those the brightest 40% (lashes and shadow are darker)
 MIN_SCLERA_PIXELS = 12
@@ -144,7 +155,8 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     W, a = app.W, app.a_in
     prof_u = np.clip(1 - (u / (0.95 * a)) ** 2, 0, 1)
     prof_l = np.clip(1 - (u / (0.8 * a)) ** 2, 0, 1)
-    lat = TEETH_SIDE_LIGHT + (1 - TEETH_SIDE_LIGHT) * np.exp(-(u / (0.62 * a)) ** 2)
+    corner = np.clip((np.abs(u) - 0.6 * a) / (0.4 * a), 0, 1)
+    lat = 1 - (1 - TEETH_CORNER_LIGHT) * corner * corner * (3 - 2 * corner)  # smoothstep into the corners' shade
     line_w = 0.012 * W + 0.6
 
     def gaps(positions, widen=1.0):
@@ -154,11 +166,13 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
                 s = s + np.exp(-((u - sign * k * W) / (widen * line_w)) ** 2)
         return np.clip(s, 0, 1)
 
+    height_u = np.minimum(ROW_HEIGHT_KEEP * np.sqrt(prof_u), 1.0)
+    height_l = np.minimum(ROW_HEIGHT_KEEP * np.sqrt(prof_l), 1.0)
     return MouthStatics(
         rows=np.arange(u.shape[0], dtype=np.float32)[:, None],
         # incisal edges notch a little between teeth (embrasures), so teeth read as separate teeth
-        upper_h=(np.sqrt(prof_u) * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
-        lower_h=(np.sqrt(prof_l) * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
+        upper_h=(height_u * (1 - 0.12 * gaps(UPPER_GAPS, 2.5))).astype(np.float32),
+        lower_h=(height_l * (1 - 0.12 * gaps(LOWER_GAPS, 2.5))).astype(np.float32),
         tongue_w=np.sqrt(np.clip(1 - (u / (0.85 * a)) ** 2, 0, 1)).astype(np.float32),
         upper_shade=(UPPER_TEETH_LIGHT * lat * (1 - GAP_DARK * gaps(UPPER_GAPS, GAP_WIDTH)) * np.minimum(prof_u * 5, 1)
                      ).astype(np.float32),
@@ -251,7 +265,7 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     edge_w = (vis_cav - deep_w) * st.side_dark
     # teeth darken toward their tips (further from the light under the lip) and toward the corners (shade)
     teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * upper_px) / (0.25 * upper_px + 1)))
-    lower_w = vis_lo * st.lower_shade  # the lower teeth sit in the mouth's shade
+    lower_w = vis_lo * st.lower_shade  # the lower teeth (part of their light is the cavity's red: below)
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
     gum_w = vis_gum * st.upper_shade
     lit = (0.8 + 0.2 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity

@@ -47,6 +47,7 @@ NEWTON_ITERS = 10
 JAW_DROP = DEFAULT_SHAPES.jaw_drop
 JAW_UPPER_LIFT = DEFAULT_SHAPES.jaw_upper_lift
 JAW_NARROW = DEFAULT_SHAPES.jaw_narrow
+JAW_CORNER_DROP = DEFAULT_SHAPES.jaw_corner_drop
 LIP_RAISE = DEFAULT_SHAPES.lip_raise
 LIP_DROP = DEFAULT_SHAPES.lip_drop
 LIP_CARRY = 0.8  # a raised / dropped lip moves whole over this share of its thickness, then the skin follows
@@ -174,14 +175,19 @@ def jaw(g: FaceGeometry, x, y, lower: bool):
     drop = JAW_DROP * g.W
     s = g.slit(u)
     au = np.abs(u)
+    # the corners go down with the jaw (JAW_CORNER_DROP of the drop, both lips alike there, so they stay shut),
+    # fading beside the mouth
+    corners = JAW_CORNER_DROP * (1 - s) * np.exp(-(np.maximum(au - g.a_in, 0) / (0.4 * g.W)) ** 2)
     if lower:
         reach = 0.30 * g.W + 0.5 * np.maximum(au - g.a_in, 0)  # lower lip thickness, wider beside the mouth
         chin = 1 - smoothstep(0.6 * g.W, 1.6 * g.W, au)  # the jaw moves as a whole, fading into the cheeks
-        mag = s + (chin - s) * smoothstep(0, 1, t / reach)
+        line = s + corners * (1 - s)  # the lip line's drop: all of it in the middle, JAW_CORNER_DROP at the corners
+        mag = line + (np.maximum(chin, line) - line) * smoothstep(0, 1, t / reach)
         neck = 1 - smoothstep(g.t_chin, g.t_chin + 2.2 * drop, t)  # the chin slides over the neck
         dv = drop * mag * neck * _beyond(g, t, lower)
     else:
-        dv = -JAW_UPPER_LIFT * drop * s * _lip_carry(g, -t, g.upper_thick, 0.45 * g.W) * _beyond(g, t, lower)
+        carry = _lip_carry(g, -t, g.upper_thick, 0.45 * g.W)
+        dv = (-JAW_UPPER_LIFT * s + corners * (1 - s)) * drop * carry * _beyond(g, t, lower)
     du = -JAW_NARROW * drop * g.corner_profile(u, 0.5 * g.W) * np.exp(-(t / (0.6 * g.W)) ** 2)
     return g.to_xy(du, dv)
 

@@ -41,6 +41,10 @@ class ShapeMap:
     jaw_drop: float = 0.42  # lower-lip drop at jaw_open = 1 (a wide "aa" opens about 40-45% of the mouth width)
     jaw_upper_lift: float = 0.10  # the upper lip rises by this fraction of the drop
     jaw_narrow: float = 0.07  # the mouth corners move in by this fraction of the drop
+    jaw_corner_drop: float = 0.3  # and down by this fraction of it, both lips with them (the corners join the lips:
+    # the jaw drags them down too). At 0 the corners stayed on the closed line while the middle dropped, a
+    # smile-shaped crescent: re-detected on GRID renders the inner corners sat 0.35 of the opening above the inner
+    # contour's centroid where real ones sit 0.0-0.1 above it
     lip_raise: float = 0.09  # upper-lip raise (uncovers the upper teeth)
     lip_drop: float = 0.1  # lower-lip drop beyond the jaw's (uncovers the lower teeth)
     spread_out: float = 0.10  # each corner moves out this much at lip_spread = 1 ("ee": wide and thin)
