@@ -7,8 +7,9 @@ GRID mean 12.3 with the teeth as a band under the upper lip and darkened to 0.4-
 rows filling the opening, 6.7 with the rows meeting, evenly lit and fading only into the corners' shade (README,
 "The mouth, the rest pose and blinks").
 
-Colours come from the photo itself, once: the teeth from the sclera (the photo's own white: teeth are never bluer,
-greener or brighter than it), the cavity, tongue and gums from the lips. How much of the teeth and tongue shows
+Colours come from the photo itself, once: the teeth from the photo's white reference (the sclera where the eye
+sample is one, else a white inferred from the skin's light: white_reference; teeth are never bluer, greener or
+brighter than it), the cavity, tongue and gums from the lips. How much of the teeth and tongue shows
 follows the lips each frame (avatar.face.shapes.MouthPose). The per-frame math is written once over a tiny ops
 table so the OpenCV and torch renderers share it.
 """
@@ -28,6 +29,9 @@ UPPER_ROW_SHARE = 0.6  # of the teeth rows' share of an opening, the upper row's
 TONGUE_MAX = 0.2  # the tongue shows at most this tall, in W
 OCCLUSION_TOP = 0.85  # light reaching the interior just under the upper lip (1 = as lit as the opening's middle)
 OCCLUSION_NARROW = 0.75  # and inside a barely open mouth
+TEETH_OCCLUSION = 0.2  # the share of that occlusion the teeth feel (they stand in front, in the light). More of
+# it darkens the narrow openings' teeth: 0.5 / 0.8 took bbaf2n 9.2 -> 8.1 / 7.5 and swiz3n 8.9 -> 9.2 / 10.0 (GRID
+# mean 6.67 -> 6.68 / 6.76): a trade between the two, not kept
 LOWER_TEETH_WARMTH = 0.12  # share of the lower teeth's colour that is the cavity's red light
 TIP_UNCOVERS = 0.5  # a raised tongue tip shows below the upper teeth: they cover at most this much less
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
@@ -330,7 +334,7 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     lower_w = vis_lo * st.lower_shade  # the lower teeth (part of their light is the cavity's red: below)
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
     gum_w = vis_gum * st.upper_shade
-    lit = (0.8 + 0.2 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
+    lit = ((1 - TEETH_OCCLUSION) + TEETH_OCCLUSION * occl) / (occl + 1e-3)  # teeth catch more light than the cavity
     # the lower teeth stand in the mouth's red light: part of their colour is the cavity's
     return ops.mix(occl, (edge_w + LOWER_TEETH_WARMTH * lower_w, deep_w, teeth_w * lit,
                           (1 - LOWER_TEETH_WARMTH) * lower_w * lit, tongue_w, gum_w * lit),
