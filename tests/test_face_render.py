@@ -109,7 +109,7 @@ def test_mouth_opens_with_dark_interior_and_closes_on_press(grace):
     # a dark cavity appeared: 370 dark pixels on "aa" against 52 at rest before the teeth rows filled the opening
     # as real GRID openings' colour asks (avatar/face/mouth.py), 247 since; the cavity stays between the rows
     assert (aa < 40).sum() > 4 * max((rest < 40).sum(), 10)
-    # and teeth, brighter than the cavity (their colour is the photo's sclera's: tests/test_face_mouth.py)
+    # and teeth, brighter than the cavity (their colour is the photo's white reference's: tests/test_face_mouth.py)
     teeth = np.array(grace.appearance.teeth) @ [0.299, 0.587, 0.114]
     assert ((aa > 0.6 * teeth) & (aa < 1.05 * teeth) & (np.abs(aa - rest) > 30)).sum() > 50
     pp = luma(r.render(viseme("PP"), 0))

@@ -7,8 +7,9 @@ GRID mean 12.3 with the teeth as a band under the upper lip and darkened to 0.4-
 rows filling the opening, 6.7 with the rows meeting, evenly lit and fading only into the corners' shade (README,
 "The mouth, the rest pose and blinks").
 
-Colours come from the photo itself, once: the teeth from the sclera (the photo's own white: teeth are never bluer,
-greener or brighter than it), the cavity, tongue and gums from the lips. How much of the teeth and tongue shows
+Colours come from the photo itself, once: the teeth from the photo's white reference (the sclera where the eye
+sample is one, else a white inferred from the skin's light: white_reference; teeth are never bluer, greener or
+brighter than it), the cavity, tongue and gums from the lips. How much of the teeth and tongue shows
 follows the lips each frame (avatar.face.shapes.MouthPose). The per-frame math is written once over a tiny ops
 table so the OpenCV and torch renderers share it.
 """
@@ -28,6 +29,9 @@ UPPER_ROW_SHARE = 0.6  # of the teeth rows' share of an opening, the upper row's
 TONGUE_MAX = 0.2  # the tongue shows at most this tall, in W
 OCCLUSION_TOP = 0.85  # light reaching the interior just under the upper lip (1 = as lit as the opening's middle)
 OCCLUSION_NARROW = 0.75  # and inside a barely open mouth
+TEETH_OCCLUSION = 0.2  # the share of that occlusion the teeth feel (they stand in front, in the light). More of
+# it darkens the narrow openings' teeth: 0.5 / 0.8 took bbaf2n 9.2 -> 8.1 / 7.5 and swiz3n 8.9 -> 9.2 / 10.0 (GRID
+# mean 6.67 -> 6.68 / 6.76): a trade between the two, not kept
 LOWER_TEETH_WARMTH = 0.12  # share of the lower teeth's colour that is the cavity's red light
 TIP_UNCOVERS = 0.5  # a raised tongue tip shows below the upper teeth: they cover at most this much less
 # Gaps between teeth, in mouth widths from the centre: the arch turns away, so teeth look narrower sideways.
@@ -55,6 +59,23 @@ TEETH_WARMTH = (1.0, 0.9, 0.78)  # teeth are yellower than the sclera (RGB facto
 SCLERA_PALEST = 0.5  # the eye's white: of its pixels outside the iris, the palest half (lids, veins are redder)
 SCLERA_BRIGHTEST = 0.4  # and of those the brightest 40% (lashes and shadow are darker)
 MIN_SCLERA_PIXELS = 12
+MIN_EYE_OPEN = 0.12  # an eye whose contour's area is under this x its width² is (nearly) closed: its inside is lids
+# (GRID's first frames 0.20-0.30, kim looking down 0.16-0.18, a closed eye's contour 0.03-0.08)
+# The white reference (the teeth's): the sclera where the eye sample is one. A sample as colourful for its lightness
+# as the cheeks is skin (lids of an eye looking down or nearly closed, a reddened or tiny eye): Lab saturation C*/L*
+# of the sample over the cheeks', each plus SATURATION_FLOOR (grey photos read 1, trusted). GRID's scleras 0.49-0.91
+# of their cheeks (lbax4n, yellow light, the highest); lids measured as a sclera read 1.26-1.65 (kim, d20; 1.43 the
+# reddened eye of the default face). From SKIN_LIKE[0] the sample gives way to a white inferred from the skin's
+# light, wholly at SKIN_LIKE[1] (smoothstep between: no jump for photos near the edge).
+SATURATION_FLOOR = 0.05
+SKIN_LIKE = (1.0, 1.2)
+# The white inferred from the skin (fitted on the 11 GRID first frames, their measured scleras): the face's light
+# (its 95th-percentile L* inside the face oval, the skin's highlight) shaded as the eye socket shades the sclera,
+# and the light's colour cast kept while the skin's own pigment is removed (cheek a*, b* scaled: the cast sits mostly
+# on the yellow-blue axis, the pigment on the red one).
+WHITE_L_OF_HIGHLIGHT = 0.75  # sclera L* / face L*95 on GRID: mean 0.748 (0.53-0.96)
+WHITE_A_OF_SKIN = 0.35  # sclera a* / cheek a*, least squares on GRID (0.14-0.61 each)
+WHITE_B_OF_SKIN = 0.61  # sclera b* / cheek b* (0.40-0.81 each)
 # Interior colours as RGB factors of the photo's lip colour (at full colourfulness; greyer photos get greyer ones)
 CAVITY_EDGE_OF_LIP = (0.8, 0.52, 0.4)  # the cavity near the lips: dark red-brown
 CAVITY_DEEP_OF_LIP = (0.38, 0.2, 0.16)  # and in the depth
@@ -69,7 +90,9 @@ class MouthAppearance:
     teeth: np.ndarray
     tongue: np.ndarray
     gums: np.ndarray
-    sclera: np.ndarray  # the photo's eye white, the teeth's reference
+    white: np.ndarray  # the white reference the teeth are drawn from (teeth never bluer, greener or brighter)
+    sclera: np.ndarray | None  # the eye white as sampled (None: too little of it shows)
+    sclera_trust: float  # 1: the white is the sclera; 0: it is inferred from the skin (white_from_skin); between: mixed
     W: float  # mouth width, pixels
     a_in: float  # half the slit length, pixels
 
@@ -80,6 +103,17 @@ def _region_mask(shape, polygon):
     return mask.astype(bool)
 
 
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (L* 0..100) of RGB 0..255 colours (..., 3)."""
+    x = np.clip(np.asarray(rgb, np.float32).reshape(-1, 1, 3) / 255.0, 0, 1)
+    return cv2.cvtColor(x, cv2.COLOR_RGB2LAB).reshape(np.shape(rgb))
+
+
+def _rgb(lab: np.ndarray) -> np.ndarray:
+    x = np.asarray(lab, np.float32).reshape(-1, 1, 3)
+    return (np.clip(cv2.cvtColor(x, cv2.COLOR_LAB2RGB), 0, 1) * 255.0).reshape(np.shape(lab))
+
+
 def measure_sclera(image: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     """The photo's eye white (RGB float): the brightest pixels inside both eye contours, outside the irises and off
     the lid edges; None where too little of it shows (closed or tiny eyes)."""
@@ -88,20 +122,54 @@ def measure_sclera(image: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     found = []
     for upper, lower, iris in ((lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER, lm.RIGHT_IRIS),
                                (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER, lm.LEFT_IRIS)):
-        eye = _region_mask(image.shape, p[list(upper) + list(lower[::-1])]).astype(np.uint8)
-        eye = cv2.erode(eye, np.ones((3, 3), np.uint8)) > 0  # off the lashes
+        contour = _region_mask(image.shape, p[list(upper) + list(lower[::-1])])
+        if contour.sum() < MIN_EYE_OPEN * np.ptp(p[list(upper), 0]) ** 2:
+            continue  # a closed eye: its inside is the lids
+        eye = cv2.erode(contour.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # off the lashes
         c = p[iris[0]]
         radius = np.mean([np.linalg.norm(p[i] - c) for i in iris[1:]])
         ys, xs = np.nonzero(eye)
         keep = np.hypot(xs - c[0], ys - c[1]) > 1.1 * radius
         found.append(img[ys[keep], xs[keep]])
-    px = np.concatenate(found)
+    px = np.concatenate(found) if found else np.zeros((0, 3), np.float32)
     if len(px) < MIN_SCLERA_PIXELS:
         return None
     saturation = (px.max(1) - px.min(1)) / np.maximum(px.max(1), 1.0)
     pale = px[saturation <= np.quantile(saturation, SCLERA_PALEST)]
     luma = pale @ np.array([0.299, 0.587, 0.114], np.float32)
     return np.median(pale[luma >= np.quantile(luma, 1 - SCLERA_BRIGHTEST)], axis=0)
+
+
+def lab_saturation(rgb: np.ndarray) -> float:
+    """C*/L* of an RGB colour: how colourful it is for its lightness."""
+    L, a, b = _lab(rgb)
+    return float(np.hypot(a, b) / max(float(L), 1.0))
+
+
+def sclera_trust(sclera: np.ndarray | None, skin: np.ndarray) -> float:
+    """How far the eye sample is an eye white (1) rather than skin (0): its saturation against the cheeks'."""
+    if sclera is None:
+        return 0.0
+    ratio = (lab_saturation(sclera) + SATURATION_FLOOR) / (lab_saturation(skin) + SATURATION_FLOOR)
+    s = float(np.clip((ratio - SKIN_LIKE[0]) / (SKIN_LIKE[1] - SKIN_LIKE[0]), 0, 1))
+    return 1.0 - s * s * (3 - 2 * s)
+
+
+def white_from_skin(skin: np.ndarray, highlight_l: float) -> np.ndarray:
+    """A white lit as the face is (RGB float): the skin's highlight lightness shaded as a sclera, the light's cast
+    without the skin's pigment (constants above)."""
+    _, a, b = _lab(skin)
+    return _rgb(np.array([WHITE_L_OF_HIGHLIGHT * highlight_l, WHITE_A_OF_SKIN * a, WHITE_B_OF_SKIN * b]))
+
+
+def white_reference(image: np.ndarray, points: np.ndarray, skin: np.ndarray, face_px: np.ndarray):
+    """(white, sclera, trust): the teeth's white reference, the eye sample it came from and how far it did."""
+    sclera = measure_sclera(image, points)
+    trust = sclera_trust(sclera, skin)
+    white = white_from_skin(skin, float(np.percentile(_lab(face_px)[:, 0], 95))) if trust < 1 else sclera
+    if 0 < trust < 1:
+        white = trust * sclera + (1 - trust) * white
+    return np.asarray(white, np.float32), sclera, trust
 
 
 def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
@@ -123,19 +191,17 @@ def measure_appearance(image: np.ndarray, g) -> MouthAppearance:
     fpx = img[face] if face.sum() > 16 else img.reshape(-1, 3)
     chroma = float(np.abs(fpx - fpx.mean(1, keepdims=True)).mean())
     saturation = float(np.clip(chroma / FULL_SATURATION_CHROMA, 0, 1))
-    sclera = measure_sclera(image, g.points)
-    if sclera is None:  # no eye white to see: a white as bright as the skin, with the skin's cast
-        sclera = np.full(3, float(skin.max())) * (skin / max(float(skin.max()), 1.0)) ** 0.25
-    # the teeth: the sclera's own colour, a little warmer and darker (factors <= 1: never bluer, greener, brighter)
-    teeth = sclera * TEETH_OF_SCLERA * np.array(TEETH_WARMTH)
+    white, sclera, trust = white_reference(image, g.points, skin, fpx)
+    # the teeth: the white's own colour, a little warmer and darker (factors <= 1: never bluer, greener, brighter)
+    teeth = white * TEETH_OF_SCLERA * np.array(TEETH_WARMTH)
 
     def of_lip(factors):  # a colour from the lips', its tint scaled by how colourful the photo is
         f = 1 + saturation * (np.array(factors) - np.mean(factors))
         return np.clip(lip * np.mean(factors) * f, 0, 255).astype(np.float32)
 
     return MouthAppearance(of_lip(CAVITY_EDGE_OF_LIP), of_lip(CAVITY_DEEP_OF_LIP), teeth.astype(np.float32),
-                           of_lip(TONGUE_OF_LIP), of_lip(GUMS_OF_LIP), sclera.astype(np.float32), float(g.W),
-                           float(g.a_in))
+                           of_lip(TONGUE_OF_LIP), of_lip(GUMS_OF_LIP), white,
+                           None if sclera is None else sclera.astype(np.float32), trust, float(g.W), float(g.a_in))
 
 
 @dataclass
@@ -268,7 +334,7 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     lower_w = vis_lo * st.lower_shade  # the lower teeth (part of their light is the cavity's red: below)
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
     gum_w = vis_gum * st.upper_shade
-    lit = (0.8 + 0.2 * occl) / (occl + 1e-3)  # teeth catch more of the light than the cavity
+    lit = ((1 - TEETH_OCCLUSION) + TEETH_OCCLUSION * occl) / (occl + 1e-3)  # teeth catch more light than the cavity
     # the lower teeth stand in the mouth's red light: part of their colour is the cavity's
     return ops.mix(occl, (edge_w + LOWER_TEETH_WARMTH * lower_w, deep_w, teeth_w * lit,
                           (1 - LOWER_TEETH_WARMTH) * lower_w * lit, tongue_w, gum_w * lit),
