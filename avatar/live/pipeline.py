@@ -29,7 +29,7 @@ from avatar.live.recording import LiveRecording
 from avatar.live.sources import AudioSource, SilenceSource
 from avatar.live.still import StillFrames
 from avatar.live.track import ParamSampler, ParamTrack
-from avatar.mouth_stream import MouthRows, MouthStream
+from avatar.mouth_stream import REST_BATCH, MouthRows, MouthStream
 from avatar.record import BackgroundRecorder, Recorder, RecordError
 
 AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at a source that cannot wake it (file, silence)
@@ -48,10 +48,11 @@ PR_SET_NAME = 15  # Linux prctl option: name the calling thread (what top -H, /p
 
 
 class LipSync:
-    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`): a MouthStream feeding a ParamTrack."""
+    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`): a MouthStream feeding a ParamTrack.
+    The stream rests on silence (avatar.mouth_stream.REST_BATCH): the idle view steps the network twice a second."""
 
     def __init__(self, engine):
-        self.stream = MouthStream(engine)
+        self.stream = MouthStream(engine, rest_batch=REST_BATCH)
         self.track = ParamTrack()
 
     @property
