@@ -157,6 +157,11 @@ class MouthStream:
 
     # -- resting on silence (rest_batch > 0) ------------------------------------------------------------
 
+    @property
+    def resting(self) -> bool:
+        """The rows have settled on silence and silent frames are batched: the mouth will not move until sound."""
+        return self.rest_batch > 0 and self._settled >= REST_SETTLE_FRAMES
+
     def _rest_clear(self) -> None:
         self._settled = 0  # silent frames in a row, newest last, whose rows stayed within REST_TOLERANCE
         self._newest = None  # (visemes, params) row the network gave last

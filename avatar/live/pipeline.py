@@ -121,6 +121,7 @@ class LivePipeline:
                  on_event: Callable[[str], None] | None = None,
                  on_frame: Callable[[Frame], None] | None = None,
                  on_audio: Callable[[AudioBlock], None] | None = None):
+        self._wake = threading.Event()  # set when the render worker must not sleep through ticks (wake())
         self.lipsync = LipSync(engine)
         self.sampler = ParamSampler(self.lipsync.track, smooth)
         self.renderer = renderer
@@ -148,6 +149,20 @@ class LivePipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: deque = deque(maxlen=20)  # audio/render worker failures, for the GUI to show
+
+    @property
+    def renderer(self):
+        return self._renderer
+
+    @renderer.setter
+    def renderer(self, renderer) -> None:
+        self._renderer = renderer
+        self.wake()  # a new face is drawn at the next tick
+
+    def wake(self) -> None:
+        """Something the idle motion's speed cannot foresee changed (speech, an expression, a new face): the render
+        worker looks again at its next tick instead of sleeping through quiet ones (StillFrames.quiet_ticks)."""
+        self._wake.set()
 
     # -- sources --------------------------------------------------------------------------------------
 
@@ -200,6 +215,7 @@ class LivePipeline:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         for th in self._threads:
             th.join(timeout=5)
         self._threads = []
@@ -253,6 +269,8 @@ class LivePipeline:
                     self.on_audio(AudioBlock(audio, start, source.capture_time(start - self._source_base),
                                              source.now()))
                 self.lipsync.push(audio)
+                if not self.lipsync.stream.resting:  # sound (or a network still settling): the mouth may move
+                    self._wake.set()
                 sound = source.take_sound() if hasattr(source, "take_sound") else None  # full rate, to record
                 if mixed is not None:
                     sound = None  # the recording gets the 16 kHz block with the pushed sound in it
@@ -287,11 +305,27 @@ class LivePipeline:
                 if missed:
                     self.dropped_frames += missed
                     deadline += missed * period
+            self._wake.clear()  # before the look: a wake-up during it is not lost
             try:
                 self.render_once()
             except Exception as e:
                 self._report(f"Rendering failed: {e}")
                 self._stop.wait(0.5)
+                continue
+            quiet = self.quiet_ticks(period)
+            if quiet:  # sleep through ticks that would find the frame unchanged; speech or a change wakes it
+                self._wake.wait(deadline + quiet * period - time.monotonic())
+                slept = min(quiet, max(int((time.monotonic() - deadline) // period), 0))
+                self._frame_times.extend(deadline + (k + 1) * period for k in range(slept))  # shown up to date
+                deadline += slept * period
+
+    def quiet_ticks(self, period: float) -> int:
+        """Display ticks after this one the render worker may sleep through: only while the face rests on silence
+        (the network resting, nothing recorded or sent elsewhere), as many as StillFrames.quiet_ticks says."""
+        if (self._recording is not None or self.frames_wanted > 0 or self.view_hidden
+                or not self.lipsync.stream.resting or self._wake.is_set()):
+            return 0
+        return self.still.quiet_ticks(period)
 
     def display_time(self) -> float | None:
         """The audio time to show now: the newest with parameters, never ahead of what is being heard."""
