@@ -92,3 +92,21 @@ def test_reopen_waits_double_up_to_a_cap():
     from avatar.mic import backoff_delays
 
     assert list(islice(backoff_delays(0.1, 1.0), 6)) == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_the_ring_tells_whether_its_unread_samples_hold_sound_across_the_wrap():
+    from avatar.mic import RingBuffer
+
+    ring = RingBuffer(100)
+    assert not ring.unread_has_sound()
+    ring.write(np.zeros(70, np.float32))
+    assert not ring.unread_has_sound()
+    ring.read()
+    block = np.zeros(60, np.float32)
+    block[55] = 1e-6  # past the wrap (70 + 55 = 125 -> 25)
+    ring.write(block)
+    assert ring.unread_has_sound()
+    ring.read()
+    assert not ring.unread_has_sound()  # read: nothing unread
+    ring.write(np.zeros(60, np.float32))
+    assert not ring.unread_has_sound()  # the old sound still sits in the buffer, but it was read

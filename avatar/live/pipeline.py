@@ -41,6 +41,10 @@ HOP_WAKE_EARLY_SECONDS = 0.0015
 # only bounds how late a stalled stream is noticed (avatar.mic.LOST_AFTER_SECONDS is 0.5 s). The 4 ms poll it
 # replaces fired between blocks: 204 wake-ups/s on the virtual microphone, ~95 now (5 ms blocks).
 MIC_WAIT_SECONDS = 0.05
+# Resting on digital silence (avatar.mouth_stream: the network settled, its silent frames batched), the audio worker
+# reads every REST_HOPS hops instead of every hop: the idle face's clock advances 20 ms at a time, which moves its
+# sway by < 0.15 px (it is drawn in 0.25 px steps), and a microphone block with any sound wakes it at once.
+REST_HOPS = 2
 DEFAULT_DISPLAY_FPS = 60
 DEFAULT_RECORD_FPS = 30
 STATS_WINDOW = 120  # frames the fps / latency statistics look back over
@@ -234,21 +238,33 @@ class LivePipeline:
                 self.use_silence()
             self.audio_steps += 1
             source = self._source
-            rest = woke + self.until_next_hop() - time.monotonic()
+            hops = self.hops_per_wake(source)
+            rest = woke + self.until_next_hop(hops) - time.monotonic()
             # A microphone is read as each block lands (no sleep past one: it would delay the hop-completing block).
             # Its blocks cannot be told apart before reading them, and reading is what clears its wake-up event.
             if moved and rest > 0 and not source.is_microphone:
                 self._stop.wait(rest)
             if source.is_microphone:  # woken as the block that completes the next feature hop lands: no polling
-                # delay, and blocks that complete none (every other 5 ms block) are read with the next one
-                source.wait(MIC_WAIT_SECONDS, samples=HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH)
+                # delay, and blocks that complete none (every other 5 ms block) are read with the next one; resting,
+                # every other hop, or at once on a block with sound
+                missing = hops * HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH
+                source.wait(MIC_WAIT_SECONDS, samples=missing, sound=hops > 1)
             else:
                 source.wait(AUDIO_POLL_SECONDS)
 
-    def until_next_hop(self) -> float:
+    def hops_per_wake(self, source) -> int:
+        """Feature hops the audio worker lets pass between two reads: REST_HOPS while the network rests on the
+        silence of a microphone (woken at once by a block with sound) or of no microphone, and nothing takes the
+        audio as it comes (a recording, a camera, pushed sound); else one."""
+        if (self.lipsync.stream.resting and self._recording is None and self.frames_wanted <= 0
+                and self.mix_in is None and (source.is_microphone or isinstance(source, SilenceSource))):
+            return REST_HOPS
+        return 1
+
+    def until_next_hop(self, hops: int = 1) -> float:
         """Seconds (from the last read of a clock-paced source) until the sound not yet in a feature frame can make
-        one: the log-mel stream holds `samples_in % HOP_LENGTH` samples of a partial hop."""
-        missing = HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH
+        `hops` more: the log-mel stream holds `samples_in % HOP_LENGTH` samples of a partial hop."""
+        missing = hops * HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH
         return max(0.0, missing / SAMPLE_RATE - HOP_WAKE_EARLY_SECONDS)
 
     def pump_audio(self) -> int:
