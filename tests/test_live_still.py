@@ -7,7 +7,7 @@ import pytest
 
 from avatar.face.assemble import open_renderer
 from avatar.live.pipeline import LivePipeline
-from avatar.live.still import MOTION_STEP_PIXELS, StillFrames
+from avatar.live.still import MAX_QUIET_TICKS, MOTION_STEP_PIXELS, StillFrames
 from avatar.live.track import neutral_params
 from avatar.paths import default_photo
 from avatar.visemes import PARAM_NAMES
@@ -172,6 +172,18 @@ def test_nothing_is_slept_through_while_the_mouth_talks_or_the_speed_is_unknown(
     frames = StillFrames()
     frames.render(SimpleFrames(), neutral_params(), 0.0)
     assert frames.quiet_ticks(1.0 / FPS) == 0  # a renderer without weights
+
+
+def test_a_face_that_never_blinks_or_does_not_move_at_all_sleeps_through_ticks_too():
+    if not default_photo():
+        pytest.skip("this checkout has no default face (assets/default_face.*)")
+    for config in ({"blinks": False}, {"enabled": False}):
+        renderer, still = open_renderer(default_photo(), 192, liveliness=config), StillFrames()
+        quiet = []
+        for t in ticks(1.0):
+            still.render(renderer, neutral_params(), t)
+            quiet.append(still.quiet_ticks(1.0 / FPS))
+        assert max(quiet) == MAX_QUIET_TICKS  # no blink to stop short of (next_blink is inf): no error either
 
 
 def test_blinks_are_looked_up_not_scanned_and_next_blink_says_when_the_next_one_starts():

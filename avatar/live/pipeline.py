@@ -324,11 +324,11 @@ class LivePipeline:
             self._wake.clear()  # before the look: a wake-up during it is not lost
             try:
                 self.render_once()
+                quiet = self.quiet_ticks(period)
             except Exception as e:
                 self._report(f"Rendering failed: {e}")
                 self._stop.wait(0.5)
                 continue
-            quiet = self.quiet_ticks(period)
             if quiet:  # sleep through ticks that would find the frame unchanged; speech or a change wakes it
                 self._wake.wait(deadline + quiet * period - time.monotonic())
                 slept = min(quiet, max(int((time.monotonic() - deadline) // period), 0))

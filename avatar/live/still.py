@@ -109,8 +109,9 @@ class StillFrames:
         speed = moved / seconds
         ticks = limit if speed <= 0 else max(math.ceil(reach / (speed * period)) - 1, 0)
         blink = getattr(self._source, "next_blink", None)
-        if blink is not None:
-            ticks = min(ticks, max(int((blink(self._now) - self._now) / period), 0))
+        until = blink(self._now) - self._now if blink is not None else math.inf
+        if until < (limit + 1) * period:  # (inf: the face does not blink)
+            ticks = min(ticks, max(int(until / period), 0))
         return min(ticks, limit)
 
     def invalidate(self) -> None:
