@@ -22,11 +22,12 @@ FIRST_CAPACITY = 1024  # rows `run` allocates before it first has to grow (10 s)
 # Resting on silence (live only: `rest_batch`). Once the network's rows have settled on digital silence, its silent
 # frames are stepped in batches: the state is carried exactly as frame by frame (a batch is the same arithmetic;
 # tests/test_mouth_stream.py checks the states bit for bit), and a voice's first frame sees that state.
-REST_BATCH = 50  # silent frames stepped in one call (0.5 s): a step's fixed cost is most of it (ONNX Runtime CPU,
-# warm: 31 µs for 1 frame, 380 µs for 50; in the live app's cold caches several times that per call)
+REST_BATCH = 10  # silent frames stepped in one call (100 ms): a step's fixed cost is most of it (ONNX Runtime CPU,
+# warm: 31 µs for 1 frame, 110 µs for 10, 380 µs for 50; several times that in the live app's cold caches). The
+# frames waiting when a voice starts are stepped with its first frame: more would delay that row
 REST_TOLERANCE = 1e-4  # settled: consecutive rows differ by less than this in every parameter and viseme (the live
 # model after ~0.4 s of silence; 2e-5 a frame by 1 s, 1e-6 by 30 s). While a batch fills, its frames' rows repeat
-# the newest row the network gave: off by at most REST_BATCH × the drift (~1e-3; a drawn change is 0.01)
+# the newest row the network gave: off by at most REST_BATCH × the drift (< 1e-3; a drawn change is 0.01)
 REST_SETTLE_FRAMES = 10  # silent frames in a row within REST_TOLERANCE before batching starts
 
 

@@ -53,7 +53,8 @@ PR_SET_NAME = 15  # Linux prctl option: name the calling thread (what top -H, /p
 
 class LipSync:
     """16 kHz audio in, raw mouth parameters on the audio clock out (`track`): a MouthStream feeding a ParamTrack.
-    The stream rests on silence (avatar.mouth_stream.REST_BATCH): the idle view steps the network twice a second."""
+    The stream rests on digital silence (avatar.mouth_stream.REST_BATCH): the idle view steps the network 10 frames
+    at a time."""
 
     def __init__(self, engine):
         self.stream = MouthStream(engine, rest_batch=REST_BATCH)
