@@ -194,6 +194,9 @@ class MouthStream:
 
     def _observe(self, silent: np.ndarray, visemes: np.ndarray, params: np.ndarray) -> None:
         """Count the silent frames in a row (newest last) whose rows moved less than REST_TOLERANCE."""
+        if not silent[-1]:  # sound (a microphone's room noise, speech): no run; nothing more to look at
+            self._settled, self._newest = 0, (visemes[-1].copy(), params[-1].copy())
+            return
         rows = np.concatenate([visemes, params], axis=1)
         step = np.full(len(rows), np.inf)  # the very first row has no row before it
         if self._newest is not None:

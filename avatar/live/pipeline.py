@@ -330,8 +330,9 @@ class LivePipeline:
                 self._report(f"Rendering failed: {e}")
                 self._stop.wait(0.5)
                 continue
-            if quiet:  # sleep through ticks that would find the frame unchanged; speech or a change wakes it
-                self._wake.wait(deadline + quiet * period - time.monotonic())
+            if quiet:  # sleep through ticks that would find the frame unchanged, to the one after them; speech or
+                # a change wakes it sooner (then it looks at the next tick)
+                self._wake.wait(deadline + (quiet + 1) * period - time.monotonic())
                 slept = min(quiet, max(int((time.monotonic() - deadline) // period), 0))
                 self._frame_times.extend(deadline + (k + 1) * period for k in range(slept))  # shown up to date
                 deadline += slept * period
