@@ -422,6 +422,7 @@ class LivePipeline:
                                                               live=True)), self.lipsync.samples_in, fps, rate)
         with self._rec_lock:
             self._recording = recording
+        self.wake()  # a recording takes a frame every tick from now on: no quiet ticks to finish first
         return recording
 
     @property
