@@ -157,6 +157,8 @@ class Microphone:
         self._arrived = threading.Event()  # set by the callback: the reader wakes at once instead of polling
         self._wake_at = 0  # ring count the reader waits for (wait_for): blocks short of it do not wake it
         self._wake_on_sound = False  # ...unless they hold sound (wait_for(sound=True): a resting reader)
+        self._silent_bytes = b""  # a block of digital silence as bytes: a memcmp tells sound in the callback (numpy's
+        # any() on a 5 ms block takes ~70 µs in a callback thread woken every 5 ms, the bytes compare ~18 µs)
         try:
             self.stream = sd.InputStream(device=info["index"], samplerate=self.samplerate, channels=1,
                                          dtype="float32", blocksize=int(round(block_seconds * self.samplerate)),
@@ -172,8 +174,15 @@ class Microphone:
         self._clock = (self.ring.written, time_info.inputBufferAdcTime)
         self.ring.write(indata[:, 0])
         self._last_callback = time.monotonic()
-        if self.ring.written >= self._wake_at or (self._wake_on_sound and indata.any()):
+        if self.ring.written >= self._wake_at or (self._wake_on_sound and self._has_sound(indata)):
             self._arrived.set()
+
+    def _has_sound(self, indata) -> bool:
+        """Any sample not +0.0 (a -0.0 counts as sound: a wake-up too many, never one too few)."""
+        raw = indata.tobytes()
+        if len(raw) != len(self._silent_bytes):
+            self._silent_bytes = bytes(len(raw))
+        return raw != self._silent_bytes
 
     def start(self) -> "Microphone":
         try:
