@@ -677,6 +677,7 @@ class Controller:
         set_on = getattr(renderer, "set_expression", None)  # the blank square and stand-ins have no face
         if set_on is not None:
             set_on(name, ease)
+            self.pipeline.wake()  # the easing starts at the next tick, not after ticks the idle face slept through
         else:
             check_expression(name)
         self.expression = name

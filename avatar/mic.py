@@ -112,6 +112,13 @@ class RingBuffer:
         self._data[:n - first] = samples[first:]
         self.written += len(samples)
 
+    def unread_has_sound(self) -> bool:
+        """Whether any sample written since the last read is not 0 (the newest `capacity` of them)."""
+        n = min(self.written - self.read_pos, self.capacity)
+        start = (self.written - n) % self.capacity
+        first = min(n, self.capacity - start)
+        return bool(self._data[start:start + first].any() or self._data[:n - first].any())
+
     def read(self) -> tuple[np.ndarray, int]:
         """All samples written since the last read, and the capture index of the first of them."""
         end = self.written
@@ -149,6 +156,9 @@ class Microphone:
         self._last_callback = None  # time.monotonic() of the latest callback
         self._arrived = threading.Event()  # set by the callback: the reader wakes at once instead of polling
         self._wake_at = 0  # ring count the reader waits for (wait_for): blocks short of it do not wake it
+        self._wake_on_sound = False  # ...unless they hold sound (wait_for(sound=True): a resting reader)
+        self._silent_bytes = b""  # a block of digital silence as bytes: a memcmp tells sound in the callback (numpy's
+        # any() on a 5 ms block takes ~70 µs in a callback thread woken every 5 ms, the bytes compare ~18 µs)
         try:
             self.stream = sd.InputStream(device=info["index"], samplerate=self.samplerate, channels=1,
                                          dtype="float32", blocksize=int(round(block_seconds * self.samplerate)),
@@ -164,8 +174,15 @@ class Microphone:
         self._clock = (self.ring.written, time_info.inputBufferAdcTime)
         self.ring.write(indata[:, 0])
         self._last_callback = time.monotonic()
-        if self.ring.written >= self._wake_at:
+        if self.ring.written >= self._wake_at or (self._wake_on_sound and self._has_sound(indata)):
             self._arrived.set()
+
+    def _has_sound(self, indata) -> bool:
+        """Any sample not +0.0 (a -0.0 counts as sound: a wake-up too many, never one too few)."""
+        raw = indata.tobytes()
+        if len(raw) != len(self._silent_bytes):
+            self._silent_bytes = bytes(len(raw))
+        return raw != self._silent_bytes
 
     def start(self) -> "Microphone":
         try:
@@ -197,19 +214,21 @@ class Microphone:
         """Block until a callback has delivered samples not yet read (True), or `timeout` s pass (False)."""
         return self._arrived.wait(timeout)
 
-    def wait_for(self, samples: int, timeout: float) -> bool:
+    def wait_for(self, samples: int, timeout: float, sound: bool = False) -> bool:
         """Block until the ring holds at least `samples` not yet read (True), or `timeout` s pass (False). Blocks
         that land short of that do not wake the reader: the callback sets the wake-up only once the ring's count
         reaches it (set before the wake-up is cleared and the count looked at, so a block landing in between is
-        never missed)."""
+        never missed). sound=True: a block holding any sample that is not 0 wakes it as well, at once."""
         self._wake_at = self.ring.read_pos + samples
+        self._wake_on_sound = sound
         try:
             self._arrived.clear()
-            if self.ring.written >= self._wake_at:
+            if self.ring.written >= self._wake_at or (sound and self.ring.unread_has_sound()):
                 return True
             return self._arrived.wait(timeout)
         finally:
             self._wake_at = 0  # plain wait()s wake on every block again
+            self._wake_on_sound = False
 
     @property
     def last_arrival(self) -> float | None:

@@ -15,10 +15,20 @@ from typing import Iterable
 
 import numpy as np
 
-from avatar.audio import HOP_LENGTH, LogMelStream
+from avatar.audio import HOP_LENGTH, LogMelStream, silent_features
 from avatar.visemes import N_PARAMS, N_VISEMES, VISEME_INDEX
 
 FIRST_CAPACITY = 1024  # rows `run` allocates before it first has to grow (10 s); it doubles from there
+# Resting on silence (live only: `rest_batch`). Once the network's rows have settled on digital silence, its silent
+# frames are stepped in batches: the state is carried exactly as frame by frame (a batch is the same arithmetic;
+# tests/test_mouth_stream.py checks the states bit for bit), and a voice's first frame sees that state.
+REST_BATCH = 10  # silent frames stepped in one call (100 ms): a step's fixed cost is most of it (ONNX Runtime CPU,
+# warm: 31 µs for 1 frame, 110 µs for 10, 380 µs for 50; several times that in the live app's cold caches). The
+# frames waiting when a voice starts are stepped with its first frame: more would delay that row
+REST_TOLERANCE = 1e-4  # settled: consecutive rows differ by less than this in every parameter and viseme (the live
+# model after ~0.4 s of silence; 2e-5 a frame by 1 s, 1e-6 by 30 s). While a batch fills, its frames' rows repeat
+# the newest row the network gave: off by at most REST_BATCH × the drift (< 1e-3; a drawn change is 0.01)
+REST_SETTLE_FRAMES = 10  # silent frames in a row within REST_TOLERANCE before batching starts
 
 
 @dataclass
@@ -44,14 +54,30 @@ class MouthStream:
     now described. `flush()` at the end of the input gives the rows the look-ahead was still holding back.
 
     `engine` is a StatefulEngine (avatar.engine) or None (no model: a closed mouth). It may be swapped between
-    pushes (the live backend switch); the stream's frame count runs on."""
+    pushes (the live backend switch); the stream's frame count runs on.
 
-    def __init__(self, engine):
+    `rest_batch` > 0 (the live view): once the rows have settled on digital silence (REST_SETTLE_FRAMES frames
+    within REST_TOLERANCE), silent frames reach the network `rest_batch` at a time, their rows the newest row it
+    gave meanwhile; a frame with sound steps the waiting ones and itself in one call, so its row is the one the
+    frame-by-frame stream gives, in the same push. 0 (files, evaluation): every frame is stepped as it comes."""
+
+    def __init__(self, engine, rest_batch: int = 0):
+        self.rest_batch = rest_batch
         self.engine = engine
         self.mel = LogMelStream()
         self.samples_in = 0  # audio samples pushed (the flush's padding not counted)
         self.frames_out = 0  # engine output rows so far; output j describes feature frame j - lookahead
         self.flushed = False
+        self.engine_calls = 0  # engine.step calls (what resting on silence saves)
+
+    @property
+    def engine(self):
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine) -> None:
+        self._engine = engine
+        self._rest_clear()  # a new (reset) network has not settled; frames waiting for the old one go with it
 
     @property
     def lookahead(self) -> int:
@@ -65,6 +91,7 @@ class MouthStream:
         self.mel.reset()
         self.samples_in = self.frames_out = 0
         self.flushed = False
+        self._rest_clear()
 
     def push(self, audio: np.ndarray) -> MouthRows:
         """Feed audio; the rows it completed (possibly none)."""
@@ -82,6 +109,8 @@ class MouthStream:
         `lookahead` more frames, so the engine's newest output describes feature frame N // HOP_LENGTH - 1, the last
         frame of the real audio. A longer padding (e.g. + WIN_LENGTH) would add rows for frames past the end of the
         audio (its partial last hop and the silence after it); a shorter one would lose the last real frames."""
+        self._catch_up()  # what waited, then the padding's frames, each stepped (none repeats a row)
+        self._settled = 0
         rows = self._step(self.mel.push(np.zeros(self.lookahead * HOP_LENGTH, np.float32)))
         self.flushed = True
         return rows
@@ -111,14 +140,71 @@ class MouthStream:
             return MouthRows(max(self.frames_out - self.lookahead, 0), *_closed_mouth(0))
         if self.engine is None:
             visemes, params = _closed_mouth(len(features))
+        elif self.rest_batch > 0:
+            visemes, params = self._resting_step(features)
         else:
-            out = self.engine.step(features)
-            visemes, params = np.asarray(out.visemes, np.float32), np.asarray(out.params, np.float32)
+            visemes, params = self._engine_step(features)
         first = self.frames_out - self.lookahead  # the feature frame the first output row describes
         self.frames_out += len(params)
         if first < 0:  # the network's warm-up rows describe nothing before the start
             visemes, params, first = visemes[-first:], params[-first:], 0
         return MouthRows(first, visemes, params)
+
+
+    def _engine_step(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.engine.step(features)
+        self.engine_calls += 1
+        return np.asarray(out.visemes, np.float32), np.asarray(out.params, np.float32)
+
+    # -- resting on silence (rest_batch > 0) ------------------------------------------------------------
+
+    @property
+    def resting(self) -> bool:
+        """The rows have settled on silence and silent frames are batched: the mouth will not move until sound."""
+        return self.rest_batch > 0 and self._settled >= REST_SETTLE_FRAMES
+
+    def _rest_clear(self) -> None:
+        self._settled = 0  # silent frames in a row, newest last, whose rows stayed within REST_TOLERANCE
+        self._newest = None  # (visemes, params) row the network gave last
+        self._waiting = 0  # silent frames not yet stepped (their rows were the newest row)
+
+    def _resting_step(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        silent = (features == silent_features()).all(axis=1)
+        n = len(features)
+        if self._settled >= REST_SETTLE_FRAMES and silent.all():
+            self._waiting += n
+            if self._waiting >= self.rest_batch:
+                self._catch_up()
+            visemes, params = self._newest
+            return np.repeat(visemes[None], n, axis=0), np.repeat(params[None], n, axis=0)
+        waiting, self._waiting = self._waiting, 0
+        if waiting:  # sound after resting: the frames that waited go first, in the same call
+            features = np.concatenate([np.repeat(silent_features(), waiting, axis=0), features])
+            silent = np.concatenate([np.ones(waiting, bool), silent])
+        visemes, params = self._engine_step(features)
+        self._observe(silent, visemes, params)
+        return visemes[waiting:], params[waiting:]
+
+    def _catch_up(self) -> None:
+        """Step the silent frames that wait; their rows (already given) only tell whether the rows stay settled."""
+        waiting, self._waiting = self._waiting, 0
+        if waiting and self.engine is not None:
+            visemes, params = self._engine_step(np.repeat(silent_features(), waiting, axis=0))
+            self._observe(np.ones(waiting, bool), visemes, params)
+
+    def _observe(self, silent: np.ndarray, visemes: np.ndarray, params: np.ndarray) -> None:
+        """Count the silent frames in a row (newest last) whose rows moved less than REST_TOLERANCE."""
+        if not silent[-1]:  # sound (a microphone's room noise, speech): no run; nothing more to look at
+            self._settled, self._newest = 0, (visemes[-1].copy(), params[-1].copy())
+            return
+        rows = np.concatenate([visemes, params], axis=1)
+        step = np.full(len(rows), np.inf)  # the very first row has no row before it
+        if self._newest is not None:
+            step[0] = np.abs(rows[0] - np.concatenate(self._newest)).max()
+        step[1:] = np.abs(np.diff(rows, axis=0)).max(axis=1, initial=0.0)
+        moved = np.flatnonzero(~(silent & (step < REST_TOLERANCE)))
+        self._settled = self._settled + len(rows) if len(moved) == 0 else len(rows) - 1 - int(moved[-1])
+        self._newest = (visemes[-1].copy(), params[-1].copy())
 
 
 def _grown(buffer: np.ndarray, used: int, extra: int) -> np.ndarray:

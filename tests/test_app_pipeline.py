@@ -432,7 +432,7 @@ class _BlockMic(SilenceSource):
         n, self._sent = self.blocks * self.BLOCK - self._sent, self.blocks * self.BLOCK
         return np.zeros(n, np.float32)
 
-    def wait(self, timeout, samples=1):
+    def wait(self, timeout, samples=1, sound=False):
         self._landed.wait(timeout)
 
     def close(self):
@@ -478,7 +478,9 @@ def test_the_microphone_wakes_the_worker_for_the_blocks_that_complete_a_hop(virt
     `avatar bench latency`)."""
     import time
 
-    pipeline = LivePipeline(loudness_engine, SimpleFrames(), fps=60).start()
+    pipeline = LivePipeline(loudness_engine, SimpleFrames(), fps=60)
+    pipeline.lipsync.stream.rest_batch = 0  # never resting, as on a real microphone's noise (resting: next test)
+    pipeline.start()
     try:
         source = MicSource()
         pipeline.set_source(source)
@@ -493,3 +495,41 @@ def test_the_microphone_wakes_the_worker_for_the_blocks_that_complete_a_hop(virt
     assert steps <= 1.3 * hops, (steps, hops)  # was ~2.5 per hop (a 4 ms poll and every 5 ms block)
     assert steps >= 0.5 * hops  # late blocks land together on a busy machine: fewer reads, never more
     assert abs(samples - seconds * SR) < 0.05 * SR  # every sample went to the engine as it came
+
+
+def test_resting_on_a_silent_microphone_the_worker_reads_every_other_hop_and_sound_wakes_it_at_once(virtual_mic,
+                                                                                                   tmp_path):
+    """Idle CPU (issue 18): once the network rests on digital silence the audio worker reads every REST_HOPS hops
+    (its wake-ups halve), and the first block with sound wakes it as it lands, so an onset is read no later than
+    it was (`avatar bench latency`)."""
+    import time
+
+    from avatar.engine import create_engine, live_model_path
+    from avatar.live.pipeline import REST_HOPS
+
+    blocks = []
+    pipeline = LivePipeline(create_engine("onnxruntime", live_model_path()), SimpleFrames(), fps=60,
+                            on_audio=lambda b: blocks.append(b.samples.copy()))
+    pipeline.start()
+    try:
+        pipeline.set_source(MicSource())
+        time.sleep(1.5)  # settled on the virtual microphone's silence: resting
+        assert pipeline.lipsync.stream.resting
+        steps0, samples0, t0 = pipeline.audio_steps, pipeline.lipsync.samples_in, time.monotonic()
+        time.sleep(2.0)
+        steps, samples = pipeline.audio_steps - steps0, pipeline.lipsync.samples_in - samples0
+        seconds = time.monotonic() - t0
+        wav = tmp_path / "burst.wav"
+        write_wav(wav, tone_bursts([0.3], 0.8), SR)
+        blocks.clear()
+        virtual_mic(wav)
+        time.sleep(0.2)
+    finally:
+        pipeline.stop()
+    hops = seconds * SR / 160
+    assert REST_HOPS >= 2 and steps <= 0.7 * hops, (steps, hops)  # ~1 read per 2 hops (every hop before)
+    assert abs(samples - seconds * SR) < 0.05 * SR  # every sample still reached the engine as it came
+    first = next(i for i, b in enumerate(blocks) if np.abs(b).max() > 1e-3)
+    sound_in_first = len(blocks[first]) - int(np.argmax(np.abs(blocks[first]) > 1e-3))
+    # read as the block with the onset landed (5 ms blocks; 2 together on a busy box), not a hop or two later
+    assert sound_in_first <= 2 * 80 + 10, sound_in_first

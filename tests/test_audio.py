@@ -190,3 +190,69 @@ def test_bad_audio_files_give_clear_errors(tmp_path):
     _write_wav(empty, np.zeros(0), SAMPLE_RATE)
     assert len(load_audio(empty)) == 0
     assert log_mel(load_audio(empty)).shape == (0, N_MELS)
+
+
+def _gated(seconds: float = 6.0) -> np.ndarray:
+    """Sound between runs of digital silence (a gated microphone): zeros at the start, between, at the end."""
+    audio = _speechlike(seconds, seed=3)
+    n = len(audio)
+    for a, b in ((0.0, 1.0), (2.0, 2.013), (3.0, 4.5), (5.2, 6.0)):
+        audio[int(a * n / seconds):int(b * n / seconds)] = 0.0
+    return audio
+
+
+def test_silent_features_are_what_the_fft_path_gives_for_digital_silence():
+    from avatar.audio import _frames_to_log_mel, silent_features
+
+    np.testing.assert_array_equal(_frames_to_log_mel(np.zeros((3, 400))), np.repeat(silent_features(), 3, 0))
+    np.testing.assert_array_equal(log_mel(np.zeros(1600, np.float32)), np.repeat(silent_features(), 10, 0))
+
+
+def test_streaming_log_mel_skips_the_fft_in_digital_silence_and_gives_the_same_frames(monkeypatch):
+    import avatar.audio as audio_module
+
+    audio = _gated()
+    whole = log_mel(audio)
+    sizes = np.random.default_rng(4).integers(1, 700, size=400)
+    streamed = _stream(audio, sizes)
+    assert streamed.shape == whole.shape
+    assert np.abs(streamed - whole).max() <= 1e-6  # the silences' edges included
+    fft_frames = []
+    real = audio_module._frames_to_log_mel
+    monkeypatch.setattr(audio_module, "_frames_to_log_mel", lambda f: fft_frames.append(len(f)) or real(f))
+    stream = LogMelStream()
+    out = [stream.push(np.zeros(80, np.float32)) for _ in range(200)]  # 1 s of 5 ms blocks of silence
+    assert sum(len(o) for o in out) == 100 and not fft_frames  # 100 frames, no FFT
+    assert len(stream.push(audio[16000:16160])) == 1 and fft_frames == [1]  # sound: the FFT path at once
+    assert len(stream.push(np.zeros(400, np.float32))) == 2 and sum(fft_frames) == 3  # windows holding the sound
+    assert len(stream.push(np.zeros(800, np.float32))) == 5 and sum(fft_frames) == 3  # the sound has left them
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_stream_resampler_in_digital_silence_skips_the_filter_and_gives_the_same_samples(rate, monkeypatch):
+    import avatar.audio as audio_module
+
+    t = np.arange(int(6 * rate)) / rate
+    x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for a, b in ((0.0, 1.0), (2.0, 2.013), (3.0, 4.5), (5.2, 6.0)):
+        x[int(a * rate):int(b * rate)] = 0.0
+    whole = StreamResampler(rate).process(x, last=True)  # one block: never all silent, the filter throughout
+    resampler = StreamResampler(rate)
+    cuts = np.cumsum(np.random.default_rng(5).integers(1, 900, size=len(x)))
+    blocks = np.split(x, cuts[cuts < len(x)])
+    out = np.concatenate([resampler.process(b) for b in blocks] + [resampler.process(np.zeros(0), last=True)])
+    assert len(out) == len(whole)
+    np.testing.assert_array_equal(out, whole)
+    hush = [np.zeros(rate // 200, np.float32)] * 200  # 1 s of 5 ms blocks
+    with monkeypatch.context() as m:
+        m.setattr(audio_module, "is_digital_silence", lambda a: False)  # the filter on every block
+        reference = StreamResampler(rate)
+        filtered_counts = [len(reference.process(b)) for b in hush]
+    filtered = []
+    real = audio_module.sliding_window_view
+    monkeypatch.setattr(audio_module, "sliding_window_view", lambda *a: filtered.append(1) or real(*a))
+    resampler = StreamResampler(rate)
+    out = [resampler.process(b) for b in hush]
+    assert [len(o) for o in out] == filtered_counts and not filtered  # as many samples per block, no filter
+    assert not np.concatenate(out).any()
+    assert len(resampler.process(x[rate:rate + rate // 200])) and filtered  # sound: filtered at once

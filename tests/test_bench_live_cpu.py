@@ -68,3 +68,26 @@ def test_cli_registers_live_cpu_with_its_options():
     assert args.conditions == ["idle", "speaking"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "live-cpu", "--fps", "45"])
+
+
+def test_the_speech_feed_plays_into_the_sound_server_it_is_given(tmp_path):
+    """The bench brings up its own PulseAudio when none is reachable: the feed must reach that one (its paplay ran
+    in the bench's own environment, so 'speaking' measured a silent microphone)."""
+    from avatar.bench.soak import LoopedFeed
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    seen = tmp_path / "seen.txt"
+    (fake / "paplay").write_text(f'#!/bin/sh\necho "$PULSE_SERVER $*" >> {seen}\nsleep 0.05\n')
+    (fake / "paplay").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ.get('PATH', '')}", "PULSE_SERVER": "unix:/tmp/bench-pulse"}
+    feed = LoopedFeed(tmp_path / "speech.wav", "vmic_out", env)
+    try:
+        deadline = time.monotonic() + 10
+        while not (seen.is_file() and seen.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        feed.stop()
+    lines = seen.read_text().splitlines()
+    assert len(lines) >= 2  # played again and again
+    assert lines[0] == f"unix:/tmp/bench-pulse -d vmic_out {tmp_path / 'speech.wav'}"

@@ -155,7 +155,7 @@ class HeldSource:
     def capture_time(self, index):
         return None
 
-    def wait(self, timeout, samples=1):
+    def wait(self, timeout, samples=1, sound=False):
         time.sleep(min(timeout, 0.005))
 
     def take_messages(self):

@@ -92,3 +92,32 @@ def test_reopen_waits_double_up_to_a_cap():
     from avatar.mic import backoff_delays
 
     assert list(islice(backoff_delays(0.1, 1.0), 6)) == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_the_ring_tells_whether_its_unread_samples_hold_sound_across_the_wrap():
+    from avatar.mic import RingBuffer
+
+    ring = RingBuffer(100)
+    assert not ring.unread_has_sound()
+    ring.write(np.zeros(70, np.float32))
+    assert not ring.unread_has_sound()
+    ring.read()
+    block = np.zeros(60, np.float32)
+    block[55] = 1e-6  # past the wrap (70 + 55 = 125 -> 25)
+    ring.write(block)
+    assert ring.unread_has_sound()
+    ring.read()
+    assert not ring.unread_has_sound()  # read: nothing unread
+    ring.write(np.zeros(60, np.float32))
+    assert not ring.unread_has_sound()  # the old sound still sits in the buffer, but it was read
+
+
+def test_the_callback_tells_a_block_with_any_sound_from_digital_silence():
+    from avatar.mic import Microphone
+
+    mic = Microphone.__new__(Microphone)  # the check alone: no device
+    mic._silent_bytes = b""
+    block = np.zeros((240, 1), np.float32)
+    assert not mic._has_sound(block) and not mic._has_sound(np.zeros((80, 1), np.float32))
+    block[239, 0] = 1e-9
+    assert mic._has_sound(block)

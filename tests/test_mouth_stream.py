@@ -122,3 +122,103 @@ def test_live_view_avatar_lipsync_and_evaluation_give_the_same_rows_to_the_last_
     np.testing.assert_allclose(params, lipsync.params, atol=1e-5)
     np.testing.assert_allclose(visemes, lipsync.visemes, atol=1e-5)
     assert np.ptp(params[:, 0]) > 1e-3  # the rows differ from frame to frame: a shifted row would show
+
+
+# -- resting on silence (the live view's idle: avatar.mouth_stream.REST_BATCH) --------------------------
+
+
+def _gated_talk():
+    """Speech-like bursts between runs of digital silence (a gated microphone), 5 ms blocks as the app reads them:
+    a long silence (the network settles and rests), short gaps (it may not), a burst 130 ms after the last."""
+    def vowel(seconds, f0, seed):
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        x = 0.3 * np.sign(np.sin(2 * np.pi * f0 * t)) * np.minimum(1.0, t / 0.005)
+        return (x + 1e-3 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
+
+    def hush(seconds):
+        return np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+
+    audio = np.concatenate([vowel(0.5, 140, 0), hush(3.0), vowel(0.3, 200, 1), hush(12.0), vowel(0.4, 120, 2),
+                            hush(0.13), vowel(0.2, 160, 3), hush(2.0)])
+    return audio, np.split(audio, np.arange(80, len(audio), 80))
+
+
+def _pushed(stream, blocks):
+    rows = [stream.push(block) for block in blocks]
+    return [len(r) for r in rows], np.concatenate([r.params for r in rows]), np.concatenate([r.visemes for r in rows])
+
+
+def test_resting_on_silence_gives_the_frame_by_frame_rows_where_there_is_sound_with_far_fewer_network_calls():
+    from avatar.engine import create_engine, live_model_path
+    from avatar.mouth_stream import REST_BATCH
+
+    audio, blocks = _gated_talk()
+    exact = MouthStream(create_engine("onnxruntime", live_model_path()))
+    resting = LipSync(create_engine("onnxruntime", live_model_path())).stream  # the live view's stream
+    assert resting.rest_batch == REST_BATCH > 1
+    counts, params, visemes = _pushed(exact, blocks)
+    rest_counts, rest_params, rest_visemes = _pushed(resting, blocks)
+    assert rest_counts == counts  # every row comes in the push that completes its frame: no onset is delayed
+    frames = audio[:len(params) * HOP_LENGTH].reshape(-1, HOP_LENGTH)
+    window_silent = np.array([not audio[max(0, (i + 1) * HOP_LENGTH - 400):(i + 1) * HOP_LENGTH].any()
+                              for i in range(len(frames))])
+    # a frame with sound sees the state the frame-by-frame network has: its row is that row (after 12 s of rest too)
+    np.testing.assert_allclose(rest_params[~window_silent], params[~window_silent], atol=1e-6)
+    np.testing.assert_allclose(rest_visemes[~window_silent], visemes[~window_silent], atol=1e-6)
+    # the silent rows repeat the newest row the network gave: off by a drift too small to draw (MOUTH_STEP 0.01)
+    assert np.abs(rest_params - params).max() < 5e-3
+    assert np.ptp(params[~window_silent][:, 0]) > 0.1  # the bursts move the mouth: a wrong state would show
+    assert resting.engine_calls < exact.engine_calls / 3  # 10 calls a second at rest instead of 100
+
+
+class _DriftingEngine:
+    """A network that never settles on silence: its rows climb by 1e-3 a frame, whatever it hears."""
+
+    lookahead = 0
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.n = 0
+
+    def step(self, features):
+        rows = (self.n + 1 + np.arange(len(features), dtype=np.float32))[:, None] * 1e-3
+        self.n += len(features)
+        return EngineOutput(np.repeat(rows, N_VISEMES, 1), np.repeat(rows, N_PARAMS, 1))
+
+
+def test_a_network_that_does_not_settle_on_silence_is_stepped_every_frame():
+    from avatar.mouth_stream import REST_BATCH
+
+    blocks = [np.zeros(80, np.float32)] * 400  # 2 s of digital silence
+    stream = MouthStream(_DriftingEngine(), rest_batch=REST_BATCH)
+    _, params, _ = _pushed(stream, blocks)
+    np.testing.assert_allclose(params[:, 0], (np.arange(len(params)) + 1) * 1e-3, rtol=1e-6)
+    assert stream.engine_calls == len(params)  # a frame a call, as without resting
+
+
+def test_a_backend_swapped_while_resting_takes_over_and_the_flush_steps_what_waited():
+    from avatar.engine import create_engine, live_model_path
+
+    engine = create_engine("onnxruntime", live_model_path())
+    stream = LipSync(engine).stream
+    hush = [np.zeros(80, np.float32)] * 300  # 1.5 s: settled and resting
+    _pushed(stream, hush)
+    calls = stream.engine_calls
+    assert calls < 100
+    other = _DriftingEngine()  # the live backend switch: a fresh engine between two pushes
+    stream.engine = other
+    counts, params, _ = _pushed(stream, hush[:40])
+    assert sum(counts) == 20 and other.n == 20  # the new engine steps every frame: it has not settled
+    np.testing.assert_allclose(params[:, 0], (np.arange(20) + 1) * 1e-3, rtol=1e-6)
+    engine.reset()  # swapped back as LivePipeline.set_engine does: reset, then handed over
+    stream.engine = engine
+    _pushed(stream, hush)
+    assert stream.flush().first == stream.frames_out - engine.lookahead
+    exact = MouthStream(create_engine("onnxruntime", live_model_path()))
+    _pushed(exact, hush)
+    exact.flush()
+    # after the flush the resting stream's network has heard every frame the frame-by-frame one has
+    for mine, theirs in zip(engine.state, exact.engine.state):
+        np.testing.assert_array_equal(mine, theirs)

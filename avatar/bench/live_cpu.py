@@ -197,7 +197,8 @@ def run_app_conditions(tree: Path, env: dict, args, feed_wav: Path) -> dict[str,
             for condition in args.conditions:
                 feed = None
                 if condition == "speaking":
-                    feed = LoopedFeed(feed_wav, args.sink)
+                    # into the sound server the app hears (the one brought up here when none was reachable)
+                    feed = LoopedFeed(feed_wav, args.sink, env)
                     time.sleep(SPEECH_SETTLE_SECONDS)
                 try:
                     results[condition] = measure(app.pid, args.seconds)

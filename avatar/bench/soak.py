@@ -53,10 +53,11 @@ def feed_signal(seconds: float = FEED_SECONDS, seed: int = 0) -> np.ndarray:
 
 
 class LoopedFeed:
-    """Plays a WAV into a PulseAudio sink again and again (`paplay`), until stopped."""
+    """Plays a WAV into a PulseAudio sink again and again (`paplay`), until stopped. `env`: the environment paplay
+    runs in (the sound server to reach: PULSE_SERVER); None, this process's."""
 
-    def __init__(self, wav: Path, sink: str):
-        self.wav, self.sink = wav, sink
+    def __init__(self, wav: Path, sink: str, env: dict | None = None):
+        self.wav, self.sink, self.env = wav, sink, env
         self.plays = 0
         self._stop = threading.Event()
         self._proc = None
@@ -66,7 +67,7 @@ class LoopedFeed:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._proc = subprocess.Popen(["paplay", "-d", self.sink, str(self.wav)], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL)
+                                          stderr=subprocess.DEVNULL, env=self.env)
             self._proc.wait()
             self.plays += 1
             if self._proc.returncode != 0:

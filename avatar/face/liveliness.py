@@ -5,6 +5,7 @@ looks the same and tests can pin it down.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -66,17 +67,33 @@ class Liveliness:
         lo, hi = self.config.blink_interval
         while self._blink_horizon <= t + 1.0:
             start = self._blink_horizon
-            self._blinks.append(start)
+            bisect.insort(self._blinks, start)  # kept sorted (blinks_near looks them up)
             if self._blink_rng.random() < self.config.double_blink_chance:
-                self._blinks.append(start + 2.2 * self.config.blink_duration)
+                bisect.insort(self._blinks, start + 2.2 * self.config.blink_duration)
             self._blink_horizon = start + float(self._blink_rng.uniform(lo, hi))
         return self._blinks
+
+    def blinks_near(self, t: float) -> list[float]:
+        """Starts of the blinks that may cover time t (those within one blink duration before it): a look-up in the
+        sorted schedule, so a session's hours of blinks do not make every frame scan them all."""
+        starts = self._blink_starts_until(t)
+        d = self.config.blink_duration
+        return starts[bisect.bisect_left(starts, t - d):bisect.bisect_right(starts, t)]
+
+    def next_blink(self, t: float) -> float:
+        """When the first blink after time t starts (inf without blinks): what the live view must draw then."""
+        c = self.config
+        if not (c.enabled and c.blinks):
+            return math.inf
+        starts = self._blink_starts_until(t)
+        i = bisect.bisect_right(starts, t)
+        return starts[i] if i < len(starts) else self._blink_horizon
 
     def blink(self, t: float) -> float:
         d = self.config.blink_duration
         closing = 0.4 * d  # lids fall faster than they rise
         value = 0.0
-        for start in self._blink_starts_until(t):
+        for start in self.blinks_near(t):
             tau = t - start
             if 0 <= tau < d:
                 if tau < closing:

@@ -186,6 +186,10 @@ class Renderer:
                 extras[k] = extras.get(k, 0.0) + v
         return field_weights(params, extras)
 
+    def next_blink(self, t: float) -> float:
+        """When the liveliness's next blink after time t starts (inf: none will): the live view looks then."""
+        return self.liveliness.next_blink(t)
+
     def render(self, params: np.ndarray, t: float = 0.0) -> np.ndarray:
         """The frame for N_PARAMS mouth parameters (PARAM_NAMES order) at time t; see FrameRenderer."""
         local, head, eyes = self.weights(params, t)

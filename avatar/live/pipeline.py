@@ -29,7 +29,7 @@ from avatar.live.recording import LiveRecording
 from avatar.live.sources import AudioSource, SilenceSource
 from avatar.live.still import StillFrames
 from avatar.live.track import ParamSampler, ParamTrack
-from avatar.mouth_stream import MouthRows, MouthStream
+from avatar.mouth_stream import REST_BATCH, MouthRows, MouthStream
 from avatar.record import BackgroundRecorder, Recorder, RecordError
 
 AUDIO_POLL_SECONDS = 0.004  # how often the audio worker looks at a source that cannot wake it (file, silence)
@@ -41,6 +41,10 @@ HOP_WAKE_EARLY_SECONDS = 0.0015
 # only bounds how late a stalled stream is noticed (avatar.mic.LOST_AFTER_SECONDS is 0.5 s). The 4 ms poll it
 # replaces fired between blocks: 204 wake-ups/s on the virtual microphone, ~95 now (5 ms blocks).
 MIC_WAIT_SECONDS = 0.05
+# Resting on digital silence (avatar.mouth_stream: the network settled, its silent frames batched), the audio worker
+# reads every REST_HOPS hops instead of every hop: the idle face's clock advances 20 ms at a time, which moves its
+# sway by < 0.15 px (it is drawn in 0.25 px steps), and a microphone block with any sound wakes it at once.
+REST_HOPS = 2
 DEFAULT_DISPLAY_FPS = 60
 DEFAULT_RECORD_FPS = 30
 STATS_WINDOW = 120  # frames the fps / latency statistics look back over
@@ -48,10 +52,12 @@ PR_SET_NAME = 15  # Linux prctl option: name the calling thread (what top -H, /p
 
 
 class LipSync:
-    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`): a MouthStream feeding a ParamTrack."""
+    """16 kHz audio in, raw mouth parameters on the audio clock out (`track`): a MouthStream feeding a ParamTrack.
+    The stream rests on digital silence (avatar.mouth_stream.REST_BATCH): the idle view steps the network 10 frames
+    at a time."""
 
     def __init__(self, engine):
-        self.stream = MouthStream(engine)
+        self.stream = MouthStream(engine, rest_batch=REST_BATCH)
         self.track = ParamTrack()
 
     @property
@@ -120,6 +126,7 @@ class LivePipeline:
                  on_event: Callable[[str], None] | None = None,
                  on_frame: Callable[[Frame], None] | None = None,
                  on_audio: Callable[[AudioBlock], None] | None = None):
+        self._wake = threading.Event()  # set when the render worker must not sleep through ticks (wake())
         self.lipsync = LipSync(engine)
         self.sampler = ParamSampler(self.lipsync.track, smooth)
         self.renderer = renderer
@@ -147,6 +154,20 @@ class LivePipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: deque = deque(maxlen=20)  # audio/render worker failures, for the GUI to show
+
+    @property
+    def renderer(self):
+        return self._renderer
+
+    @renderer.setter
+    def renderer(self, renderer) -> None:
+        self._renderer = renderer
+        self.wake()  # a new face is drawn at the next tick
+
+    def wake(self) -> None:
+        """Something the idle motion's speed cannot foresee changed (speech, an expression, a new face): the render
+        worker looks again at its next tick instead of sleeping through quiet ones (StillFrames.quiet_ticks)."""
+        self._wake.set()
 
     # -- sources --------------------------------------------------------------------------------------
 
@@ -199,6 +220,7 @@ class LivePipeline:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         for th in self._threads:
             th.join(timeout=5)
         self._threads = []
@@ -217,21 +239,33 @@ class LivePipeline:
                 self.use_silence()
             self.audio_steps += 1
             source = self._source
-            rest = woke + self.until_next_hop() - time.monotonic()
+            hops = self.hops_per_wake(source)
+            rest = woke + self.until_next_hop(hops) - time.monotonic()
             # A microphone is read as each block lands (no sleep past one: it would delay the hop-completing block).
             # Its blocks cannot be told apart before reading them, and reading is what clears its wake-up event.
             if moved and rest > 0 and not source.is_microphone:
                 self._stop.wait(rest)
             if source.is_microphone:  # woken as the block that completes the next feature hop lands: no polling
-                # delay, and blocks that complete none (every other 5 ms block) are read with the next one
-                source.wait(MIC_WAIT_SECONDS, samples=HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH)
+                # delay, and blocks that complete none (every other 5 ms block) are read with the next one; resting,
+                # every other hop, or at once on a block with sound
+                missing = hops * HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH
+                source.wait(MIC_WAIT_SECONDS, samples=missing, sound=hops > 1)
             else:
                 source.wait(AUDIO_POLL_SECONDS)
 
-    def until_next_hop(self) -> float:
+    def hops_per_wake(self, source) -> int:
+        """Feature hops the audio worker lets pass between two reads: REST_HOPS while the network rests on the
+        silence of a microphone (woken at once by a block with sound) or of no microphone, and nothing takes the
+        audio as it comes (a recording, a camera, pushed sound); else one."""
+        if (self.lipsync.stream.resting and self._recording is None and self.frames_wanted <= 0
+                and self.mix_in is None and (source.is_microphone or isinstance(source, SilenceSource))):
+            return REST_HOPS
+        return 1
+
+    def until_next_hop(self, hops: int = 1) -> float:
         """Seconds (from the last read of a clock-paced source) until the sound not yet in a feature frame can make
-        one: the log-mel stream holds `samples_in % HOP_LENGTH` samples of a partial hop."""
-        missing = HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH
+        `hops` more: the log-mel stream holds `samples_in % HOP_LENGTH` samples of a partial hop."""
+        missing = hops * HOP_LENGTH - self.lipsync.samples_in % HOP_LENGTH
         return max(0.0, missing / SAMPLE_RATE - HOP_WAKE_EARLY_SECONDS)
 
     def pump_audio(self) -> int:
@@ -252,6 +286,8 @@ class LivePipeline:
                     self.on_audio(AudioBlock(audio, start, source.capture_time(start - self._source_base),
                                              source.now()))
                 self.lipsync.push(audio)
+                if not self.lipsync.stream.resting:  # sound (or a network still settling): the mouth may move
+                    self._wake.set()
                 sound = source.take_sound() if hasattr(source, "take_sound") else None  # full rate, to record
                 if mixed is not None:
                     sound = None  # the recording gets the 16 kHz block with the pushed sound in it
@@ -286,11 +322,28 @@ class LivePipeline:
                 if missed:
                     self.dropped_frames += missed
                     deadline += missed * period
+            self._wake.clear()  # before the look: a wake-up during it is not lost
             try:
                 self.render_once()
+                quiet = self.quiet_ticks(period)
             except Exception as e:
                 self._report(f"Rendering failed: {e}")
                 self._stop.wait(0.5)
+                continue
+            if quiet:  # sleep through ticks that would find the frame unchanged, to the one after them; speech or
+                # a change wakes it sooner (then it looks at the next tick)
+                self._wake.wait(deadline + (quiet + 1) * period - time.monotonic())
+                slept = min(quiet, max(int((time.monotonic() - deadline) // period), 0))
+                self._frame_times.extend(deadline + (k + 1) * period for k in range(slept))  # shown up to date
+                deadline += slept * period
+
+    def quiet_ticks(self, period: float) -> int:
+        """Display ticks after this one the render worker may sleep through: only while the face rests on silence
+        (the network resting, nothing recorded or sent elsewhere), as many as StillFrames.quiet_ticks says."""
+        if (self._recording is not None or self.frames_wanted > 0 or self.view_hidden
+                or not self.lipsync.stream.resting or self._wake.is_set()):
+            return 0
+        return self.still.quiet_ticks(period)
 
     def display_time(self) -> float | None:
         """The audio time to show now: the newest with parameters, never ahead of what is being heard."""
@@ -369,6 +422,7 @@ class LivePipeline:
                                                               live=True)), self.lipsync.samples_in, fps, rate)
         with self._rec_lock:
             self._recording = recording
+        self.wake()  # a recording takes a frame every tick from now on: no quiet ticks to finish first
         return recording
 
     @property

@@ -64,9 +64,9 @@ class AudioSource(Protocol):
         """The sound `read` delivered since the last call, at `sound_rate` (for recordings): blocks, each with the
         time of its first sample on read's 16 kHz clock (source sample index / 16000, in s)."""
 
-    def wait(self, timeout: float, samples: int = 1) -> None:
+    def wait(self, timeout: float, samples: int = 1, sound: bool = False) -> None:
         """Returns when new sound may be there (a microphone: as the block lands that brings `samples` more 16 kHz
-        samples), or after `timeout` seconds."""
+        samples, or with sound=True any block with a sample that is not 0), or after `timeout` seconds."""
 
     def now(self) -> float:
         """The source's clock now (the clock capture_time answers on)."""
@@ -95,7 +95,7 @@ class _NoInput:
     def set_conditioning(self, gain_db: float, gate_db: float | None) -> None:
         pass
 
-    def wait(self, timeout: float, samples: int = 1) -> None:
+    def wait(self, timeout: float, samples: int = 1, sound: bool = False) -> None:
         time.sleep(timeout)  # nothing wakes the worker early: it polls (AUDIO_POLL_SECONDS)
 
 
@@ -346,10 +346,11 @@ class MicSource:
         messages, self._messages = self._messages, []
         return messages
 
-    def wait(self, timeout: float, samples: int = 1) -> None:
+    def wait(self, timeout: float, samples: int = 1, sound: bool = False) -> None:
         """Returns as soon as the microphone has delivered sound for `samples` more 16 kHz samples (a block lands
-        every 5 ms; one that completes no feature hop is left for the next), or after `timeout`. While the stream
-        is stalled or being reopened: after `timeout` (the read then follows the gap)."""
+        every 5 ms; one that completes no feature hop is left for the next), or with sound=True a block that is not
+        digital silence, or after `timeout`. While the stream is stalled or being reopened: after `timeout` (the
+        read then follows the gap)."""
         mic = self.mic
         if mic is None:
             time.sleep(timeout)
@@ -358,7 +359,7 @@ class MicSource:
         else:
             # the ring's samples at the capture rate that make `samples` at 16 kHz (one fewer: the resampler's
             # count may round up, and reading one block early costs only the wake-up)
-            mic.wait_for(max(1, (samples - 1) * mic.samplerate // SAMPLE_RATE), timeout)
+            mic.wait_for(max(1, (samples - 1) * mic.samplerate // SAMPLE_RATE), timeout, sound)
 
     def capture_time(self, index: int) -> float | None:
         first_index, first_ring = self._segment
