@@ -216,9 +216,7 @@ class StreamResampler:
             a = np.concatenate([a, np.zeros(self.taps // 2, np.float32)])
         self._history = np.concatenate([self._history, a.astype(np.float64)])
         self._silent = False
-        end = self._first + len(self._history)  # one past the newest input index
-        # outputs n whose newest input q = n*down // up has arrived
-        n_stop = (end * self.up - 1) // self.down + 1 if end > 0 else 0
+        n_stop = self._outputs_until(self._first + len(self._history))
         n = np.arange(self._next_out, n_stop)
         if len(n) == 0:
             self._silent = not self._history.any()
@@ -228,8 +226,7 @@ class StreamResampler:
         windows = sliding_window_view(self._history, self.taps)[q - (self.taps - 1) - self._first]
         out = np.einsum("ij,ij->i", windows, self.phases[p]).astype(np.float32)
         self._next_out = int(n_stop)
-        keep_from = (self._next_out * self.down) // self.up - (self.taps - 1)  # oldest input still needed
-        drop = max(0, keep_from - self._first)
+        drop = max(0, self._oldest_needed() - self._first)
         self._history, self._first = self._history[drop:], self._first + drop
         self._silent = not self._history.any()
         return out
@@ -238,13 +235,20 @@ class StreamResampler:
         """`n` zero samples into a filter holding only zeros: the outputs they complete are zeros (the same count
         and bookkeeping as the filtered path, without it)."""
         end = self._first + len(self._history) + n
-        n_stop = (end * self.up - 1) // self.down + 1 if end > 0 else 0
-        count = max(0, n_stop - self._next_out)
+        count = max(0, self._outputs_until(end) - self._next_out)
         self._next_out += count
-        keep_from = (self._next_out * self.down) // self.up - (self.taps - 1)
-        self._first = max(self._first, keep_from)
+        self._first = max(self._first, self._oldest_needed())
         self._history = _zeros(end - self._first)
         return np.zeros(count, np.float32)
+
+    def _outputs_until(self, end: int) -> int:
+        """One past the last output n whose newest input q = n*down // up has arrived, given inputs up to `end`
+        (one past the newest input index)."""
+        return (end * self.up - 1) // self.down + 1 if end > 0 else 0
+
+    def _oldest_needed(self) -> int:
+        """The oldest input index the next output still reads."""
+        return (self._next_out * self.down) // self.up - (self.taps - 1)
 
 
 def iter_audio(path: str | Path, block: int = SAMPLE_RATE, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
