@@ -257,10 +257,15 @@ class LivePipeline:
         """Feature hops the audio worker lets pass between two reads: REST_HOPS while the network rests on the
         silence of a microphone (woken at once by a block with sound) or of no microphone, and nothing takes the
         audio as it comes (a recording, a camera, pushed sound); else one."""
-        if (self.lipsync.stream.resting and self._recording is None and self.frames_wanted <= 0
-                and self.mix_in is None and (source.is_microphone or isinstance(source, SilenceSource))):
+        if (self._resting_unwatched() and self.mix_in is None
+                and (source.is_microphone or isinstance(source, SilenceSource))):
             return REST_HOPS
         return 1
+
+    def _resting_unwatched(self) -> bool:
+        """The network rests on silence and nothing takes every frame as it comes (a recording, a camera or the
+        browser source): what both the audio worker's and the render worker's resting ask first."""
+        return self.lipsync.stream.resting and self._recording is None and self.frames_wanted <= 0
 
     def until_next_hop(self, hops: int = 1) -> float:
         """Seconds (from the last read of a clock-paced source) until the sound not yet in a feature frame can make
@@ -340,8 +345,7 @@ class LivePipeline:
     def quiet_ticks(self, period: float) -> int:
         """Display ticks after this one the render worker may sleep through: only while the face rests on silence
         (the network resting, nothing recorded or sent elsewhere), as many as StillFrames.quiet_ticks says."""
-        if (self._recording is not None or self.frames_wanted > 0 or self.view_hidden
-                or not self.lipsync.stream.resting or self._wake.is_set()):
+        if not self._resting_unwatched() or self.view_hidden or self._wake.is_set():
             return 0
         return self.still.quiet_ticks(period)
 
