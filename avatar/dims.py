@@ -20,6 +20,7 @@ class ModelDims:
     n_visemes: int = N_VISEMES
     n_params: int = N_PARAMS
     lookahead: int = 2  # frames of output delay (20 ms)
+    voice_hidden: int = 0  # units of the voice-presence gate's own GRU (0: no gate; models before 2026-12-02)
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -29,17 +30,20 @@ class ModelDims:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        return ("h", "c") if self.cell == "lstm" else ("h",)
+        core = ("h", "c") if self.cell == "lstm" else ("h",)
+        return core + ((VOICE_STATE,) if self.voice_hidden else ())
 
-    @property
-    def state_shape(self) -> tuple[int, int, int]:
-        return (self.n_layers, 1, self.n_hidden)  # (layers, batch 1, hidden) for each state tensor
+    def state_shape(self, name: str) -> tuple[int, int, int]:
+        """(layers, batch 1, units) of one state tensor: the core's, or the voice gate's single layer."""
+        return (1, 1, self.voice_hidden) if name == VOICE_STATE else (self.n_layers, 1, self.n_hidden)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelDims":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+
+VOICE_STATE = "voice"  # the voice gate's GRU state, carried like the core's
 
 # ONNX graph I/O: features (1, frames, n_mels) and the state in; visemes, params and the state out
 FEATURES = "features"

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from avatar.dims import CELLS, FEATURES, MAX_LOOKAHEAD, OUTPUTS, ModelDims, state_io_names  # noqa: F401
+from avatar.visemes import VISEME_INDEX, VISEME_POSE
 
 State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (n_layers, batch, n_hidden)
 
@@ -38,24 +39,65 @@ class LipSyncNet(nn.Module):
         self.rnn = rnn(dims.n_hidden, dims.n_hidden, dims.n_layers, batch_first=True)
         self.viseme_head = nn.Linear(dims.n_hidden, dims.n_visemes)
         self.param_head = nn.Linear(dims.n_hidden, dims.n_params)
+        if dims.voice_hidden:
+            self.voice = VoiceGate(dims)
 
     def initial_state(self, batch: int = 1) -> State:
-        shape = (self.dims.n_layers, batch, self.dims.n_hidden)
-        return tuple(torch.zeros(shape, device=self.feature_mean.device) for _ in self.dims.state_names)
+        return tuple(torch.zeros(self.dims.state_shape(s)[0], batch, self.dims.state_shape(s)[2],
+                                 device=self.feature_mean.device) for s in self.dims.state_names)
 
     def forward(self, x: torch.Tensor, state: State | None = None, logits: bool = False):
         """x: (B, T, n_mels) log-mel frames. Returns (visemes, params, new_state):
         visemes (B, T, n_visemes) posteriors (or logits if `logits`), params (B, T, n_params) in 0..1
-        (or pre-sigmoid if `logits`)."""
+        (or pre-sigmoid if `logits`). With a voice gate the posteriors and parameters are drawn towards rest
+        where it hears no voice; logits are the lip-sync heads' own, before the gate (what `fit` trains)."""
         if state is None:
             state = self.initial_state(x.shape[0])
         x = (x - self.feature_mean) / self.feature_std  # non-finite input is stopped before this (engine.base)
-        y, new_state = self.rnn(self.input(x), state if self.dims.cell == "lstm" else state[0])
+        n_core = 2 if self.dims.cell == "lstm" else 1
+        core, voice_state = state[:n_core], state[n_core:]
+        y, new_state = self.rnn(self.input(x), core if self.dims.cell == "lstm" else core[0])
         new_state = tuple(new_state) if self.dims.cell == "lstm" else (new_state,)
         v, p = self.viseme_head(y), self.param_head(y)
+        if self.dims.voice_hidden:
+            voice_logit, voice_state = self.voice(x, voice_state[0])
+            new_state = new_state + (voice_state,)
         if not logits:
             v, p = torch.softmax(v, dim=-1), torch.sigmoid(p)
+            if self.dims.voice_hidden:
+                v, p = self.voice.gate(v, p, torch.sigmoid(voice_logit))
         return v, p, new_state
+
+
+VOICE_FULL = 0.9  # voice probability from which the core's outputs pass whole; below it they fade to rest
+
+
+class VoiceGate(nn.Module):
+    """Is a voice (speaking or singing) in the sound? Its own small GRU on the normalised log-mel, trained on
+    speech, song, instrumental music and noise (`avatar train voice-gate`) while the lip-sync core stays as it
+    is: the core's states do not tell music from voice (a linear read of them cut held-out music only to 25 %).
+    Where it hears none, the outputs are drawn to the rest pose, so music in the room does not open the mouth."""
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.input = nn.Sequential(nn.Linear(dims.n_mels, dims.voice_hidden), nn.Tanh())
+        self.rnn = nn.GRU(dims.voice_hidden, dims.voice_hidden, 1, batch_first=True)
+        self.head = nn.Linear(dims.voice_hidden, 1)
+        rest = torch.zeros(dims.n_visemes)
+        rest[VISEME_INDEX["sil"]] = 1.0
+        self.register_buffer("rest_visemes", rest)
+        self.register_buffer("rest_params", torch.tensor(VISEME_POSE["sil"], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        """x: (B, T, n_mels) normalised features, h: (1, B, voice_hidden) -> ((B, T, 1) voice logit, new h)."""
+        y, h = self.rnn(self.input(x), h)
+        return self.head(y), h
+
+    def gate(self, visemes, params, voice):
+        """Posteriors and parameters mixed with the rest pose by the voice probability (B, T, 1)."""
+        voice = torch.clamp(voice / VOICE_FULL, max=1.0)
+        return (voice * visemes + (1 - voice) * self.rest_visemes,
+                voice * params + (1 - voice) * self.rest_params)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class OnnxEngine(StatefulEngine):
         self.reset()
 
     def reset(self) -> None:
-        self.state = [np.zeros(self.dims.state_shape, np.float32) for _ in self.state_in]
+        self.state = [np.zeros(self.dims.state_shape(s), np.float32) for s in self.dims.state_names]
 
     def _step(self, features: np.ndarray):
         feeds = {FEATURES: features[None], **dict(zip(self.state_in, self.state))}

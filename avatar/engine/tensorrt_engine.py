@@ -149,11 +149,11 @@ class TensorRTEngine(StatefulEngine):
     def _bind(self) -> None:
         d, f4 = self.dims, 4  # float32 bytes
         self.state_in, self.state_out = state_io_names(d)
-        state_bytes = int(np.prod(d.state_shape)) * f4
         self.mem.alloc(FEATURES, MAX_CHUNK * d.n_mels * f4)
         self.mem.alloc(OUTPUTS[0], MAX_CHUNK * d.n_visemes * f4)
         self.mem.alloc(OUTPUTS[1], MAX_CHUNK * d.n_params * f4)
         for s in d.state_names:
+            state_bytes = int(np.prod(d.state_shape(s))) * f4
             self.mem.alloc(f"{s}:0", state_bytes)
             self.mem.alloc(f"{s}:1", state_bytes)
         for name in (FEATURES, *OUTPUTS):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar.engine import create_engine
-from . import real_head, real_mouths
+from . import real_head, real_mouths, voice_gate
 from .datagen import GenConfig, ShardsFailed, generate
 from .evaluate import run_evaluation
 from .fit import BATCH, BILABIAL_WEIGHT, LEARNING_RATE, SEGMENT, FitConfig, fit
@@ -196,6 +196,7 @@ def add_cli(subparsers) -> None:
 
     real_mouths.add_cli(sub)
     real_head.add_cli(sub)
+    voice_gate.add_cli(sub)
 
     ship = sub.add_parser("ship", help="copy trained weights into assets/ and export the ONNX beside them")
     ship.add_argument("model", help="trained weights (.safetensors)")

@@ -64,8 +64,8 @@ def top_states(model, features: np.ndarray):
 
     x = (torch.from_numpy(np.asarray(features, np.float32))[None] - model.feature_mean) / model.feature_std
     state = model.initial_state(1)
-    with torch.no_grad():
-        y, _ = model.rnn(model.input(x), state if model.dims.cell == "lstm" else state[0])
+    with torch.no_grad():  # the core's state only (a voice gate's, if any, comes after it)
+        y, _ = model.rnn(model.input(x), state[:2] if model.dims.cell == "lstm" else state[0])
     return y[0]
 
 
