@@ -6,7 +6,7 @@ caller shifts time by `lookahead` frames and the network itself never peeks ahea
 
 The recurrent state is explicit: forward(x, state) -> (..., new_state). Streaming inference carries it from
 chunk to chunk; training carries it across truncated-BPTT segments the same way; the ONNX graph takes it as an
-input and returns it as an output (h, and c for the LSTM).
+input and returns it as an output (h, and c for the LSTM; then the voice gate's, where the model has one).
 """
 from __future__ import annotations
 
