@@ -252,6 +252,9 @@ class Controller:
             return False
         self.virtual_camera, self._camera_sink = camera, frame_sink(camera)
         self.add_frame_sink(self._camera_sink)
+        # the face on show now: a still face makes no new frame (StillFrames), and the camera repeats its last one
+        # at its own rate, so without this it sends nothing until the face next moves (never, with idle motion off)
+        self._camera_sink(frame)
         self._outputs_changed()
         return True
 

@@ -109,6 +109,7 @@ def test_the_camera_gets_the_views_frames_at_its_size_and_rate_and_the_mouth_mov
         shown[frame.image.tobytes()] = frame.params.copy()
 
     c.add_frame_sink(keep)
+    keep(c.pipeline.latest)  # the face on show: the camera starts with it (a newer one reaches `keep` itself)
     assert c.start_virtual_camera(), c.last_error
     backend = recorder.opened[-1]
     assert (backend.width, backend.height, backend.fps) == (SIZE, SIZE, FPS)
@@ -382,3 +383,21 @@ def test_a_still_face_in_a_hidden_window_still_reaches_the_camera_at_its_rate(re
     assert c.virtual_camera.repeated > 0
     c.stop_virtual_camera()
     assert c.pipeline.frames_wanted == 0
+
+
+def test_a_camera_started_on_a_face_already_still_sends_it_at_once(recorder, face_controller):
+    """A still face makes no new frame; the camera repeats its last one. Started on a face that has settled, it must
+    start from the face on show, not wait for the face to move (with idle motion off: never)."""
+    c = face_controller
+    seq = c.pipeline.latest.seq
+    for _ in range(100):  # silence, liveliness off: the spring settles and no new frame is drawn
+        time.sleep(0.1)
+        if c.pipeline.latest.seq == seq:
+            break
+        seq = c.pipeline.latest.seq
+    assert c.pipeline.latest.seq == seq, "the face never settled"
+    assert c.start_virtual_camera(), c.last_error
+    backend = recorder.opened[-1]
+    wait_until(lambda: len(backend.frames) >= FPS // 2, timeout=3.0)
+    assert np.array_equal(backend.frames[0], c.pipeline.latest.image)
+    c.stop_virtual_camera()
