@@ -96,8 +96,20 @@ def face_controller(loudness_engine, tmp_path):
     photo = default_photo()
     c.use_renderer(photo, c.build_renderer(photo))
     wait_until(lambda: c.latest_frame is not None and c.latest_frame.image.shape[0] == SIZE)
+    wait_settled(c)  # the face on show is this renderer's (a frame of the one before has the same size)
     yield c
     c.close()
+
+
+def wait_settled(c, quiet=0.3, timeout=10.0):
+    """Until no new frame has been drawn for `quiet` s: silence, liveliness off, the spring at rest (StillFrames)."""
+    end, seq = time.monotonic() + timeout, c.pipeline.latest.seq
+    while time.monotonic() < end:
+        time.sleep(quiet)
+        if c.pipeline.latest.seq == seq:
+            return
+        seq = c.pipeline.latest.seq
+    raise AssertionError("the face never settled")
 
 
 def test_the_camera_gets_the_views_frames_at_its_size_and_rate_and_the_mouth_moves(recorder, face_controller,
@@ -389,13 +401,7 @@ def test_a_camera_started_on_a_face_already_still_sends_it_at_once(recorder, fac
     """A still face makes no new frame; the camera repeats its last one. Started on a face that has settled, it must
     start from the face on show, not wait for the face to move (with idle motion off: never)."""
     c = face_controller
-    seq = c.pipeline.latest.seq
-    for _ in range(100):  # silence, liveliness off: the spring settles and no new frame is drawn
-        time.sleep(0.1)
-        if c.pipeline.latest.seq == seq:
-            break
-        seq = c.pipeline.latest.seq
-    assert c.pipeline.latest.seq == seq, "the face never settled"
+    wait_settled(c)
     assert c.start_virtual_camera(), c.last_error
     backend = recorder.opened[-1]
     wait_until(lambda: len(backend.frames) >= FPS // 2, timeout=3.0)
