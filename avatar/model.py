@@ -43,8 +43,17 @@ class LipSyncNet(nn.Module):
             self.voice = VoiceGate(dims)
 
     def initial_state(self, batch: int = 1) -> State:
-        return tuple(torch.zeros(self.dims.state_shape(s)[0], batch, self.dims.state_shape(s)[2],
-                                 device=self.feature_mean.device) for s in self.dims.state_names)
+        shapes = [self.dims.state_shape(s) for s in self.dims.state_names]
+        return tuple(torch.zeros(layers, batch, units, device=self.feature_mean.device) for layers, _, units in shapes)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-mel frames in the units the input layer and the voice gate were trained on."""
+        return (x - self.feature_mean) / self.feature_std  # non-finite input is stopped before this (engine.base)
+
+    def core_state(self, state: State):
+        """The recurrent core's part of a state tuple, as its nn module takes it: h, or (h, c) for the LSTM (a
+        voice gate's state, where there is one, comes after it)."""
+        return state[:2] if self.dims.cell == "lstm" else state[0]
 
     def forward(self, x: torch.Tensor, state: State | None = None, logits: bool = False):
         """x: (B, T, n_mels) log-mel frames. Returns (visemes, params, new_state):
@@ -53,14 +62,12 @@ class LipSyncNet(nn.Module):
         where it hears no voice; logits are the lip-sync heads' own, before the gate (what `fit` trains)."""
         if state is None:
             state = self.initial_state(x.shape[0])
-        x = (x - self.feature_mean) / self.feature_std  # non-finite input is stopped before this (engine.base)
-        n_core = 2 if self.dims.cell == "lstm" else 1
-        core, voice_state = state[:n_core], state[n_core:]
-        y, new_state = self.rnn(self.input(x), core if self.dims.cell == "lstm" else core[0])
+        x = self.normalise(x)
+        y, new_state = self.rnn(self.input(x), self.core_state(state))
         new_state = tuple(new_state) if self.dims.cell == "lstm" else (new_state,)
         v, p = self.viseme_head(y), self.param_head(y)
         if self.dims.voice_hidden:
-            voice_logit, voice_state = self.voice(x, voice_state[0])
+            voice_logit, voice_state = self.voice(x, state[len(new_state)])
             new_state = new_state + (voice_state,)
         if not logits:
             v, p = torch.softmax(v, dim=-1), torch.sigmoid(p)

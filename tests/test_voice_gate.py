@@ -135,6 +135,7 @@ SPEECH_PASSED_MIN = 0.9  # of the loud frames of real speech (asterisk prompts) 
 def test_shipped_networks_stay_closed_on_held_out_music_and_pass_real_speech(name):
     from avatar.audio import log_mel
     from avatar.train import music, realspeech
+    from avatar.train.evaluate import MUSIC_OPEN_JAW
     from avatar.train.voice_gate import voice_probability
 
     if not music.can_render_midi():
@@ -149,7 +150,7 @@ def test_shipped_networks_stay_closed_on_held_out_music_and_pass_real_speech(nam
         midi, _ = music.compose(seed, music.EVAL_MIDI_S + music.RENDER_TAIL_S, "eval")  # seeds never trained on)
         with torch.no_grad():
             _, params, _ = model(torch.from_numpy(log_mel(music.render(midi, music.EVAL_MIDI_S)).astype(np.float32))[None])
-        opened += int((params[0, :, 0] > music_open_jaw()).sum())
+        opened += int((params[0, :, 0] > MUSIC_OPEN_JAW).sum())
         frames += params.shape[1]
     assert opened / frames <= MIDI_OPEN_SHARE_MAX, opened / frames
     passed = loud = 0
@@ -160,9 +161,3 @@ def test_shipped_networks_stay_closed_on_held_out_music_and_pass_real_speech(nam
         passed += int((voice_probability(model, mel)[speech] > 0.5).sum())
         loud += int(speech.sum())
     assert passed / loud >= SPEECH_PASSED_MIN, passed / loud
-
-
-def music_open_jaw():
-    from avatar.train.evaluate import MUSIC_OPEN_JAW
-
-    return MUSIC_OPEN_JAW

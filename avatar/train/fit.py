@@ -70,6 +70,7 @@ class Stream:
     features: np.ndarray  # (N, n_mels) float32
     visemes: np.ndarray  # (N,) int64
     params: np.ndarray  # (N, 4) float32
+    shard_frames: tuple[int, ...] = ()  # frames each joined shard gave, in order (load_stream)
 
     def __len__(self) -> int:
         return len(self.visemes)
@@ -87,11 +88,18 @@ def shard_features(path: Path) -> np.ndarray:
     return feats
 
 
-def load_stream(folders, max_shards: int | None = None, targets: str | None = None) -> Stream:
-    """All shards of one dataset folder (or several) joined into one stream; `targets` names the rules
-    (avatar/train/targets.py) to recompute the mouth parameters by from each shard's timed phones."""
+def shard_paths(folders, max_shards: int | None = None) -> list[Path]:
+    """The shards of one dataset folder (or several), in the order load_stream joins them."""
     folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
-    paths = [p for folder in folders for p in sorted(Path(folder).glob("shard-*[0-9].npz"))[:max_shards]]
+    return [p for folder in folders for p in sorted(Path(folder).glob("shard-*[0-9].npz"))[:max_shards]]
+
+
+def load_stream(folders, max_shards: int | None = None, targets: str | None = None) -> Stream:
+    """All shards of one dataset folder (or several) joined into one stream (their frame counts in
+    `Stream.shard_frames`); `targets` names the rules (avatar/train/targets.py) to recompute the mouth parameters
+    by from each shard's timed phones."""
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    paths = shard_paths(folders, max_shards)
     if not paths:
         raise FileNotFoundError(f"no shards in {', '.join(map(str, folders))} (make them with `avatar train gen`)")
     feats, vis, params = [], [], []
@@ -106,7 +114,7 @@ def load_stream(folders, max_shards: int | None = None, targets: str | None = No
         else:
             units = [(float(a), float(b), str(ph)) for (a, b), ph in zip(shard["unit_times"], shard["unit_phones"])]
             params.append(mouth_targets(units, len(shard["visemes"]), rules_named(targets))[:n])
-    return Stream(np.concatenate(feats), np.concatenate(vis), np.concatenate(params))
+    return Stream(np.concatenate(feats), np.concatenate(vis), np.concatenate(params), tuple(len(v) for v in vis))
 
 
 def delayed(stream: Stream, lookahead: int) -> Stream:
@@ -116,6 +124,11 @@ def delayed(stream: Stream, lookahead: int) -> Stream:
     vis = np.concatenate([np.full(lookahead, SILENCE), stream.visemes[:-lookahead]])
     rest = np.tile(np.array(VISEME_POSE["sil"], np.float32), (lookahead, 1))
     return Stream(stream.features, vis, np.concatenate([rest, stream.params[:-lookahead]]))
+
+
+def learning_rate(peak: float, step: int, progress: float) -> float:
+    """Linear warm-up over WARMUP_STEPS, then cosine decay to 0 at progress 1 (of the steps or the time budget)."""
+    return peak * min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def lane_indices(n: int, batch: int, segment: int, rng: np.random.Generator):
@@ -199,7 +212,7 @@ def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, 
         progress = step / config.steps if config.steps else elapsed / budget
         if progress >= 1.0:
             break
-        lr = config.lr * min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * progress))
+        lr = learning_rate(config.lr, step, progress)
         for group in opt.param_groups:
             group["lr"] = lr
         idx = next(lanes)

@@ -62,10 +62,9 @@ def top_states(model, features: np.ndarray):
     """The top GRU layer's output (T, H) for log-mel frames (T, n_mels), run from a fresh state (torch, no grad)."""
     import torch
 
-    x = (torch.from_numpy(np.asarray(features, np.float32))[None] - model.feature_mean) / model.feature_std
-    state = model.initial_state(1)
-    with torch.no_grad():  # the core's state only (a voice gate's, if any, comes after it)
-        y, _ = model.rnn(model.input(x), state[:2] if model.dims.cell == "lstm" else state[0])
+    x = model.normalise(torch.from_numpy(np.asarray(features, np.float32))[None])
+    with torch.no_grad():
+        y, _ = model.rnn(model.input(x), model.core_state(model.initial_state(1)))
     return y[0]
 
 

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .datagen import load_shard
-from .fit import SILENCE, Stream, delayed, lane_indices, load_stream, shard_features
+from .fit import SILENCE, Stream, delayed, lane_indices, learning_rate, load_stream, shard_paths
 
 FRAMES_PER_MS = 0.1  # 100 feature frames per second
 
@@ -45,7 +43,6 @@ BATCH = 64
 SEGMENT = 100
 LEARNING_RATE = 3e-3
 STEPS = 3000
-WARMUP_STEPS = 100
 GRAD_CLIP = 1.0
 SEED = 0
 
@@ -76,16 +73,17 @@ def music_frames(utterances: list[dict], n_frames: int) -> np.ndarray:
 
 
 def load_gate_stream(folders) -> tuple:
-    """(Stream of every shard in `folders`, as fit.load_stream joins them; (N,) bool music mask)."""
-    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    """(Stream of every shard in `folders`, as fit.load_stream joins them; (N,) bool music mask from each
+    shard's metadata, cut to the frames the stream took from it)."""
     stream = load_stream(folders)
-    masks = []
-    for path in [p for folder in folders for p in sorted(Path(folder).glob("shard-*[0-9].npz"))]:
-        n = min(len(shard_features(path)), len(load_shard(path)["visemes"]))  # load_stream's own cut
-        masks.append(music_frames(json.loads(path.with_suffix(".json").read_text()), n))
-    music = np.concatenate(masks)
-    assert len(music) == len(stream), (len(music), len(stream))
+    music = np.concatenate([music_frames(json.loads(path.with_suffix(".json").read_text()), n)
+                            for path, n in zip(shard_paths(folders), stream.shard_frames, strict=True)])
     return stream, music
+
+
+def delayed_mask(mask: np.ndarray, lookahead: int) -> np.ndarray:
+    """A per-frame mask for the outputs that describe it: frame t's value at t + lookahead (fit.delayed's shift)."""
+    return np.concatenate([np.zeros(lookahead, bool), mask[:len(mask) - lookahead]]) if lookahead else mask
 
 
 def onset_mask(labels: np.ndarray, frames: int = ONSET_FRAMES) -> np.ndarray:
@@ -103,7 +101,7 @@ def gate_scores(model, stream: Stream, music: np.ndarray, max_frames: int = 400_
     probs = voice_probability(model, stream.features[:max_frames])
     la = model.dims.lookahead
     voice = voice_heard(delayed(stream, la).visemes[:max_frames])
-    music = np.concatenate([np.zeros(la, bool), music[:len(music) - la]])[:max_frames] if la else music[:max_frames]
+    music = delayed_mask(music, la)[:max_frames]
     on = onset_mask(voice.astype(np.float32))
     only_music = music & ~voice
     return dict(voice_passed=float((probs[voice] > 0.5).mean()), onset_passed=float((probs[on] > 0.5).mean()),
@@ -115,7 +113,7 @@ def voice_probability(model, features: np.ndarray) -> np.ndarray:
     """(T,) the gate's voice probability for log-mel frames (T, n_mels), from a fresh state."""
     import torch
 
-    x = (torch.from_numpy(np.asarray(features, np.float32))[None] - model.feature_mean) / model.feature_std
+    x = model.normalise(torch.from_numpy(np.asarray(features, np.float32))[None])
     with torch.no_grad():
         logit, _ = model.voice(x, torch.zeros(1, 1, model.dims.voice_hidden))
     return torch.sigmoid(logit[0, :, 0]).numpy()
@@ -153,9 +151,9 @@ def augment(torch, x, gen):
     return x.masked_fill(masked[:, None, :], 0.0)
 
 
-def train_gate(model, stream: Stream, music: np.ndarray, steps: int = STEPS, lr: float = LEARNING_RATE, seed: int = SEED, log=print,
-               threads: int = 1, batch: int = BATCH, segment: int = SEGMENT, augmented: bool = True,
-               onset_weight: float = ONSET_WEIGHT) -> dict:
+def train_gate(model, stream: Stream, music: np.ndarray, steps: int = STEPS, lr: float = LEARNING_RATE,
+               seed: int = SEED, log=print, threads: int = 1, batch: int = BATCH, segment: int = SEGMENT,
+               augmented: bool = True, onset_weight: float = ONSET_WEIGHT) -> dict:
     """Train `model.voice` in place on a training stream (`fit.load_stream`; everything else is frozen: only
     the gate's parameters are given to the optimiser); the training record."""
     import torch
@@ -164,11 +162,10 @@ def train_gate(model, stream: Stream, music: np.ndarray, steps: int = STEPS, lr:
     torch.manual_seed(seed)
     la = model.dims.lookahead
     visemes = delayed(stream, la).visemes
-    music = np.concatenate([np.zeros(la, bool), music[:len(music) - la]]) if la else music  # delayed alike
-    labels = gate_labels(visemes, music)
-    weights = 1.0 + (onset_weight - 1.0) * onset_mask(voice_heard(visemes).astype(np.float32))
+    labels = gate_labels(visemes, delayed_mask(music, la))
+    weights = (1.0 + (onset_weight - 1.0) * onset_mask(voice_heard(visemes).astype(np.float32))).astype(np.float32)
     log(f"voice gate data: {len(stream) / 360000:.2f} h, music without a voice in {1 - labels.mean():.1%} of frames")
-    features = ((torch.from_numpy(stream.features) - model.feature_mean) / model.feature_std).numpy()
+    features = model.normalise(torch.from_numpy(stream.features)).numpy()
     gate = model.voice.train()
     opt = torch.optim.AdamW(gate.parameters(), lr=lr, weight_decay=1e-4)
     lanes = lane_indices(len(stream), batch, segment, np.random.default_rng(seed))
@@ -176,11 +173,10 @@ def train_gate(model, stream: Stream, music: np.ndarray, steps: int = STEPS, lr:
     gen = torch.Generator().manual_seed(seed)
     history, t0 = [], time.time()
     for step in range(steps):
-        lr_now = lr * min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in opt.param_groups:
-            group["lr"] = lr_now
+            group["lr"] = learning_rate(lr, step, step / steps)
         idx = next(lanes)
-        x, y, w = (torch.from_numpy(a[idx]) for a in (features, labels, weights.astype(np.float32)))
+        x, y, w = (torch.from_numpy(a[idx]) for a in (features, labels, weights))
         logit, h = gate(augment(torch, x, gen) if augmented else x, h)
         h = h.detach()  # truncated BPTT, as the core is trained
         loss = (torch.nn.functional.binary_cross_entropy_with_logits(logit[..., 0], y, reduction="none") * w).mean()
@@ -192,7 +188,8 @@ def train_gate(model, stream: Stream, music: np.ndarray, steps: int = STEPS, lr:
             history.append(dict(step=step, seconds=round(time.time() - t0, 1), loss=round(loss.item(), 4)))
             log(f"step {step} {time.time() - t0:.0f}s loss {loss.item():.4f}")
     gate.eval()
-    return dict(steps=steps, lr=lr, seed=seed, augmented=augmented, onset_weight=onset_weight, data_hours=round(len(stream) / 360000, 2), train_seconds=round(time.time() - t0), history=history)
+    return dict(steps=steps, lr=lr, seed=seed, augmented=augmented, onset_weight=onset_weight,
+                data_hours=round(len(stream) / 360000, 2), train_seconds=round(time.time() - t0), history=history)
 
 
 def run(args) -> int:
@@ -221,7 +218,7 @@ def add_cli(sub) -> None:
     p.add_argument("model", help="the network to add the gate to (.safetensors)")
     p.add_argument("--data", nargs="+", required=True, help="synthetic training set folder(s), with music, noise "
                                                             "and sung speech among them")
-    p.add_argument("--val", nargs="*", help="held-out set folder(s): voice passed / silence stopped reported")
+    p.add_argument("--val", nargs="*", help="held-out set folder(s): the shares of voice (and onsets) passed, of music stopped and of quiet passed")
     p.add_argument("--hidden", type=int, default=VOICE_HIDDEN, help="gate GRU units")
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--lr", type=float, default=LEARNING_RATE)
