@@ -228,8 +228,12 @@ class Controller:
 
     def add_frame_sink(self, sink: Callable[[object], None]) -> None:
         """Call `sink(frame)` (avatar.live.pipeline.Frame) on the render thread with each new frame; it must not
-        wait (queue the frame and return)."""
+        wait (queue the frame and return). It gets the face on show at once: a still face draws no new frame
+        (StillFrames) until it moves, and an output that repeats its last frame (the virtual camera, the browser
+        source) would otherwise show nothing until then (never, with idle motion off)."""
         self._frame_sinks = (*self._frame_sinks, sink)
+        if self.pipeline.latest is not None:
+            sink(self.pipeline.latest)
 
     def remove_frame_sink(self, sink) -> None:
         self._frame_sinks = tuple(s for s in self._frame_sinks if s is not sink)
@@ -252,9 +256,6 @@ class Controller:
             return False
         self.virtual_camera, self._camera_sink = camera, frame_sink(camera)
         self.add_frame_sink(self._camera_sink)
-        # the face on show now: a still face makes no new frame (StillFrames), and the camera repeats its last one
-        # at its own rate, so without this it sends nothing until the face next moves (never, with idle motion off)
-        self._camera_sink(frame)
         self._outputs_changed()
         return True
 
@@ -550,8 +551,6 @@ class Controller:
             self.save_prefs()
             self.server, self._server_sink = server, server.offer  # the browser source takes every frame
             self.add_frame_sink(self._server_sink)
-            if self.pipeline.latest is not None:  # a still face is not drawn again until it moves
-                server.offer(self.pipeline.latest)
         if self.server is not None:
             setattr(self.server, feature, on)
             if not (self.server.browser_on or self.server.input_on):

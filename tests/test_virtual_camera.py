@@ -120,8 +120,7 @@ def test_the_camera_gets_the_views_frames_at_its_size_and_rate_and_the_mouth_mov
     def keep(frame):
         shown[frame.image.tobytes()] = frame.params.copy()
 
-    c.add_frame_sink(keep)
-    keep(c.pipeline.latest)  # the face on show: the camera starts with it (a newer one reaches `keep` itself)
+    c.add_frame_sink(keep)  # it gets the face on show at once, as the camera does
     assert c.start_virtual_camera(), c.last_error
     backend = recorder.opened[-1]
     assert (backend.width, backend.height, backend.fps) == (SIZE, SIZE, FPS)
