@@ -177,6 +177,21 @@ def test_onnx_is_exported_on_demand_into_the_cache(model_files, tmp_path, monkey
                   - create_engine("torch", lone).step(x).params).max() <= 1e-5
 
 
+def test_an_export_is_redone_when_the_model_code_changes(model_files, tmp_path, monkeypatch):
+    """The export cache is keyed by the weights and by the code that builds the graph: new code (a changed gate
+    curve, say) must not run an old graph of the same weights."""
+    import avatar.engine as engine_module
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path))
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes(model_files[0].read_bytes())
+    first = resolve_onnx(lone)
+    assert resolve_onnx(lone) == first
+    monkeypatch.setattr(engine_module, "graph_source", lambda: b"another version of avatar/model.py")
+    second = resolve_onnx(lone)
+    assert second != first and second.is_file() and first.is_file()
+
+
 def test_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(EngineError, match="not found"):
         create_engine("onnxruntime", tmp_path / "nothing.onnx")

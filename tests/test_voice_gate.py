@@ -35,6 +35,21 @@ def test_a_closed_gate_gives_the_rest_pose_an_open_one_the_core():
     np.testing.assert_allclose(v.sum(-1).numpy(), 1.0, atol=1e-5)
 
 
+def test_the_fade_spans_the_uncertain_band_only():
+    """Rest pose at and below VOICE_NONE, the core's outputs whole from VOICE_FULL, a straight mix between."""
+    from avatar.model import VOICE_FULL, VOICE_NONE
+
+    net = _gated()
+    core = torch.full((1, 5, net.dims.n_params), 0.8)
+    visemes = torch.softmax(torch.randn(1, 5, net.dims.n_visemes), -1)
+    voice = torch.tensor([0.0, VOICE_NONE, 0.5, VOICE_FULL, 1.0]).reshape(1, 5, 1)
+    _, p = net.voice.gate(visemes, core, voice)
+    rest = torch.tensor(VISEME_POSE["sil"], dtype=torch.float32)
+    share = (p[0] - rest) / (core[0] - rest)  # how much of the core's pose shows
+    np.testing.assert_allclose(share[:, 0].numpy(), [0, 0, (0.5 - VOICE_NONE) / (VOICE_FULL - VOICE_NONE), 1, 1],
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_gate_state_is_carried_like_the_core_state(cell):
     net = _gated(cell=cell)

@@ -152,6 +152,18 @@ def _load_torch_model(model: ModelSource):
         raise EngineError(f"{path}: not a readable talking-avatar model ({e})") from e
 
 
+def graph_source() -> bytes:
+    """What the exported graph is made of besides the weights: the model's code (its file; the package version
+    where a bundle keeps no source)."""
+    import avatar
+    import avatar.model
+
+    try:
+        return Path(avatar.model.__file__).read_bytes()
+    except (OSError, TypeError):
+        return avatar.__version__.encode()
+
+
 def resolve_onnx(model: ModelSource) -> Path:
     """The ONNX file for a model: given directly, beside its .safetensors (shipped as a pair, checked equal by
     the tests), or exported into the cache."""
@@ -174,6 +186,7 @@ def resolve_onnx(model: ModelSource) -> Path:
     net = _load_torch_model(model)
     digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in net.state_dict().values()))
     digest.update(repr(net.dims).encode())
+    digest.update(graph_source())  # the same weights export to another graph when the model's code changes
     out = cache_dir() / "onnx" / f"{digest.hexdigest()[:24]}.onnx"
     if not verify_checksum(out):  # checksummed like the TensorRT cache: a damaged export is rebuilt, not trusted
         out.parent.mkdir(parents=True, exist_ok=True)
