@@ -46,6 +46,16 @@ class LipSyncNet(nn.Module):
         shapes = [self.dims.state_shape(s) for s in self.dims.state_names]
         return tuple(torch.zeros(layers, batch, units, device=self.feature_mean.device) for layers, _, units in shapes)
 
+    def settle_voice(self) -> None:
+        """Give the voice gate its start state (VoiceGate.settle) from QUIET_SECONDS of noise at QUIET_DBFS."""
+        import numpy as np
+
+        from avatar.audio import SAMPLE_RATE, log_mel
+
+        noise = np.random.default_rng(0).standard_normal(int(QUIET_SECONDS * SAMPLE_RATE)) * 10 ** (QUIET_DBFS / 20)
+        features = torch.from_numpy(log_mel(noise.astype(np.float32)))[None].to(self.feature_mean.device)
+        self.voice.settle(self.normalise(features))
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Log-mel frames in the units the input layer and the voice gate were trained on."""
         return (x - self.feature_mean) / self.feature_std  # non-finite input is stopped before this (engine.base)
@@ -80,6 +90,11 @@ VOICE_FULL = 0.9  # voice probability from which the core's outputs pass whole; 
 # ... and below this one they are the rest pose: the fade spans the gate's uncertain band, symmetric about its 0.5
 # decision threshold (from 0 it let a frame the gate held 40 % likely to be voice show 44 % of the mouth)
 VOICE_NONE = 1.0 - VOICE_FULL
+# Every stream starts where the gate would be after hearing a quiet room (white noise this far under full scale, this
+# long): from an all-zero state, a file that began inside a sentence was heard as no voice for 0.3 s and more (GRID,
+# starts inside speech: the files gate's mouth share over the first 300 ms 0.66; 0.92 from the settled state)
+QUIET_DBFS = -70.0
+QUIET_SECONDS = 2.0
 
 
 class VoiceGate(nn.Module):
@@ -97,11 +112,23 @@ class VoiceGate(nn.Module):
         rest[VISEME_INDEX["sil"]] = 1.0
         self.register_buffer("rest_visemes", rest)
         self.register_buffer("rest_params", torch.tensor(VISEME_POSE["sil"], dtype=torch.float32))
+        # the state after a quiet room (settle): the carried state is kept relative to it, so every backend's
+        # all-zero initial state starts the gate there
+        self.register_buffer("settled", torch.zeros(1, 1, dims.voice_hidden))
 
     def forward(self, x: torch.Tensor, h: torch.Tensor):
-        """x: (B, T, n_mels) normalised features, h: (1, B, voice_hidden) -> ((B, T, 1) voice logit, new h)."""
-        y, h = self.rnn(self.input(x), h)
-        return self.head(y), h
+        """x: (B, T, n_mels) normalised features, h: (1, B, voice_hidden) state relative to the settled one ->
+        ((B, T, 1) voice logit, new relative h)."""
+        y, h = self.rnn(self.input(x), h + self.settled)
+        return self.head(y), h - self.settled
+
+    @torch.no_grad()
+    def settle(self, quiet: torch.Tensor) -> None:
+        """Set the settled state: where the gate is after hearing `quiet` (1, T, n_mels), normalised features of a
+        quiet room, from an all-zero state."""
+        self.settled.zero_()
+        _, h = self.forward(quiet, torch.zeros_like(self.settled).expand(-1, quiet.shape[0], -1).contiguous())
+        self.settled.copy_(h[:, :1])
 
     def gate(self, visemes, params, voice):
         """Posteriors and parameters mixed with the rest pose by the voice probability (B, T, 1)."""
@@ -132,7 +159,11 @@ def read_dims(path: str | Path) -> ModelDims:
 
 def load_model(path: str | Path, device: str = "cpu") -> LipSyncNet:
     model = LipSyncNet(read_dims(path))
-    model.load_state_dict(load_file(str(path), device=device))
+    missing, unexpected = model.load_state_dict(load_file(str(path), device=device), strict=False)
+    if unexpected or set(missing) - {"voice.settled"}:
+        raise RuntimeError(f"{path}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+    if missing:  # a gate saved before it had a start state: settle it as training does now
+        model.settle_voice()
     return model.to(device).eval()
 
 

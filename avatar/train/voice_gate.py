@@ -199,6 +199,7 @@ def run(args) -> int:
     model = with_gate(load_model(args.model), args.hidden, args.seed)
     record = train_gate(model, *load_gate_stream(args.data), args.steps, args.lr, args.seed, threads=args.threads,
                         onset_weight=args.onset_weight)
+    model.settle_voice()  # the start state every stream begins from (model.VoiceGate.settle)
     record["data"] = [Path(d).name for d in args.data]
     for folder in args.val or []:
         scores = gate_scores(model, *load_gate_stream(folder))
