@@ -219,6 +219,8 @@ def test_a_backend_swapped_while_resting_takes_over_and_the_flush_steps_what_wai
     exact = MouthStream(create_engine("onnxruntime", live_model_path()))
     _pushed(exact, hush)
     exact.flush()
-    # after the flush the resting stream's network has heard every frame the frame-by-frame one has
+    # after the flush the resting stream's network has heard every frame the frame-by-frame one has (to rounding:
+    # the voice gate's state is carried relative to its settled one, so chunks of other sizes round differently by
+    # ~1e-6; one frame missed or heard twice moves it by far more)
     for mine, theirs in zip(engine.state, exact.engine.state):
-        np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5)
