@@ -116,6 +116,36 @@ def test_every_stream_starts_from_the_settled_quiet_room_state(tmp_path):
         load_model(tmp_path / "bad.safetensors")
 
 
+def test_merged_gates_average_their_members_logits_on_every_backend(tmp_path):
+    """merge_gates: two gates beside one core run as one GRU of twice the units whose logit is the mean of theirs,
+    chunk by chunk from the settled start, in PyTorch and ONNX Runtime alike; gates of other cores are refused."""
+    pytest.importorskip("onnxruntime")
+    from avatar.engine.onnx_engine import OnnxEngine
+    from avatar.engine.torch_engine import TorchEngine
+    from avatar.train.voice_gate import merge_gates, voice_probability
+
+    core = LipSyncNet(ModelDims(n_hidden=16, n_layers=1)).eval()
+    members = [with_gate(core, voice_hidden=8, seed=seed) for seed in (0, 1)]
+    for m in members:
+        m.settle_voice()
+    merged = merge_gates(members)
+    assert merged.dims.voice_hidden == 16
+    feats = np.random.default_rng(1).normal(-4, 2, (60, core.dims.n_mels)).astype(np.float32)
+    p = np.clip([voice_probability(m, feats) for m in members], 1e-7, 1 - 1e-7)
+    expected = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(0)))
+    np.testing.assert_allclose(voice_probability(merged, feats), expected, atol=1e-5)
+    save_model(merged, tmp_path / "m.safetensors")
+    export_onnx(load_model(tmp_path / "m.safetensors"), tmp_path / "m.onnx")
+    ort, ref = OnnxEngine(tmp_path / "m.onnx"), TorchEngine(merged)
+    a = np.concatenate([ort.step(feats[i:i + 7]).params for i in range(0, 60, 7)])
+    b = np.concatenate([ref.step(feats[i:i + 7]).params for i in range(0, 60, 7)])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    torch.manual_seed(9)
+    other = with_gate(LipSyncNet(ModelDims(n_hidden=16, n_layers=1)).eval(), voice_hidden=8)
+    with pytest.raises(ValueError, match="same network"):
+        merge_gates([members[0], other])
+
+
 def test_an_old_model_gets_a_gate_and_keeps_its_own_weights():
     old = LipSyncNet(ModelDims(n_hidden=32, n_layers=1)).eval()
     gated = with_gate(old, voice_hidden=8)
@@ -176,7 +206,7 @@ def test_the_gate_learns_voice_from_music_and_the_core_is_untouched():
 
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-MIDI_OPEN_SHARE_MAX = 0.10  # measured 2026-12-02: 2.3 % (files) / 4.4 % (live); without a gate they opened 51-58 %
+MIDI_OPEN_SHARE_MAX = 0.10  # measured 2026-12-02 late: 2.4 % (files) / 3.6 % (live); without a gate 51-58 %
 SPEECH_PASSED_MIN = 0.9  # of the loud frames of real speech (asterisk prompts) the gate lets through
 
 
@@ -213,7 +243,8 @@ def test_shipped_networks_stay_closed_on_held_out_music_and_pass_real_speech(nam
 
 
 REAL_VIDEO = Path(os.environ.get("AVATAR_REAL_VIDEO", Path(__file__).resolve().parents[2] / "shared" / "data" / "video"))
-COLD_MOUTH_SHARE_MIN = 0.85  # measured 2026-12-02 late: 0.92 (files) / 1.00 (live); from an all-zero state 0.66 / 0.80
+COLD_MOUTH_SHARE_MIN = 0.85  # measured 2026-12-02 late: 0.92 (files) / 0.98 (live, two gates); from an all-zero
+# state, one gate each: 0.66 / 0.80
 
 
 @pytest.mark.parametrize("name", ["lipsync_gru", "lipsync_gru_live"])

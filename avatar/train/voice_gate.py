@@ -30,6 +30,7 @@ from .fit import SILENCE, Stream, delayed, lane_indices, learning_rate, load_str
 FRAMES_PER_MS = 0.1  # 100 feature frames per second
 
 VOICE_HIDDEN = 48  # gate GRU units: 16 k parameters (96 tried: more music passed, GRID lower)
+MEMBERS = 1  # gates trained from successive seeds and run as one (merge_gates): the live network ships 2
 HOLD_FRAMES = 25  # a voice counts as present 250 ms past its last phone: pauses between words stay open
 ONSET_FRAMES = 8  # the first 80 ms of a voice after a silence...
 ONSET_WEIGHT = 4.0  # ...weigh this much more: opening late is the visible error
@@ -134,6 +135,44 @@ def with_gate(model, voice_hidden: int = VOICE_HIDDEN, seed: int = SEED):
     return gated
 
 
+def merge_gates(models: list):
+    """One network whose gate runs every model's gate side by side and averages their logits: an ensemble of gates
+    trained from different seeds (the same core in all), as one GRU of len(models) x their units with
+    block-diagonal weights, so that every backend runs it as it runs one gate. Its start state is settled anew."""
+    import torch
+
+    from avatar.model import LipSyncNet
+
+    base, n = models[0], len(models)
+    h = base.dims.voice_hidden
+    core = {k: v for k, v in base.state_dict().items() if not k.startswith("voice.")}
+    for m in models[1:]:
+        if m.dims != base.dims or any(not torch.equal(m.state_dict()[k], v) for k, v in core.items()):
+            raise ValueError("the gates to merge must sit beside the same network (dimensions and weights)")
+    merged = LipSyncNet(dataclasses.replace(base.dims, voice_hidden=h * n)).eval()
+    missing, _ = merged.load_state_dict(core, strict=False)
+    assert all(k.startswith("voice.") for k in missing), missing
+    gate = merged.voice
+    with torch.no_grad():
+        gate.input[0].weight.copy_(torch.cat([m.voice.input[0].weight for m in models]))
+        gate.input[0].bias.copy_(torch.cat([m.voice.input[0].bias for m in models]))
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            target = getattr(gate.rnn, name)
+            target.zero_()
+            for k, m in enumerate(models):
+                source = getattr(m.voice.rnn, name)
+                for part in range(3):  # PyTorch's GRU stacks its reset, update and new gates' rows
+                    rows, own = slice(part * h * n + k * h, part * h * n + (k + 1) * h), slice(part * h, (part + 1) * h)
+                    if name.startswith("weight"):
+                        target[rows, k * h:(k + 1) * h] = source[own]
+                    else:
+                        target[rows] = source[own]
+        gate.head.weight.copy_(torch.cat([m.voice.head.weight for m in models], 1) / n)
+        gate.head.bias.copy_(sum(m.voice.head.bias for m in models) / n)
+    merged.settle_voice()
+    return merged
+
+
 def augment(torch, x, gen):
     """(B, T, n_mels) normalised features, each lane recoloured as one room and one recording might: tilt, level,
     a shifted register, a masked band."""
@@ -196,10 +235,18 @@ def run(args) -> int:
     from avatar.model import load_model, save_model
     from .real_head import training_record
 
-    model = with_gate(load_model(args.model), args.hidden, args.seed)
-    record = train_gate(model, *load_gate_stream(args.data), args.steps, args.lr, args.seed, threads=args.threads,
-                        onset_weight=args.onset_weight)
-    model.settle_voice()  # the start state every stream begins from (model.VoiceGate.settle)
+    stream, music = load_gate_stream(args.data)
+    members = []
+    for seed in range(args.seed, args.seed + args.members):
+        model = with_gate(load_model(args.model), args.hidden, seed)
+        record = train_gate(model, stream, music, args.steps, args.lr, seed, threads=args.threads,
+                            onset_weight=args.onset_weight)
+        model.settle_voice()  # the start state every stream begins from (model.VoiceGate.settle)
+        members.append((model, record))
+    model, record = members[0]
+    if len(members) > 1:
+        model = merge_gates([m for m, _ in members])
+        record = dict(members=[r for _, r in members], merged="block-diagonal GRU, logits averaged")
     record["data"] = [Path(d).name for d in args.data]
     for folder in args.val or []:
         scores = gate_scores(model, *load_gate_stream(folder))
@@ -224,6 +271,8 @@ def add_cli(sub) -> None:
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--lr", type=float, default=LEARNING_RATE)
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--members", type=int, default=MEMBERS,
+                   help="gates to train (seeds SEED, SEED+1, ...) and run as one, their logits averaged")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--onset-weight", type=float, default=ONSET_WEIGHT,
                    help=f"weight of a voice's first {ONSET_FRAMES * 10} ms (a gate that opens late delays the mouth)")
