@@ -127,8 +127,8 @@ class VoiceGate(nn.Module):
         """Set the settled state: where the gate is after hearing `quiet` (1, T, n_mels), normalised features of a
         quiet room, from an all-zero state."""
         self.settled.zero_()
-        _, h = self.forward(quiet, torch.zeros_like(self.settled).expand(-1, quiet.shape[0], -1).contiguous())
-        self.settled.copy_(h[:, :1])
+        _, h = self.forward(quiet, torch.zeros_like(self.settled))
+        self.settled.copy_(h)
 
     def gate(self, visemes, params, voice):
         """Posteriors and parameters mixed with the rest pose by the voice probability (B, T, 1)."""

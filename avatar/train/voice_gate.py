@@ -147,7 +147,8 @@ def merge_gates(models: list):
     h = base.dims.voice_hidden
     core = {k: v for k, v in base.state_dict().items() if not k.startswith("voice.")}
     for m in models[1:]:
-        if m.dims != base.dims or any(not torch.equal(m.state_dict()[k], v) for k, v in core.items()):
+        theirs = m.state_dict()
+        if m.dims != base.dims or any(not torch.equal(theirs[k], v) for k, v in core.items()):
             raise ValueError("the gates to merge must sit beside the same network (dimensions and weights)")
     merged = LipSyncNet(dataclasses.replace(base.dims, voice_hidden=h * n)).eval()
     missing, _ = merged.load_state_dict(core, strict=False)
