@@ -10,10 +10,15 @@ from avatar.model import LipSyncNet, export_onnx, save_model
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module", params=CELLS)
+HEAD_CONTEXT = "gru-context"  # a gated GRU whose parameter head reads 2 frames either side: two more carried states
+
+
+@pytest.fixture(scope="module", params=[*CELLS, HEAD_CONTEXT])
 def model_files(request, tmp_path_factory):
     torch.manual_seed(1)
-    net = LipSyncNet(ModelDims(cell=request.param, n_hidden=96)).eval()
+    dims = (ModelDims(n_hidden=96, voice_hidden=16, head_context=2, lookahead=4) if request.param == HEAD_CONTEXT
+            else ModelDims(cell=request.param, n_hidden=96))
+    net = LipSyncNet(dims).eval()
     with torch.no_grad():
         net.feature_mean.fill_(-4.0)
         net.feature_std.fill_(1.5)
@@ -283,6 +288,6 @@ def test_live_view_runs_the_zero_look_ahead_model_and_exports_the_default_one():
     from avatar.gui.app import real_engine_factory, real_offline_engine_factory
 
     live, offline = real_engine_factory("onnxruntime"), real_offline_engine_factory("onnxruntime")
-    assert live.lookahead == 0 and offline.lookahead == 2
+    assert live.lookahead == 0 and offline.lookahead == 4  # files: 20 ms core + 20 ms head context
     x = _features(50, seed=3)
     assert np.abs(live.step(x).params - offline.step(x).params).max() > 1e-3  # two different networks

@@ -107,8 +107,9 @@ def test_mouth_opens_with_dark_interior_and_closes_on_press(grace):
     rest_f, aa_f = r.render(REST, 0), r.render(wide_aa, 0)
     rest, aa = luma(rest_f), luma(aa_f)
     # a dark cavity appeared: 370 dark pixels on "aa" against 52 at rest before the teeth rows filled the opening
-    # as real GRID openings' colour asks (avatar/face/mouth.py), 247 since; the cavity stays between the rows
-    assert (aa < 40).sum() > 4 * max((rest < 40).sum(), 10)
+    # as real GRID openings' colour asks (avatar/face/mouth.py), 247 since, 205 at the fitted jaw gain 0.72 of
+    # 2026-12-03 (0.78 before); the cavity stays between the rows
+    assert (aa < 40).sum() > 3.5 * max((rest < 40).sum(), 10)
     # and teeth, brighter than the cavity (their colour is the photo's white reference's: tests/test_face_mouth.py)
     teeth = np.array(grace.appearance.teeth) @ [0.299, 0.587, 0.114]
     assert ((aa > 0.6 * teeth) & (aa < 1.05 * teeth) & (np.abs(aa - rest) > 30)).sum() > 50

@@ -87,3 +87,52 @@ def test_load_rejects_foreign_safetensors(tmp_path):
     save_file({"w": torch.zeros(3)}, str(path))
     with pytest.raises(ValueError, match="not a talking-avatar model"):
         load_model(path)
+
+
+def test_a_head_context_is_carried_across_chunks_like_the_recurrent_state():
+    net = _net("gru", voice_hidden=8, head_context=2, lookahead=4)
+    assert net.dims.state_names == ("h", "voice", "context") and net.dims.core_lookahead == 2
+    x = torch.randn(1, 400, net.dims.n_mels) * 2 - 4
+    with torch.no_grad():
+        v_full, p_full, _ = net(x)
+        state, ps, vs, i = None, [], [], 0
+        for n in np.random.default_rng(1).integers(1, 9, size=400):
+            if i >= 400:
+                break
+            v, p, state = net(x[:, i:i + n], state)
+            vs.append(v)
+            ps.append(p)
+            i += n
+    assert state[2].shape == (4, 1, net.dims.n_hidden + 1)
+    assert (torch.cat(ps, 1) - p_full).abs().max() <= 1e-5
+    assert (torch.cat(vs, 1) - v_full).abs().max() <= 1e-5
+
+
+def test_a_head_context_of_centre_taps_only_is_the_same_network_two_frames_later():
+    from avatar.train.real_head import expand_head, with_head
+    from avatar.visemes import VISEME_INDEX, VISEME_POSE
+
+    plain = _net("gru", voice_hidden=8)
+    w = plain.param_head.weight.detach().numpy().astype(np.float64)
+    wide = with_head(plain, expand_head(w, plain.dims.n_hidden, 2), plain.param_head.bias.detach().numpy(), 2)
+    assert wide.dims.lookahead == plain.dims.lookahead + 2 and wide.param_head.in_features == 5 * plain.dims.n_hidden
+    x = torch.randn(1, 200, plain.dims.n_mels) * 2 - 4
+    with torch.no_grad():
+        v0, p0, _ = plain(x)
+        v2, p2, _ = wide(x)
+    assert (p2[:, 2:] - p0[:, :-2]).abs().max() <= 1e-5 and (v2[:, 2:] - v0[:, :-2]).abs().max() <= 1e-5
+    # the rows before the stream's first describe nothing heard: the rest pose
+    assert torch.allclose(p2[0, :2], torch.tensor(VISEME_POSE["sil"]).expand(2, -1), atol=1e-4)
+    assert (v2[0, :2].argmax(-1) == VISEME_INDEX["sil"]).all()
+    # a head that uses its new taps reads the frames after the described one (delayed output, still causal)
+    with torch.no_grad():
+        wide.param_head.weight.normal_(0, 0.3)
+        y = x.clone()
+        y[:, 100:] += 5.0
+        a, b = wide(x)[1], wide(y)[1]
+    assert torch.equal(a[:, :100], b[:, :100]) and not torch.allclose(a[:, 100:], b[:, 100:])
+
+
+def test_a_head_context_beyond_the_output_delay_is_rejected():
+    with pytest.raises(ValueError, match="head_context"):
+        ModelDims(lookahead=1, head_context=2)

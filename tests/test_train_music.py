@@ -317,6 +317,7 @@ def test_music_evaluation_runs_each_predictor_on_each_clip():
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
 def test_evaluate_reports_the_music_table_for_each_model(monkeypatch):
+    from avatar.model import read_dims
     from avatar.train.evaluate import run_evaluation
     weights = Path(__file__).resolve().parents[1] / "assets" / "lipsync_gru.safetensors"
     rng = np.random.default_rng(0)
@@ -325,9 +326,10 @@ def test_evaluate_reports_the_music_table_for_each_model(monkeypatch):
     monkeypatch.setattr(music, "held_out_music", lambda: clips)
     results, report = run_evaluation([weights], None, False, None, bench=False)
     metrics = results["music"]["metrics"]
-    assert set(metrics) == {"energy baseline", "lipsync_gru (gru, look-ahead 20 ms)"}
+    name = f"lipsync_gru (gru, look-ahead {read_dims(weights).lookahead * 10} ms)"
+    assert set(metrics) == {"energy baseline", name}
     assert all(m["all"]["frames"] == 200 and m["midi"]["frames"] == 100 for m in metrics.values())
     assert "### held-out instrumental music" in report and f"jaw_open > {MUSIC_OPEN_JAW}" in report
-    assert "| lipsync_gru (gru, look-ahead 20 ms) |" in report.split("### held-out instrumental music")[1]
+    assert f"| {name} |" in report.split("### held-out instrumental music")[1]
     _, without = run_evaluation([weights], None, False, None, bench=False, music=False)
     assert "instrumental music" not in without

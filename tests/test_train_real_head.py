@@ -98,6 +98,12 @@ def test_the_command_refits_the_head_on_real_clips_and_keeps_the_network(tmp_pat
     assert all(np.isfinite(r["after"]["opening"]) for r in record["held_out_r0"].values())
     fitted = record["fitted_mean"]  # three clips are too few for a held-out gain; on its own clips it must fit
     assert fitted["after"]["opening"] > fitted["before"]["opening"] + 0.02
+    # a head can only start from a network with this very core: the live network's is another
+    from avatar.engine import live_model_path
+
+    assert main(["train", "real-head", str(default_model_path()), "--data", str(tmp_path / "d"), "--clips", str(clips),
+                 "--head-from", str(live_model_path()), "-o", str(tmp_path / "no.safetensors")]) == 1
+    assert not (tmp_path / "no.safetensors").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
@@ -114,14 +120,38 @@ def test_synthetic_targets_are_the_old_outputs_or_the_closed_label_in_silence(tm
     generate(GenConfig(seed=5, piper_share=0.0, shard_seconds=20), tmp_path / "d", 20 / 3600, procs=1,
              progress=False)
     model = load_model(default_model_path())
-    x_old, kept = rh.synthetic_frames(model, [tmp_path / "d"], silence_closed=False)
-    x_new, closed = rh.synthetic_frames(model, [tmp_path / "d"], silence_closed=True)
-    assert np.array_equal(x_old, x_new) and len(x_old) > 1000
+    k, h = model.dims.head_context, model.dims.n_hidden
+    w0, b0 = model.param_head.weight.detach().numpy(), model.param_head.bias.detach().numpy()
+    x_old, kept = rh.synthetic_frames(model, [tmp_path / "d"], w0, b0, k, silence_closed=False)
+    x_new, closed = rh.synthetic_frames(model, [tmp_path / "d"], w0, b0, k, silence_closed=True)
+    assert np.array_equal(x_old, x_new) and len(x_old) > 1000 and x_old.shape[1] == (2 * k + 1) * h
     with torch.no_grad():
         assert np.allclose(kept, torch.sigmoid(model.param_head(torch.tensor(x_old, dtype=torch.float32))).numpy(),
                            atol=1e-5)
-    stream = delayed(load_stream([tmp_path / "d"]), model.dims.lookahead)
+    stream = delayed(load_stream([tmp_path / "d"]), model.dims.core_lookahead)
     silent = stream.visemes[:len(x_old)] == VISEME_INDEX["sil"]  # one piece: the 20 s set is shorter than 1 min
     assert 0.1 < silent.mean() < 0.9
     assert np.allclose(closed[silent], VISEME_POSE["sil"]) and np.array_equal(closed[~silent], kept[~silent])
     assert np.abs(kept[silent] - closed[silent]).max() > 0.01  # the old head's silence was not exactly closed
+    # a head over one frame (the centre taps), widened to 2 frames either side: windows centred on the same states,
+    # the same targets
+    w1 = w0[:, k * h:(k + 1) * h]
+    x1, kept1 = rh.synthetic_frames(model, [tmp_path / "d"], w1, b0, 0)
+    x_ctx, kept_ctx = rh.synthetic_frames(model, [tmp_path / "d"], rh.expand_head(w1, h, 2), b0, 2)
+    assert x1.shape[1] == h and x_ctx.shape == (len(x1) - 2, 5 * h)
+    assert np.array_equal(x_ctx[:, 2 * h:3 * h], x1[:-2]) and np.array_equal(x_ctx[2:, :h], x1[:-4])
+    assert np.allclose(kept_ctx, kept1[:-2], atol=1e-5)
+
+
+def test_window_rows_are_the_states_around_each_frame_zero_before_the_first():
+    states = np.arange(10.0)[:, None] * np.ones((1, 3))
+    rows = rh.window_rows(states, 2, 6, 1)
+    assert rows.shape == (6, 9)
+    assert np.array_equal(rows[:, ::3], np.stack([np.arange(1, 7), np.arange(2, 8), np.arange(3, 9)], 1))
+    assert np.array_equal(rh.window_rows(states, 0, 3, 2)[0, ::3], [0, 0, 0, 1, 2])  # before the first: zeros
+    w = np.arange(1.0, 7.0).reshape(2, 3)  # a head over 3 units, no context, widened to 1 frame either side
+    wide = rh.expand_head(w, 3, 1)
+    assert wide.shape == (2, 9) and np.array_equal(wide[:, 3:6], w) and not wide[:, :3].any() and not wide[:, 6:].any()
+    assert np.array_equal(rh.expand_head(wide, 3, 2)[:, 3:12], wide)
+    with pytest.raises(ValueError, match="cannot narrow"):
+        rh.expand_head(wide, 3, 0)

@@ -123,6 +123,7 @@ def measure_clip(path: Path, engine, mesh) -> ClipSamples:
         photo = Path(tmp) / "first_frame.png"
         cv2.imwrite(str(photo), cv2.cvtColor(clip.first_frame, cv2.COLOR_RGB2BGR))
         renderer = open_renderer(photo, liveliness={})
+        renderer.shapes = shape_map.HAND_SHAPES  # the response of the rig itself, whatever table is installed
         response = rig_response(renderer, mesh)
     n = min(len(real.opening), len(params))
     return ClipSamples(Path(path).name, real.opening[:n], real.width[:n], params[:n], response, renderer)
@@ -182,6 +183,7 @@ def rendered_ranges(clips: list[ClipSamples], shapes: shape_map.ShapeMap) -> tup
     head = np.zeros(len(HEAD_FIELDS), np.float32)
     opening, width = [], []
     for c in clips:
+        c.renderer.shapes = shapes  # its interior read back from the weights with this mapping, not the installed one
         frames = (c.renderer.render_weights(w, head) for w in local_weights(c.params, shapes))
         drawn = ruler.measure_mouths(frames)
         ok = _usable(c)

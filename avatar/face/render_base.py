@@ -139,6 +139,9 @@ class Renderer:
 
     def __init__(self, rig: Rig, liveliness: LivelinessConfig | None = None):
         self.rig = rig
+        # the parameters -> rig mapping, read both ways (weights from parameters; the interior back from the
+        # weights): the fitted table, or a candidate while `avatar eval fit-shapes` fits it
+        self.shapes: ShapeMap = DEFAULT_SHAPES
         self.liveliness = Liveliness(liveliness)  # None: the defaults (blinks, sway, breathing, emphasis on)
         self.expressions = ExpressionState()  # neutral until set_expression
         self._eye_levels = [0.0] * len(EYE_PARAMS)  # each eye's closure in the photo being warped now
@@ -184,7 +187,7 @@ class Renderer:
         for source in (self.expressions.extras(t), pose or {}):
             for k, v in source.items():
                 extras[k] = extras.get(k, 0.0) + v
-        return field_weights(params, extras)
+        return field_weights(params, extras, self.shapes)
 
     def next_blink(self, t: float) -> float:
         """When the liveliness's next blink after time t starts (inf: none will): the live view looks then."""
@@ -239,7 +242,7 @@ class Renderer:
         self._round = float(local[LOCAL_FIELDS.index("lip_round")])
         self._smile = float(local[LOCAL_FIELDS.index("mouth_smile")])
         if tearing:  # what the interior shows this frame
-            self._pose = mouth_pose(dict(zip(LOCAL_FIELDS, local.tolist())), *lip_motion(local))
+            self._pose = mouth_pose(dict(zip(LOCAL_FIELDS, local.tolist())), *lip_motion(local), self.shapes)
         cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
         cells += [self._mouth_cells] if tearing else []
         cells += [self._head_cells] if head_on else []

@@ -85,7 +85,9 @@ class ShapeMap:
     tongue_open_share: float = 0.32  # the tongue fills this share of an open vowel's opening, from below
     round_hides_tongue: float = 0.9  # rounded vowels hold the tongue back: this much less of it shows
     tongue_tip_share: float = 0.3  # raised for t/d/n/l/th (a small, unrounded opening): this much more
-    tongue_tip_jaw: tuple[float, float, float, float] = (0.08, 0.16, 0.3, 0.45)  # jaw_open ramp up, plateau, down
+    # the sound's jaw_open over which the tip shows: ramp up, plateau, down (the rig weights' 0.08 / 0.16 / 0.3 / 0.45
+    # it was drawn on, divided by the jaw gain 0.78 they were measured under; avatar eval video's inner-mouth colour)
+    tongue_tip_jaw: tuple[float, float, float, float] = (0.10, 0.20, 0.38, 0.58)
 
 
 HAND_SHAPES = ShapeMap()  # the hand-set mapping the fit starts from
@@ -128,7 +130,10 @@ def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: flo
     round_w = _sideways(s.round_per_jaw_open * jaw + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd
                         + s.round_per_lip_press * press)
     jaw = _clamp(jaw * s.jaw_gain, 0, 1)
-    jaw *= 1.0 - _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
+    # pressed lips (p/b/m) shut what parts them: the jaw, and the rounding's small oval (round_protrude)
+    shut = _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
+    jaw *= 1.0 - shut
+    round_w = _sideways(round_w * (1.0 - shut))
     return {
         "jaw": jaw,
         "lip_raise": _clamp(raise_ + shapes.raise_per_spread * spread, 0, 1),
@@ -144,14 +149,17 @@ def mouth_pose(weights: dict[str, float], upper_lift: float, lower_drop: float,
     """The interior for rig weights; upper_lift / lower_drop: how far (in W) the lips' middles moved at those
     weights beyond the jaw's own drop (avatar.face.rig.lip_motion)."""
     jaw, spread = weights["jaw"], weights["lip_spread"]
-    # how rounded, as a share of a full "oo" (lip_round = 1): what the lips hide follows the rounding the sound has,
-    # whatever size the fit gave the rounding motion
+    # how rounded, as a share of a full "oo" (lip_round = 1), and how open, as the sound's own jaw_open: what tells
+    # the sound (the lips hiding the teeth, the tongue tip of t/d/n/l/th) follows the sound, whatever gain and size
+    # the fit gave the jaw and the rounding motions; what is geometry (the lower teeth of a wide opening) follows
+    # the opening drawn
     rnd = _clamp(weights["lip_round"] / max(shapes.round_per_lip_round, 1e-6), 0, 1)
+    sound_jaw = _clamp(jaw / max(shapes.jaw_gain, 1e-6), 0, 1)
     hidden = max(1.0 - shapes.round_hides_teeth * _smooth(shapes.round_hides_from, shapes.round_hides_full, rnd), 0.0)
     upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
     lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop
              + shapes.lower_teeth_per_open * max(jaw - 0.5, 0.0) / 0.5) * hidden
     a, b, c, d = shapes.tongue_tip_jaw
-    tip = _smooth(a, b, jaw) * (1.0 - _smooth(c, d, jaw)) * (1.0 - rnd) * (1.0 - _smooth(0.3, 0.5, spread))
+    tip = _smooth(a, b, sound_jaw) * (1.0 - _smooth(c, d, sound_jaw)) * (1.0 - rnd) * (1.0 - _smooth(0.3, 0.5, spread))
     tongue = shapes.tongue_open_share * (1.0 - shapes.round_hides_tongue * rnd) + shapes.tongue_tip_share * tip
     return MouthPose(upper, lower, tongue, tip, shapes.teeth_fill * hidden)

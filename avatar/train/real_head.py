@@ -1,6 +1,7 @@
 """The mouth-parameter head fitted to real faces: GRID sentences, their mouths measured by FaceMesh.
 
-    avatar train real-head MODEL --data SHARDS... [--clips ../shared/data/video] -o OUT.safetensors
+    avatar train real-head MODEL --data SHARDS... [--clips ../shared/data/video] [--context K] [--head-from M]
+                           -o OUT.safetensors
 
 The recurrent network already knows more about a real mouth than its four mouth parameters say: a ridge readout of
 its top-layer state follows the real GRID openings (held-out clips) far better than its own `jaw_open`. So this
@@ -16,6 +17,10 @@ sigmoid), on two kinds of frames at once:
   silence closed, p/b/m closed, music and noise closed where the network learnt that, viseme-like shapes elsewhere;
 
 plus a pull towards the old weights. `lip_press` is not refit (real closures are the synthetic labels' job).
+With `--context K` the new head reads the top-layer states of the K frames before and after the frame it describes
+too (dims.head_context; the output delay grows by K frames); it starts as the old head on the centre frame, zero
+elsewhere. `--head-from M` starts from M's head instead (the same core: e.g. the network before any real-face fit,
+so that the held-out figures are not fitted to the clips through the starting head).
 Held-out check: leave-one-clip-out over the GRID clips (the ruler's r at lag 0, every frame, as `avatar eval
 video` computes it), printed before the final fit on all of them. Only GRID numbers shape the weights (CC BY 4.0,
 credited in the model card); the other clips are for measuring only.
@@ -54,7 +59,7 @@ class RealClip:
     frame_times: np.ndarray  # (N,) s, the video's frames
     opening: np.ndarray  # (N,) the real opening (per speaker normalised: r, the held-out score, does not see it)
     width: np.ndarray  # (N,) the real width relative to the speaker's median
-    hidden: np.ndarray  # (N, H) the network's top-layer state at each video frame
+    hidden: np.ndarray  # (N, (2k+1) H) the network's top-layer states around each video frame (k: head context)
     targets: np.ndarray  # (N, len(REFIT_PARAMS)) measured targets (NaN outside speech)
 
 
@@ -68,14 +73,36 @@ def top_states(model, features: np.ndarray):
     return y[0]
 
 
-def hidden_rows(model, audio: np.ndarray) -> np.ndarray:
-    """Top-layer GRU output per 100 Hz feature frame of a whole 16 kHz signal (row i describes frame i: the
-    look-ahead undone by padding silence at the end), run from a fresh state."""
+def window_rows(states: np.ndarray, first: int, n: int, context: int) -> np.ndarray:
+    """(n, (2k+1) H): row i the states states[first + i - k .. first + i + k] side by side, oldest first, as the
+    head reads them (rows before the stream's first are zero: the engine's empty context). k = context."""
+    padded = np.concatenate([np.zeros((context, states.shape[1]), states.dtype), states])
+    return np.concatenate([padded[first + j:first + j + n] for j in range(2 * context + 1)], 1)
+
+
+def hidden_rows(model, audio: np.ndarray, context: int = 0) -> np.ndarray:
+    """The head's input per 100 Hz feature frame of a whole 16 kHz signal: the top-layer GRU outputs around it,
+    `context` frames either side (row i describes frame i: the core's look-ahead undone by padding silence at the
+    end), run from a fresh state."""
     from avatar.audio import log_mel
 
-    la = model.dims.lookahead
-    padded = np.concatenate([audio.astype(np.float32), np.zeros(la * HOP_LENGTH, np.float32)])
-    return top_states(model, log_mel(padded))[la:].numpy().astype(np.float64)
+    la = model.dims.core_lookahead
+    n = int(np.ceil(len(audio) / HOP_LENGTH))
+    padded = np.concatenate([audio.astype(np.float32), np.zeros((la + context) * HOP_LENGTH, np.float32)])
+    states = top_states(model, log_mel(padded)).numpy().astype(np.float64)
+    n = min(n, len(states) - la - context)
+    return window_rows(states, la, n, context)
+
+
+def expand_head(weight: np.ndarray, n_hidden: int, context: int) -> np.ndarray:
+    """A head's weights (P, (2k0+1) H) read over a wider window of 2 context + 1 frames: its own taps in the
+    middle, zero on the new ones (the same outputs)."""
+    k0 = (weight.shape[1] // n_hidden - 1) // 2
+    if context < k0:
+        raise ValueError(f"the head already reads {k0} frames either side; cannot narrow it to {context}")
+    out = np.zeros((weight.shape[0], 2 * context + 1, n_hidden), weight.dtype)
+    out[:, context - k0:context + k0 + 1] = weight.reshape(weight.shape[0], 2 * k0 + 1, n_hidden)
+    return out.reshape(weight.shape[0], -1)
 
 
 def measured_targets(clip: MeasuredClip) -> np.ndarray:
@@ -95,42 +122,41 @@ def at_frames(rows: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(frame_times, t, rows[:, j]) for j in range(rows.shape[1])], 1)
 
 
-def real_clip(model, path: Path, transcript: str, aligner) -> RealClip:
+def real_clip(model, path: Path, transcript: str, aligner, context: int = 0) -> RealClip:
     from avatar.eval.video import read_clip
 
     clip = read_clip(path)  # decoded once: its audio is both aligned and run through the network
     measured = measure_clip(path, transcript, aligner, clip)
-    hidden = hidden_rows(model, clip.audio)
+    hidden = hidden_rows(model, clip.audio, context)
     times = measured.frame_ms / 1000.0
     return RealClip(path.name, times, measured.opening, measured.width, at_frames(hidden, times),
                     measured_targets(measured))
 
 
-def synthetic_frames(model, folders, n_frames: int = SYNTHETIC_FRAMES, seed: int = SEED,
-                     silence_closed: bool = SILENCE_CLOSED):
-    """Top-layer states (N, H) and the head's targets (N, n_params, probabilities) on synthetic training audio:
-    what the old head said; with `silence_closed`, the closed rest pose on every frame labelled silence (music,
-    noise and pauses: the label, not the old head's guess, is kept there)."""
-    import torch
-
+def synthetic_frames(model, folders, weight0: np.ndarray, bias0: np.ndarray, context: int = 0,
+                     n_frames: int = SYNTHETIC_FRAMES, seed: int = SEED, silence_closed: bool = SILENCE_CLOSED):
+    """The head's inputs (N, (2k+1) H: top-layer states around each frame, k = context) and its targets
+    (N, n_params, probabilities) on synthetic training audio: what the old head (weight0 over the same window,
+    bias0) said; with `silence_closed`, the closed rest pose on every frame labelled silence (music, noise and
+    pauses: the label, not the old head's guess, is kept there)."""
     from .fit import delayed, load_stream
 
-    stream = delayed(load_stream(folders), model.dims.lookahead)  # labels of what each output frame describes
+    stream = delayed(load_stream(folders), model.dims.core_lookahead)  # labels of what each core row describes
     rng = np.random.default_rng(seed)
     segment = min(6000, len(stream))  # 1 min pieces from across the whole set, each from a fresh state
     pieces = max(min(n_frames, len(stream)) // segment, 1)
     starts = rng.choice(len(stream) - segment + 1, size=pieces, replace=False)
-    hs, ps, silent = [], [], []
-    with torch.no_grad():
-        for s in sorted(starts):
-            y = top_states(model, stream.features[s:s + segment])
-            hs.append(y.numpy())
-            ps.append(torch.sigmoid(model.param_head(y)).numpy())
-            silent.append(stream.visemes[s:s + segment] == VISEME_INDEX["sil"])
-    targets = np.concatenate(ps).astype(np.float64)
+    xs, silent = [], []
+    for s in sorted(starts):
+        y = top_states(model, stream.features[s:s + segment]).numpy()
+        xs.append(window_rows(y, 0, segment - context, context).astype(np.float32))  # centred on rows 0..
+        silent.append(stream.visemes[s:s + segment - context] == VISEME_INDEX["sil"])
+    x = np.concatenate(xs)
+    targets = 1.0 / (1.0 + np.exp(-(x @ weight0.T.astype(np.float32) + bias0.astype(np.float32))))
+    targets = targets.astype(np.float64)
     if silence_closed:
         targets[np.concatenate(silent)] = VISEME_POSE["sil"]
-    return np.concatenate(hs).astype(np.float64), targets
+    return x, targets
 
 
 def fit_head(weight0: np.ndarray, bias0: np.ndarray, real_x: np.ndarray, real_y: np.ndarray,
@@ -144,17 +170,17 @@ def fit_head(weight0: np.ndarray, bias0: np.ndarray, real_x: np.ndarray, real_y:
     w = torch.tensor(weight0[rows], requires_grad=True)
     b = torch.tensor(bias0[rows], requires_grad=True)
     w0 = torch.tensor(weight0[rows])
-    rx, ry = torch.tensor(real_x), torch.tensor(real_y)
+    rx, ry = torch.tensor(real_x, dtype=w.dtype), torch.tensor(real_y)
     known = torch.isfinite(ry)
     ry = torch.nan_to_num(ry)
-    sx, sy = torch.tensor(syn_x), torch.tensor(syn_targets[:, rows])
+    sx, sy = torch.from_numpy(syn_x), torch.tensor(syn_targets[:, rows])
     gen = torch.Generator().manual_seed(SEED)
     opt = torch.optim.Adam([w, b], lr=LEARNING_RATE)
     for _ in range(steps):
         opt.zero_grad()
         pick = torch.randint(len(sx), (min(SYNTHETIC_BATCH, len(sx)),), generator=gen)
         real = ((torch.sigmoid(rx @ w.T + b) - ry) ** 2)[known].mean()
-        synthetic = ((torch.sigmoid(sx[pick] @ w.T + b) - sy[pick]) ** 2).mean()
+        synthetic = ((torch.sigmoid(sx[pick].to(w.dtype) @ w.T + b) - sy[pick]) ** 2).mean()
         loss = REAL_WEIGHT * real + distill_weight * synthetic + prior_weight * ((w - w0) ** 2).sum()
         loss.backward()
         opt.step()
@@ -206,21 +232,63 @@ def training_record(path) -> dict:
     return json.loads(extra) if extra else {}
 
 
+def start_head(model, head_from: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The head the fit starts from (weights (P, (2k0+1) H), bias): the model's own, or that of `head_from`, a
+    network with the very same core (input layer and GRU)."""
+    import torch
+
+    from avatar.model import load_model
+
+    source = model if head_from is None else load_model(head_from)
+    if source is not model:
+        core = [k for k in model.state_dict() if k.startswith(("input.", "rnn.", "feature_"))]
+        theirs = source.state_dict()
+        if any(k not in theirs or not torch.equal(model.state_dict()[k], theirs[k]) for k in core):
+            raise ValueError(f"{head_from}: its core (input layer, GRU, feature normalisation) is not this model's")
+    return (source.param_head.weight.detach().numpy().astype(np.float64),
+            source.param_head.bias.detach().numpy().astype(np.float64))
+
+
+def with_head(model, weight: np.ndarray, bias: np.ndarray, context: int):
+    """The network with this mouth-parameter head, reading `context` frames either side (the output delay: the
+    core's own plus context); everything else the model's."""
+    import dataclasses
+
+    import torch
+
+    from avatar.model import LipSyncNet
+
+    dims = dataclasses.replace(model.dims, head_context=context, lookahead=model.dims.core_lookahead + context)
+    out = LipSyncNet(dims)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("param_head.") and k != "context_start"}
+    out.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        out.param_head.weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        out.param_head.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    return out.eval()
+
+
 def run(args) -> int:
+    from avatar.dims import MAX_LOOKAHEAD
     from avatar.model import load_model, save_model
     from .realspeech import Aligner
 
     model = load_model(args.model)
+    context = model.dims.head_context if args.context is None else args.context
+    if model.dims.core_lookahead + context > MAX_LOOKAHEAD:
+        print(f"avatar train real-head: --context {context} on a core with {model.dims.core_lookahead} frames of "
+              f"look-ahead exceeds the {MAX_LOOKAHEAD}-frame output delay", file=sys.stderr)
+        return 1
     try:
         pairs = grid_clips(Path(args.clips))
-    except FileNotFoundError as e:
+        weight0, bias0 = start_head(model, args.head_from)
+        weight0 = expand_head(weight0, model.dims.n_hidden, context)
+    except (FileNotFoundError, ValueError) as e:
         print(f"avatar train real-head: {e}", file=sys.stderr)
         return 1
     aligner = Aligner()
-    clips = [real_clip(model, path, text, aligner) for path, text in pairs]
-    syn_x, syn_targets = synthetic_frames(model, args.data, silence_closed=args.silence_closed)
-    weight0 = model.param_head.weight.detach().numpy().astype(np.float64)
-    bias0 = model.param_head.bias.detach().numpy().astype(np.float64)
+    clips = [real_clip(model, path, text, aligner, context) for path, text in pairs]
+    syn_x, syn_targets = synthetic_frames(model, args.data, weight0, bias0, context, silence_closed=args.silence_closed)
     kw = {"prior_weight": args.prior_weight, "distill_weight": args.distill_weight, "steps": args.steps}
     loo = leave_one_out(clips, weight0, bias0, syn_x, syn_targets, **kw)
     print("held-out GRID clip | r(jaw_open, opening) before -> after | r(lip_spread, width) | "
@@ -232,15 +300,12 @@ def run(args) -> int:
     weight, bias = fit_head(weight0, bias0, *stacked(clips), syn_x, syn_targets, **kw)
     fitted = mean_scores({c.name: {"before": held_out_scores(weight0, bias0, c), "after": held_out_scores(weight, bias, c)}
                           for c in clips})  # on the clips it was fitted to: not a held-out figure
-    import torch
-
-    with torch.no_grad():
-        model.param_head.weight.copy_(torch.tensor(weight, dtype=torch.float32))
-        model.param_head.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    out = with_head(model, weight, bias, context)
     record = {**training_record(args.model), "real_head": {"init": Path(args.model).name, "clips": [c.name for c in clips],
+                            "head_from": Path(args.head_from).name if args.head_from else None, "context": context,
                             "synthetic": [str(Path(d).name) for d in args.data], "refit": list(REFIT_PARAMS),
                             **kw, "silence_closed": args.silence_closed, "held_out_r0": loo, "held_out_mean": mean, "fitted_mean": fitted}}
-    save_model(model, args.out, extra=record)
+    save_model(out, args.out, extra=record)
     print(args.out)
     return 0
 
@@ -258,5 +323,10 @@ def add_cli(sub) -> None:
     p.add_argument("--silence-closed", action=argparse.BooleanOptionalAction, default=SILENCE_CLOSED,
                    help="on synthetic frames labelled silence (pauses, music, noise) fit the closed pose instead of "
                         "the old head's output")
+    p.add_argument("--context", type=int, default=None, metavar="K",
+                   help="frames either side of the described one the new head reads (default: the model's own); "
+                        "the output delay grows by K")
+    p.add_argument("--head-from", metavar="MODEL", help="start from this network's head (the same core), not the "
+                                                        "model's own: e.g. the one before any real-face fit")
     p.add_argument("-o", "--out", required=True, help="the new weights (.safetensors)")
     p.set_defaults(func=run)

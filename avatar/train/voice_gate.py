@@ -100,7 +100,7 @@ def gate_scores(model, stream: Stream, music: np.ndarray, max_frames: int = 400_
     """On a held-out stream (labels delayed like the outputs), run in one pass from a fresh state: the share of
     voice frames the gate passes (> 0.5), of their onsets, and of music-only frames it stops."""
     probs = voice_probability(model, stream.features[:max_frames])
-    la = model.dims.lookahead
+    la = model.dims.core_lookahead  # the gate's own logits, before a head context delays them
     voice = voice_heard(delayed(stream, la).visemes[:max_frames])
     music = delayed_mask(music, la)[:max_frames]
     on = onset_mask(voice.astype(np.float32))
@@ -130,8 +130,9 @@ def with_gate(model, voice_hidden: int = VOICE_HIDDEN, seed: int = SEED):
         return model
     torch.manual_seed(seed)
     gated = LipSyncNet(dataclasses.replace(model.dims, voice_hidden=voice_hidden))
-    missing, unexpected = gated.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("voice.") for k in missing), (missing, unexpected)
+    own = {k: v for k, v in model.state_dict().items() if k != "context_start"}  # (made anew with the gate's logit)
+    missing, unexpected = gated.load_state_dict(own, strict=False)
+    assert not unexpected and all(k.startswith("voice.") or k == "context_start" for k in missing), (missing, unexpected)
     return gated
 
 
@@ -200,7 +201,7 @@ def train_gate(model, stream: Stream, music: np.ndarray, steps: int = STEPS, lr:
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    la = model.dims.lookahead
+    la = model.dims.core_lookahead  # the gate's own logits, before a head context delays them
     visemes = delayed(stream, la).visemes
     labels = gate_labels(visemes, delayed_mask(music, la))
     weights = (1.0 + (onset_weight - 1.0) * onset_mask(voice_heard(visemes).astype(np.float32))).astype(np.float32)
