@@ -50,11 +50,12 @@ class LipSyncNet(nn.Module):
             self.voice = VoiceGate(dims)
         if dims.head_context:
             # what a carried context row of all zeros stands for: a zero state and, where there is a gate, no voice
-            # (so the first output rows, which describe the time before the stream began, are the rest pose)
+            # (so the first output rows, which describe the time before the stream began, are the rest pose). Made
+            # from the dims, so not saved with the weights
             start = torch.zeros(dims.context_width)
             if dims.voice_hidden:
                 start[-1] = CONTEXT_START_LOGIT
-            self.register_buffer("context_start", start)
+            self.register_buffer("context_start", start, persistent=False)
 
     def initial_state(self, batch: int = 1) -> State:
         shapes = [self.dims.state_shape(s) for s in self.dims.state_names]

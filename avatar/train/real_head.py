@@ -87,11 +87,9 @@ def hidden_rows(model, audio: np.ndarray, context: int = 0) -> np.ndarray:
     from avatar.audio import log_mel
 
     la = model.dims.core_lookahead
-    n = int(np.ceil(len(audio) / HOP_LENGTH))
     padded = np.concatenate([audio.astype(np.float32), np.zeros((la + context) * HOP_LENGTH, np.float32)])
     states = top_states(model, log_mel(padded)).numpy().astype(np.float64)
-    n = min(n, len(states) - la - context)
-    return window_rows(states, la, n, context)
+    return window_rows(states, la, len(states) - la - context, context)
 
 
 def expand_head(weight: np.ndarray, n_hidden: int, context: int) -> np.ndarray:
@@ -241,26 +239,31 @@ def start_head(model, head_from: str | None) -> tuple[np.ndarray, np.ndarray]:
 
     source = model if head_from is None else load_model(head_from)
     if source is not model:
-        core = [k for k in model.state_dict() if k.startswith(("input.", "rnn.", "feature_"))]
-        theirs = source.state_dict()
-        if any(k not in theirs or not torch.equal(model.state_dict()[k], theirs[k]) for k in core):
+        ours, theirs = model.state_dict(), source.state_dict()
+        core = [k for k in ours if k.startswith(("input.", "rnn.", "feature_"))]
+        if any(k not in theirs or not torch.equal(ours[k], theirs[k]) for k in core):
             raise ValueError(f"{head_from}: its core (input layer, GRU, feature normalisation) is not this model's")
     return (source.param_head.weight.detach().numpy().astype(np.float64),
             source.param_head.bias.detach().numpy().astype(np.float64))
 
 
-def with_head(model, weight: np.ndarray, bias: np.ndarray, context: int):
-    """The network with this mouth-parameter head, reading `context` frames either side (the output delay: the
-    core's own plus context); everything else the model's."""
+def head_dims(dims, context: int):
+    """The dimensions of the network with a head reading `context` frames either side: the output delay is the
+    core's own plus context (ModelDims says when that is too long)."""
     import dataclasses
 
+    return dataclasses.replace(dims, head_context=context, lookahead=dims.core_lookahead + context)
+
+
+def with_head(model, weight: np.ndarray, bias: np.ndarray, context: int):
+    """The network with this mouth-parameter head, reading `context` frames either side; everything else the
+    model's."""
     import torch
 
     from avatar.model import LipSyncNet
 
-    dims = dataclasses.replace(model.dims, head_context=context, lookahead=model.dims.core_lookahead + context)
-    out = LipSyncNet(dims)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("param_head.") and k != "context_start"}
+    out = LipSyncNet(head_dims(model.dims, context))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("param_head.")}
     out.load_state_dict(state, strict=False)
     with torch.no_grad():
         out.param_head.weight.copy_(torch.tensor(weight, dtype=torch.float32))
@@ -269,17 +272,13 @@ def with_head(model, weight: np.ndarray, bias: np.ndarray, context: int):
 
 
 def run(args) -> int:
-    from avatar.dims import MAX_LOOKAHEAD
     from avatar.model import load_model, save_model
     from .realspeech import Aligner
 
     model = load_model(args.model)
     context = model.dims.head_context if args.context is None else args.context
-    if model.dims.core_lookahead + context > MAX_LOOKAHEAD:
-        print(f"avatar train real-head: --context {context} on a core with {model.dims.core_lookahead} frames of "
-              f"look-ahead exceeds the {MAX_LOOKAHEAD}-frame output delay", file=sys.stderr)
-        return 1
     try:
+        head_dims(model.dims, context)  # before the fit: a look-ahead past MAX_LOOKAHEAD is refused here
         pairs = grid_clips(Path(args.clips))
         weight0, bias0 = start_head(model, args.head_from)
         weight0 = expand_head(weight0, model.dims.n_hidden, context)

@@ -130,9 +130,8 @@ def with_gate(model, voice_hidden: int = VOICE_HIDDEN, seed: int = SEED):
         return model
     torch.manual_seed(seed)
     gated = LipSyncNet(dataclasses.replace(model.dims, voice_hidden=voice_hidden))
-    own = {k: v for k, v in model.state_dict().items() if k != "context_start"}  # (made anew with the gate's logit)
-    missing, unexpected = gated.load_state_dict(own, strict=False)
-    assert not unexpected and all(k.startswith("voice.") or k == "context_start" for k in missing), (missing, unexpected)
+    missing, unexpected = gated.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("voice.") for k in missing), (missing, unexpected)
     return gated
 
 
