@@ -323,6 +323,9 @@ def test_live_recording_from_the_48khz_microphone_is_cfr_with_its_own_sound(virt
         assert source.sound_rate == rate and source.mic.samplerate == rate
         pipeline.set_source(source)
         time.sleep(0.3)
+        deadline = time.monotonic() + 5  # the first frame can take longer on a loaded machine (a recording needs it)
+        while pipeline.latest is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         recording = pipeline.start_recording(tmp_path / "mic.mp4", fps=fps)
         time.sleep(0.2)
         virtual_mic(tmp_path / "fed.wav")

@@ -119,6 +119,11 @@ class MouthPose:
     teeth_fill: float = 0.0  # share of each column's opening the two teeth rows fill (parted lips show the teeth)
 
 
+def _shut(press: float, shapes: ShapeMap) -> float:
+    """How far pressed lips (p/b/m) pull an open mouth shut, 0..1."""
+    return _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
+
+
 def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: float = 0.0,
                 shapes: ShapeMap = DEFAULT_SHAPES) -> dict[str, float]:
     """The rig's mouth motion weights (0..1) for clipped parameters; raise_: an extra upper-lip raise."""
@@ -131,7 +136,7 @@ def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: flo
                         + s.round_per_lip_press * press)
     jaw = _clamp(jaw * s.jaw_gain, 0, 1)
     # pressed lips (p/b/m) shut what parts them: the jaw, and the rounding's small oval (round_protrude)
-    shut = _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
+    shut = _shut(press, s)
     jaw *= 1.0 - shut
     round_w = _sideways(round_w * (1.0 - shut))
     return {
@@ -148,13 +153,22 @@ def mouth_pose(weights: dict[str, float], upper_lift: float, lower_drop: float,
                shapes: ShapeMap = DEFAULT_SHAPES) -> MouthPose:
     """The interior for rig weights; upper_lift / lower_drop: how far (in W) the lips' middles moved at those
     weights beyond the jaw's own drop (avatar.face.rig.lip_motion)."""
-    jaw, spread = weights["jaw"], weights["lip_spread"]
+    jaw = weights["jaw"]
     # how rounded, as a share of a full "oo" (lip_round = 1), and how open, as the sound's own jaw_open: what tells
     # the sound (the lips hiding the teeth, the tongue tip of t/d/n/l/th) follows the sound, whatever gain and size
     # the fit gave the jaw and the rounding motions; what is geometry (the lower teeth of a wide opening) follows
-    # the opening drawn
-    rnd = _clamp(weights["lip_round"] / max(shapes.round_per_lip_round, 1e-6), 0, 1)
+    # the opening drawn. The spread and rounding motions' weights also carry the fitted widening / narrowing of an
+    # opening jaw and of pressed lips (the real width's pull, not the lips spreading or rounding), so only
+    # lip_spread's and lip_round's own shares tell the sound (with the jaw's counted, GRID's wide "aa" hid a sixth
+    # of its teeth, and each refit of the widths moved the tongue tip of "d")
     sound_jaw = _clamp(jaw / max(shapes.jaw_gain, 1e-6), 0, 1)
+    press = weights["lip_press"]
+    shut = _shut(press, shapes)
+    jaw_open = sound_jaw / (1.0 - shut) if shut < 0.99 else 0.0  # before the press shut it (rig_weights)
+    widening = shapes.spread_per_jaw_open * jaw_open + shapes.spread_per_lip_press * press
+    spread = _clamp((weights["lip_spread"] - widening) / max(shapes.spread_per_lip_spread, 1e-6), 0, 1)
+    narrowing = (shapes.round_per_jaw_open * jaw_open + shapes.round_per_lip_press * press) * (1.0 - shut)
+    rnd = _clamp((weights["lip_round"] - narrowing) / max(shapes.round_per_lip_round, 1e-6), 0, 1)
     hidden = max(1.0 - shapes.round_hides_teeth * _smooth(shapes.round_hides_from, shapes.round_hides_full, rnd), 0.0)
     upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
     lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop
