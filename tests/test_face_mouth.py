@@ -384,6 +384,31 @@ def test_tongue_shows_on_open_vowels_and_tongue_tip_sounds_and_the_cavity_is_red
     assert rig.appearance.tongue[0] > 1.2 * rig.appearance.tongue[1]  # pink-red
 
 
+def test_the_interior_follows_the_sound_not_the_fitted_widths():
+    """The fitted widths drive the spread / rounding motions from the jaw and the press too (GRID's mouths narrow as
+    they open); what the teeth and tongue show must follow lip_spread and lip_round alone: a wide "aa" is not a
+    rounded vowel however much of the rounding motion the jaw's narrowing takes, and a refit of the widths' sizes
+    does not move the tongue tip of "d"."""
+    from dataclasses import replace
+
+    from avatar.face.shapes import DEFAULT_SHAPES, mouth_pose, rig_weights
+
+    plain = replace(DEFAULT_SHAPES, round_per_jaw_open=0.0, round_per_lip_press=0.0, spread_per_jaw_open=0.0,
+                    spread_per_lip_spread=1.0, round_per_lip_round=1.0)
+    fitted = replace(plain, round_per_jaw_open=0.3, round_per_lip_press=0.1, spread_per_jaw_open=0.1,
+                     spread_per_lip_spread=1.6, round_per_lip_round=0.9)
+    for viseme in ("aa", "E", "DD", "nn", "oh", "ou", "PP"):
+        jaw, spread, rnd, press = VISEME_POSE[viseme]
+        poses = [mouth_pose(rig_weights(jaw, spread, rnd, press, shapes=m), 0.02, 0.01, m) for m in (plain, fitted)]
+        for field in ("teeth_fill", "tongue_share", "tongue_tip", "upper_show", "lower_show"):
+            a, b = (getattr(p, field) for p in poses)
+            assert b == pytest.approx(a, abs=0.03), (viseme, field, a, b)
+    # and rounding still hides them: "ou" shows less teeth than "aa" under both mappings
+    for m in (plain, fitted):
+        aa, ou = (mouth_pose(rig_weights(*VISEME_POSE[v], shapes=m), 0.02, 0.01, m) for v in ("aa", "ou"))
+        assert ou.teeth_fill < 0.5 * aa.teeth_fill and ou.tongue_share < aa.tongue_share
+
+
 # ---------------------------------------------------------------- shapes
 SHAPE_FACES = ("default", "astronaut", "bbaf2n.mpg", "lp_d20.mp4")
 # the re-detected upper lip's height on "aa", of its height at rest. The default face's thin upper lip keeps 6 of its
