@@ -240,6 +240,13 @@ class CountingFrames:
         return _gray(30 + (self.count * 11) % 200)
 
 
+def _wait_for_first_frame(pipeline, timeout: float = 5.0) -> None:
+    """Until the pipeline has shown a frame (a recording takes its size from it); longer on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while pipeline.latest is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("fps", [30, 60])
 def test_stalled_renderer_still_gives_constant_frame_rate_with_repeated_frames(tmp_path, fps):
     """A renderer that stalls 0.35 s every 25 frames (the 300 ms freezes the issue saw): the recording has a frame
@@ -251,9 +258,7 @@ def test_stalled_renderer_still_gives_constant_frame_rate_with_repeated_frames(t
     pipeline = LivePipeline(None, renderer, fps=60).start()
     try:
         pipeline.set_source(SilenceSource())
-        deadline = time.monotonic() + 5
-        while pipeline.latest is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for_first_frame(pipeline)
         recording = pipeline.start_recording(tmp_path / "stalled.mp4", fps=fps)
         time.sleep(3.0)
         path = pipeline.stop_recording()
@@ -323,9 +328,7 @@ def test_live_recording_from_the_48khz_microphone_is_cfr_with_its_own_sound(virt
         assert source.sound_rate == rate and source.mic.samplerate == rate
         pipeline.set_source(source)
         time.sleep(0.3)
-        deadline = time.monotonic() + 5  # the first frame can take longer on a loaded machine (a recording needs it)
-        while pipeline.latest is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for_first_frame(pipeline)
         recording = pipeline.start_recording(tmp_path / "mic.mp4", fps=fps)
         time.sleep(0.2)
         virtual_mic(tmp_path / "fed.wav")

@@ -124,16 +124,22 @@ def _shut(press: float, shapes: ShapeMap) -> float:
     return _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
 
 
+def _width_pulls(jaw: float, press: float, shapes: ShapeMap) -> tuple[float, float]:
+    """The jaw's and the press's shares of the spread and of the rounding motion (the fitted widths' pull on an
+    opening or pressed mouth, before the press shuts it), as (widening, narrowing)."""
+    return (shapes.spread_per_jaw_open * jaw + shapes.spread_per_lip_press * press,
+            shapes.round_per_jaw_open * jaw + shapes.round_per_lip_press * press)
+
+
 def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: float = 0.0,
                 shapes: ShapeMap = DEFAULT_SHAPES) -> dict[str, float]:
     """The rig's mouth motion weights (0..1) for clipped parameters; raise_: an extra upper-lip raise."""
     s = shapes
     # as the engine's float32 rows: a hand-made pose's float64 0.7 draws the same frame as the engine's 0.7
     jaw, spread, rnd, press = (float(np.float32(v)) for v in (jaw, spread, rnd, press))
-    spread_w = _sideways(s.spread_per_jaw_open * jaw + s.spread_per_lip_spread * spread
-                         + s.spread_per_lip_round * rnd + s.spread_per_lip_press * press)
-    round_w = _sideways(s.round_per_jaw_open * jaw + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd
-                        + s.round_per_lip_press * press)
+    widening, narrowing = _width_pulls(jaw, press, s)
+    spread_w = _sideways(widening + s.spread_per_lip_spread * spread + s.spread_per_lip_round * rnd)
+    round_w = _sideways(narrowing + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd)
     jaw = _clamp(jaw * s.jaw_gain, 0, 1)
     # pressed lips (p/b/m) shut what parts them: the jaw, and the rounding's small oval (round_protrude)
     shut = _shut(press, s)
@@ -165,10 +171,9 @@ def mouth_pose(weights: dict[str, float], upper_lift: float, lower_drop: float,
     press = weights["lip_press"]
     shut = _shut(press, shapes)
     jaw_open = sound_jaw / (1.0 - shut) if shut < 0.99 else 0.0  # before the press shut it (rig_weights)
-    widening = shapes.spread_per_jaw_open * jaw_open + shapes.spread_per_lip_press * press
+    widening, narrowing = _width_pulls(jaw_open, press, shapes)
     spread = _clamp((weights["lip_spread"] - widening) / max(shapes.spread_per_lip_spread, 1e-6), 0, 1)
-    narrowing = (shapes.round_per_jaw_open * jaw_open + shapes.round_per_lip_press * press) * (1.0 - shut)
-    rnd = _clamp((weights["lip_round"] - narrowing) / max(shapes.round_per_lip_round, 1e-6), 0, 1)
+    rnd = _clamp((weights["lip_round"] - narrowing * (1.0 - shut)) / max(shapes.round_per_lip_round, 1e-6), 0, 1)
     hidden = max(1.0 - shapes.round_hides_teeth * _smooth(shapes.round_hides_from, shapes.round_hides_full, rnd), 0.0)
     upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
     lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop
