@@ -146,8 +146,35 @@ def _open_audio(path):
     return itertools.chain([first], blocks), seconds
 
 
-def _on_signal(signum, frame):
-    raise KeyboardInterrupt(signum)  # SIGTERM ends the render as Ctrl-C does: the partial file is finished
+class StopSignal:
+    """SIGTERM (and Ctrl-C) while rendering: end the render as Ctrl-C does, the partial file finished.
+
+    The handler raises KeyboardInterrupt at once and also keeps the signal, which render_offline asks for before
+    every frame: Python runs a handler wherever the main thread is, and an exception raised there while it runs a
+    finaliser (__del__, a weakref callback) is printed as "Exception ignored" and lost, so the render would run to
+    its end and replace OUT.mp4 (seen once in a loaded test run). The kept signal is not lost."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __call__(self, signum, frame):
+        self.signum = signum
+        raise KeyboardInterrupt(signum)
+
+    def __enter__(self) -> "StopSignal":
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self)
+        # Ctrl-C only where Python listens for it: a background job started without job control ignores SIGINT
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def requested(self) -> bool:
+        return self.signum is not None
 
 
 def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) -> int:
@@ -170,10 +197,11 @@ def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) ->
         return f"nothing was written{'; ' + str(out) + ' is unchanged' if out.exists() else ''}"
 
     t0 = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, _on_signal)
+    stop = StopSignal()
     try:
-        render_offline(audio, engine, renderer, out, fps=args.fps, progress=progress,
-                       total_samples=int(seconds * 16000) if seconds else None)
+        with stop:
+            render_offline(audio, engine, renderer, out, fps=args.fps, progress=progress,
+                           total_samples=int(seconds * 16000) if seconds else None, interrupted=stop.requested)
     except RecordError as e:
         bar.close()
         cause = str(e).split(". ")[0].rstrip(".")  # the recorder's first sentence says why ("The disk is full")
@@ -181,12 +209,9 @@ def _render_to_file(args, out: Path, audio, seconds: float, engine, renderer) ->
     except AudioError as e:
         bar.close()
         return _fail(f"{e}; {kept()}.", EXIT_BAD_INPUT)
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt:
         bar.close()
-        signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
-        return _fail(f"interrupted; {kept()}.", 128 + signum)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return _fail(f"interrupted; {kept()}.", 128 + (stop.signum or signal.SIGINT))
     bar.close()
     wall = time.perf_counter() - t0
     if not args.quiet:

@@ -117,6 +117,38 @@ def test_offline_render_streamed_in_blocks_equals_the_whole_array(tmp_path, loud
     assert not list(tmp_path.glob("*.partial.mp4"))
 
 
+def test_a_signal_whose_exception_is_swallowed_still_stops_the_render(tmp_path, loudness_engine):
+    """SIGTERM mid-render whose KeyboardInterrupt is lost (raised inside a finaliser, printed as "Exception ignored"):
+    the handler's mark stops the render at the next frame, the partial file is finished, the previous OUT kept."""
+    import signal
+
+    from avatar.render_cli import StopSignal
+
+    stop = StopSignal()
+
+    class SwallowsTheSignal(SimpleFrames):
+        frames = 0
+
+        def render(self, params, t=0.0):
+            self.frames += 1
+            if self.frames == 30:
+                try:
+                    stop(signal.SIGTERM, None)
+                except KeyboardInterrupt:  # what a __del__ running at that moment does with it
+                    pass
+            return super().render(params, t)
+
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the previous render")
+    renderer = SwallowsTheSignal()
+    with pytest.raises(KeyboardInterrupt):
+        render_offline(tone_bursts([0.3, 1.1], 4.0), loudness_engine, renderer, out, fps=25,
+                       interrupted=stop.requested)
+    assert renderer.frames == 30 and stop.signum == signal.SIGTERM
+    assert out.read_bytes() == b"the previous render"
+    assert len(decode_mp4(tmp_path / "out.partial.mp4")["frames"]) == 30  # the frame drawn when the signal came, no more
+
+
 def test_live_mic_to_recording_lips_match_voice_within_a_frame(virtual_mic, tmp_path, loudness_engine):
     """Through the real virtual microphone: tone bursts → engine → frames; the MP4's mouth opens with each tone."""
     import time

@@ -215,7 +215,7 @@ def test_interrupted_render_keeps_a_playable_partial_and_the_previous_file(tmp_p
         proc.kill()
         stderr.close()
     message = (tmp_path / "stderr.txt").read_text()
-    assert out.read_bytes() == b"the previous render"
+    assert out.read_bytes() == b"the previous render", f"exit {code}, stderr: {message}"
     if how == "SIGKILL":
         assert code == -signal.SIGKILL
     else:

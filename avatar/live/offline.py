@@ -50,7 +50,8 @@ class _AudioWindow:
 
 def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = True,
                    progress: Callable[[float], None] | None = None,
-                   cancelled: Callable[[], bool] | None = None, total_samples: int | None = None) -> Path:
+                   cancelled: Callable[[], bool] | None = None, total_samples: int | None = None,
+                   interrupted: Callable[[], bool] | None = None) -> Path:
     """Render 16 kHz speech to an MP4 as fast as the machine allows (encoder on its own thread).
 
     `audio` is an array or an iterable of blocks (e.g. avatar.audio.iter_audio): it is streamed, each frame rendered
@@ -60,7 +61,9 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
 
     Written fragmented to `partial_path(path)` beside the target, renamed to `path` on success: an existing file at
     `path` survives until then, and a render that is killed or interrupted (KeyboardInterrupt, or a RecordError such
-    as a full disk) leaves a playable partial file under that name. Cancelled removes it."""
+    as a full disk) leaves a playable partial file under that name. Cancelled removes it. `interrupted` is asked
+    before every frame and ends the render as a KeyboardInterrupt does (a signal handler's mark: the exception it
+    raises can be lost, see avatar.render_cli.StopSignal)."""
     path = check_output_path(path)
     partial = partial_path(path)
     if total_samples is None and isinstance(audio, np.ndarray):
@@ -89,6 +92,8 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
                 return
             if cancelled is not None and cancelled():
                 raise Cancelled("Export cancelled.")
+            if interrupted is not None and interrupted():
+                raise KeyboardInterrupt
             image = renderer.render(sampler.at(t + sampler.delay), t)
             if sink is None:
                 sink = BackgroundRecorder(Recorder(partial, image.shape[1], image.shape[0], fps=fps, live=False,
