@@ -78,7 +78,7 @@ def test_the_bound_says_how_far_pixels_move(face):
     renderer = face()
     still = StillFrames()
     still.render(renderer, neutral_params(), 0.0)  # binds the renderer
-    local, head, eyes = renderer.weights(neutral_params(), 0.0)
+    local, head, eyes, _ = renderer.weights(neutral_params(), 0.0)
     moved = head.copy()
     moved[0] += 0.01  # a hundredth of full yaw
     expected = 0.01 * np.sqrt((renderer.rig.head_fields[0] ** 2).sum(-1)).max()

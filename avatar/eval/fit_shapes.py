@@ -171,10 +171,12 @@ def split_width(coef: np.ndarray, clips: list[ClipSamples]) -> dict:
     return fields
 
 
-def local_weights(params: np.ndarray, shapes: shape_map.ShapeMap) -> np.ndarray:
-    """(N, len(LOCAL_FIELDS)) rig weights of parameter rows under a mapping (no brows, no liveliness)."""
-    rows = [shape_map.rig_weights(*p, shapes=shapes) for p in np.clip(np.nan_to_num(params), 0, 1).tolist()]
-    return np.array([[r.get(k, 0.0) for k in LOCAL_FIELDS] for r in rows], np.float32)
+def local_weights(params: np.ndarray, shapes: shape_map.ShapeMap) -> tuple[np.ndarray, np.ndarray]:
+    """(N, len(LOCAL_FIELDS)) rig weights of parameter rows under a mapping (no brows, no liveliness), and the
+    clipped rows they were drawn from (the sound the interior follows)."""
+    sound = np.clip(np.nan_to_num(params), 0, 1).astype(np.float32)
+    rows = [shape_map.rig_weights(*p, shapes=shapes) for p in sound.tolist()]
+    return np.array([[r.get(k, 0.0) for k in LOCAL_FIELDS] for r in rows], np.float32), sound
 
 
 def rendered_ranges(clips: list[ClipSamples], shapes: shape_map.ShapeMap) -> tuple[float, float]:
@@ -183,8 +185,9 @@ def rendered_ranges(clips: list[ClipSamples], shapes: shape_map.ShapeMap) -> tup
     head = np.zeros(len(HEAD_FIELDS), np.float32)
     opening, width = [], []
     for c in clips:
-        c.renderer.shapes = shapes  # its interior read back from the weights with this mapping, not the installed one
-        frames = (c.renderer.render_weights(w, head) for w in local_weights(c.params, shapes))
+        c.renderer.shapes = shapes  # its interior drawn with this mapping, not the installed one
+        weights, sound = local_weights(c.params, shapes)
+        frames = (c.renderer.render_weights(w, head, None, p) for w, p in zip(weights, sound))
         drawn = ruler.measure_mouths(frames)
         ok = _usable(c)
         opening.append(_amplitude(drawn.opening[ok]) / _amplitude(c.opening[ok]))

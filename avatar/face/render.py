@@ -154,13 +154,14 @@ class CpuRenderer(Renderer):
             y, x = origin[0] + ya, origin[1] + xa
             cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=frame[y:y + yb - ya, x:x + xb - xa])
 
-    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
+    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None,
+                       sound: np.ndarray | None = None) -> np.ndarray:
         rig = self.rig
         local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
         for _, (ex0, ey0, ex1, ey1), patch in self._eye_changes(eyes):
             self._source[ey0:ey1, ex0:ex1] = patch
             cv2.cvtColor(patch, cv2.COLOR_RGB2RGBA, dst=self._image_rgba[ey0:ey1, ex0:ex1])
-        plan = self.plan(local, head)
+        plan = self.plan(local, head, sound)
         if plan is None:
             return self._source.copy()
         step = rig.step

@@ -92,7 +92,8 @@ def _clamp(v: float, lo: float, hi: float) -> float:
 def field_weights(params: np.ndarray, extras: Mapping[str, float] | None = None,
                   shapes: ShapeMap = DEFAULT_SHAPES):
     """(local weights in LOCAL_FIELDS order, head weights in HEAD_FIELDS order, eye closures in EYE_PARAMS
-    order), clipped to their ranges, from the mouth parameter array and the named extras added to it."""
+    order, the sound's mouth parameters in PARAM_NAMES order), clipped to their ranges, from the mouth parameter
+    array and the named extras added to it. The last is what the interior is drawn from (avatar.face.shapes)."""
     p = dict.fromkeys(EXTRA_PARAMS, 0.0)
     p.update(zip(PARAM_NAMES, mouth_values(params)))
     for k, v in (extras or {}).items():
@@ -107,7 +108,7 @@ def field_weights(params: np.ndarray, extras: Mapping[str, float] | None = None,
     local = np.array([mouth[k] for k in LOCAL_FIELDS], np.float32)
     head = np.array([_clamp(p[k], -1, 1) for k in HEAD_FIELDS], np.float32)
     eyes = np.array([_clamp(max(p[k], blink), 0, 1) for k in EYE_PARAMS], np.float32)
-    return local, head, eyes
+    return local, head, eyes, np.array([jaw, spread, rnd, press], np.float32)
 
 
 @dataclass
@@ -195,17 +196,17 @@ class Renderer:
 
     def render(self, params: np.ndarray, t: float = 0.0) -> np.ndarray:
         """The frame for N_PARAMS mouth parameters (PARAM_NAMES order) at time t; see FrameRenderer."""
-        local, head, eyes = self.weights(params, t)
-        return self.render_weights(local, head, eyes)
+        return self.render_weights(*self.weights(params, t))
 
     def render_pose(self, pose: Mapping[str, float], t: float = 0.0) -> np.ndarray:
         """The frame for a pose by name: mouth parameters and EXTRA_PARAMS ({"jaw_open": 0.5, "blink": 1.0,
         "head_yaw": -1.0}); missing names are 0. For previews and tests; the live path calls render."""
         mouth, extras = split_pose(pose)
-        local, head, eyes = self.weights(mouth, t, extras)
-        return self.render_weights(local, head, eyes)
+        return self.render_weights(*self.weights(mouth, t, extras))
 
-    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
+    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None,
+                       sound: np.ndarray | None = None) -> np.ndarray:
+        """The frame for field weights (field_weights' four arrays; sound None: weights made by hand)."""
         raise NotImplementedError
 
     def _eye_changes(self, eyes: np.ndarray | None):
@@ -232,7 +233,7 @@ class Renderer:
         soft = SLIT_TAPER * g.W + 1.0  # the opening closes toward its corners, never with a straight cut
         return ops.clip((reach - abs(u)) * (1.0 / soft), 0.0, 1.0)
 
-    def plan(self, local: np.ndarray, head: np.ndarray) -> FramePlan | None:
+    def plan(self, local: np.ndarray, head: np.ndarray, sound: np.ndarray | None = None) -> FramePlan | None:
         rig = self.rig
         head_on, local_on = bool(np.any(head)), bool(np.any(local))
         if not (head_on or local_on):
@@ -242,7 +243,8 @@ class Renderer:
         self._round = float(local[LOCAL_FIELDS.index("lip_round")])
         self._smile = float(local[LOCAL_FIELDS.index("mouth_smile")])
         if tearing:  # what the interior shows this frame
-            self._pose = mouth_pose(dict(zip(LOCAL_FIELDS, local.tolist())), *lip_motion(local), self.shapes)
+            self._pose = mouth_pose(None if sound is None else sound.tolist(), dict(zip(LOCAL_FIELDS, local.tolist())),
+                                    *lip_motion(local), self.shapes)
         cells = [self._field_cells[k] for k in np.nonzero(local)[0]]
         cells += [self._mouth_cells] if tearing else []
         cells += [self._head_cells] if head_on else []

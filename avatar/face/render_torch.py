@@ -107,14 +107,15 @@ class TorchRenderer(Renderer):
         return blend
 
     @torch.no_grad()
-    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None) -> np.ndarray:
+    def render_weights(self, local: np.ndarray, head: np.ndarray, eyes: np.ndarray | None = None,
+                       sound: np.ndarray | None = None) -> np.ndarray:
         rig = self.rig
         local, head = np.asarray(local, np.float32), np.asarray(head, np.float32)
         for _, (ex0, ey0, ex1, ey1), patch in self._eye_changes(eyes):
             p = torch.as_tensor(np.ascontiguousarray(patch), device=self.device)
             self._image[ey0:ey1, ex0:ex1] = p
             self._image_f[:, ey0:ey1, ex0:ex1] = p.permute(2, 0, 1).float()
-        plan = self.plan(local, head)
+        plan = self.plan(local, head, sound)
         if plan is None:
             # a copy: on the CPU device .cpu().numpy() is a view of the image the eyes are written into later
             return self._image.cpu().numpy().copy()

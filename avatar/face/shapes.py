@@ -124,22 +124,16 @@ def _shut(press: float, shapes: ShapeMap) -> float:
     return _clamp((press - shapes.press_closes_from) / (shapes.press_shut - shapes.press_closes_from), 0, 1)
 
 
-def _width_pulls(jaw: float, press: float, shapes: ShapeMap) -> tuple[float, float]:
-    """The jaw's and the press's shares of the spread and of the rounding motion (the fitted widths' pull on an
-    opening or pressed mouth, before the press shuts it), as (widening, narrowing)."""
-    return (shapes.spread_per_jaw_open * jaw + shapes.spread_per_lip_press * press,
-            shapes.round_per_jaw_open * jaw + shapes.round_per_lip_press * press)
-
-
 def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: float = 0.0,
                 shapes: ShapeMap = DEFAULT_SHAPES) -> dict[str, float]:
     """The rig's mouth motion weights (0..1) for clipped parameters; raise_: an extra upper-lip raise."""
     s = shapes
     # as the engine's float32 rows: a hand-made pose's float64 0.7 draws the same frame as the engine's 0.7
     jaw, spread, rnd, press = (float(np.float32(v)) for v in (jaw, spread, rnd, press))
-    widening, narrowing = _width_pulls(jaw, press, s)
-    spread_w = _sideways(widening + s.spread_per_lip_spread * spread + s.spread_per_lip_round * rnd)
-    round_w = _sideways(narrowing + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd)
+    spread_w = _sideways(s.spread_per_jaw_open * jaw + s.spread_per_lip_spread * spread + s.spread_per_lip_round * rnd
+                         + s.spread_per_lip_press * press)
+    round_w = _sideways(s.round_per_jaw_open * jaw + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd
+                        + s.round_per_lip_press * press)
     jaw = _clamp(jaw * s.jaw_gain, 0, 1)
     # pressed lips (p/b/m) shut what parts them: the jaw, and the rounding's small oval (round_protrude)
     shut = _shut(press, s)
@@ -155,25 +149,25 @@ def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: flo
     }
 
 
-def mouth_pose(weights: dict[str, float], upper_lift: float, lower_drop: float,
-               shapes: ShapeMap = DEFAULT_SHAPES) -> MouthPose:
-    """The interior for rig weights; upper_lift / lower_drop: how far (in W) the lips' middles moved at those
-    weights beyond the jaw's own drop (avatar.face.rig.lip_motion)."""
+def mouth_pose(sound: tuple[float, float, float, float] | None, weights: dict[str, float], upper_lift: float,
+               lower_drop: float, shapes: ShapeMap = DEFAULT_SHAPES) -> MouthPose:
+    """The interior for the sound's clipped (jaw_open, lip_spread, lip_round, lip_press) and the rig weights
+    rig_weights drew from them; upper_lift / lower_drop: how far (in W) the lips' middles moved at those weights
+    beyond the jaw's own drop (avatar.face.rig.lip_motion). sound None: weights made by hand (a motion probed
+    alone, `avatar eval fit-shapes`), read as the sound itself.
+
+    What tells the sound (the lips hiding the teeth, the tongue tip of t/d/n/l/th) follows the sound, whatever gain
+    and size the fit gave the jaw and the spread / rounding motions (those motions also carry the real width's pull
+    on an opening jaw or pressed lips, not the lips spreading or rounding); what is geometry (the lower teeth of a
+    wide opening) follows the opening drawn."""
     jaw = weights["jaw"]
-    # how rounded, as a share of a full "oo" (lip_round = 1), and how open, as the sound's own jaw_open: what tells
-    # the sound (the lips hiding the teeth, the tongue tip of t/d/n/l/th) follows the sound, whatever gain and size
-    # the fit gave the jaw and the rounding motions; what is geometry (the lower teeth of a wide opening) follows
-    # the opening drawn. The spread and rounding motions' weights also carry the fitted widening / narrowing of an
-    # opening jaw and of pressed lips (the real width's pull, not the lips spreading or rounding), so only
-    # lip_spread's and lip_round's own shares tell the sound (with the jaw's counted, GRID's wide "aa" hid a sixth
-    # of its teeth, and each refit of the widths moved the tongue tip of "d")
-    sound_jaw = _clamp(jaw / max(shapes.jaw_gain, 1e-6), 0, 1)
-    press = weights["lip_press"]
-    shut = _shut(press, shapes)
-    jaw_open = sound_jaw / (1.0 - shut) if shut < 0.99 else 0.0  # before the press shut it (rig_weights)
-    widening, narrowing = _width_pulls(jaw_open, press, shapes)
-    spread = _clamp((weights["lip_spread"] - widening) / max(shapes.spread_per_lip_spread, 1e-6), 0, 1)
-    rnd = _clamp((weights["lip_round"] - narrowing * (1.0 - shut)) / max(shapes.round_per_lip_round, 1e-6), 0, 1)
+    if sound is None:  # the weights as the sound, before the press shut the jaw and the rounding
+        left = 1.0 - _shut(weights["lip_press"], shapes)
+        sound = (jaw / max(shapes.jaw_gain, 1e-6) / left if left > 0.01 else 0.0, weights["lip_spread"],
+                 weights["lip_round"] / left if left > 0.01 else 0.0, weights["lip_press"])
+    jaw_open, spread, rnd, press = (_clamp(float(v), 0, 1) for v in sound)
+    shut = _shut(press, shapes)  # pressed lips shut the opening and the rounding's oval (rig_weights)
+    sound_jaw, rnd = jaw_open * (1.0 - shut), rnd * (1.0 - shut)
     hidden = max(1.0 - shapes.round_hides_teeth * _smooth(shapes.round_hides_from, shapes.round_hides_full, rnd), 0.0)
     upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
     lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop

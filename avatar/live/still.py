@@ -68,7 +68,7 @@ class StillFrames:
 
     def moved_pixels(self, weights, last) -> float:
         """Upper bound of how far any pixel moves from the frame of weights `last` to that of `weights`."""
-        (local, head, eyes), (l0, h0, e0) = weights, last
+        (local, head, eyes), (l0, h0, e0) = weights[:3], last[:3]  # the sound moves no pixel the weights do not
         if np.abs(np.asarray(eyes) - e0).max(initial=0.0) > EYE_STEP:
             return float("inf")
         head_reach, local_reach = self._reach

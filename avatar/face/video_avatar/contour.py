@@ -46,7 +46,7 @@ def lip_basis(rest_points: np.ndarray) -> np.ndarray:
 
 def motion_weights(params: np.ndarray, extras: dict | None = None) -> np.ndarray:
     """The mouth motions' weights (MOUTH_FIELDS order) for mouth parameters, as the photo renderer computes them."""
-    local, _, _ = field_weights(params, extras)
+    local = field_weights(params, extras)[0]
     return local[FIELD_INDEX].astype(np.float64)
 
 
