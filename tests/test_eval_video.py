@@ -133,13 +133,43 @@ def test_width_direction_finds_what_the_width_follows_and_splits_it_by_sign():
         width = 0.5 + 0.1 * k + 0.04 * p[:, 0] - 0.12 * p[:, 2] + rng.normal(0, 0.002, 200)
         clips.append(_samples(f"c{k}", width, p))
     coef, r = fs.width_direction(clips)
-    assert coef == pytest.approx([0.04, 0.0, -0.12, 0.0], abs=0.003) and r > 0.99
+    assert fs.WIDTH_FEATURES[:4] == fs.PARAM_NAMES  # then the squares
+    assert coef == pytest.approx([0.04, 0.0, -0.12, 0.0, 0.0, 0.0], abs=0.003) and r > 0.99
     fields = fs.split_width(coef, clips)
     # widening goes to the spread motion (0.08 IOD per unit weight), narrowing to the rounding one (0.14)
     assert fields["spread_per_jaw_open"] == pytest.approx(0.5, abs=0.05) and fields["round_per_jaw_open"] == 0
     assert fields["round_per_lip_round"] == pytest.approx(0.12 / 0.14, abs=0.03) and fields["spread_per_lip_round"] == 0
     with pytest.raises(fs.FitError):  # a rig whose spread does not widen cannot be fitted
         fs.split_width(coef, [_samples("bad", clips[0].width, clips[0].params, spread_px=-0.01)])
+
+
+def test_a_width_that_is_not_linear_in_a_parameter_keeps_its_square_on_one_motion():
+    """A mouth that narrows as the jaw half-opens and comes back on a wide "aa" (GRID's), and widens only on a
+    clear spread: the squares are found, and each parameter's two shares go to the motion its net pull goes to."""
+    from avatar.eval import fit_shapes as fs
+
+    rng = np.random.default_rng(4)
+    clips = []
+    for k in range(3):
+        p = rng.uniform(0, 1, (300, 4))
+        jaw, spread = p[:, 0], p[:, 1]
+        width = 0.5 + 0.1 * k - 0.06 * jaw + 0.05 * jaw ** 2 - 0.02 * spread + 0.09 * spread ** 2
+        clips.append(_samples(f"c{k}", width + rng.normal(0, 0.001, 300), p))
+    coef, r = fs.width_direction(clips)
+    drive = dict(zip(fs.WIDTH_FEATURES, coef))
+    assert r > 0.99
+    assert (drive["jaw_open"], drive["jaw_open_sq"]) == (pytest.approx(-0.06, abs=0.005), pytest.approx(0.05, abs=0.005))
+    assert (drive["lip_spread"], drive["lip_spread_sq"]) == (pytest.approx(-0.02, abs=0.005),
+                                                           pytest.approx(0.09, abs=0.005))
+    fields = fs.split_width(coef, clips)
+    # the jaw narrows over 0..1 (-0.03 + 0.017): both its shares on the rounding motion, the square's negative
+    assert fields["round_per_jaw_open"] == pytest.approx(0.06 / 0.14, abs=0.04)
+    assert fields["round_per_jaw_open_sq"] == pytest.approx(-0.05 / 0.14, abs=0.04)
+    assert fields["spread_per_jaw_open"] == fields["spread_per_jaw_open_sq"] == 0
+    # the spread widens (-0.01 + 0.03): both on the spread motion
+    assert fields["spread_per_lip_spread"] == pytest.approx(-0.02 / 0.08, abs=0.07)
+    assert fields["spread_per_lip_spread_sq"] == pytest.approx(0.09 / 0.08, abs=0.07)
+    assert fields["round_per_lip_spread"] == fields["round_per_lip_spread_sq"] == 0
 
 
 def test_the_fitted_table_is_what_the_renderer_draws_with(tmp_path):

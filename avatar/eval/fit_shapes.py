@@ -13,9 +13,10 @@ the rendered mouth moves as the real one did:
    motion rendered alone at full weight and FaceMesh (photo mode) re-detecting the result: opening and width per
    unit of each motion's weight, on this face.
 4. **The fit**, pooled over the clips, each clip centred on its own mean (the photo's rest differs per clip):
-   - *width*: the real width's least-squares direction in the four parameters (which of them the real width
-     follows; the network's lip_spread barely does), each parameter's share given to the spread motion where it
-     widens and to the rounding motion where it narrows (divided by the motion's measured width per unit weight);
+   - *width*: the real width's least-squares direction in the four parameters and the squares of two (which of
+     them the real width follows; the network's lip_spread barely does, and not linearly), each parameter's share
+     given to the spread motion where it widens and to the rounding motion where it narrows (divided by the
+     motion's measured width per unit weight);
    - *sizes*: the width's size and one gain on the jaw (the lower-lip drop follows it) are set by drawing every
      frame under the mapping and re-detecting it, until the rendered ranges (p95 - p5) of opening and width equal
      the real ones (the rig's response is not linear: FaceMesh sees a small opening as larger, motions interact).
@@ -48,6 +49,10 @@ PROBE_WEIGHT = 1.0  # each motion is rendered alone at this weight (the response
 MIN_FACES = 0.8  # a clip whose real face FaceMesh finds on fewer frames than this share is left out
 AMPLITUDE_LO, AMPLITUDE_HI = 5, 95  # the range of motion the fit matches: p95 - p5, as the ruler's amplitude
 DECIMALS = 4  # the shipped table's precision
+WIDTH_SQUARES = ("jaw_open", "lip_spread")  # parameters whose square the width may follow too (ShapeMap): on GRID,
+# each clip scored by a fit to the other ten, the linear map's width r 0.404 -> 0.421 (jaw_open^2) -> 0.435 (and
+# lip_spread^2); lip_round^2 adds nothing (0.432)
+WIDTH_FEATURES = PARAM_NAMES + tuple(f"{name}_sq" for name in WIDTH_SQUARES)
 FIT_ROUNDS = 4  # render-and-measure rounds setting the jaw gain and width size (the ranges settle within 2 %)
 
 
@@ -144,30 +149,44 @@ def _centred(x: np.ndarray) -> np.ndarray:
     return x - x.mean(axis=0)
 
 
+def width_features(params: np.ndarray) -> np.ndarray:
+    """(N, len(WIDTH_FEATURES)): the parameters, then the squares of WIDTH_SQUARES."""
+    squares = params[:, [PARAM_NAMES.index(name) for name in WIDTH_SQUARES]] ** 2
+    return np.hstack([params, squares])
+
+
 def width_direction(clips: list[ClipSamples]) -> tuple[np.ndarray, float]:
     """Which parameters the real width follows: least squares of each clip's centred real width on its centred
-    parameters, pooled over the clips -> ((4,) IOD of width per unit parameter, r of the fit)."""
+    width_features, pooled over the clips -> ((len(WIDTH_FEATURES),) IOD of width per unit feature, r of the fit)."""
     xs, ys = [], []
     for c in clips:
         ok = _usable(c)
-        xs.append(_centred(c.params[ok])), ys.append(_centred(c.width[ok]))
+        xs.append(_centred(width_features(c.params[ok]))), ys.append(_centred(c.width[ok]))
     x, y = np.vstack(xs), np.concatenate(ys)
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     return coef, float(np.corrcoef(x @ coef, y)[0, 1])
 
 
 def split_width(coef: np.ndarray, clips: list[ClipSamples]) -> dict:
-    """Width drive (IOD per unit parameter) -> ShapeMap fields: a widening share goes to the spread motion, a
-    narrowing share to the rounding motion, each divided by that motion's measured width per unit weight."""
+    """Width drive (IOD per unit width feature) -> ShapeMap fields: a parameter that widens goes to the spread
+    motion, one that narrows to the rounding motion, each divided by that motion's measured width per unit weight.
+    A parameter with a square too goes, both shares, to the motion its net pull over 0..1 goes to (the mean of
+    c x + c2 x^2 there: c / 2 + c2 / 3)."""
     per_spread = float(np.median([c.response["lip_spread"][1] for c in clips]))
     per_round = float(np.median([-c.response["lip_round"][1] for c in clips]))
     if per_spread <= 0 or per_round <= 0:
         raise FitError("the rig's spread / round motions did not widen / narrow the re-detected mouth: "
                        f"{per_spread:.4f} / {-per_round:.4f} IOD per unit weight")
+    drive = dict(zip(WIDTH_FEATURES, map(float, coef)))
     fields = {}
-    for name, c in zip(PARAM_NAMES, coef):
-        fields[f"spread_per_{name}"] = max(float(c), 0.0) / per_spread
-        fields[f"round_per_{name}"] = max(-float(c), 0.0) / per_round
+    for name in PARAM_NAMES:
+        shares = {name: drive[name]}
+        if f"{name}_sq" in drive:
+            shares[f"{name}_sq"] = drive[f"{name}_sq"]
+        widens = drive[name] / 2 + drive.get(f"{name}_sq", 0.0) / 3 > 0
+        for feature, c in shares.items():
+            fields[f"spread_per_{feature}"] = c / per_spread if widens else 0.0
+            fields[f"round_per_{feature}"] = 0.0 if widens else -c / per_round + 0.0  # (+ 0.0: no "-0.0")
     return fields
 
 
@@ -218,7 +237,7 @@ def fit(clips: list[ClipSamples], base: shape_map.ShapeMap = shape_map.HAND_SHAP
     fields = {"jaw_gain": gain, **{k: v * scale for k, v in unit.items()}}
     fields = {k: round(float(v), DECIMALS) for k, v in fields.items()}
     evidence = {"width_r_in_fit": round(r, DECIMALS),
-                "width_least_squares_iod": dict(zip(PARAM_NAMES, np.round(coef, DECIMALS).tolist())),
+                "width_least_squares_iod": dict(zip(WIDTH_FEATURES, np.round(coef, DECIMALS).tolist())),
                 "rounds": history, "clips": [c.name for c in clips],
                 "rig_response": {c.name: {k: np.round(v, DECIMALS).tolist() for k, v in c.response.items()}
                                  for c in clips}}

@@ -65,6 +65,13 @@ class ShapeMap:
     round_per_lip_spread: float = 0.0
     round_per_lip_round: float = 1.0
     round_per_lip_press: float = 0.0
+    # and over the squares of jaw_open and lip_spread: the real width is not linear in them (GRID: it narrows as the
+    # jaw half-opens and comes back on a wide "aa"; it widens only on a clear lip_spread). The fit gives a parameter's
+    # linear and square shares to one motion, the one its net pull over 0..1 goes to; either share may be negative
+    spread_per_jaw_open_sq: float = 0.0
+    round_per_jaw_open_sq: float = 0.0
+    spread_per_lip_spread_sq: float = 0.0
+    round_per_lip_spread_sq: float = 0.0
     raise_per_spread: float = 0.45  # upper-lip raise per lip_spread: a spread lip lifts off the upper teeth
     drop_per_jaw: float = 0.25  # lower-lip drop (beyond the jaw's) per jaw_open: wide vowels pull the lip down
     drop_per_spread_open: float = 0.8  # and per lip_spread x jaw_open: "E" shows the lower teeth
@@ -130,10 +137,13 @@ def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: flo
     s = shapes
     # as the engine's float32 rows: a hand-made pose's float64 0.7 draws the same frame as the engine's 0.7
     jaw, spread, rnd, press = (float(np.float32(v)) for v in (jaw, spread, rnd, press))
+    jaw2, spread2 = jaw * jaw, spread * spread
     spread_w = _sideways(s.spread_per_jaw_open * jaw + s.spread_per_lip_spread * spread + s.spread_per_lip_round * rnd
-                         + s.spread_per_lip_press * press)
+                         + s.spread_per_lip_press * press + s.spread_per_jaw_open_sq * jaw2
+                         + s.spread_per_lip_spread_sq * spread2)
     round_w = _sideways(s.round_per_jaw_open * jaw + s.round_per_lip_spread * spread + s.round_per_lip_round * rnd
-                        + s.round_per_lip_press * press)
+                        + s.round_per_lip_press * press + s.round_per_jaw_open_sq * jaw2
+                        + s.round_per_lip_spread_sq * spread2)
     jaw = _clamp(jaw * s.jaw_gain, 0, 1)
     # pressed lips (p/b/m) shut what parts them: the jaw, and the rounding's small oval (round_protrude)
     shut = _shut(press, s)
