@@ -403,6 +403,22 @@ def test_the_microphone_is_back_after_a_played_file_and_playback_stops(mic_windo
     assert window.controller.source_kind == SOURCE_MICROPHONE and window.device_box.currentData() == mic
 
 
+def test_a_device_refresh_after_a_file_ended_leaves_no_stop_action(mic_window, qtbot, tmp_path):
+    """A device refresh (Rescan, the sound server's sources changing) that brings the microphone back after a file
+    ended, before the status timer noticed the end: File → Stop / Pause audio file go off with it."""
+    from avatar.controller import SOURCE_MICROPHONE, SOURCE_SILENCE
+
+    window = mic_window()
+    window.status_timer.stop()  # the tick that would notice the end
+    write_wav(tmp_path / "short.wav", tone_bursts([0.1], 0.4, length=0.3), 16000)
+    assert window.play_audio_file(str(tmp_path / "short.wav"))
+    qtbot.waitUntil(lambda: window.controller.source_kind == SOURCE_SILENCE, timeout=5000)  # it played out
+    assert window.stop_playback_action.isEnabled()
+    window.refresh_devices()
+    assert window.controller.source_kind == SOURCE_MICROPHONE
+    assert not window.stop_playback_action.isEnabled() and not window.pause_playback_action.isEnabled()
+
+
 def test_a_played_file_pauses_resumes_where_it_was_and_stops_back_to_the_microphone(mic_window, qtbot, tmp_path):
     from avatar.controller import SOURCE_FILE, SOURCE_MICROPHONE, SOURCE_SILENCE
 

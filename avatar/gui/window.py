@@ -479,12 +479,18 @@ class MainWindow(QMainWindow):
         self.device_box.blockSignals(False)
 
     def _show_source_chosen(self):
-        """The picker shows the microphone in use, or silence (also while a file plays)."""
+        """The picker shows the microphone in use, or silence (also while a file plays); and File → Stop / Pause
+        audio file only while a file plays (a device refresh can bring the microphone back after a file ended,
+        before the status timer notices the end)."""
         name = self.controller.microphone if self.controller.source_kind == SOURCE_MICROPHONE else None
         index = self.device_box.findData(name) if name is not None else 0
         self.device_box.blockSignals(True)
         self.device_box.setCurrentIndex(max(0, index))
         self.device_box.blockSignals(False)
+        if not (self.controller.playing or self.controller.paused):
+            self.stop_playback_action.setEnabled(False)
+            self.pause_playback_action.setEnabled(False)
+            self.pause_playback_action.setText(PAUSE_TEXT)
 
     def _show_silence_chosen(self):
         self.device_box.blockSignals(True)
@@ -840,10 +846,7 @@ class MainWindow(QMainWindow):
                                      .strip(), 3000)
 
     def _playback_ended(self):
-        self.stop_playback_action.setEnabled(False)
-        self.pause_playback_action.setEnabled(False)
-        self.pause_playback_action.setText(PAUSE_TEXT)
-        self._show_source_chosen()
+        self._show_source_chosen()  # (which disables File → Stop / Pause audio file)
 
     def choose_export(self):
         audio, _ = QFileDialog.getOpenFileName(self, "Audio to export", "", AUDIO_FILTER)
