@@ -300,7 +300,8 @@ class Controller:
 
     def microphones(self) -> list[SoundInput]:
         """The inputs (the sound server's sources where one runs, see avatar.devices), looked for again (a
-        microphone in use is let go first: PortAudio cannot rescan with a stream open). [] with a message when the
+        microphone in use is let go first: PortAudio cannot rescan with a stream open; a file or speech playing
+        plays on, and PortAudio's part of the list is then the one it saw last). [] with a message when the
         sound system cannot be asked."""
         if self.source_kind == SOURCE_MICROPHONE:
             self.use_silence()

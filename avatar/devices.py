@@ -128,8 +128,9 @@ def portaudio_inputs() -> list[SoundInput]:
 
 
 def list_microphones() -> list[SoundInput]:
-    """Every input, looked for again: the sound server's sources when it answers and PortAudio can reach it,
-    PortAudio's devices otherwise. Raises what PortAudio raises when it cannot be asked."""
+    """Every input, looked for again (PortAudio's devices only while no stream is open: rescan_devices): the sound
+    server's sources when it answers and PortAudio can reach it, PortAudio's devices otherwise. Raises what
+    PortAudio raises when it cannot be asked."""
     rescan_devices()
     portaudio = portaudio_inputs()
     sources = pulse_sources()

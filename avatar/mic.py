@@ -79,12 +79,57 @@ def supports_rate(device: int | str | None, samplerate: int) -> bool:
         return False
 
 
-def rescan_devices() -> None:
-    """Re-initialise PortAudio so devices plugged in (or a sound server started) after import are seen."""
+# PortAudio re-initialises (rescan_devices) only while no stream is open: Pa_Terminate closes open streams under the
+# code still using them, and it hung the app against a stream stopping on another thread (Rescan clicked as a
+# played file's last sound played out). So every stream is opened and closed through open_stream / close_stream,
+# under one lock, and the open ones are known.
+_PORTAUDIO_LOCK = threading.Lock()
+_OPEN_STREAMS: set = set()
+
+
+def open_stream(make):
+    """The stream make() opens (a sounddevice stream, not started), known as open until close_stream."""
+    with _PORTAUDIO_LOCK:
+        stream = make()
+        _OPEN_STREAMS.add(stream)
+    return stream
+
+
+def start_stream(stream):
+    """A stream from open_stream, started; closed again when it cannot start."""
+    try:
+        stream.start()
+    except BaseException:
+        close_stream(stream)
+        raise
+    return stream
+
+
+def close_stream(stream, drain: bool = False) -> None:
+    """Stop a stream from open_stream (drain: let its buffered sound play out; else at once) and close it; raises
+    what PortAudio raises, the stream no longer counted as open either way. A second call does nothing."""
+    with _PORTAUDIO_LOCK:
+        if stream not in _OPEN_STREAMS:
+            return
+        try:
+            stream.stop() if drain else stream.abort()
+            stream.close()
+        finally:
+            _OPEN_STREAMS.discard(stream)
+
+
+def rescan_devices() -> bool:
+    """Re-initialise PortAudio so devices plugged in (or a sound server started) after import are seen: True.
+    False while a stream is open (a file or speech playing): PortAudio then lists the devices it saw last (the
+    sound server's own list is asked directly: avatar.devices)."""
     import sounddevice as sd
 
-    sd._terminate()
-    sd._initialize()
+    with _PORTAUDIO_LOCK:
+        if _OPEN_STREAMS:
+            return False
+        sd._terminate()
+        sd._initialize()
+    return True
 
 
 class RingBuffer:
@@ -160,9 +205,9 @@ class Microphone:
         self._silent_bytes = b""  # a block of digital silence as bytes: a memcmp tells sound in the callback (numpy's
         # any() on a 5 ms block takes ~70 µs in a callback thread woken every 5 ms, the bytes compare ~18 µs)
         try:
-            self.stream = sd.InputStream(device=info["index"], samplerate=self.samplerate, channels=1,
-                                         dtype="float32", blocksize=int(round(block_seconds * self.samplerate)),
-                                         latency="low", callback=self._callback)
+            self.stream = open_stream(lambda: sd.InputStream(
+                device=info["index"], samplerate=self.samplerate, channels=1, dtype="float32",
+                blocksize=int(round(block_seconds * self.samplerate)), latency="low", callback=self._callback))
         except sd.PortAudioError as e:
             raise MicError(f"Could not open the microphone '{self.name}': {e}. It may be in use by another "
                            "program; close it or pick another device.") from e
@@ -194,8 +239,7 @@ class Microphone:
 
     def close(self) -> None:
         try:
-            self.stream.abort()
-            self.stream.close()
+            close_stream(self.stream)
         except Exception:  # a lost device may refuse to stop; nothing left to release then
             pass
 

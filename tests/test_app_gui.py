@@ -322,7 +322,8 @@ def test_cancelling_the_placement_dialog_clears_loading(window, qtbot, tmp_path)
     window.controller.renderer_factory = no_face
     window.open_photo(str(tmp_path / "landscape.png"))
     assert "Loading" in window.statusBar().currentMessage()
-    qtbot.waitUntil(lambda: window.findChild(PlacementDialog) is not None, timeout=5000)
+    # the dialog opens after the face detector looked (on a worker: 1.4 s here, over 5 s once in a full loaded run)
+    qtbot.waitUntil(lambda: window.findChild(PlacementDialog) is not None, timeout=20000)
     window.findChild(PlacementDialog).reject()
     assert "Loading" not in window.statusBar().currentMessage()
     assert "landscape.png not used" in window.statusBar().currentMessage()
@@ -417,6 +418,22 @@ def test_a_device_refresh_after_a_file_ended_leaves_no_stop_action(mic_window, q
     window.refresh_devices()
     assert window.controller.source_kind == SOURCE_MICROPHONE
     assert not window.stop_playback_action.isEnabled() and not window.pause_playback_action.isEnabled()
+
+
+def test_rescanning_the_microphones_while_a_file_plays_lets_it_play_on(mic_window, qtbot, tmp_path):
+    from avatar.controller import SOURCE_FILE
+
+    window = mic_window()
+    c = window.controller
+    write_wav(tmp_path / "long.wav", tone_bursts([0.1], 30.0), 16000)
+    assert window.play_audio_file(str(tmp_path / "long.wav"))
+    qtbot.waitUntil(lambda: c.pipeline.source.position > 4000, timeout=5000)
+    window.refresh_devices()  # the ↻ button
+    assert c.source_kind == SOURCE_FILE and c.playing and window.stop_playback_action.isEnabled()
+    played = c.pipeline.source.position
+    qtbot.wait(300)
+    assert c.pipeline.source.stream.active and c.pipeline.source.position > played + 2000
+    window.stop_playback_action.trigger()
 
 
 def test_a_played_file_pauses_resumes_where_it_was_and_stops_back_to_the_microphone(mic_window, qtbot, tmp_path):

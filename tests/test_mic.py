@@ -86,6 +86,29 @@ def test_virtual_mic_capture_matches_fed_wav(virtual_mic, tmp_path):
     assert similarity > 0.98
 
 
+def test_portaudio_is_rescanned_only_while_no_stream_is_open(virtual_mic, tmp_path):
+    """Pa_Terminate closes open streams under their users (and hung the app against one stopping on another
+    thread): a rescan with a file playing or a microphone open leaves PortAudio as it is."""
+    from avatar.live.sources import FileSource
+    from avatar.mic import Microphone, close_stream, rescan_devices
+
+    assert rescan_devices()
+    write_wav(tmp_path / "tone.wav", 0.1 * np.sin(np.arange(16000 * 5) * 0.05), 16000)
+    playing = FileSource(tmp_path / "tone.wav")
+    assert playing.stream is not None, "the sound server should take the playback"
+    try:
+        assert not rescan_devices()
+        time.sleep(0.2)
+        assert playing.stream.active and len(playing.read()) > 1600  # it plays on
+    finally:
+        playing.close()
+    close_stream(playing.stream)  # a second close does nothing
+    assert rescan_devices()
+    with Microphone():
+        assert not rescan_devices()
+    assert rescan_devices()
+
+
 def test_reopen_waits_double_up_to_a_cap():
     from itertools import islice
 

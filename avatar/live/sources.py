@@ -15,8 +15,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from avatar.audio import SAMPLE_RATE, StreamResampler, load_audio
-from avatar.mic import (LEVEL_FLOOR_DB, REOPEN_GIVE_UP_SECONDS, InputConditioner, Microphone, Reopener, level_db,
-                        supports_rate)
+from avatar.mic import (LEVEL_FLOOR_DB, REOPEN_GIVE_UP_SECONDS, InputConditioner, Microphone, Reopener,
+                        close_stream, level_db, open_stream, start_stream, supports_rate)
 
 REOPEN_AFTER_SECONDS = 1.5  # a stream silent this long (since its last sound) is closed and opened again
 SETTLE_SECONDS = 1.0  # after a stream resumes or is reopened, sound beyond what the clock allows is stale; dropped
@@ -407,9 +407,9 @@ class FileSource(_NoInput):
             import sounddevice as sd  # PortAudio, loaded only to play a file (and maybe absent: then silent)
 
             # generous buffering: playback must not underrun; the DAC timestamps keep the mouth on the sound
-            self.stream = sd.OutputStream(device=device, samplerate=SAMPLE_RATE, channels=1, dtype="float32",
-                                          latency="high", callback=self._callback)
-            self.stream.start()
+            self.stream = start_stream(open_stream(lambda: sd.OutputStream(
+                device=device, samplerate=SAMPLE_RATE, channels=1, dtype="float32", latency="high",
+                callback=self._callback)))
         except Exception:  # no usable output: animate silently in real time
             self.stream = None
 
@@ -464,11 +464,7 @@ class FileSource(_NoInput):
 
     def close(self) -> None:
         if self.stream is not None:
-            if self.finished:
-                self.stream.stop()  # let the last buffered sound play out
-            else:
-                self.stream.abort()
-            self.stream.close()
+            close_stream(self.stream, drain=self.finished)  # (finished: let the last buffered sound play out)
 
 
 def _keep(sound: SoundBlocks, block: tuple[np.ndarray, float]) -> None:

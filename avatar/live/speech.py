@@ -21,7 +21,7 @@ import numpy as np
 
 from avatar.audio import SAMPLE_RATE, StreamResampler
 from avatar.live.sources import SILENT_LEVEL_DB, SoundBlocks, _keep, _NoInput
-from avatar.mic import level_db
+from avatar.mic import close_stream, level_db, open_stream, start_stream
 
 PRODUCER_IDLE_SECONDS = 0.5  # how long the producer waits for a new text before looking at its stop flag
 
@@ -57,9 +57,9 @@ class SpeechSource(_NoInput):
             try:
                 import sounddevice as sd  # PortAudio, loaded only to play (and maybe absent: then silent)
 
-                self.stream = sd.OutputStream(device=device, samplerate=SAMPLE_RATE, channels=1, dtype="float32",
-                                              latency="high", callback=self._callback)
-                self.stream.start()
+                self.stream = start_stream(open_stream(lambda: sd.OutputStream(
+                    device=device, samplerate=SAMPLE_RATE, channels=1, dtype="float32", latency="high",
+                    callback=self._callback)))
             except Exception as e:  # no usable output: animate silently in real time
                 self.stream = None
                 self.playback_note = f"No sound output ({e}); the avatar speaks silently."
@@ -198,8 +198,4 @@ class SpeechSource(_NoInput):
         self._closed.set()
         self._wake.set()
         if self.stream is not None:
-            if self.finished:
-                self.stream.stop()  # let the last buffered sound play out
-            else:
-                self.stream.abort()
-            self.stream.close()
+            close_stream(self.stream, drain=self.finished)  # (finished: let the last buffered sound play out)
