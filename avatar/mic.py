@@ -81,10 +81,12 @@ def supports_rate(device: int | str | None, samplerate: int) -> bool:
 
 # PortAudio re-initialises (rescan_devices) only while no stream is open: Pa_Terminate closes open streams under the
 # code still using them, and it hung the app against a stream stopping on another thread (Rescan clicked as a
-# played file's last sound played out). So every stream is opened and closed through open_stream / close_stream,
-# under one lock, and the open ones are known.
+# played file's last sound played out). So every stream is opened and closed through open_stream / close_stream and
+# the open ones (closing ones included) are known; the lock is held to open a stream and to re-initialise, never
+# through a stop or close, which can block for as long as a stalled sound server does.
 _PORTAUDIO_LOCK = threading.Lock()
 _OPEN_STREAMS: set = set()
+_CLOSING_STREAMS: set = set()
 
 
 def open_stream(make):
@@ -109,13 +111,16 @@ def close_stream(stream, drain: bool = False) -> None:
     """Stop a stream from open_stream (drain: let its buffered sound play out; else at once) and close it; raises
     what PortAudio raises, the stream no longer counted as open either way. A second call does nothing."""
     with _PORTAUDIO_LOCK:
-        if stream not in _OPEN_STREAMS:
+        if stream not in _OPEN_STREAMS or stream in _CLOSING_STREAMS:
             return
-        try:
-            stream.stop() if drain else stream.abort()
-            stream.close()
-        finally:
+        _CLOSING_STREAMS.add(stream)  # still open to rescan_devices until closed
+    try:
+        stream.stop() if drain else stream.abort()
+        stream.close()
+    finally:
+        with _PORTAUDIO_LOCK:
             _OPEN_STREAMS.discard(stream)
+            _CLOSING_STREAMS.discard(stream)
 
 
 def rescan_devices() -> bool:
