@@ -171,13 +171,13 @@ def mouth_pose(sound: tuple[float, float, float, float] | None, weights: dict[st
     on an opening jaw or pressed lips, not the lips spreading or rounding); what is geometry (the lower teeth of a
     wide opening) follows the opening drawn."""
     jaw = weights["jaw"]
-    if sound is None:  # the weights as the sound, before the press shut the jaw and the rounding
-        left = 1.0 - _shut(weights["lip_press"], shapes)
-        sound = (jaw / max(shapes.jaw_gain, 1e-6) / left if left > 0.01 else 0.0, weights["lip_spread"],
-                 weights["lip_round"] / left if left > 0.01 else 0.0, weights["lip_press"])
-    jaw_open, spread, rnd, press = (_clamp(float(v), 0, 1) for v in sound)
-    shut = _shut(press, shapes)  # pressed lips shut the opening and the rounding's oval (rig_weights)
-    sound_jaw, rnd = jaw_open * (1.0 - shut), rnd * (1.0 - shut)
+    if sound is None:  # weights made by hand read as the sound once the press shut it (the jaw over its gain)
+        sound_jaw = _clamp(jaw / max(shapes.jaw_gain, 1e-6), 0, 1)
+        spread, rnd = _clamp(weights["lip_spread"], 0, 1), _clamp(weights["lip_round"], 0, 1)
+    else:
+        jaw_open, spread, rnd, press = (_clamp(float(v), 0, 1) for v in sound)
+        shut = _shut(press, shapes)  # pressed lips shut the opening and the rounding's oval (rig_weights)
+        sound_jaw, rnd = jaw_open * (1.0 - shut), rnd * (1.0 - shut)
     hidden = max(1.0 - shapes.round_hides_teeth * _smooth(shapes.round_hides_from, shapes.round_hides_full, rnd), 0.0)
     upper = (shapes.upper_teeth_rest + shapes.upper_teeth_per_lift * upper_lift) * hidden
     lower = (shapes.lower_teeth_rest + shapes.lower_teeth_per_drop * lower_drop
