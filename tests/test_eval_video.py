@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -59,6 +60,26 @@ def test_offsets_parse_and_refuse_nonsense():
             ev.parse_offsets([bad])
 
 
+def test_lateral_profile_bins_pixels_by_their_place_between_the_corners():
+    # a slit tilted 30 degrees, corners 40 px apart: lightness = 100 |u| along it, and 0 across it does not count
+    a, b = np.array([50.0, 50.0]), np.array([50 + 40 * np.cos(np.pi / 6), 50 + 40 * np.sin(np.pi / 6)])
+    along, across = (b - a) / 40, np.array([-np.sin(np.pi / 6), np.cos(np.pi / 6)])
+    u = np.linspace(-0.99, 0.99, 199)
+    pixels = np.concatenate([(a + b) / 2 + 20 * u[:, None] * along + d * across for d in (-3.0, 0.0, 3.0)])
+    profile = ev.lateral_profile(pixels, np.tile(100 * np.abs(u), 3), a, b)
+    assert profile.shape == (ev.PROFILE_BINS,)
+    centres = 100 * (np.arange(ev.PROFILE_BINS) + 0.5) / ev.PROFILE_BINS
+    np.testing.assert_allclose(profile, centres, atol=1.0)
+    # a bin with no pixels is NaN, not 0; the per-bin mean over frames skips it, and a bin never seen is no profile
+    middle = np.abs(np.tile(u, 3)) < 0.39
+    half = ev.lateral_profile(pixels[middle], np.tile(100 * np.abs(u), 3)[middle], a, b)
+    assert np.isfinite(half[:2]).all() and np.isnan(half[2:]).all()
+    assert ev._mean_profile(np.vstack([profile, half])) == pytest.approx(np.round(profile, 2).tolist(), abs=1.0)
+    assert ev._mean_profile(half[None]) is None
+    assert ev.profile_error([1.0, 2.0], [2.0, 4.0]) == pytest.approx(1.5)
+    assert np.isnan(ev.profile_error(None, [1.0]))
+
+
 @needs_clips
 def test_offset_moves_the_sound_earlier():
     plain, moved = ev.read_clip(GRID_CLIP), ev.read_clip(GRID_CLIP, av_offset_ms=100)
@@ -84,6 +105,10 @@ def test_ruler_on_a_real_grid_clip(tmp_path):
     # what the ΔE compares, per channel: a real open mouth's interior is darker than white and warm (a, b > 0)
     for lab in (chain["inner_mouth_lab_real"], chain["inner_mouth_lab_rendered"]):
         assert len(lab) == 3 and 5 < lab[0] < 90 and lab[1] > 0 and lab[2] > 0, lab
+    # where the light is: a real opening is lit in the middle and darker toward the corners
+    real, rendered = chain["inner_mouth_profile_real"], chain["inner_mouth_profile_rendered"]
+    assert len(real) == len(rendered) == ev.PROFILE_BINS and real[0] > real[-1] + 1, real
+    assert chain["inner_mouth_profile_error"] == pytest.approx(np.mean(np.abs(np.subtract(real, rendered))), abs=0.01)
     # the colour difference of the means is at most the mean of the per-frame differences (triangle inequality)
     assert np.linalg.norm(np.subtract(chain["inner_mouth_lab_real"], chain["inner_mouth_lab_rendered"])) <= (
         chain["inner_mouth_delta_e"] + 0.05)
@@ -170,6 +195,38 @@ def test_a_width_that_is_not_linear_in_a_parameter_keeps_its_square_on_one_motio
     assert fields["spread_per_lip_spread"] == pytest.approx(-0.02 / 0.08, abs=0.07)
     assert fields["spread_per_lip_spread_sq"] == pytest.approx(0.09 / 0.08, abs=0.07)
     assert fields["round_per_lip_spread"] == fields["round_per_lip_spread_sq"] == 0
+
+
+def test_the_networks_quiet_rounding_floor_draws_no_rounding():
+    """The network's lip_round is never 0 on a quiet, shut mouth (GRID: 0.07-0.14); drawn, that floor pursed every
+    silent mouth. fit-shapes measures it (a percentile of lip_round on the network's quiet frames) and the width
+    motions read lip_round from it up: the floor draws nothing, a clear rounding still rounds."""
+    from avatar.eval import fit_shapes as fs
+    from avatar.face import shapes
+
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0, 1, (1000, 4))
+    quiet = p[:, 0] < fs.QUIET_JAW  # 5 % of frames; their lip_round: the floor, 0.05..0.15
+    p[quiet, 2] = rng.uniform(0.05, 0.15, quiet.sum())
+    p[quiet, 3] = 0.1  # not pressed
+    pressed = np.flatnonzero(quiet)[:5]
+    p[pressed, 2:] = (0.9, 0.9)  # p/b/m frames are not the floor, however rounded
+    clip = _samples("c", np.full(1000, 0.5), p)
+    floor = fs.quiet_round([clip], shapes.HAND_SHAPES.press_closes_from)
+    keep = quiet.copy()
+    keep[pressed] = False
+    assert floor == pytest.approx(np.percentile(p[keep, 2], fs.QUIET_ROUND_PCT))
+    assert 0.13 < floor < 0.15
+    x = fs.width_features(np.array([[0.3, 0.2, 0.1, 0.0], [0.3, 0.2, 0.6, 0.0]]), floor)
+    assert x[0, 2] == 0 and x[1, 2] == pytest.approx(0.6 - floor)
+    assert x[:, 0].tolist() == [0.3, 0.3] and x[0, 4] == pytest.approx(0.09)  # the others, and the squares, as given
+    table = replace(shapes.HAND_SHAPES, round_from=floor)
+    assert shapes.rig_weights(0.0, 0.0, floor, 0.0, shapes=table)["lip_round"] == 0
+    assert shapes.rig_weights(0.0, 0.0, floor, 0.0, shapes=shapes.HAND_SHAPES)["lip_round"] > 0.1
+    assert shapes.rig_weights(0.0, 0.0, 0.8, 0.0, shapes=table)["lip_round"] == pytest.approx(0.8 - floor, abs=1e-6)
+    # the shipped table has a floor, and the shipped network's quiet output draws no rounding under it
+    assert shapes.DEFAULT_SHAPES.round_from > 0.05
+    assert shapes.rig_weights(0.03, 0.04, 0.1, 0.1)["lip_round"] == 0
 
 
 def test_the_fitted_table_is_what_the_renderer_draws_with(tmp_path):

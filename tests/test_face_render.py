@@ -56,7 +56,9 @@ def test_commanded_opening_moves_measured_lip_gap(rig):
     measured = np.array(measured)
     corr = np.corrcoef(levels, measured)[0, 1]
     assert corr >= 0.95, (corr, measured)
-    assert np.all(np.diff(measured) > -0.01), measured  # monotonic within detector jitter
+    # monotonic within detector jitter: FaceMesh reads a barely parted slit as larger than it is (the astronaut's
+    # jaw-only 0.125 re-detects 0.053 where 0.25 reads 0.043, while the drawn interior grows 5 -> 9 px tall)
+    assert np.all(np.diff(measured) > -0.015), measured
     assert measured[-1] - measured[0] > 0.2  # a wide "aa" opens by a fifth of the mouth width or more
 
 

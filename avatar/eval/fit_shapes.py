@@ -13,6 +13,9 @@ the rendered mouth moves as the real one did:
    motion rendered alone at full weight and FaceMesh (photo mode) re-detecting the result: opening and width per
    unit of each motion's weight, on this face.
 4. **The fit**, pooled over the clips, each clip centred on its own mean (the photo's rest differs per clip):
+   - *the rounding floor*: the network's lip_round on its quiet frames (jaw_open under QUIET_JAW, lips not pressed),
+     its QUIET_ROUND_PCT percentile; the width reads lip_round from there up (ShapeMap.round_from), so a silent
+     mouth is the photo's, not pursed;
    - *width*: the real width's least-squares direction in the four parameters and the squares of two (which of
      them the real width follows; the network's lip_spread barely does, and not linearly), each parameter's share
      given to the spread motion where it widens and to the rounding motion where it narrows (divided by the
@@ -53,6 +56,9 @@ WIDTH_SQUARES = ("jaw_open", "lip_spread")  # parameters whose square the width 
 # each clip scored by a fit to the other ten, the linear map's width r 0.404 -> 0.421 (jaw_open^2) -> 0.435 (and
 # lip_spread^2); lip_round^2 adds nothing (0.432)
 WIDTH_FEATURES = PARAM_NAMES + tuple(f"{name}_sq" for name in WIDTH_SQUARES)
+QUIET_JAW = 0.05  # frames whose network jaw_open is under this (and lips not pressed) are the network's quiet
+QUIET_ROUND_PCT = 90  # ShapeMap.round_from: this percentile of the network's lip_round on its quiet frames, pooled
+# (GRID: 0.068 median, 0.136 here). Rounding under it is the network's floor, not the lips rounding
 FIT_ROUNDS = 4  # render-and-measure rounds setting the jaw gain and width size (the ranges settle within 2 %)
 
 
@@ -149,19 +155,36 @@ def _centred(x: np.ndarray) -> np.ndarray:
     return x - x.mean(axis=0)
 
 
-def width_features(params: np.ndarray) -> np.ndarray:
-    """(N, len(WIDTH_FEATURES)): the parameters, then the squares of WIDTH_SQUARES."""
+def width_features(params: np.ndarray, round_from: float = 0.0) -> np.ndarray:
+    """(N, len(WIDTH_FEATURES)): the parameters (lip_round from its quiet floor up, as shapes.rig_weights reads
+    it), then the squares of WIDTH_SQUARES."""
+    params = params.copy()
+    k = PARAM_NAMES.index("lip_round")
+    params[:, k] = np.maximum(params[:, k] - round_from, 0.0)
     squares = params[:, [PARAM_NAMES.index(name) for name in WIDTH_SQUARES]] ** 2
     return np.hstack([params, squares])
 
 
-def width_direction(clips: list[ClipSamples]) -> tuple[np.ndarray, float]:
+def quiet_round(clips: list[ClipSamples], press_closes_from: float) -> float:
+    """The network's lip_round floor: QUIET_ROUND_PCT of it on the frames where its jaw_open is under QUIET_JAW and
+    its lips are not pressed, pooled over the clips (0 when there are none)."""
+    rounds = []
+    for c in clips:
+        p = c.params[_usable(c)]
+        quiet = (p[:, PARAM_NAMES.index("jaw_open")] < QUIET_JAW) & (p[:, PARAM_NAMES.index("lip_press")]
+                                                                     < press_closes_from)
+        rounds.append(p[quiet, PARAM_NAMES.index("lip_round")])
+    rounds = np.concatenate(rounds) if rounds else np.zeros(0)
+    return float(np.percentile(rounds, QUIET_ROUND_PCT)) if len(rounds) else 0.0
+
+
+def width_direction(clips: list[ClipSamples], round_from: float = 0.0) -> tuple[np.ndarray, float]:
     """Which parameters the real width follows: least squares of each clip's centred real width on its centred
     width_features, pooled over the clips -> ((len(WIDTH_FEATURES),) IOD of width per unit feature, r of the fit)."""
     xs, ys = [], []
     for c in clips:
         ok = _usable(c)
-        xs.append(_centred(width_features(c.params[ok]))), ys.append(_centred(c.width[ok]))
+        xs.append(_centred(width_features(c.params[ok], round_from))), ys.append(_centred(c.width[ok]))
     x, y = np.vstack(xs), np.concatenate(ys)
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     return coef, float(np.corrcoef(x @ coef, y)[0, 1])
@@ -224,8 +247,10 @@ def fit(clips: list[ClipSamples], base: shape_map.ShapeMap = shape_map.HAND_SHAP
     clips = [c for c in clips if _usable(c).mean() >= MIN_FACES]
     if not clips:
         raise FitError("no clip had a face on enough frames to fit the mouth")
-    coef, r = width_direction(clips)
+    round_from = round(quiet_round(clips, base.press_closes_from), DECIMALS)
+    coef, r = width_direction(clips, round_from)
     unit = split_width(coef, clips)
+    base = replace(base, round_from=round_from)  # drawn as the table will draw it
     gain, scale, history = base.jaw_gain, 1.0, []
     for _ in range(rounds):
         shapes = replace(base, jaw_gain=gain, **{k: v * scale for k, v in unit.items()})
@@ -234,7 +259,7 @@ def fit(clips: list[ClipSamples], base: shape_map.ShapeMap = shape_map.HAND_SHAP
         if progress:
             progress(history[-1])
         gain, scale = gain / max(o, 1e-3), scale / max(w, 1e-3)  # each range grows about in proportion
-    fields = {"jaw_gain": gain, **{k: v * scale for k, v in unit.items()}}
+    fields = {"jaw_gain": gain, "round_from": round_from, **{k: v * scale for k, v in unit.items()}}
     fields = {k: round(float(v), DECIMALS) for k, v in fields.items()}
     evidence = {"width_r_in_fit": round(r, DECIMALS),
                 "width_least_squares_iod": dict(zip(WIDTH_FEATURES, np.round(coef, DECIMALS).tolist())),

@@ -48,6 +48,9 @@ ENVELOPE_SMOOTH_FRAMES = 5  # 50 ms at 100 frames/s
 OPEN_SHARE = 0.2  # inner-mouth colour is compared on the 20 % most open real frames
 MIN_MOUTH_PIXELS = 12  # a mouth with fewer pixels inside its inner lips is closed: no colour to compare
 CONTOUR_SCALE = 1000.0  # contour distances are reported in inter-ocular units x 1000
+PROFILE_BINS = 5  # the inner mouth's lightness across the slit: bins of |u| over 0..1, u the position along the
+# inner corners' line (78-308) over its half length (0: the middle, 1: a corner). Real openings are lit in the
+# middle and dark toward the corners; the ΔE of the mean colour cannot see where the light is
 # montage: eye-aligned mouth crops, real beside rendered
 MONTAGE_ROWS = 6
 MONTAGE_PX_PER_UNIT = 220  # pixels per inter-ocular distance
@@ -75,6 +78,7 @@ class MouthMeasure:
     width: np.ndarray  # (N,) |61-291|
     inner: np.ndarray  # (N, 20, 2) inner-lip contour, eye-aligned, centroid removed
     inner_lab: np.ndarray  # (N, 3) mean CIELAB colour inside the inner lips (NaN when closed)
+    inner_profile: np.ndarray | None = None  # (N, PROFILE_BINS) mean L* of those pixels by |u| (NaN: none there)
     crops: dict = field(default_factory=dict)  # frame index -> eye-aligned mouth crop (RGB), montage frames only
     centre: np.ndarray | None = None  # (N, 2) the inner lips' centroid, eye-aligned (NaN where no face)
 
@@ -214,15 +218,29 @@ def _mouth_crop(image: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np
     return cv2.warpAffine(image, (to_crop @ m)[:2], (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _inner_mouth_lab(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+def _inner_mouth_lab(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean CIELAB inside the inner lips (3,), mean L* by lateral position (PROFILE_BINS,)); NaN when closed."""
     polygon = np.round(points[list(LIP_INNER), :2]).astype(np.int32)
     mask = np.zeros(image.shape[:2], np.uint8)
     cv2.fillPoly(mask, [polygon], 1)
-    inside = image[mask.astype(bool)]
-    if len(inside) < MIN_MOUTH_PIXELS:
-        return np.full(3, np.nan)
-    lab = cv2.cvtColor(inside.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    return lab.reshape(-1, 3).mean(axis=0)
+    ys, xs = np.nonzero(mask)
+    if len(xs) < MIN_MOUTH_PIXELS:
+        return np.full(3, np.nan), np.full(PROFILE_BINS, np.nan)
+    lab = cv2.cvtColor(image[ys, xs].reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+    return lab.mean(axis=0), lateral_profile(np.stack([xs, ys], 1), lab[:, 0], points[78, :2], points[308, :2])
+
+
+def lateral_profile(pixels: np.ndarray, lightness: np.ndarray, corner_a: np.ndarray, corner_b: np.ndarray
+                    ) -> np.ndarray:
+    """Mean lightness of pixels (K, 2) by |u| in PROFILE_BINS bins, u their position along the corners' line over
+    its half length (NaN for an empty bin)."""
+    centre, half = (corner_a + corner_b) / 2, np.linalg.norm(corner_b - corner_a) / 2
+    along = (corner_b - corner_a) / max(2 * half, 1e-9)
+    u = np.abs((pixels - centre) @ along) / max(half, 1e-9)
+    bins = np.minimum((u * PROFILE_BINS).astype(int), PROFILE_BINS - 1)
+    total = np.bincount(bins, lightness, PROFILE_BINS)
+    count = np.bincount(bins, minlength=PROFILE_BINS)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def mesh_points(result, w: int, h: int) -> np.ndarray:
@@ -244,13 +262,14 @@ def model_path(choice: str) -> str:
 def measure_mouths(frames, crop_at: set[int] | None = None, crop_centre: np.ndarray | None = None) -> MouthMeasure:
     """FaceMesh (video mode) on every frame; mouth opening, width, inner contour and inner colour per frame.
     Crops centre on each frame's inner lips, or on `crop_centre` (aligned coordinates) for all frames alike."""
-    opening, width, inner, lab, crops, centres = [], [], [], [], {}, []
+    opening, width, inner, lab, profile, crops, centres = [], [], [], [], [], {}, []
     with _face_mesh_video() as mesh:
         for k, image in enumerate(frames):
             h, w = image.shape[:2]
             result = mesh.process(np.ascontiguousarray(image))
             if not result.multi_face_landmarks:
                 opening.append(np.nan), width.append(np.nan), lab.append(np.full(3, np.nan))
+                profile.append(np.full(PROFILE_BINS, np.nan))
                 inner.append(np.full((len(LIP_INNER), 2), np.nan)), centres.append(np.full(2, np.nan))
                 continue
             pts = mesh_points(result, w, h)
@@ -259,12 +278,13 @@ def measure_mouths(frames, crop_at: set[int] | None = None, crop_centre: np.ndar
             opening.append(o), width.append(wd)
             contour = a[list(LIP_INNER)]
             inner.append(contour - contour.mean(axis=0)), centres.append(contour.mean(axis=0))
-            lab.append(_inner_mouth_lab(image, pts))
+            colour, across = _inner_mouth_lab(image, pts)
+            lab.append(colour), profile.append(across)
             if crop_at is not None and k in crop_at:
                 centre = a[list(LIP_INNER)].mean(axis=0) if crop_centre is None else crop_centre
                 crops[k] = _mouth_crop(image, pts, centre)
-    return MouthMeasure(np.array(opening), np.array(width), np.array(inner), np.array(lab), crops,
-                        np.array(centres).reshape(-1, 2))
+    return MouthMeasure(np.array(opening), np.array(width), np.array(inner), np.array(lab),
+                        np.array(profile).reshape(-1, PROFILE_BINS), crops, np.array(centres).reshape(-1, 2))
 
 
 def render_clip(clip: Clip, workdir: Path, engine) -> Path:
@@ -340,6 +360,21 @@ def _mean_lab(lab: np.ndarray) -> list[float] | None:
     return np.round(lab[ok].mean(axis=0), 2).tolist() if ok.any() else None
 
 
+def _mean_profile(profile: np.ndarray) -> list[float] | None:
+    """Per-bin mean of per-frame lightness profiles over the frames with pixels in that bin (None: a bin has none)."""
+    seen = np.isfinite(profile)
+    if not seen.any(axis=0).all():
+        return None
+    return np.round(np.nansum(np.where(seen, profile, 0), axis=0) / seen.sum(axis=0), 2).tolist()
+
+
+def profile_error(real: list[float] | None, rendered: list[float] | None) -> float:
+    """Mean |real - rendered| L* over the lateral profile's bins (NaN when either is missing)."""
+    if real is None or rendered is None:
+        return float("nan")
+    return float(np.mean(np.abs(np.asarray(real) - np.asarray(rendered))))
+
+
 def _chain(clip: Clip, real: MouthMeasure, engine, out_dir: Path | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="avatar-eval-") as tmp:
         video = render_clip(clip, Path(tmp), engine)
@@ -365,7 +400,12 @@ def _chain(clip: Clip, real: MouthMeasure, engine, out_dir: Path | None) -> dict
         # what the ΔE compares: the mean CIELAB (L, a, b) inside the inner lips on those frames, real and rendered
         # (which of lightness, red-green or yellow-blue is off)
         "inner_mouth_lab_real": _mean_lab(rl[most_open]), "inner_mouth_lab_rendered": _mean_lab(pl[most_open]),
+        # and where the light is across the slit: mean L* by |u| (PROFILE_BINS, middle to corners) on those frames
+        "inner_mouth_profile_real": _mean_profile(real.inner_profile[:n][most_open]),
+        "inner_mouth_profile_rendered": _mean_profile(rendered.inner_profile[:n][most_open]),
     }
+    chain["inner_mouth_profile_error"] = profile_error(chain["inner_mouth_profile_real"],
+                                                       chain["inner_mouth_profile_rendered"])
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_montage(out_dir / f"{Path(clip.path).stem}_montage.png", real.crops, rendered.crops, picks, clip.fps)

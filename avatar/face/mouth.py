@@ -52,6 +52,10 @@ TEETH_CORNER_LIGHT = 0.35  # the front teeth are evenly lit; the last ones towar
 # but the middle ones were lit 0.7 and the rows ended in a sharp edge beside black corners: GRID's rendered openings
 # read 1-6 L darker than the real ones. Set with GAP_DARK, LOWER_TEETH_LIGHT and TEETH_WARMTH by a few sweeps on the
 # 11 GRID clips (`avatar eval video`, inner-mouth ΔE mean 7.0 -> 6.7, README "Third pass")
+TEETH_SHADE_FROM = 0.6  # where along the slit's half length that fade begins
+TEETH_TIP_DARK = 0.2  # the upper teeth darken by this share toward their tips (further from the light under the lip)
+CAVITY_SIDE_LIGHT = 0.55  # the cavity toward the corners darkens to this share (a Gaussian across the slit)
+CAVITY_SIDE_SPAN = 0.7  # of this width, in the slit's half length
 FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
 TEETH_OF_SCLERA = 1.0  # teeth brightness relative to the sclera (in the mouth they are never lit better)
 TEETH_WARMTH = (1.0, 0.9, 0.78)  # teeth are yellower than the sclera (RGB factors; never bluer/greener): dentine
@@ -221,7 +225,7 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
     W, a = app.W, app.a_in
     prof_u = np.clip(1 - (u / (0.95 * a)) ** 2, 0, 1)
     prof_l = np.clip(1 - (u / (0.8 * a)) ** 2, 0, 1)
-    corner = np.clip((np.abs(u) - 0.6 * a) / (0.4 * a), 0, 1)
+    corner = np.clip((np.abs(u) - TEETH_SHADE_FROM * a) / ((1 - TEETH_SHADE_FROM) * a), 0, 1)
     lat = 1 - (1 - TEETH_CORNER_LIGHT) * corner * corner * (3 - 2 * corner)  # smoothstep into the corners' shade
     line_w = 0.012 * W + 0.6
 
@@ -244,7 +248,8 @@ def mouth_statics(u: np.ndarray, app: MouthAppearance) -> MouthStatics:
                      ).astype(np.float32),
         lower_shade=(LOWER_TEETH_LIGHT * lat * (1 - GAP_DARK * gaps(LOWER_GAPS, GAP_WIDTH)) * np.minimum(prof_l * 5, 1)
                      ).astype(np.float32),
-        side_dark=(0.55 + 0.45 * np.exp(-(u / (0.7 * a)) ** 2)).astype(np.float32),
+        side_dark=(CAVITY_SIDE_LIGHT + (1 - CAVITY_SIDE_LIGHT) * np.exp(-(u / (CAVITY_SIDE_SPAN * a)) ** 2)
+                   ).astype(np.float32),
     )
 
 
@@ -330,7 +335,8 @@ def interior(ops, alpha, st: MouthStatics, app: MouthAppearance, colors, pose):
     deep_w = vis_cav * deep
     edge_w = (vis_cav - deep_w) * st.side_dark
     # teeth darken toward their tips (further from the light under the lip) and toward the corners (shade)
-    teeth_w = vis_up * st.upper_shade * (1 - 0.2 * ops.smooth01((d_top - 0.75 * upper_px) / (0.25 * upper_px + 1)))
+    tips = ops.smooth01((d_top - 0.75 * upper_px) / (0.25 * upper_px + 1))
+    teeth_w = vis_up * st.upper_shade * (1 - TEETH_TIP_DARK * tips)
     lower_w = vis_lo * st.lower_shade  # the lower teeth (part of their light is the cavity's red: below)
     tongue_w = vis_tg * (0.55 + 0.45 * ops.smooth01(into_tongue / (tongue_h + 1)))
     gum_w = vis_gum * st.upper_shade

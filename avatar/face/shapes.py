@@ -72,6 +72,11 @@ class ShapeMap:
     round_per_jaw_open_sq: float = 0.0
     spread_per_lip_spread_sq: float = 0.0
     round_per_lip_spread_sq: float = 0.0
+    # the network's lip_round is never 0: on the frames where it says the mouth is shut and quiet (GRID's room
+    # noise before a sentence, jaw_open < 0.05) it reads 0.07 (median) to 0.14 (90th percentile). Drawn as rounding,
+    # that floor pursed every silent mouth (re-detected 0.015-0.03 inter-ocular distances narrower than the photo on
+    # GRID): the width motions read lip_round from this floor up (fitted: `avatar eval fit-shapes`, QUIET_ROUND_PCT)
+    round_from: float = 0.0
     raise_per_spread: float = 0.45  # upper-lip raise per lip_spread: a spread lip lifts off the upper teeth
     drop_per_jaw: float = 0.25  # lower-lip drop (beyond the jaw's) per jaw_open: wide vowels pull the lip down
     drop_per_spread_open: float = 0.8  # and per lip_spread x jaw_open: "E" shows the lower teeth
@@ -138,6 +143,7 @@ def rig_weights(jaw: float, spread: float, rnd: float, press: float, raise_: flo
     # as the engine's float32 rows: a hand-made pose's float64 0.7 draws the same frame as the engine's 0.7
     jaw, spread, rnd, press = (float(np.float32(v)) for v in (jaw, spread, rnd, press))
     jaw2, spread2 = jaw * jaw, spread * spread
+    rnd = max(rnd - s.round_from, 0.0)  # the rounding the network means: above its quiet floor
     spread_w = _sideways(s.spread_per_jaw_open * jaw + s.spread_per_lip_spread * spread + s.spread_per_lip_round * rnd
                          + s.spread_per_lip_press * press + s.spread_per_jaw_open_sq * jaw2
                          + s.spread_per_lip_spread_sq * spread2)
