@@ -56,6 +56,8 @@ WIDTH_SQUARES = ("jaw_open", "lip_spread")  # parameters whose square the width 
 # each clip scored by a fit to the other ten, the linear map's width r 0.404 -> 0.421 (jaw_open^2) -> 0.435 (and
 # lip_spread^2); lip_round^2 adds nothing (0.432)
 WIDTH_FEATURES = PARAM_NAMES + tuple(f"{name}_sq" for name in WIDTH_SQUARES)
+JAW, ROUND, PRESS = (PARAM_NAMES.index(name) for name in ("jaw_open", "lip_round", "lip_press"))  # params columns
+SQUARED = [PARAM_NAMES.index(name) for name in WIDTH_SQUARES]
 QUIET_JAW = 0.05  # frames whose network jaw_open is under this (and lips not pressed) are the network's quiet
 QUIET_ROUND_PCT = 90  # ShapeMap.round_from: this percentile of the network's lip_round on its quiet frames, pooled
 # (GRID: 0.068 median, 0.136 here). Rounding under it is the network's floor, not the lips rounding
@@ -159,9 +161,8 @@ def width_features(params: np.ndarray, round_from: float = 0.0) -> np.ndarray:
     """(N, len(WIDTH_FEATURES)): the parameters (lip_round from its quiet floor up, as shapes.rig_weights reads
     it), then the squares of WIDTH_SQUARES."""
     params = params.copy()
-    k = PARAM_NAMES.index("lip_round")
-    params[:, k] = np.maximum(params[:, k] - round_from, 0.0)
-    squares = params[:, [PARAM_NAMES.index(name) for name in WIDTH_SQUARES]] ** 2
+    params[:, ROUND] = np.maximum(params[:, ROUND] - round_from, 0.0)
+    squares = params[:, SQUARED] ** 2
     return np.hstack([params, squares])
 
 
@@ -171,9 +172,8 @@ def quiet_round(clips: list[ClipSamples], press_closes_from: float) -> float:
     rounds = []
     for c in clips:
         p = c.params[_usable(c)]
-        quiet = (p[:, PARAM_NAMES.index("jaw_open")] < QUIET_JAW) & (p[:, PARAM_NAMES.index("lip_press")]
-                                                                     < press_closes_from)
-        rounds.append(p[quiet, PARAM_NAMES.index("lip_round")])
+        quiet = (p[:, JAW] < QUIET_JAW) & (p[:, PRESS] < press_closes_from)
+        rounds.append(p[quiet, ROUND])
     rounds = np.concatenate(rounds) if rounds else np.zeros(0)
     return float(np.percentile(rounds, QUIET_ROUND_PCT)) if len(rounds) else 0.0
 

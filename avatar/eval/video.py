@@ -78,7 +78,7 @@ class MouthMeasure:
     width: np.ndarray  # (N,) |61-291|
     inner: np.ndarray  # (N, 20, 2) inner-lip contour, eye-aligned, centroid removed
     inner_lab: np.ndarray  # (N, 3) mean CIELAB colour inside the inner lips (NaN when closed)
-    inner_profile: np.ndarray | None = None  # (N, PROFILE_BINS) mean L* of those pixels by |u| (NaN: none there)
+    inner_profile: np.ndarray  # (N, PROFILE_BINS) mean L* of those pixels by |u| (NaN: none there)
     crops: dict = field(default_factory=dict)  # frame index -> eye-aligned mouth crop (RGB), montage frames only
     centre: np.ndarray | None = None  # (N, 2) the inner lips' centroid, eye-aligned (NaN where no face)
 
