@@ -50,6 +50,12 @@ def run(backend: str = "auto", out_dir: str | None = None) -> int:
         photo = assets_dir() / "default_face.jpg"
         rig = build_rig(photo, canvas=TEST_SIZE)
         step("photo + landmarks + rig", photo.name)
+        from avatar.face.shapes import FITTED_FILES
+
+        missing = [path.name for path in FITTED_FILES.values() if not path.is_file()]
+        if missing:  # the renderer would fall back to the hand-set mapping without a word
+            raise RuntimeError(f"the fitted mouth tables are missing: {', '.join(missing)}")
+        step("mouth tables", ", ".join(path.name for path in FITTED_FILES.values()))
         renderer = create_renderer(rig, device="cpu", liveliness=LivelinessConfig(enabled=True, seed=0))
         engine = create_engine(backend, live_model_path())
         step("engine", engine.label)

@@ -565,3 +565,40 @@ def test_resting_on_a_silent_microphone_the_worker_reads_every_other_hop_and_sou
     sound_in_first = len(blocks[first]) - int(np.argmax(np.abs(blocks[first]) > 1e-3))
     # read as the block with the onset landed (5 ms blocks; 2 together on a busy box), not a hop or two later
     assert sound_in_first <= 2 * 80 + 10, sound_in_first
+
+
+def test_each_network_is_drawn_with_the_table_fitted_to_it(tmp_path):
+    """The files and the live network each have their own parameters -> mouth table (avatar.face.shapes.shapes_for):
+    whoever joins an engine to a face renderer (the live pipeline, an offline render) tells the renderer which
+    network drives it, so the live view draws with the live network's table and an export with the files one's."""
+    from avatar.engine import create_engine, default_model_path, live_model_path
+    from avatar.face import shapes
+    from avatar.face.assemble import BackgroundFill, open_renderer
+    from avatar.face.render_base import mouth_params
+    from avatar.paths import default_photo
+
+    files, live = create_engine("onnxruntime", default_model_path()), create_engine("onnxruntime", live_model_path())
+    assert (files.model_name, live.model_name) == ("lipsync_gru", "lipsync_gru_live")
+    assert create_engine("onnxruntime").model_name == "lipsync_gru"  # the shipped default
+    live_table = shapes.shapes_for("lipsync_gru_live")
+    assert live_table != shapes.DEFAULT_SHAPES
+    face = open_renderer(default_photo(), 256, liveliness={"enabled": False})
+    assert face.shapes is shapes.DEFAULT_SHAPES
+    render_offline(np.zeros(1600, np.float32), live, face, tmp_path / "live.mp4", fps=25)
+    assert face.shapes == live_table
+    pipeline = LivePipeline(files, face)
+    assert face.shapes is shapes.DEFAULT_SHAPES
+    pipeline.set_engine(live)
+    assert face.shapes == live_table
+    wrapped = BackgroundFill(open_renderer(default_photo(), 256, liveliness={"enabled": False}),
+                             np.ones((256, 256, 1), np.float32), (0, 255, 0))
+    pipeline.renderer = wrapped  # a wrapper passes it on
+    assert wrapped.renderer.shapes == live_table
+    pipeline.renderer = SimpleFrames()  # a stand-in without a face is left as it is
+    pipeline.set_engine(files)
+    # the table is what the frame shows: the same parameters drawn under the two tables differ
+    p = mouth_params(jaw_open=0.6, lip_round=0.1)
+    face.use_network("lipsync_gru")
+    drawn_files = face.render(p, 0.0).astype(int)
+    face.use_network("lipsync_gru_live")
+    assert np.abs(face.render(p, 0.0) - drawn_files).max() > 30

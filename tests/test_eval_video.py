@@ -237,6 +237,19 @@ def test_the_fitted_table_is_what_the_renderer_draws_with(tmp_path):
     for name, value in table["fields"].items():
         assert getattr(shapes.DEFAULT_SHAPES, name) == pytest.approx(value), name
     assert shapes.DEFAULT_SHAPES != shapes.HAND_SHAPES
+    # one table per shipped network, each fitted to that network (its name in the table), and drawn for it
+    from avatar.engine import DEFAULT_MODEL, LIVE_MODEL
+
+    assert set(shapes.FITTED_FILES) == {Path(DEFAULT_MODEL).stem, Path(LIVE_MODEL).stem}
+    for network, path in shapes.FITTED_FILES.items():
+        table = json.loads(path.read_text())
+        assert table["network"] == network
+        for name, value in table["fields"].items():
+            assert getattr(shapes.shapes_for(network), name) == pytest.approx(value), (network, name)
+    assert shapes.shapes_for(Path(DEFAULT_MODEL).stem) is shapes.DEFAULT_SHAPES
+    assert shapes.shapes_for("a_network_of_my_own") is shapes.DEFAULT_SHAPES  # no table of its own: the files one
+    live = shapes.shapes_for(Path(LIVE_MODEL).stem)
+    assert live != shapes.DEFAULT_SHAPES and live.round_from < shapes.DEFAULT_SHAPES.round_from  # its own floor
     assert shapes.load_shapes(tmp_path / "absent.json") == shapes.HAND_SHAPES
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"fields": {"jaw_gain": 1.0, "grin": 2.0}}))
@@ -248,16 +261,20 @@ GRID_CLIPS = sorted(REAL_VIDEO.glob("*.mpg"))
 
 
 @needs_clips
-def test_fit_shapes_reproduces_the_shipped_table_from_the_grid_clips(tmp_path):
-    """The shipped table is `avatar eval fit-shapes ../shared/data/video/*.mpg` (GRID only: their licence)."""
+@pytest.mark.parametrize("model, network", [("default", "lipsync_gru"), ("live", "lipsync_gru_live")])
+def test_fit_shapes_reproduces_the_shipped_table_from_the_grid_clips(tmp_path, model, network):
+    """Each shipped table is `avatar eval fit-shapes ../shared/data/video/*.mpg [--model live]` (GRID only: their
+    licence)."""
     from avatar.face import shapes
 
     out = tmp_path / "fitted.json"
     run = subprocess.run([sys.executable, "-m", "avatar", "eval", "fit-shapes", *map(str, GRID_CLIPS),
-                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                          "--model", model, "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=1200)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(out.read_text())["network"] == network
     fitted = json.loads(out.read_text())["fields"]
-    shipped = json.loads(shapes.FITTED_FILE.read_text())["fields"]
+    shipped = json.loads(shapes.FITTED_FILES[network].read_text())["fields"]
     assert fitted.keys() == shipped.keys()
     for name in shipped:
         assert fitted[name] == pytest.approx(shipped[name], abs=0.01), name

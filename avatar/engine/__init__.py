@@ -200,6 +200,14 @@ def resolve_onnx(model: ModelSource) -> Path:
 # ----------------------------------------------------------------------------------------------------
 
 
+def model_name(model: ModelSource) -> str:
+    """The network's name: its model file's name without the suffix (the shipped default's for None, "" for a
+    network handed over as an object)."""
+    if model is None:
+        return Path(DEFAULT_MODEL).stem
+    return Path(model).stem if isinstance(model, (str, Path)) else ""
+
+
 def _create(backend: str, model: ModelSource) -> StatefulEngine:
     if backend == "tensorrt":
         import_tensorrt()  # fail fast with the clear reason before any export work
@@ -229,6 +237,7 @@ def create_engine(backend: str = "auto", model: ModelSource = None) -> StatefulE
     if backend != "auto":
         engine = _create(backend, model)
         engine.selection = [(backend, f"chosen: {engine.label}")]
+        engine.model_name = model_name(model)
         return engine
     selection = []
     for candidate in AUTO_ORDER:  # probed one at a time: the first that works ends the search (and its cost)
@@ -243,5 +252,6 @@ def create_engine(backend: str = "auto", model: ModelSource = None) -> StatefulE
             continue
         selection.append((candidate, f"chosen: {engine.label}"))
         engine.selection = selection
+        engine.model_name = model_name(model)
         return engine
     raise EngineError("no backend could run the model:\n" + "\n".join(f"  {b}: {r}" for b, r in selection))

@@ -28,6 +28,8 @@ class StatefulEngine(ABC):
 
     name: str = "?"  # backend, e.g. "onnxruntime"
     device: str = "cpu"  # "cpu", or the GPU's name
+    model_name: str = ""  # the network's model file name without its suffix (create_engine sets it): the renderer
+    # draws each network's parameters with the table fitted to it (avatar.face.shapes.shapes_for)
 
     def __init__(self, dims: ModelDims):
         self.dims = dims

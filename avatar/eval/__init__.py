@@ -26,7 +26,8 @@ def add_cli(subparsers) -> None:
                    help="real talking videos with their own audio (the shipped table: the GRID clips only)")
     f.add_argument("--model", default="default", help="default, live, or a .safetensors/.onnx path")
     f.add_argument("--backend", default="auto", help="inference backend (see `avatar engine info`)")
-    f.add_argument("--out", metavar="JSON", help="write the fitted table here (shipped: avatar/face/fitted_shapes.json)")
+    f.add_argument("--out", metavar="JSON", help="write the fitted table here (shipped: avatar/face/fitted_shapes.json; "
+                                                 "the live network's: fitted_shapes_live.json)")
     f.set_defaults(func=_run_fit_shapes)
     r = ev_sub.add_parser("reenact", help="self-reenactment: a video avatar built from a clip's first 60 %% driven "
                           "by its last 40 %%'s audio, against the real frames, beside the photo renderer")

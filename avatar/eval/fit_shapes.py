@@ -1,4 +1,4 @@
-"""`avatar eval fit-shapes CLIP... [--out avatar/face/fitted_shapes.json]`: the mouth mapping fitted to real mouths.
+"""`avatar eval fit-shapes CLIP... [--model live] [--out JSON]`: the mouth mapping fitted to real mouths.
 
 The network hands the renderer four parameters (jaw_open, lip_spread, lip_round, lip_press); avatar.face.shapes maps
 them onto the rig's motions. This command measures how far the real mouth opens and widens on each frame of real
@@ -24,8 +24,10 @@ the rendered mouth moves as the real one did:
      frame under the mapping and re-detecting it, until the rendered ranges (p95 - p5) of opening and width equal
      the real ones (the rig's response is not linear: FaceMesh sees a small opening as larger, motions interact).
 
-Only GRID clips may shape shipped files (their licence; ../shared/data/video/README.md): the shipped table is
-`avatar eval fit-shapes ../shared/data/video/*.mpg`, and a test reproduces it from those clips.
+Each network gets its own table (its quiet floor and its parameters' relation to the width are its own; the
+renderer picks the table by the network driving it, avatar.face.shapes.shapes_for). Only GRID clips may shape
+shipped files (their licence; ../shared/data/video/README.md): the shipped tables are
+`avatar eval fit-shapes ../shared/data/video/*.mpg [--model live]`, and a test reproduces both from those clips.
 """
 from __future__ import annotations
 
@@ -269,10 +271,10 @@ def fit(clips: list[ClipSamples], base: shape_map.ShapeMap = shape_map.HAND_SHAP
     return fields, evidence
 
 
-def table(fields: dict, evidence: dict) -> dict:
+def table(fields: dict, evidence: dict, network: str) -> dict:
     return {"about": "avatar.face.shapes.ShapeMap fields fitted by `avatar eval fit-shapes` to real mouths "
                      "(GRID audio-visual corpus, Cooke, Barker, Cunningham, Shao 2006, CC BY 4.0)",
-            "fields": fields, "evidence": evidence}
+            "network": network, "fields": fields, "evidence": evidence}
 
 
 # ---- command ----
@@ -302,7 +304,7 @@ def run(args) -> int:
     except (ruler.ClipError, FitError) as e:
         print(f"avatar eval fit-shapes: {e}", file=sys.stderr)
         return 3
-    text = json.dumps(table(fields, evidence), indent=1)
+    text = json.dumps(table(fields, evidence, engine.model_name), indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(json.dumps(fields, indent=1))

@@ -118,6 +118,9 @@ class BackgroundFill:
     def set_expression(self, name: str, ease: bool = True) -> None:  # see Renderer.set_expression
         self.renderer.set_expression(name, ease)
 
+    def use_network(self, model_name: str) -> None:  # see Renderer.use_network
+        self.renderer.use_network(model_name)
+
     @property
     def expression(self) -> str:
         return self.renderer.expression

@@ -18,7 +18,7 @@ from avatar.face.liveliness import Liveliness, LivelinessConfig
 from avatar.face.mouth import MouthStatics, mouth_statics
 from avatar.face.rig import (HEAD_FIELDS, LOCAL_FIELDS, ROUND_IN, SIDEWAYS_FIELDS, SMILE_OUT, SMOOTH_FIELDS,
                              SPREAD_OUT, SUPPORT_EPS, Rig, lip_motion)
-from avatar.face.shapes import DEFAULT_SHAPES, ShapeMap, mouth_pose, rig_weights
+from avatar.face.shapes import DEFAULT_SHAPES, ShapeMap, mouth_pose, rig_weights, shapes_for
 from avatar.visemes import N_PARAMS, PARAM_NAMES
 
 SIDEWAYS = np.array([LOCAL_FIELDS.index(n) for n in SIDEWAYS_FIELDS])
@@ -171,6 +171,11 @@ class Renderer:
     @property
     def size(self) -> tuple[int, int]:
         return self.rig.size
+
+    def use_network(self, model_name: str) -> None:
+        """Draw the parameters of network `model_name` (its model file's name without the suffix) with the table
+        fitted to it (avatar.face.shapes.shapes_for), from the next frame on. Any thread."""
+        self.shapes = shapes_for(model_name)
 
     def set_expression(self, name: str, ease: bool = True) -> None:
         """Show expression `name` (avatar.face.expressions.EXPRESSION_NAMES) from the next frame on, eased in from

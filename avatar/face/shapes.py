@@ -9,13 +9,19 @@ a little, "aa" opens tall and shows the lower teeth, "oo" hides the teeth behind
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-FITTED_FILE = Path(__file__).with_name("fitted_shapes.json")  # written by `avatar eval fit-shapes` (GRID clips)
+# The tables `avatar eval fit-shapes` writes (GRID clips), one per shipped network: each network has its own
+# quiet floor and its own relation of lip_spread / lip_round to the real width (the live network's, drawn with the
+# files network's table, followed GRID's real width at r 0.34; with its own, 0.40), so each is drawn with the table
+# fitted to it. Keyed by the model file's name without its suffix (avatar.engine.DEFAULT_MODEL, LIVE_MODEL)
+FITTED_FILE = Path(__file__).with_name("fitted_shapes.json")  # the files network's, and any other network's
+FITTED_FILES = {"lipsync_gru": FITTED_FILE, "lipsync_gru_live": Path(__file__).with_name("fitted_shapes_live.json")}
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:
@@ -117,7 +123,15 @@ def load_shapes(path: Path = FITTED_FILE, base: ShapeMap = HAND_SHAPES) -> Shape
     return replace(base, **{k: float(v) for k, v in table.items()})
 
 
-DEFAULT_SHAPES = load_shapes()  # what the renderer draws with: the fitted table
+DEFAULT_SHAPES = load_shapes()  # what the renderer draws with until told the network: the files network's table
+
+
+@functools.lru_cache(maxsize=None)
+def shapes_for(model_name: str) -> ShapeMap:
+    """The table fitted to the network `model_name` (its model file's name without the suffix); DEFAULT_SHAPES for
+    a network no table was fitted to (one trained by the user)."""
+    path = FITTED_FILES.get(model_name)
+    return DEFAULT_SHAPES if path is None or path == FITTED_FILE or not path.is_file() else load_shapes(path)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from avatar.audio import SAMPLE_RATE
-from avatar.live.pipeline import LipSync
+from avatar.live.pipeline import LipSync, draw_for_engine
 from avatar.live.track import FEATURE_RATE, SPRING_LEAD, ParamSampler
 from avatar.record import BackgroundRecorder, Recorder, RecordError, check_output_path, partial_path
 
@@ -70,6 +70,7 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
         total_samples = len(audio)
     if engine is not None:
         engine.reset()
+    draw_for_engine(renderer, engine)  # this network's parameters drawn with the table fitted to it
     lipsync = LipSync(engine)  # its ParamTrack keeps TRACK_SECONDS: frames take the rows soon after they come
     sampler = ParamSampler(lipsync.track, smooth)
     pending = _AudioWindow()

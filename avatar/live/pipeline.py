@@ -51,6 +51,14 @@ STATS_WINDOW = 120  # frames the fps / latency statistics look back over
 PR_SET_NAME = 15  # Linux prctl option: name the calling thread (what top -H, /proc/.../comm and bench live-cpu show)
 
 
+def draw_for_engine(renderer, engine) -> None:
+    """Tell a face renderer which network its parameters come from (its use_network: the table fitted to that
+    network draws them); stand-ins without a face, or no engine, leave it as it is."""
+    use = getattr(renderer, "use_network", None)
+    if use is not None and engine is not None:
+        use(getattr(engine, "model_name", ""))
+
+
 class LipSync:
     """16 kHz audio in, raw mouth parameters on the audio clock out (`track`): a MouthStream feeding a ParamTrack.
     The stream rests on digital silence (avatar.mouth_stream.REST_BATCH): the idle view steps the network 10 frames
@@ -161,6 +169,7 @@ class LivePipeline:
 
     @renderer.setter
     def renderer(self, renderer) -> None:
+        draw_for_engine(renderer, self.lipsync.engine)
         self._renderer = renderer
         self.wake()  # a new face is drawn at the next tick
 
@@ -207,6 +216,7 @@ class LivePipeline:
         with self._audio_lock:
             engine.reset()
             self.lipsync.engine = engine
+            draw_for_engine(self._renderer, engine)
 
     # -- threads --------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from avatar.face.landmarks import (LIP_INNER, LIP_INNER_LOWER, LIP_INNER_UPPER, 
                                    LIP_OUTER_UPPER, MOUTH_CORNERS, MOUTH_INNER_CORNERS)
 from avatar.face.render_base import field_weights
 from avatar.face.rig import LOCAL_FIELDS, FaceGeometry
+from avatar.face.shapes import DEFAULT_SHAPES, ShapeMap
 
 MOUTH_FIELDS = ("jaw", "lip_raise", "lip_drop", "lip_spread", "lip_round", "lip_press",
                 "mouth_smile", "mouth_frown")  # the last two: the expressions' (View → Expression) mouth corners
@@ -44,9 +45,9 @@ def lip_basis(rest_points: np.ndarray) -> np.ndarray:
     return np.array(basis)
 
 
-def motion_weights(params: np.ndarray, extras: dict | None = None) -> np.ndarray:
+def motion_weights(params: np.ndarray, extras: dict | None = None, shapes: ShapeMap = DEFAULT_SHAPES) -> np.ndarray:
     """The mouth motions' weights (MOUTH_FIELDS order) for mouth parameters, as the photo renderer computes them."""
-    local = field_weights(params, extras)[0]
+    local = field_weights(params, extras, shapes)[0]
     return local[FIELD_INDEX].astype(np.float64)
 
 

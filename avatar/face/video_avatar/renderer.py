@@ -17,6 +17,7 @@ import numpy as np
 
 from avatar.face.expressions import ExpressionState
 from avatar.face.landmarks import FACE_OVAL, NOSE_TIP
+from avatar.face.shapes import DEFAULT_SHAPES, shapes_for
 from avatar.face.video_avatar import fileformat
 from avatar.face.video_avatar.build import compose, crop_from_canon
 from avatar.face.video_avatar.contour import LIP_POINTS, lip_basis, motion_weights, target_lips
@@ -107,6 +108,7 @@ class VideoAvatarRenderer:
         self.fps = float(data.meta["fps"])
         self.loop = loop  # False: the base loop holds its first frame (only the mouth moves)
         self.expressions = ExpressionState()  # the expression menu: its smile / frown move the mouth's corners
+        self.shapes = DEFAULT_SHAPES  # the parameters -> motions table: the network's, once told (use_network)
         crop = data.meta["crop"]
         self.crop_size = tuple(crop["size"])
         cw, ch = self.crop_size
@@ -237,6 +239,10 @@ class VideoAvatarRenderer:
     def size(self) -> tuple[int, int]:
         return self._size
 
+    def use_network(self, model_name: str) -> None:
+        """As the photo renderer's: the table fitted to that network maps its parameters, from the next frame on."""
+        self.shapes = shapes_for(model_name)
+
     def set_expression(self, name: str, ease: bool = True) -> None:
         """As the photo renderer's: the mouth takes the expression's smile or frown (the rest of the face is the
         video's own); any thread."""
@@ -252,7 +258,7 @@ class VideoAvatarRenderer:
         return pingpong(int(np.floor(max(t, 0.0) * self.fps + 1e-6)), len(self._ready))
 
     def render(self, params: np.ndarray, t: float = 0.0) -> np.ndarray:
-        target = target_lips(self.rest_lips, self.basis, motion_weights(params, self.expressions.extras(t)))
+        target = target_lips(self.rest_lips, self.basis, motion_weights(params, self.expressions.extras(t), self.shapes))
         return self.render_target(target, self.base_index(t))
 
     # --- the pieces ---
