@@ -128,6 +128,7 @@ def test_cli_writes_the_report(tmp_path):
     assert "| bbaf2n.mpg | 0 |" in run.stdout and "lipsync_gru_live" in run.stdout
     data = json.loads((out / "report.json").read_text())
     assert data["clips"][0]["chain"] is None and data["clips"][0]["jaw_open"]["r0"] > 0.4
+    assert data["shapes_table"] == "fitted_shapes_live.json" and "mouth table: fitted_shapes_live.json" in run.stdout
 
 
 def test_cli_refuses_a_missing_clip_and_a_bad_offset(tmp_path):
@@ -248,6 +249,7 @@ def test_the_fitted_table_is_what_the_renderer_draws_with(tmp_path):
             assert getattr(shapes.shapes_for(network), name) == pytest.approx(value), (network, name)
     assert shapes.shapes_for(Path(DEFAULT_MODEL).stem) is shapes.DEFAULT_SHAPES
     assert shapes.shapes_for("a_network_of_my_own") is shapes.DEFAULT_SHAPES  # no table of its own: the files one
+    assert shapes.table_path("a_network_of_my_own") == shapes.FITTED_FILE
     live = shapes.shapes_for(Path(LIVE_MODEL).stem)
     assert live != shapes.DEFAULT_SHAPES and live.round_from < shapes.DEFAULT_SHAPES.round_from  # its own floor
     assert shapes.load_shapes(tmp_path / "absent.json") == shapes.HAND_SHAPES

@@ -31,6 +31,7 @@ from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, AudioError,
 from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
 from avatar.face.assemble import open_renderer
 from avatar.face.landmarks import LIP_INNER, pinned_solution
+from avatar.face.shapes import table_path
 from avatar.lipsync import track_audio
 from avatar.live.offline import render_offline
 
@@ -507,11 +508,12 @@ def run(args) -> int:
             print(f"avatar eval video: {e}", file=sys.stderr)
             return 3
         print(report_table(reports[-1:]).splitlines()[-1], file=sys.stderr)
-    text = f"model: {Path(model).name}\n\n" + report_table(reports)
+    table = table_path(engine.model_name).name  # which fitted mapping drew the rendered mouths
+    text = f"model: {Path(model).name} (mouth table: {table})\n\n" + report_table(reports)
     print(text)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "report.md").write_text(text + "\n")
-        (out_dir / "report.json").write_text(json.dumps({"model": model, "clips": [asdict(r) for r in reports]},
-                                                        indent=1))
+        (out_dir / "report.json").write_text(json.dumps({"model": model, "shapes_table": table,
+                                                         "clips": [asdict(r) for r in reports]}, indent=1))
     return 0

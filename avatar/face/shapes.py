@@ -126,12 +126,18 @@ def load_shapes(path: Path = FITTED_FILE, base: ShapeMap = HAND_SHAPES) -> Shape
 DEFAULT_SHAPES = load_shapes()  # what the renderer draws with until told the network: the files network's table
 
 
+def table_path(model_name: str) -> Path:
+    """The fitted table the network `model_name` (its model file's name without the suffix) is drawn with: its own,
+    or the files network's for a network no table was fitted to (one trained by the user)."""
+    path = FITTED_FILES.get(model_name)
+    return path if path is not None and path.is_file() else FITTED_FILE
+
+
 @functools.lru_cache(maxsize=None)
 def shapes_for(model_name: str) -> ShapeMap:
-    """The table fitted to the network `model_name` (its model file's name without the suffix); DEFAULT_SHAPES for
-    a network no table was fitted to (one trained by the user)."""
-    path = FITTED_FILES.get(model_name)
-    return DEFAULT_SHAPES if path is None or path == FITTED_FILE or not path.is_file() else load_shapes(path)
+    """The ShapeMap of table_path(model_name) (DEFAULT_SHAPES itself for the files network's)."""
+    path = table_path(model_name)
+    return DEFAULT_SHAPES if path == FITTED_FILE else load_shapes(path)
 
 
 @dataclass(frozen=True)
