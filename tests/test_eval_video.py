@@ -80,6 +80,33 @@ def test_lateral_profile_bins_pixels_by_their_place_between_the_corners():
     assert np.isnan(ev.profile_error(None, [1.0]))
 
 
+def test_offset_hint_finds_a_lag_beyond_the_window_and_only_there():
+    rng = np.random.default_rng(3)
+    track = np.convolve(rng.normal(size=1000), np.ones(15) / 15, mode="same")  # 10 s of rows at 100 per second
+    frame_times, rows = np.arange(0, 9, 0.04), ev.track_times(1000)
+    real = np.interp(frame_times + 0.4, rows, track)  # the picture shows what the sound says 400 ms later
+    hint = ev.offset_hint(track, real, frame_times)
+    assert hint["lag_ms"] == 400 and hint["r"] > 0.99 and hint["window_r"] < hint["r"] - ev.OFFSET_HINT_GAIN
+    assert ev.offset_hint(track, np.interp(frame_times + 0.05, rows, track), frame_times) is None  # in the window
+    assert ev.offset_hint(track, np.full(len(frame_times), 0.1), frame_times) is None  # nothing to follow
+
+
+@needs_clips
+def test_a_clip_whose_sound_trails_its_picture_gets_an_offset_hint():
+    """Beyond the ruler's +-120 ms every audio-driven figure reads as a miss (d20's sound trails its picture by
+    300 ms): the report says where the mouth follows the sound best, and nothing for an aligned clip."""
+    from avatar.engine import create_engine
+
+    engine = create_engine("onnxruntime", ev.model_path("default"))
+    aligned = ev.evaluate_clip(GRID_CLIP, engine, render=False)
+    assert aligned.offset_hint is None
+    trailing = ev.evaluate_clip(GRID_CLIP, engine, render=False, av_offset_ms=-300)  # its sound 300 ms later
+    hint = trailing.offset_hint
+    assert hint is not None and 260 <= hint["lag_ms"] <= 340, hint
+    assert trailing.jaw_open["best_r"] < aligned.jaw_open["best_r"] - 0.3  # what the exact ruler then reads
+    assert abs(hint["r"] - aligned.jaw_open["best_r"]) < 0.1
+
+
 @needs_clips
 def test_offset_moves_the_sound_earlier():
     plain, moved = ev.read_clip(GRID_CLIP), ev.read_clip(GRID_CLIP, av_offset_ms=100)

@@ -42,6 +42,12 @@ WIDTH_POINTS = (61, 291)  # outer mouth corners
 MAX_LAG_MS = 120
 LAG_STEP_MS = 10
 LAGS_MS = np.arange(-MAX_LAG_MS, MAX_LAG_MS + 1, LAG_STEP_MS)
+# Outside the ruler: a hint for clips whose sound is out of step with their picture by more than its window (d20's
+# trails by 300 ms; every audio-driven figure then reads as a miss). The jaw track is searched over +-WIDE_LAG_MS;
+# a best r outside the window that beats the window's best by OFFSET_HINT_GAIN is reported (GRID: none, the
+# largest gain 0.09; d20: +290 ms, r 0.72 against 0.23)
+WIDE_LAG_MS = 600
+OFFSET_HINT_GAIN = 0.15
 # loudness envelope: RMS dB of 25 ms windows every 10 ms, floored at the clip's peak - 50 dB, 50 ms moving average
 ENVELOPE_WINDOW = int(0.025 * SAMPLE_RATE)
 ENVELOPE_FLOOR_DB = 50.0
@@ -121,6 +127,22 @@ def lagged_r(track: np.ndarray, real: np.ndarray, frame_times: np.ndarray) -> di
     rs = np.array([pearson(np.interp(frame_times + lag / 1000.0, times, track), real) for lag in LAGS_MS])
     best = int(np.nanargmax(rs)) if np.isfinite(rs).any() else MAX_LAG_MS // LAG_STEP_MS
     return {"r0": float(rs[len(LAGS_MS) // 2]), "best_r": float(rs[best]), "best_lag_ms": int(LAGS_MS[best])}
+
+
+def offset_hint(track: np.ndarray, real: np.ndarray, frame_times: np.ndarray) -> dict | None:
+    """{"lag_ms", "r", "window_r"} where `track` follows `real` best within +-WIDE_LAG_MS, when that lies outside
+    the ruler's +-MAX_LAG_MS and beats the window's best r by OFFSET_HINT_GAIN (the clip's sound is likely out of
+    step with its picture: a positive lag, its sound trails); None otherwise. No figure of the ruler uses it."""
+    times = track_times(len(track))
+    lags = np.arange(-WIDE_LAG_MS, WIDE_LAG_MS + 1, LAG_STEP_MS)
+    rs = np.array([pearson(np.interp(frame_times + lag / 1000.0, times, track), real) for lag in lags])
+    if not np.isfinite(rs).any():
+        return None
+    inside = np.abs(lags) <= MAX_LAG_MS
+    best, window = int(np.nanargmax(rs)), float(np.nanmax(rs[inside])) if np.isfinite(rs[inside]).any() else -1.0
+    if inside[best] or rs[best] < window + OFFSET_HINT_GAIN:
+        return None
+    return {"lag_ms": int(lags[best]), "r": float(rs[best]), "window_r": window}
 
 
 def loudness_envelope(audio: np.ndarray) -> np.ndarray:
@@ -335,6 +357,7 @@ class ClipReport:
     loudness: dict  # the loudness envelope, scored the same way
     lip_spread: dict  # lagged r against the real width
     chain: dict | None = None  # rendered vs real (None with --no-render)
+    offset_hint: dict | None = None  # offset_hint of the jaw track: a likely A/V offset beyond the window
 
 
 def evaluate_clip(path: str | Path, engine, out_dir: Path | None = None, render: bool = True,
@@ -349,7 +372,8 @@ def evaluate_clip(path: str | Path, engine, out_dir: Path | None = None, render:
         clip=Path(path).name, frames=n, fps=clip.fps, av_offset_ms=av_offset_ms, faces_found=float(np.isfinite(real.opening).mean()),
         jaw_open=lagged_r(track.params[:, 0], real.opening, times),
         loudness=lagged_r(loudness_envelope(clip.audio), real.opening, times),
-        lip_spread=lagged_r(track.params[:, 1], real.width, times))
+        lip_spread=lagged_r(track.params[:, 1], real.width, times),
+        offset_hint=offset_hint(track.params[:, 0], real.opening, times))
     if render:
         report.chain = _chain(clip, real, engine, out_dir)
     return report
@@ -508,6 +532,13 @@ def run(args) -> int:
             print(f"avatar eval video: {e}", file=sys.stderr)
             return 3
         print(report_table(reports[-1:]).splitlines()[-1], file=sys.stderr)
+        hint = reports[-1].offset_hint
+        if hint:
+            name = reports[-1].clip
+            print(f"avatar eval video: {name}: the mouth follows the sound best {hint['lag_ms']:+d} ms off (r "
+                  f"{hint['r']:.2f}, {hint['window_r']:.2f} within +-{MAX_LAG_MS} ms): its sound may be out of step "
+                  f"with its picture; to measure it aligned: --av-offset {name}={hint['lag_ms'] + offset:g}",
+                  file=sys.stderr)
     table = table_path(engine.model_name).name  # which fitted mapping drew the rendered mouths
     text = f"model: {Path(model).name} (mouth table: {table})\n\n" + report_table(reports)
     print(text)
