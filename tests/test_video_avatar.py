@@ -176,6 +176,25 @@ def test_the_expression_menu_moves_the_mouth_corners(grid_avatar):
 
 
 @needs_clips
+def test_the_video_avatar_draws_each_network_with_the_table_fitted_to_it(grid_avatar):
+    from avatar.face import shapes
+
+    params = mouth_params(jaw_open=0.6, lip_round=0.3)
+
+    def drawn(network=None):  # a fresh renderer each time: the mouth's choice eases over the frames before
+        renderer = open_video_avatar(grid_avatar, liveliness={"enabled": False})
+        assert renderer.shapes is shapes.DEFAULT_SHAPES  # until told: the files network's
+        if network:
+            renderer.use_network(network)
+            assert renderer.shapes == shapes.shapes_for(network) != shapes.DEFAULT_SHAPES
+        return [renderer.render(params, 0.0) for _ in range(6)][-1], renderer.mouth_box(0)
+
+    (files, (y0, y1, x0, x1)), (again, _), (live, _) = drawn(), drawn(), drawn("lipsync_gru_live")
+    assert np.array_equal(again, files)
+    assert np.abs(live[y0:y1, x0:x1].astype(int) - files[y0:y1, x0:x1]).max() > 10  # another target lip contour
+
+
+@needs_clips
 def test_open_renderer_and_render_cli_take_an_avatar_file(grid_avatar, tmp_path):
     from avatar.face.assemble import open_renderer
 
