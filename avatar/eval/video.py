@@ -119,12 +119,17 @@ def track_times(n_rows: int) -> np.ndarray:
     return (np.arange(n_rows) + 0.5) / FRAMES_PER_SECOND
 
 
+def rs_by_lag(track: np.ndarray, real: np.ndarray, frame_times: np.ndarray, lags_ms: np.ndarray) -> np.ndarray:
+    """r(real(t), track(t + lag)) for each lag (ms): the 100 Hz track read at the frames' times, shifted."""
+    times = track_times(len(track))
+    return np.array([pearson(np.interp(frame_times + lag / 1000.0, times, track), real) for lag in lags_ms])
+
+
 def lagged_r(track: np.ndarray, real: np.ndarray, frame_times: np.ndarray) -> dict:
     """r(real(t), track(t + lag)) for each lag in LAGS_MS: r at lag 0, the best r and its lag (ms).
 
     A positive best lag means the audio-driven track matches the picture later than the picture: the audio trails."""
-    times = track_times(len(track))
-    rs = np.array([pearson(np.interp(frame_times + lag / 1000.0, times, track), real) for lag in LAGS_MS])
+    rs = rs_by_lag(track, real, frame_times, LAGS_MS)
     best = int(np.nanargmax(rs)) if np.isfinite(rs).any() else MAX_LAG_MS // LAG_STEP_MS
     return {"r0": float(rs[len(LAGS_MS) // 2]), "best_r": float(rs[best]), "best_lag_ms": int(LAGS_MS[best])}
 
@@ -133,9 +138,8 @@ def offset_hint(track: np.ndarray, real: np.ndarray, frame_times: np.ndarray) ->
     """{"lag_ms", "r", "window_r"} where `track` follows `real` best within +-WIDE_LAG_MS, when that lies outside
     the ruler's +-MAX_LAG_MS and beats the window's best r by OFFSET_HINT_GAIN (the clip's sound is likely out of
     step with its picture: a positive lag, its sound trails); None otherwise. No figure of the ruler uses it."""
-    times = track_times(len(track))
     lags = np.arange(-WIDE_LAG_MS, WIDE_LAG_MS + 1, LAG_STEP_MS)
-    rs = np.array([pearson(np.interp(frame_times + lag / 1000.0, times, track), real) for lag in lags])
+    rs = rs_by_lag(track, real, frame_times, lags)
     if not np.isfinite(rs).any():
         return None
     inside = np.abs(lags) <= MAX_LAG_MS
