@@ -58,8 +58,11 @@ CAVITY_SIDE_LIGHT = 0.55  # the cavity toward the corners darkens to this share 
 CAVITY_SIDE_SPAN = 0.7  # of this width, in the slit's half length
 FULL_SATURATION_CHROMA = 18.0  # face chroma (mean |rgb - grey|) above which interior colours keep full saturation
 TEETH_OF_SCLERA = 1.0  # teeth brightness relative to the sclera (in the mouth they are never lit better)
-TEETH_WARMTH = (1.0, 0.9, 0.78)  # teeth are yellower than the sclera (RGB factors; never bluer/greener): dentine
-# shows through the enamel (GRID's real openings are 1-7 b yellower than (1, 0.93, 0.85) drew them)
+TEETH_WARMTH = (1.0, 0.85, 0.78)  # teeth are yellower and redder than the sclera (RGB factors; never bluer or
+# greener): dentine shows through the enamel (GRID's real openings are 1-7 b yellower than (1, 0.93, 0.85) drew
+# them), and in a talking mouth the teeth stand in the red light of the lips, gums and tongue: with green at 0.9 the
+# rendered open interiors read a* 3.3 greener than the real ones on GRID (10 of 13 clips greener, kim and d20 too).
+# 0.85: GRID inner-mouth ΔE 6.68 -> 6.43; 0.87 / 0.83 read 6.52 / 6.56 (README 2026-12-04, "redder teeth")
 SCLERA_PALEST = 0.5  # the eye's white: of its pixels outside the iris, the palest half (lids, veins are redder)
 SCLERA_BRIGHTEST = 0.4  # and of those the brightest 40% (lashes and shadow are darker)
 MIN_SCLERA_PIXELS = 12
