@@ -7,7 +7,9 @@ caller shifts time by `lookahead` frames and the network itself never peeks ahea
 The recurrent state is explicit: forward(x, state) -> (..., new_state). Streaming inference carries it from
 chunk to chunk; training carries it across truncated-BPTT segments the same way; the ONNX graph takes it as an
 input and returns it as an output (h, and c for the LSTM; then the voice gate's, where the model has one; then
-the head context's, where the mouth-parameter head reads a window of frames).
+the head context's, where the mouth-parameter head reads a window of frames). The core's and the gate's carried
+states are kept relative to where a quiet room leaves them (`core_settled`, `VoiceGate.settled`), so the all-zero
+state every backend starts from is that room, not a state no sound leads to.
 
 Head context (dims.head_context = k > 0): the mouth-parameter head reads the top-layer states of the k frames
 before and after the frame it describes, not that frame's alone (a real mouth is shaped by the sounds around it:
@@ -43,15 +45,20 @@ class LipSyncNet(nn.Module):
         self.input = nn.Sequential(nn.Linear(dims.n_mels, dims.n_hidden), nn.Tanh())
         rnn = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[dims.cell]
         self.rnn = rnn(dims.n_hidden, dims.n_hidden, dims.n_layers, batch_first=True)
+        # the core's state after a quiet room (settle_core): the carried core state is kept relative to it, as the
+        # gate's is, so every backend's all-zero initial state starts the core there. From a true zero state its
+        # first rows opened the jaw 0.1-0.2 and rounded the lips 0.2-0.3 for 40 ms on silence: every render's first
+        # frame and every live start showed a twitch
+        self.register_buffer("core_settled", torch.zeros(len(CORE_STATES[dims.cell]), dims.n_layers, 1, dims.n_hidden))
         self.viseme_head = nn.Linear(dims.n_hidden, dims.n_visemes)
         # reads the 2k+1 top-layer states around the frame it describes, oldest first, concatenated
         self.param_head = nn.Linear((2 * dims.head_context + 1) * dims.n_hidden, dims.n_params)
         if dims.voice_hidden:
             self.voice = VoiceGate(dims)
         if dims.head_context:
-            # what a carried context row of all zeros stands for: a zero state and, where there is a gate, no voice
-            # (so the first output rows, which describe the time before the stream began, are the rest pose). Made
-            # from the dims, so not saved with the weights
+            # what a carried context row of all zeros stands for: the settled core's top row and, where there is a
+            # gate, no voice (so the first output rows, which describe the time before the stream began, are the
+            # rest pose). Made from the dims and core_settled (sync_context_start), so not saved with the weights
             start = torch.zeros(dims.context_width)
             if dims.voice_hidden:
                 start[-1] = CONTEXT_START_LOGIT
@@ -61,15 +68,51 @@ class LipSyncNet(nn.Module):
         shapes = [self.dims.state_shape(s) for s in self.dims.state_names]
         return tuple(torch.zeros(layers, batch, units, device=self.feature_mean.device) for layers, _, units in shapes)
 
-    def settle_voice(self) -> None:
-        """Give the voice gate its start state (VoiceGate.settle) from QUIET_SECONDS of noise at QUIET_DBFS."""
+    def quiet_features(self, dbfs: float | None = None) -> torch.Tensor:
+        """(1, T, n_mels) normalised log-mel of QUIET_SECONDS of white noise `dbfs` under full scale (default
+        QUIET_DBFS): a room."""
         import numpy as np
 
         from avatar.audio import SAMPLE_RATE, log_mel
 
-        noise = np.random.default_rng(0).standard_normal(int(QUIET_SECONDS * SAMPLE_RATE)) * 10 ** (QUIET_DBFS / 20)
+        dbfs = QUIET_DBFS if dbfs is None else dbfs
+        noise = np.random.default_rng(0).standard_normal(int(QUIET_SECONDS * SAMPLE_RATE)) * 10 ** (dbfs / 20)
         features = torch.from_numpy(log_mel(noise.astype(np.float32)))[None].to(self.feature_mean.device)
-        self.voice.settle(self.normalise(features))
+        return self.normalise(features)
+
+    def settle_voice(self) -> None:
+        """Give the voice gate its start state (VoiceGate.settle) from a quiet room."""
+        self.voice.settle(self.quiet_features())
+
+    @torch.no_grad()
+    def settle_core(self) -> None:
+        """Give the recurrent core its start state: where it is after a quiet room from an all-zero state. Run
+        again whenever the core's weights change (training does, before it saves)."""
+        self.core_settled.zero_()
+        _, state = self.rnn(self.input(self.quiet_features(CORE_QUIET_DBFS)), self.core_start())
+        self.core_settled.copy_(torch.stack(state) if self.dims.cell == "lstm" else state[None])
+        self.sync_context_start()
+
+    def sync_context_start(self) -> None:
+        """The empty context's rows: the settled core's top-layer output (the states the head reads)."""
+        if self.dims.head_context:
+            self.context_start[:self.dims.n_hidden] = self.core_settled[0, -1, 0]
+
+    def core_start(self, batch: int = 1):
+        """The core's start state as its nn module takes it: the settled one (h, or (h, c) for the LSTM)."""
+        return self._core_absolute(self.core_state(self.initial_state(batch)))
+
+    def _core_absolute(self, relative):
+        """A carried core state (relative to the settled one) -> the state the nn module runs from."""
+        if self.dims.cell == "lstm":
+            return tuple(r + s for r, s in zip(relative, self.core_settled))
+        return relative + self.core_settled[0]
+
+    def _core_relative(self, absolute):
+        """The nn module's new core state -> the carried one (a tuple, as the state tuple holds it)."""
+        if self.dims.cell == "lstm":
+            return tuple(a - s for a, s in zip(absolute, self.core_settled))
+        return (absolute - self.core_settled[0],)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Log-mel frames in the units the input layer and the voice gate were trained on."""
@@ -88,8 +131,8 @@ class LipSyncNet(nn.Module):
         if state is None:
             state = self.initial_state(x.shape[0])
         x = self.normalise(x)
-        y, new_state = self.rnn(self.input(x), self.core_state(state))
-        new_state = tuple(new_state) if self.dims.cell == "lstm" else (new_state,)
+        y, new_state = self.rnn(self.input(x), self._core_absolute(self.core_state(state)))
+        new_state = self._core_relative(new_state)
         voice_logit = None
         if self.dims.voice_hidden:
             voice_logit, voice_state = self.voice(x, state[len(new_state)])
@@ -120,6 +163,7 @@ class LipSyncNet(nn.Module):
         return centre[..., :h], window, (None if voice_logit is None else centre[..., h:]), new_context
 
 
+CORE_STATES = {"gru": ("h",), "rnn": ("h",), "lstm": ("h", "c")}  # the core's state tensors, per cell
 CONTEXT_START_LOGIT = -10.0  # the voice logit of the context rows before a stream begins: certainly no voice
 VOICE_FULL = 0.9  # voice probability from which the core's outputs pass whole; below it they fade to rest
 # ... and below this one they are the rest pose: the fade spans the gate's uncertain band, symmetric about its 0.5
@@ -130,6 +174,9 @@ VOICE_NONE = 1.0 - VOICE_FULL
 # starts inside speech: the files gate's mouth share over the first 300 ms 0.66; 0.92 from the settled state)
 QUIET_DBFS = -70.0
 QUIET_SECONDS = 2.0
+CORE_QUIET_DBFS = -40.0  # the core settles on a louder room than the gate: a stream whose first sound is room noise
+# louder than the settled room starts like an onset (from -70 dBFS, -50 dBFS noise opened the jaw 0.15 / 0.17, files /
+# live, in the first 100 ms); from -40 every start from digital silence to -40 dBFS noise stays under 0.06
 
 
 class VoiceGate(nn.Module):
@@ -192,13 +239,24 @@ def read_dims(path: str | Path) -> ModelDims:
     return ModelDims.from_dict(json.loads(meta["dims"]))
 
 
+def read_extra(path: str | Path) -> dict | None:
+    """The training record saved with the weights (save_model's `extra`), or None."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta["extra"]) if "extra" in meta else None
+
+
 def load_model(path: str | Path, device: str = "cpu") -> LipSyncNet:
     model = LipSyncNet(read_dims(path))
     missing, unexpected = model.load_state_dict(load_file(str(path), device=device), strict=False)
-    if unexpected or set(missing) - {"voice.settled"}:
+    if unexpected or set(missing) - {"voice.settled", "core_settled"}:
         raise RuntimeError(f"{path}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
-    if missing:  # a gate saved before it had a start state: settle it as training does now
+    # weights saved before the gate or the core had a start state: settle them as training does now
+    if "voice.settled" in missing:
         model.settle_voice()
+    if "core_settled" in missing:
+        model.settle_core()
+    model.sync_context_start()
     return model.to(device).eval()
 
 

@@ -136,3 +136,62 @@ def test_a_head_context_of_centre_taps_only_is_the_same_network_two_frames_later
 def test_a_head_context_beyond_the_output_delay_is_rejected():
     with pytest.raises(ValueError, match="head_context"):
         ModelDims(lookahead=1, head_context=2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_core_starts_from_its_settled_quiet_room_state(cell, tmp_path):
+    """The all-zero core state every backend starts from means "after a (loud-ish) quiet room" (settle_core): the
+    state is carried relative to it, chunks still add up to one pass, and weights saved before the core had a
+    start state are settled when loaded (the same start as a settled save)."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import load_file, save_file
+
+    net = _net(cell, head_context=1)
+    with torch.no_grad():
+        _, plain, _ = net(torch.randn(1, 20, net.dims.n_mels, generator=torch.Generator().manual_seed(1)))
+    net.settle_core()
+    assert net.core_settled.abs().max() > 0.05  # a real state, not zeros
+    assert torch.equal(net.context_start[:net.dims.n_hidden], net.core_settled[0, -1, 0])
+    x = torch.randn(1, 20, net.dims.n_mels, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        _, whole, _ = net(x)
+        _, a, state = net(x[:, :7])
+        _, b, _ = net(x[:, 7:], state)
+        _, from_zero, _ = LipSyncNet.forward(net, x, net.initial_state(1))
+    torch.testing.assert_close(torch.cat([a, b], 1), whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(from_zero, whole)
+    assert (whole - plain).abs().max() > 1e-3  # the start state is used (fails if forward ignores it)
+    save_model(net, tmp_path / "new.safetensors")
+    tensors = load_file(str(tmp_path / "new.safetensors"))
+    del tensors["core_settled"]
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"dims": json.dumps(asdict(net.dims))})
+    old, new = load_model(tmp_path / "old.safetensors"), load_model(tmp_path / "new.safetensors")
+    torch.testing.assert_close(old.core_settled, net.core_settled)
+    torch.testing.assert_close(new.context_start, net.context_start)  # made again from the saved settled state
+
+
+START_JAW_MAX = 0.08  # measured 2026-12-04 on the shipped networks' first 100 ms from the settled state: 0.026-0.06
+# (files) / 0.01-0.05 (live) for digital silence to -40 dBFS noise; from the all-zero state 0.16-0.27 / 0.11-0.16
+
+
+@pytest.mark.parametrize("name", ["lipsync_gru", "lipsync_gru_live"])
+def test_a_fresh_shipped_engine_shows_no_start_twitch(name):
+    """A stream that starts in silence or room noise keeps the mouth at rest from its first row, on both backends
+    (from a zero state the core's first 40 ms opened the jaw up to 0.27 and rounded the lips: every render's first
+    frame and every live start twitched)."""
+    from pathlib import Path
+
+    from avatar.audio import log_mel
+    from avatar.engine import create_engine
+
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    rng = np.random.default_rng(3)
+    starts = [np.zeros(8000)] + [rng.standard_normal(8000) * 10 ** (db / 20) for db in (-70, -60, -50, -40)]
+    for backend, path in (("onnxruntime", assets / f"{name}.onnx"), ("torch", assets / f"{name}.safetensors")):
+        engine = create_engine(backend, path)
+        for audio in starts:
+            engine.reset()
+            jaw = engine.step(log_mel(audio.astype(np.float32))[:10]).params[:, 0]
+            assert jaw.max() < START_JAW_MAX, (backend, jaw.round(3))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -85,11 +84,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    from avatar.model import export_onnx, load_model  # torch
+    from avatar.model import export_onnx, load_model, read_extra, save_model  # torch
     assets = Path(args.assets)
     weights, onnx_path = assets / f"{args.name}.safetensors", assets / f"{args.name}.onnx"
-    model = load_model(args.model)
-    shutil.copyfile(args.model, weights)
+    model = load_model(args.model)  # (weights saved before the core or the gate had a start state get one here)
+    save_model(model, weights, extra=read_extra(args.model))
     export_onnx(model, onnx_path)
     # the shipped pair must give the same numbers: step both through a stream in uneven chunks
     torch_engine, ort_engine = create_engine("torch", weights), create_engine("onnxruntime", onnx_path)

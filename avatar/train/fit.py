@@ -242,6 +242,7 @@ def fit(config: FitConfig, data, out: Path, val: Path | None = None, log=print, 
             log(msg)
     seconds = time.time() - t0
     model.eval()
+    model.settle_core()  # the trained core's own quiet-room start state (every stream begins there)
     record = dict(config=asdict(config), dims=asdict(dims), steps=step, frames=frames, train_seconds=round(seconds),
                   data_hours=round(len(stream) / 360000, 2), device=str(device),
                   parameters=sum(p.numel() for p in model.parameters()))

@@ -64,19 +64,29 @@ class RealClip:
 
 
 def top_states(model, features: np.ndarray):
-    """The top GRU layer's output (T, H) for log-mel frames (T, n_mels), run from a fresh state (torch, no grad)."""
+    """The top GRU layer's output (T, H) for log-mel frames (T, n_mels), run from a fresh (settled) state (torch,
+    no grad)."""
     import torch
 
     x = model.normalise(torch.from_numpy(np.asarray(features, np.float32))[None])
     with torch.no_grad():
-        y, _ = model.rnn(model.input(x), model.core_state(model.initial_state(1)))
+        y, _ = model.rnn(model.input(x), model.core_start())
     return y[0]
 
 
-def window_rows(states: np.ndarray, first: int, n: int, context: int) -> np.ndarray:
+def start_row(model) -> np.ndarray:
+    """(H,): what the head reads before a stream's first row (the engine's empty context: the settled core)."""
+    return model.core_settled[0, -1, 0].detach().cpu().numpy()
+
+
+def window_rows(states: np.ndarray, first: int, n: int, context: int, before: np.ndarray | None = None) -> np.ndarray:
     """(n, (2k+1) H): row i the states states[first + i - k .. first + i + k] side by side, oldest first, as the
-    head reads them (rows before the stream's first are zero: the engine's empty context). k = context."""
-    padded = np.concatenate([np.zeros((context, states.shape[1]), states.dtype), states])
+    head reads them (rows before the stream's first are `before`, the engine's empty context: start_row; zero
+    when not given). k = context."""
+    pad = np.zeros((context, states.shape[1]), states.dtype)
+    if before is not None:
+        pad[:] = before
+    padded = np.concatenate([pad, states])
     return np.concatenate([padded[first + j:first + j + n] for j in range(2 * context + 1)], 1)
 
 
@@ -89,7 +99,7 @@ def hidden_rows(model, audio: np.ndarray, context: int = 0) -> np.ndarray:
     la = model.dims.core_lookahead
     padded = np.concatenate([audio.astype(np.float32), np.zeros((la + context) * HOP_LENGTH, np.float32)])
     states = top_states(model, log_mel(padded)).numpy().astype(np.float64)
-    return window_rows(states, la, len(states) - la - context, context)
+    return window_rows(states, la, len(states) - la - context, context, start_row(model))
 
 
 def expand_head(weight: np.ndarray, n_hidden: int, context: int) -> np.ndarray:
@@ -147,7 +157,7 @@ def synthetic_frames(model, folders, weight0: np.ndarray, bias0: np.ndarray, con
     xs, silent = [], []
     for s in sorted(starts):
         y = top_states(model, stream.features[s:s + segment]).numpy()
-        xs.append(window_rows(y, 0, segment - context, context).astype(np.float32))  # centred on rows 0..
+        xs.append(window_rows(y, 0, segment - context, context, start_row(model)).astype(np.float32))  # rows 0..
         silent.append(stream.visemes[s:s + segment - context] == VISEME_INDEX["sil"])
     x = np.concatenate(xs)
     targets = 1.0 / (1.0 + np.exp(-(x @ weight0.T.astype(np.float32) + bias0.astype(np.float32))))
