@@ -56,13 +56,13 @@ class LipSyncNet(nn.Module):
         if dims.voice_hidden:
             self.voice = VoiceGate(dims)
         if dims.head_context:
-            # what a carried context row of all zeros stands for: the settled core's top row and, where there is a
-            # gate, no voice (so the first output rows, which describe the time before the stream began, are the
-            # rest pose). Made from the dims and core_settled (sync_context_start), so not saved with the weights
-            start = torch.zeros(dims.context_width)
+            # what the voice column of a carried context row of zeros stands for: no voice (so the first output
+            # rows, which describe the time before the stream began, are the rest pose); its state columns stand
+            # for the settled core's top row (context_start). Made from the dims, so not saved with the weights
+            start = torch.zeros(dims.context_width - dims.n_hidden)
             if dims.voice_hidden:
                 start[-1] = CONTEXT_START_LOGIT
-            self.register_buffer("context_start", start, persistent=False)
+            self.register_buffer("context_voice_start", start, persistent=False)
 
     def initial_state(self, batch: int = 1) -> State:
         shapes = [self.dims.state_shape(s) for s in self.dims.state_names]
@@ -91,12 +91,11 @@ class LipSyncNet(nn.Module):
         self.core_settled.zero_()
         _, state = self.rnn(self.input(self.quiet_features(CORE_QUIET_DBFS)), self.core_start())
         self.core_settled.copy_(torch.stack(state) if self.dims.cell == "lstm" else state[None])
-        self.sync_context_start()
 
-    def sync_context_start(self) -> None:
-        """The empty context's rows: the settled core's top-layer output (the states the head reads)."""
-        if self.dims.head_context:
-            self.context_start[:self.dims.n_hidden] = self.core_settled[0, -1, 0]
+    def context_start(self) -> torch.Tensor:
+        """(context_width,) what a carried context row of zeros stands for: the settled core's top-layer output
+        (the states the head reads) and, where there is a gate, no voice."""
+        return torch.cat([self.core_settled[0, -1, 0], self.context_voice_start])
 
     def core_start(self, batch: int = 1):
         """The core's start state as its nn module takes it: the settled one (h, or (h, c) for the LSTM)."""
@@ -156,8 +155,9 @@ class LipSyncNet(nn.Module):
         Every slice has fixed bounds, so the exported graph takes any number of frames."""
         k, h = self.dims.head_context, self.dims.n_hidden
         rows = y if voice_logit is None else torch.cat([y, voice_logit], -1)
-        rows = torch.cat([context.transpose(0, 1) + self.context_start, rows], 1)  # (B, 2k + T, C)
-        new_context = (rows[:, -2 * k:] - self.context_start).transpose(0, 1)
+        start = self.context_start()
+        rows = torch.cat([context.transpose(0, 1) + start, rows], 1)  # (B, 2k + T, C)
+        new_context = (rows[:, -2 * k:] - start).transpose(0, 1)
         window = torch.cat([rows[:, j:j - 2 * k, :h] for j in range(2 * k)] + [rows[:, 2 * k:, :h]], -1)
         centre = rows[:, k:-k]
         return centre[..., :h], window, (None if voice_logit is None else centre[..., h:]), new_context
@@ -256,7 +256,6 @@ def load_model(path: str | Path, device: str = "cpu") -> LipSyncNet:
         model.settle_voice()
     if "core_settled" in missing:
         model.settle_core()
-    model.sync_context_start()
     return model.to(device).eval()
 
 
