@@ -197,6 +197,36 @@ def test_an_export_is_redone_when_the_model_code_changes(model_files, tmp_path, 
     assert second != first and second.is_file() and first.is_file()
 
 
+def test_a_pair_saved_before_the_settled_start_is_exported_again(tmp_path, monkeypatch):
+    """Weights saved without the core's start state are settled when loaded; the ONNX beside them (exported then)
+    starts the core from zero. Paired, the backends would disagree: the weights are exported again instead."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(2)
+    net = LipSyncNet(ModelDims(n_hidden=64)).eval()
+    with torch.no_grad():
+        net.feature_mean.fill_(-4.0)
+        net.feature_std.fill_(1.5)
+    save_model(net, tmp_path / "new.safetensors")
+    tensors = load_file(str(tmp_path / "new.safetensors"))
+    del tensors["core_settled"]
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"dims": json.dumps(asdict(net.dims))})
+    export_onnx(net, tmp_path / "old.onnx")  # as the old code exported it: the core from zero
+    x = _features(30)
+    stale = create_engine("onnxruntime", tmp_path / "old.onnx").step(x).params
+    settled = create_engine("torch", tmp_path / "old.safetensors").step(x).params
+    assert np.abs(stale - settled).max() > 1e-3  # the old pair disagrees (else this test proves nothing)
+    assert resolve_onnx(tmp_path / "old.safetensors").parent == tmp_path / "cache" / "onnx"
+    paired = create_engine("onnxruntime", tmp_path / "old.safetensors").step(x).params
+    assert np.abs(paired - settled).max() <= 1e-5
+    export_onnx(net, tmp_path / "new.onnx")
+    assert resolve_onnx(tmp_path / "new.safetensors") == tmp_path / "new.onnx"  # a current pair stays a pair
+
+
 def test_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(EngineError, match="not found"):
         create_engine("onnxruntime", tmp_path / "nothing.onnx")

@@ -164,6 +164,19 @@ def graph_source() -> bytes:
         return avatar.__version__.encode()
 
 
+def predates_settled_start(weights: Path) -> bool:
+    """Weights saved before the core had a start state (avatar.model.LipSyncNet.core_settled): loaded, they are
+    settled, but an ONNX exported beside them then starts the core from zero, so the pair would not give the same
+    numbers; such a pair is exported again into the cache instead."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
+            return "core_settled" not in f.keys()
+    except Exception:  # not readable as safetensors: loading it says why
+        return False
+
+
 def resolve_onnx(model: ModelSource) -> Path:
     """The ONNX file for a model: given directly, beside its .safetensors (shipped as a pair, checked equal by
     the tests), or exported into the cache."""
@@ -175,13 +188,15 @@ def resolve_onnx(model: ModelSource) -> Path:
                 raise EngineError(f"{path}: model file not found")
             return path
         sibling = path.with_suffix(".onnx")
-        if sibling.is_file():
+        if sibling.is_file() and not (path.is_file() and predates_settled_start(path)):
             return sibling
         if not path.is_file():
             raise EngineError(f"{path}: model file not found (neither it nor {sibling.name} exists)")
     try:
         from avatar.model import export_onnx  # torch: an optional extra
     except ImportError:
+        if not from_torch and sibling.is_file():  # an old pair without torch to export it again: as it was made
+            return sibling
         raise EngineError("this model has no exported .onnx beside it, and exporting needs torch") from None
     net = _load_torch_model(model)
     digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in net.state_dict().values()))
