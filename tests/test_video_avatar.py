@@ -178,15 +178,19 @@ def test_the_expression_menu_moves_the_mouth_corners(grid_avatar):
 @needs_clips
 def test_the_video_avatar_draws_each_network_with_the_table_fitted_to_it(grid_avatar):
     from avatar.face import shapes
+    from avatar.face.video_avatar.calibrate import calibrated
 
     params = mouth_params(jaw_open=0.6, lip_round=0.3)
+    person = fileformat.read_meta(grid_avatar)["mouth_calibration"]
 
     def drawn(network=None):  # a fresh renderer each time: the mouth's choice eases over the frames before
         renderer = open_video_avatar(grid_avatar, liveliness={"enabled": False})
-        assert renderer.shapes is shapes.DEFAULT_SHAPES  # until told: the files network's
+        # until told: the files network's table, with this person's width for it
+        assert renderer.shapes == calibrated(shapes.DEFAULT_SHAPES, person["lipsync_gru"]["fields"])
         if network:
             renderer.use_network(network)
-            assert renderer.shapes == shapes.shapes_for(network) != shapes.DEFAULT_SHAPES
+            assert renderer.shapes == calibrated(shapes.shapes_for(network), person[network]["fields"])
+            assert renderer.shapes != calibrated(shapes.DEFAULT_SHAPES, person["lipsync_gru"]["fields"])
         return [renderer.render(params, 0.0) for _ in range(6)][-1], renderer.mouth_box(0)
 
     (files, (y0, y1, x0, x1)), (again, _), (live, _) = drawn(), drawn(), drawn("lipsync_gru_live")
@@ -350,6 +354,9 @@ def test_reenact_command_on_one_clip(tmp_path):
         assert fig["opening_r"] > 0.5
         assert fig["inner_lip_distance"] < report["frozen_inner_lip_distance"]
         assert 0.3 < fig["flicker_ratio"] < 3.0  # the mouth changes from frame to frame about as a real one does
+        assert -1 <= fig["width_r"] <= 1 and fig["width_amplitude_ratio"] > 0
+    # the avatar was built with the speaker's own width, fitted on the first 60 % (his speech)
+    assert report["calibration"]["lipsync_gru"]["kept"] and report["calibration"]["lipsync_gru"]["frames"] == 45
     assert (tmp_path / "bbaf2n_reenact.png").is_file() and "| bbaf2n.mpg |" in (tmp_path / "reenact.md").read_text()
 
 

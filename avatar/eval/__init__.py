@@ -38,4 +38,10 @@ def add_cli(subparsers) -> None:
                    "(the montages show the clips' pixels: never commit them)")
     r.add_argument("--av-offset", action="append", metavar="CLIP=MS",
                    help="a clip whose sound trails its picture by MS in the file (repeatable), as `eval video`")
+    r.add_argument("--no-calibration", dest="calibrate", action="store_false",
+                   help="build the avatars without the person's own mouth width (the shared mapping only), "
+                        "to compare")
+    r.add_argument("--whole-sound", action="store_true",
+                   help="drive both renderers with the whole clip's sound and score their last 40 %% (the network's "
+                        "state carried through, as in continuous speech); default: the last 40 %%'s sound alone")
     r.set_defaults(func=_run_reenact)

@@ -54,12 +54,9 @@ PROBE_WEIGHT = 1.0  # each motion is rendered alone at this weight (the response
 MIN_FACES = 0.8  # a clip whose real face FaceMesh finds on fewer frames than this share is left out
 AMPLITUDE_LO, AMPLITUDE_HI = 5, 95  # the range of motion the fit matches: p95 - p5, as the ruler's amplitude
 DECIMALS = 4  # the shipped table's precision
-WIDTH_SQUARES = ("jaw_open", "lip_spread")  # parameters whose square the width may follow too (ShapeMap): on GRID,
-# each clip scored by a fit to the other ten, the linear map's width r 0.404 -> 0.421 (jaw_open^2) -> 0.435 (and
-# lip_spread^2); lip_round^2 adds nothing (0.432)
-WIDTH_FEATURES = PARAM_NAMES + tuple(f"{name}_sq" for name in WIDTH_SQUARES)
+WIDTH_FEATURES = shape_map.WIDTH_FEATURES
+width_features = shape_map.width_features
 JAW, ROUND, PRESS = (PARAM_NAMES.index(name) for name in ("jaw_open", "lip_round", "lip_press"))  # params columns
-SQUARED = [PARAM_NAMES.index(name) for name in WIDTH_SQUARES]
 QUIET_JAW = 0.05  # frames whose network jaw_open is under this (and lips not pressed) are the network's quiet
 QUIET_ROUND_PCT = 90  # ShapeMap.round_from: this percentile of the network's lip_round on its quiet frames, pooled
 # (GRID: 0.068 median, 0.136 here). Rounding under it is the network's floor, not the lips rounding
@@ -157,15 +154,6 @@ def _usable(c: ClipSamples) -> np.ndarray:
 
 def _centred(x: np.ndarray) -> np.ndarray:
     return x - x.mean(axis=0)
-
-
-def width_features(params: np.ndarray, round_from: float = 0.0) -> np.ndarray:
-    """(N, len(WIDTH_FEATURES)): the parameters (lip_round from its quiet floor up, as shapes.rig_weights reads
-    it), then the squares of WIDTH_SQUARES."""
-    params = params.copy()
-    params[:, ROUND] = np.maximum(params[:, ROUND] - round_from, 0.0)
-    squares = params[:, SQUARED] ** 2
-    return np.hstack([params, squares])
 
 
 def quiet_round(clips: list[ClipSamples], press_closes_from: float) -> float:

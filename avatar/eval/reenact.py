@@ -31,7 +31,7 @@ from avatar.audio import SAMPLE_RATE
 from avatar.eval.video import (CONTOUR_SCALE, OPEN_SHARE, ClipError, MouthMeasure, amplitude, command_setup,
                                contour_distance, delta_e, iter_frames, measure_mouths, model_path, montage_frames, pearson,
                                read_clip, render_clip, save_montage)
-from avatar.face.video_avatar import VideoAvatarError
+from avatar.face.video_avatar import VideoAvatarError, fileformat
 from avatar.face.video_avatar.build import build
 from avatar.face.video_avatar.renderer import open_video_avatar
 from avatar.live.offline import render_offline
@@ -41,7 +41,7 @@ BUILD_SHARE = 0.6  # the avatar is built from this share of the clip; the rest i
 SSIM_SIGMA = 1.5  # SSIM's Gaussian window (Wang et al. 2004)
 SSIM_C1, SSIM_C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 RENDERERS = ("video_avatar", "photo")
-KEYS = ("psnr_db", "ssim", "inner_lip_distance", "inner_mouth_delta_e", "opening_r", "flicker_ratio")
+KEYS = ("psnr_db", "ssim", "inner_lip_distance", "inner_mouth_delta_e", "opening_r", "width_r", "flicker_ratio")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,11 +84,17 @@ def compare(real: MouthMeasure, rendered: MouthMeasure) -> dict:
             "inner_mouth_delta_e": float(np.nanmean(de)) if np.isfinite(de).any() else float("nan"),
             "opening_r": pearson(rendered.opening[:n], ro),
             "opening_amplitude_ratio": amplitude(rendered.opening[:n]) / amplitude(ro),
+            "width_r": pearson(rendered.width[:n], real.width[:n]),
+            "width_amplitude_ratio": amplitude(rendered.width[:n]) / amplitude(real.width[:n]),
             "flicker_ratio": frame_change(rendered.crops, both) / max(frame_change(real.crops, both), 1e-9),
             "frames": len(both)}
 
 
-def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offset_ms: float = 0.0) -> dict:
+def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offset_ms: float = 0.0,
+                 calibrate_mouth: bool = True, whole_sound: bool = False) -> dict:
+    """One clip's figures. whole_sound: the renderers are driven by the whole clip's sound and only their tail is
+    scored (the network's state carried from the clip's start, as in continuous speech); by default the tail's
+    sound alone drives them, from a fresh state, mid-sentence."""
     clip = read_clip(path, av_offset_ms)
     n = len(clip.frame_times)
     split = int(round(BUILD_SHARE * n))
@@ -97,23 +103,29 @@ def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offse
     with tempfile.TemporaryDirectory(prefix="avatar-reenact-") as tmp:
         tmp = Path(tmp)
         avatar = tmp / "clip.avatar"
-        report = build(clip.path, avatar, min_seconds=MIN_BUILD_SECONDS, stop=split)
+        report = build(clip.path, avatar, min_seconds=MIN_BUILD_SECONDS, stop=split, av_offset_ms=av_offset_ms,
+                       calibrate_mouth=calibrate_mouth)
+        calibration = fileformat.read_meta(avatar).get("mouth_calibration") or {}
         tail = n - split
         # the real tail, measured once to find where its mouths sit (every crop is centred there), then cropped
         centre = np.nanmean(measure_mouths(itertools.islice(iter_frames(clip.path), split, None)).centre, axis=0)
         real = measure_mouths(itertools.islice(iter_frames(clip.path), split, None), crop_at=set(range(tail)),
                               crop_centre=centre)
         renders = {"video_avatar": tmp / "video_avatar.mp4"}
-        render_offline(tail_audio, engine, open_video_avatar(avatar), renders["video_avatar"], fps=max(1, round(fps)))
-        photo_clip = replace(clip, audio=tail_audio)  # the clip's first frame as the photo (avatar eval video)
+        drive = clip.audio if whole_sound else tail_audio
+        skip = split if whole_sound else 0  # rendered frames before the tail's first
+        render_offline(drive, engine, open_video_avatar(avatar), renders["video_avatar"], fps=max(1, round(fps)))
+        photo_clip = replace(clip, audio=drive)  # the clip's first frame as the photo (avatar eval video)
         renders["photo"] = render_clip(photo_clip, tmp, engine)
-        measured = {name: measure_mouths(iter_frames(mp4), crop_at=set(range(tail)), crop_centre=centre)
+        measured = {name: measure_mouths(itertools.islice(iter_frames(mp4), skip, None), crop_at=set(range(tail)),
+                                         crop_centre=centre)
                     for name, mp4 in renders.items()}
     figures = {name: compare(real, m) for name, m in measured.items()}
     valid = [c for c in real.inner if np.isfinite(c).all()]
     frozen = contour_distance(real.inner, valid[0][None]) if valid else np.full(1, np.nan)
     result = {"clip": Path(path).name, "frames": n, "fps": fps, "build_frames": split,
-              "base_loop_frames": report.base_frames, "library": report.library, "av_offset_ms": av_offset_ms,
+              "base_loop_frames": report.base_frames, "library": report.library, "av_offset_ms": av_offset_ms, "whole_sound": whole_sound,
+              "calibration": {name: entry.get("evidence") for name, entry in calibration.items()},
               "frozen_inner_lip_distance": float(np.nanmean(frozen) * CONTOUR_SCALE), **figures}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,12 +165,17 @@ def run(args) -> int:
     results = []
     for clip in args.clips:
         try:
-            results.append(reenact_clip(clip, engine, out_dir, offsets.get(Path(clip).name, 0.0)))
+            results.append(reenact_clip(clip, engine, out_dir, offsets.get(Path(clip).name, 0.0),
+                                        getattr(args, "calibrate", True), getattr(args, "whole_sound", False)))
         except (ClipError, VideoAvatarError) as e:
             print(f"avatar eval reenact: {e}", file=sys.stderr)
             return 3
         print(report_table(results[-1:]).splitlines()[-1], file=sys.stderr)
-    text = f"model: {Path(model).name}\n\n" + report_table(results)
+    calibration = "the person's own mouth width" if getattr(args, "calibrate", True) else "the shared mapping only"
+    driven = "the whole clip's sound, the tail scored" if getattr(args, "whole_sound", False) else \
+        "the tail's sound from a fresh state"
+    text = f"model: {Path(model).name}; video avatars with {calibration}; driven by {driven}\n\n" + \
+        report_table(results)
     print(text)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

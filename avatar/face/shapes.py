@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.visemes import PARAM_NAMES
+
 # The tables `avatar eval fit-shapes` writes (GRID clips), one per shipped network: each network has its own
 # quiet floor and its own relation of lip_spread / lip_round to the real width (the live network's, drawn with the
 # files network's table, followed GRID's real width at r 0.34; with its own, 0.40), so each is drawn with the table
@@ -109,6 +111,21 @@ class ShapeMap:
 
 
 HAND_SHAPES = ShapeMap()  # the hand-set mapping the fit starts from
+
+WIDTH_SQUARES = ("jaw_open", "lip_spread")  # parameters whose square the width may follow too (ShapeMap): on GRID,
+# each clip scored by a fit to the other ten, the linear map's width r 0.404 -> 0.421 (jaw_open^2) -> 0.435 (and
+# lip_spread^2); lip_round^2 adds nothing (0.432)
+WIDTH_FEATURES = PARAM_NAMES + tuple(f"{name}_sq" for name in WIDTH_SQUARES)  # the spread_per_* / round_per_* suffixes
+
+
+def width_features(params: np.ndarray, round_from: float = 0.0) -> np.ndarray:
+    """(N, len(WIDTH_FEATURES)): parameter rows (N, 4; lip_round from its quiet floor up, as rig_weights reads
+    it), then the squares of WIDTH_SQUARES: what the spread and rounding motions' weights are sums over."""
+    params = np.array(params, np.float64)[:, :len(PARAM_NAMES)]
+    rnd = PARAM_NAMES.index("lip_round")
+    params[:, rnd] = np.maximum(params[:, rnd] - round_from, 0.0)
+    squares = params[:, [PARAM_NAMES.index(name) for name in WIDTH_SQUARES]] ** 2
+    return np.hstack([params, squares])
 
 
 def load_shapes(path: Path = FITTED_FILE, base: ShapeMap = HAND_SHAPES) -> ShapeMap:

@@ -48,6 +48,29 @@ class _AudioWindow:
         return out
 
 
+def frame_params(audio: np.ndarray, engine, n_frames: int, fps: float, smooth: bool = True) -> np.ndarray:
+    """(n_frames, P): the parameter rows `render_offline` would draw frames 0 .. n_frames - 1 with at `fps` (its
+    smoothing and sampling, frame k at k / fps), rendering nothing: what a calibration pairs with real frames."""
+    if engine is not None:
+        engine.reset()
+    lipsync = LipSync(engine)
+    sampler = ParamSampler(lipsync.track, smooth)
+    rows = []
+
+    def sample(ready: float) -> None:
+        while len(rows) < n_frames and len(rows) / fps + sampler.delay + SPRING_LEAD <= ready:
+            rows.append(np.array(sampler.at(len(rows) / fps + sampler.delay), np.float32))
+
+    for block in _blocks(np.asarray(audio, np.float32)):
+        lipsync.push(block)
+        latest = lipsync.track.latest_time
+        if latest is not None:
+            sample(latest - 1.0 / FEATURE_RATE)  # a row to spare, as render_offline
+    lipsync.flush()
+    sample(np.inf)
+    return np.array(rows, np.float32).reshape(n_frames, -1) if rows else np.zeros((0, 0), np.float32)
+
+
 def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = True,
                    progress: Callable[[float], None] | None = None,
                    cancelled: Callable[[], bool] | None = None, total_samples: int | None = None,

@@ -18,7 +18,8 @@ import numpy as np
 from avatar.face.landmarks import LIP_INNER, LIP_OUTER, NOSE_TIP, pinned_solution, quiet_native_logs
 from avatar.face.video_avatar import VideoInputError
 from avatar.face.video_avatar import fileformat
-from avatar.face.video_avatar.source import VideoInfo, iter_frames, probe
+from avatar.face.video_avatar.calibrate import calibrate
+from avatar.face.video_avatar.source import VideoInfo, iter_frames, probe, sound
 from avatar.face.video_avatar.track import Track, invert_similarity, track_video
 
 MIN_SECONDS = 3.0  # a shorter video holds too few mouth shapes (the CLI refuses it; evaluation may ask for less)
@@ -51,6 +52,22 @@ class BuildReport:
     base_start_s: float
     library: int
     notes: list[str]
+    calibration: dict | None = None  # network name -> {"fields", "evidence"} (avatar.face.video_avatar.calibrate);
+    # None: not asked for
+
+    @property
+    def mouth_note(self) -> str:
+        """A sentence on the mouth's width: the person's own (fitted on their speech) or the shared one, and why."""
+        if self.calibration is None:
+            return "mouth width: the shared mapping (no calibration asked for)"
+        kept = {name: e["evidence"] for name, e in self.calibration.items() if e.get("fields")}
+        if kept:
+            files = kept.get("lipsync_gru") or next(iter(kept.values()))
+            return (f"mouth width fitted to the person's speech (follows it at r {files['width_r_person']:.2f} "
+                    f"on the video, the shared mapping {files['width_r_shared']:.2f})")
+        whys = {e["evidence"].get("why", "") for e in self.calibration.values()}
+        why = "; ".join(sorted(w for w in whys if w)) or "the video has no sound"
+        return f"mouth width: the shared mapping ({why})"
 
 
 def crop_geometry(rest_points: np.ndarray) -> dict:
@@ -164,9 +181,11 @@ def teeth_share(crop: np.ndarray, inner_px: np.ndarray) -> float:
 
 
 def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, stop: int | None = None,
-          progress=None, cancelled=None) -> BuildReport:
+          progress=None, cancelled=None, calibrate_mouth: bool = True, av_offset_ms: float = 0.0) -> BuildReport:
     """Make the avatar file `out` from `video` (its first `stop` frames when given: evaluation builds from part of a
-    clip). progress(done, total, stage); cancelled() -> True stops with InterruptedError."""
+    clip). progress(done, total, stage); cancelled() -> True stops with InterruptedError. calibrate_mouth: fit the
+    person's own mouth width to the video's speech (avatar.face.video_avatar.calibrate; `av_offset_ms`: a badly
+    muxed file's sound delay)."""
     info = probe(video)
     if stop is not None:
         info.picks = info.picks[:stop]
@@ -184,6 +203,7 @@ def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, 
     base_idx = np.arange(start, start + length)
     quiet = base_idx[opening[base_idx] <= np.percentile(opening[base_idx], 100 * QUIET_SHARE)]
     rest_points = np.median(np.stack([track.canonical(k) for k in quiet]), axis=0)
+    mouth_calibration = calibrate(sound(info, av_offset_ms), width, info.fps, rest_points) if calibrate_mouth else {}
     crop = crop_geometry(rest_points)
     to_crop = crop_from_canon(crop)
     cw, ch = crop["size"]
@@ -229,6 +249,8 @@ def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, 
     }
     meta = {"fps": info.fps, "canvas": CANVAS, "crop": crop, "base_frames": [int(start), int(length)],
             "source": {"name": info.path.name, "frames": m, "seconds": round(info.seconds, 3),
-                       "size": list(info.size), "notes": info.notes}}
+                       "size": list(info.size), "notes": info.notes},
+            "mouth_calibration": mouth_calibration}
     fileformat.save(out, arrays, meta)
-    return BuildReport(Path(out), m, info.fps, info.seconds, length, start / info.fps, len(crops), info.notes)
+    return BuildReport(Path(out), m, info.fps, info.seconds, length, start / info.fps, len(crops), info.notes,
+                       mouth_calibration if calibrate_mouth else None)

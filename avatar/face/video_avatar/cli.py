@@ -27,6 +27,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="NAME.avatar", help="the avatar file to write")
     p.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
                    help=f"refuse videos shorter than this (default {MIN_SECONDS:g}; evaluation builds from less)")
+    p.add_argument("--no-calibration", dest="calibrate", action="store_false",
+                   help="keep the shared mouth mapping (by default the mouth's width is fitted to the person's own "
+                        "speech in the video)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -57,7 +60,8 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        report = build(args.video, out, min_seconds=args.min_seconds, progress=progress)
+        report = build(args.video, out, min_seconds=args.min_seconds, progress=progress,
+                       calibrate_mouth=args.calibrate)
     except VideoNoFaceError as e:
         return _fail(str(e), EXIT_NO_FACE)
     except VideoInputError as e:
@@ -71,6 +75,6 @@ def run(args) -> int:
             bar.close()
     notes = f" ({'; '.join(report.notes)})" if report.notes else ""
     print(f"{out}: {report.frames} frames at {report.fps:g} fps{notes}; base loop {report.base_frames} frames from "
-          f"{report.base_start_s:.2f} s, {report.library} mouths; {out.stat().st_size / 1e6:.1f} MB in "
-          f"{time.perf_counter() - t0:.1f} s")
+          f"{report.base_start_s:.2f} s, {report.library} mouths; {report.mouth_note}; "
+          f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK

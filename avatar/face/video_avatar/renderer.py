@@ -17,9 +17,11 @@ import numpy as np
 
 from avatar.face.expressions import ExpressionState
 from avatar.face.landmarks import FACE_OVAL, NOSE_TIP
-from avatar.face.shapes import DEFAULT_SHAPES, shapes_for
+from avatar.engine import DEFAULT_MODEL
+from avatar.face.shapes import DEFAULT_SHAPES, ShapeMap, shapes_for
 from avatar.face.video_avatar import fileformat
 from avatar.face.video_avatar.build import compose, crop_from_canon
+from avatar.face.video_avatar.calibrate import calibrated
 from avatar.face.video_avatar.contour import LIP_POINTS, lip_basis, motion_weights, target_lips
 from avatar.face.video_avatar.track import invert_similarity
 
@@ -108,7 +110,10 @@ class VideoAvatarRenderer:
         self.fps = float(data.meta["fps"])
         self.loop = loop  # False: the base loop holds its first frame (only the mouth moves)
         self.expressions = ExpressionState()  # the expression menu: its smile / frown move the mouth's corners
-        self.shapes = DEFAULT_SHAPES  # the parameters -> motions table: the network's, once told (use_network)
+        # the parameters -> motions table: the network's (once told, use_network), with the person's own width
+        # where the video's speech calibrated it (avatar.face.video_avatar.calibrate)
+        self.calibration = data.meta.get("mouth_calibration") or {}
+        self.shapes = self.person_shapes(Path(DEFAULT_MODEL).stem, DEFAULT_SHAPES)
         crop = data.meta["crop"]
         self.crop_size = tuple(crop["size"])
         cw, ch = self.crop_size
@@ -239,9 +244,15 @@ class VideoAvatarRenderer:
     def size(self) -> tuple[int, int]:
         return self._size
 
+    def person_shapes(self, model_name: str, shared: ShapeMap) -> ShapeMap:
+        """The shared table of a network with this person's calibration for it (none: the shared one)."""
+        entry = self.calibration.get(model_name)
+        return calibrated(shared, entry.get("fields") if isinstance(entry, dict) else None)
+
     def use_network(self, model_name: str) -> None:
-        """As the photo renderer's: the table fitted to that network maps its parameters, from the next frame on."""
-        self.shapes = shapes_for(model_name)
+        """As the photo renderer's: the table fitted to that network maps its parameters, from the next frame on
+        (with the person's own width for that network, where the avatar holds it)."""
+        self.shapes = self.person_shapes(model_name, shapes_for(model_name))
 
     def set_expression(self, name: str, ease: bool = True) -> None:
         """As the photo renderer's: the mouth takes the expression's smile or frown (the rest of the face is the

@@ -131,3 +131,24 @@ def iter_frames(info: VideoInfo, stop: int | None = None):
                     yield k, image
     except av.error.FFmpegError as e:
         raise VideoInputError(f"{info.path}: the video breaks off ({e})") from e
+
+
+def sound(info: VideoInfo, av_offset_ms: float = 0.0) -> np.ndarray | None:
+    """The video's sound as 16 kHz mono on the delivered frames' clock (sample 0 plays with frame 0), None for a
+    video without an audio track or one that does not decode. `av_offset_ms`: how far a badly muxed file's sound
+    trails its picture (moved that much earlier), as `avatar eval video --av-offset` takes it."""
+    from avatar.audio import SAMPLE_RATE, AudioError, load_audio
+
+    try:
+        with av.open(str(info.path)) as container:
+            if not container.streams.audio:
+                return None
+            a, v = container.streams.audio[0], container.streams.video[0]
+            audio_start = float(a.start_time * a.time_base) if a.start_time else 0.0
+            video_start = float(v.start_time * v.time_base) if v.start_time else 0.0
+        audio = load_audio(info.path)
+    except (av.error.FFmpegError, AudioError):
+        return None
+    shift = int(round((audio_start - video_start - av_offset_ms / 1000.0) * SAMPLE_RATE))
+    audio = np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
+    return audio.astype(np.float32)
