@@ -51,10 +51,13 @@ def track_audio_file(path: str | Path, engine) -> MouthTrack:
     return track_audio(iter_audio(path, block=int(BLOCK_SECONDS * SAMPLE_RATE)), engine, source=path)
 
 
-def track_audio(blocks: Iterable[np.ndarray], engine, source: str | Path = "the audio") -> MouthTrack:
-    """Run `engine` over 16 kHz mono blocks of any size, state carried; frame i describes samples [i*160, (i+1)*160)."""
+def track_audio(blocks: Iterable[np.ndarray], engine, source: str | Path = "the audio",
+                lead_in: bool = True) -> MouthTrack:
+    """Run `engine` over 16 kHz mono blocks of any size, state carried; frame i describes samples [i*160, (i+1)*160).
+    lead_in: a file's opening sound is heard backwards first where it starts at once (avatar.mouth_stream), as
+    `avatar render` does."""
     stream = MouthStream(engine)
-    rows = stream.run(blocks)
+    rows = stream.run(blocks, lead_in=lead_in)
     if stream.samples_in < HOP_LENGTH:
         raise LipsyncError(f"{source}: the file holds no audio ({stream.samples_in} samples)")
     return MouthTrack(rows.params, rows.visemes)

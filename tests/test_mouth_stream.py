@@ -1,12 +1,16 @@
 """One mouth stream (log-mel -> engine -> look-ahead trim -> flush) behind the live view, `avatar lipsync` and
 `avatar train evaluate`: one row per feature frame of the audio, the same rows on every path."""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from avatar.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE, log_mel
 from avatar.engine import EngineOutput
 from avatar.lipsync import track_audio
-from avatar.mouth_stream import MouthStream
+from avatar.mouth_stream import (LEAD_IN_MAX, LEAD_IN_PAUSE_FRAMES, MouthStream, lead_in_audio,
+                                 opening_of)
 from avatar.live.pipeline import LipSync
 from avatar.visemes import N_PARAMS, N_VISEMES, VISEME_INDEX
 
@@ -113,7 +117,8 @@ def test_live_view_avatar_lipsync_and_evaluation_give_the_same_rows_to_the_last_
     assert n_frames == 234
 
     live = _live_rows(engine, audio)
-    lipsync = track_audio((audio[i:i + 8000] for i in range(0, len(audio), 8000)), engine)
+    # (no lead-in: the live view has no past to hear; the lead-in's own tests are below)
+    lipsync = track_audio((audio[i:i + 8000] for i in range(0, len(audio), 8000)), engine, lead_in=False)
     visemes, params = predict(engine.model, audio)
 
     assert len(live) == lipsync.n_frames == len(params) == n_frames
@@ -224,3 +229,101 @@ def test_a_backend_swapped_while_resting_takes_over_and_the_flush_steps_what_wai
     # ~1e-6; one frame missed or heard twice moves it by far more)
     for mine, theirs in zip(engine.state, exact.engine.state):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5)
+
+
+# -- the lead-in (files: a file that starts mid-sentence is heard as if it went on before) -------------------
+
+
+def _tone(seconds, level=0.3, f0=150.0, seed=0):
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    x = level * np.sign(np.sin(2 * np.pi * f0 * t)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    return (x + 1e-4 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
+
+
+def _quiet(seconds, level=1e-4, seed=1):
+    return (level * np.random.default_rng(seed).standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+
+
+def test_the_lead_in_is_the_opening_sound_backwards_up_to_its_first_pause():
+    at_once = np.concatenate([_tone(2.0)])
+    lead = lead_in_audio(at_once)
+    assert len(lead) == LEAD_IN_MAX  # no pause in the first second: a second of it
+    np.testing.assert_array_equal(lead, at_once[:LEAD_IN_MAX][::-1])
+    phrase = np.concatenate([_tone(0.4), _quiet(0.15), _tone(1.0)])
+    lead = lead_in_audio(phrase)
+    assert len(lead) == int(0.4 * SAMPLE_RATE) and len(lead) % HOP_LENGTH == 0  # up to the pause, whole hops
+    np.testing.assert_array_equal(lead, phrase[:len(lead)][::-1])
+    # a file that opens with a pause, or with no speech at all, starts from the quiet room as before
+    assert len(lead_in_audio(np.concatenate([_quiet(0.3), _tone(1.0)]))) == 0
+    assert len(lead_in_audio(_quiet(2.0, level=1e-4))) == 0
+    assert len(lead_in_audio(np.zeros(SAMPLE_RATE, np.float32))) == 0
+    assert len(lead_in_audio(_tone(0.0055))) == 0  # under a hop: nothing whole to hear
+
+
+def test_a_lead_in_shifts_no_row_and_only_the_first_frames_see_it():
+    audio = _tone(1.3)
+    plain = MouthStream(DelayEngine(2)).run([audio])
+    led = MouthStream(DelayEngine(2)).run([audio], lead_in=True)
+    lead = lead_in_audio(audio)
+    assert len(lead) == LEAD_IN_MAX and len(led) == len(plain) == len(log_mel(audio))
+    # row i is feature frame i of the lead-in followed by the file: the file's own frames, where the 25 ms window
+    # lies inside the file (i >= 2); before that the window reaches into the lead-in, not into zeros
+    joined = log_mel(np.concatenate([lead, audio]))[len(lead) // HOP_LENGTH:]
+    np.testing.assert_array_equal(led.params, joined[:, :N_PARAMS])
+    np.testing.assert_array_equal(led.params[2:], plain.params[2:])
+    assert not np.array_equal(led.params[:2], plain.params[:2])
+
+
+def test_the_lead_in_does_not_depend_on_how_the_file_is_cut_into_blocks():
+    torch = pytest.importorskip("torch")
+    from avatar.dims import ModelDims
+    from avatar.engine.torch_engine import TorchEngine
+    from avatar.model import LipSyncNet
+
+    torch.manual_seed(0)
+    engine = TorchEngine(LipSyncNet(ModelDims(lookahead=2)).eval())
+    audio = np.concatenate([_tone(0.7), _quiet(0.2), _tone(0.8, f0=210)])
+    whole = track_audio([audio], engine)
+    for size in (777, 8000, 16000):
+        blocks = [audio[i:i + size] for i in range(0, len(audio), size)]
+        np.testing.assert_allclose(track_audio(blocks, engine).params, whole.params, atol=1e-5)
+    assert not np.allclose(track_audio([audio], engine, lead_in=False).params[:20], whole.params[:20], atol=1e-4)
+    head, again = opening_of(iter(blocks), LEAD_IN_MAX + LEAD_IN_PAUSE_FRAMES * HOP_LENGTH)
+    np.testing.assert_array_equal(head, audio[:len(head)])
+    np.testing.assert_array_equal(np.concatenate(list(again)), audio)  # nothing lost or repeated
+
+
+def test_a_file_that_opens_with_a_pause_runs_exactly_as_before():
+    audio = np.concatenate([_quiet(0.4), _tone(1.0)])
+    np.testing.assert_array_equal(MouthStream(DelayEngine(1)).run([audio], lead_in=True).params,
+                                  MouthStream(DelayEngine(1)).run([audio]).params)
+
+
+def test_a_lead_in_goes_before_the_first_sample_only():
+    stream = MouthStream(DelayEngine(0))
+    stream.push(_tone(0.1))
+    with pytest.raises(RuntimeError):
+        stream.lead_in(_tone(0.1))
+
+
+REAL_VIDEO = Path(os.environ.get("AVATAR_REAL_VIDEO", Path(__file__).resolve().parents[2] / "shared" / "data" / "video"))
+
+
+@pytest.mark.skipif(not (REAL_VIDEO / "bbaf2n.mpg").is_file(),
+                    reason=f"the real talking clips are not here ({REAL_VIDEO}: shared/data/video)")
+@pytest.mark.parametrize("clip", ["bbaf2n.mpg", "sbwe5n.mpg"])
+def test_a_file_cut_mid_sentence_is_followed_from_its_first_frame(clip):
+    """A GRID sentence's last 40 %, from a fresh state: its first 300 ms of jaw_open against what the network says
+    there having heard the sentence from its start; the lead-in brings them at least 40 % closer."""
+    from avatar.engine import create_engine
+    from avatar.eval.video import read_clip
+
+    engine = create_engine("onnxruntime")
+    audio = read_clip(REAL_VIDEO / clip).audio
+    start = int(0.6 * len(audio)) // HOP_LENGTH * HOP_LENGTH
+    heard_whole = track_audio([audio], engine).params[start // HOP_LENGTH:, 0]
+    k = 30  # 300 ms
+    fresh = track_audio([audio[start:]], engine, lead_in=False).params[:k, 0]
+    led = track_audio([audio[start:]], engine).params[:k, 0]
+    assert len(lead_in_audio(audio[start:])) > 0.3 * SAMPLE_RATE  # mid-word: it starts at once
+    assert np.abs(led - heard_whole[:k]).mean() < 0.6 * np.abs(fresh - heard_whole[:k]).mean()

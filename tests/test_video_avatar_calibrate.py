@@ -100,6 +100,18 @@ def test_the_width_model_is_the_drawn_width_for_any_spread_and_rounding_fields()
         np.testing.assert_allclose(model.widths(theta), drawn_widths(params, shapes, lips, basis), atol=2e-5)
 
 
+def test_the_width_models_slopes_are_its_derivatives():
+    params = speech_params(80, seed=11)
+    model = WidthModel(params, SHARED, REST)
+    theta = np.array([getattr(SHARED, f) for f in WIDTH_FIELDS]) + 0.05
+    _, slopes = model.widths_and_slopes(theta)
+    h = 1e-6
+    numeric = np.stack([(model.widths(theta + h * e) - model.widths(theta - h * e)) / (2 * h)
+                        for e in np.eye(len(theta))], axis=1)
+    np.testing.assert_allclose(slopes, numeric, atol=1e-4)  # (no frame sits on a clipping edge at this theta)
+    assert np.abs(slopes).max() > 0.01
+
+
 def test_the_spread_and_rounding_motions_widen_and_narrow_the_target_contour():
     basis = lip_basis(REST)
     assert motion_width(basis, "lip_spread") > 0.02 and motion_width(basis, "lip_round") < -0.02

@@ -7,8 +7,9 @@ from typing import Callable
 
 import numpy as np
 
-from avatar.audio import SAMPLE_RATE
+from avatar.audio import HOP_LENGTH, SAMPLE_RATE
 from avatar.live.pipeline import LipSync, draw_for_engine
+from avatar.mouth_stream import LEAD_IN_MAX, LEAD_IN_PAUSE_FRAMES, lead_in_audio, opening_of
 from avatar.live.track import FEATURE_RATE, SPRING_LEAD, ParamSampler
 from avatar.record import BackgroundRecorder, Recorder, RecordError, check_output_path, partial_path
 
@@ -48,6 +49,14 @@ class _AudioWindow:
         return out
 
 
+def _led_in(lipsync: LipSync, blocks):
+    """The blocks, after the lip-sync has heard the file's lead-in (avatar.mouth_stream.lead_in_audio: a file that
+    starts mid-sentence is followed from its first frame)."""
+    head, blocks = opening_of(blocks, LEAD_IN_MAX + LEAD_IN_PAUSE_FRAMES * HOP_LENGTH)
+    lipsync.lead_in(lead_in_audio(head))
+    return blocks
+
+
 def frame_params(audio: np.ndarray, engine, n_frames: int, fps: float, smooth: bool = True) -> np.ndarray:
     """(n_frames, P): the parameter rows `render_offline` would draw frames 0 .. n_frames - 1 with at `fps` (its
     smoothing and sampling, frame k at k / fps), rendering nothing: what a calibration pairs with real frames."""
@@ -56,12 +65,13 @@ def frame_params(audio: np.ndarray, engine, n_frames: int, fps: float, smooth: b
     lipsync = LipSync(engine)
     sampler = ParamSampler(lipsync.track, smooth)
     rows = []
+    blocks = _led_in(lipsync, _blocks(np.asarray(audio, np.float32)))
 
     def sample(ready: float) -> None:
         while len(rows) < n_frames and len(rows) / fps + sampler.delay + SPRING_LEAD <= ready:
             rows.append(np.array(sampler.at(len(rows) / fps + sampler.delay), np.float32))
 
-    for block in _blocks(np.asarray(audio, np.float32)):
+    for block in blocks:
         lipsync.push(block)
         latest = lipsync.track.latest_time
         if latest is not None:
@@ -95,6 +105,7 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
         engine.reset()
     draw_for_engine(renderer, engine)  # this network's parameters drawn with the table fitted to it
     lipsync = LipSync(engine)  # its ParamTrack keeps TRACK_SECONDS: frames take the rows soon after they come
+    blocks = _led_in(lipsync, _blocks(audio))
     sampler = ParamSampler(lipsync.track, smooth)
     pending = _AudioWindow()
     sink = None
@@ -133,7 +144,7 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
                 progress(min(1.0, k / (total_samples / SAMPLE_RATE * fps)))
 
     try:
-        for block in _blocks(audio):
+        for block in blocks:
             if cancelled is not None and cancelled():
                 raise Cancelled("Export cancelled.")
             pending.append(block)

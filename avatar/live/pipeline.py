@@ -84,6 +84,10 @@ class LipSync:
         self.stream.reset()
         self.track = ParamTrack()
 
+    def lead_in(self, audio: np.ndarray) -> None:
+        """Files only, before the first push: what the network hears before the file starts (MouthStream.lead_in)."""
+        self.stream.lead_in(audio)
+
     def push(self, audio: np.ndarray) -> int:
         """Feed audio; returns how many new parameter frames reached the track."""
         return self._append(self.stream.push(audio))

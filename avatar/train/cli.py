@@ -71,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         results, report = run_evaluation([Path(m) for m in args.models], Path(args.synthetic) if args.synthetic else None,
                                          not args.no_real, Path(args.real_cache) if args.real_cache else None,
                                          limit=args.limit, bench=not args.no_bench, targets=targets,
-                                         music=not args.no_music)
+                                         music=not args.no_music, lead_in=args.lead_in)
     except (RealSpeechUnavailable, FileNotFoundError) as e:
         print(f"avatar train evaluate: {e}", file=sys.stderr)
         return 1
@@ -183,6 +183,9 @@ def add_cli(subparsers) -> None:
     ev.add_argument("--no-music", action="store_true",
                     help="skip the held-out instrumental music check (run whenever the music packages or "
                          "fluidsynth are installed)")
+    ev.add_argument("--lead-in", action="store_true",
+                    help="run each clip as `avatar render` runs a file (a clip that starts at once is first heard "
+                         "backwards up to its first pause); default: from a quiet room, as the live view")
     ev.add_argument("--json", help="write all results here")
     ev.add_argument("--markdown", help="write the report tables here")
     ev.set_defaults(func=_evaluate)

@@ -78,11 +78,13 @@ class Labels:
 # predictors
 
 
-def predict(model, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, audio: np.ndarray, lead_in: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(T, 15) viseme posteriors and (T, 4) params of frames 0..T-1 of `audio` (T = len // 160): the network on
-    the PyTorch engine from a fresh state, through the same MouthStream as the app and `avatar lipsync`."""
+    the PyTorch engine from a fresh state, through the same MouthStream as the app and `avatar lipsync`. lead_in:
+    as a file is run (`avatar render`, `avatar lipsync`: avatar.mouth_stream.lead_in_audio); without it, as the
+    live view meets a voice after a quiet room (the figures of the model card)."""
     from avatar.engine.torch_engine import TorchEngine  # torch: heavy, and the metrics here run without it
-    rows = MouthStream(TorchEngine(model)).run([audio])
+    rows = MouthStream(TorchEngine(model)).run([audio], lead_in=lead_in)
     return rows.visemes, rows.params
 
 
@@ -201,8 +203,8 @@ def music_metrics(tracks: list[Track]) -> dict:
                 speech_viseme_share=float(np.mean(vis != VISEME_INDEX["sil"])))
 
 
-def model_track(model, audio: np.ndarray) -> Track:
-    v, p = predict(model, audio)
+def model_track(model, audio: np.ndarray, lead_in: bool = False) -> Track:
+    v, p = predict(model, audio, lead_in)
     return Track(v.argmax(-1), p[:, JAW], p[:, PRESS], delay=model.dims.lookahead)
 
 
@@ -284,7 +286,7 @@ def music_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def music_section(models: dict) -> tuple[dict, list[str]]:
+def music_section(models: dict, lead_in: bool = False) -> tuple[dict, list[str]]:
     """The held-out music check: (results, report lines); skipped with the reason when no music is installed."""
     title = "### held-out instrumental music (a closed mouth wanted)"
     try:
@@ -297,18 +299,18 @@ def music_section(models: dict) -> tuple[dict, list[str]]:
             f" and {n_midi} composed MIDI pieces with held-out GM programs and drum kits; {seconds / 60:.1f} min; "
             f"never used in training. Share of frames with jaw_open > {MUSIC_OPEN_JAW}.")
     predictors = {"energy baseline": energy_baseline,
-                  **{name: functools.partial(model_track, model) for name, model in models.items()}}
+                  **{name: functools.partial(model_track, model, lead_in=lead_in) for name, model in models.items()}}
     res = evaluate_music(predictors, clips)
     return dict(note=note, metrics=res), [title, "", note, "", music_table(res), ""]
 
 
-def evaluate_models(models: dict, evalset: EvalSet, baseline: bool = True) -> dict:
+def evaluate_models(models: dict, evalset: EvalSet, baseline: bool = True, lead_in: bool = False) -> dict:
     """{name: metrics} for each model (and the energy baseline) on one evaluation set."""
     out = {}
     if baseline:
         out["energy baseline"] = mouth_metrics([energy_baseline(a) for a in evalset.audios], evalset.labels)
     for name, model in models.items():
-        out[name] = mouth_metrics([model_track(model, a) for a in evalset.audios], evalset.labels)
+        out[name] = mouth_metrics([model_track(model, a, lead_in) for a in evalset.audios], evalset.labels)
     return out
 
 
@@ -346,7 +348,7 @@ def step_time_ms(model, chunk: int = 4, iters: int = 300) -> dict:
 
 def run_evaluation(model_paths: list[Path], synthetic: Path | None, real: bool, real_cache: Path | None,
                    limit: int | None = None, bench: bool = True, targets: tuple[str, ...] = ("hand",),
-                   music: bool = True) -> tuple[dict, str]:
+                   music: bool = True, lead_in: bool = False) -> tuple[dict, str]:
     """Every model (and the energy baseline) on each available set; (results dict, markdown report)."""
     import torch  # heavy, and the metrics here run without it
 
@@ -365,11 +367,11 @@ def run_evaluation(model_paths: list[Path], synthetic: Path | None, real: bool, 
         sets += [real_set(real_cache, limit, rules_named(name)) for name in targets]
     results, lines = {"sets": {}, "models": {}}, []
     for evalset in sets:
-        res = evaluate_models(models, evalset)
+        res = evaluate_models(models, evalset, lead_in=lead_in)
         results["sets"][evalset.name] = dict(note=evalset.note, metrics=res)
         lines += [f"### {evalset.name}", "", evalset.note, "", markdown_table(res), ""]
     if music:
-        results["music"], music_lines = music_section(models)
+        results["music"], music_lines = music_section(models, lead_in)
         lines += music_lines
     lines += ["### models", "", "| model | parameters | step of 40 ms (median / p99 ms, 1 CPU thread) |", "|---|---|---|"]
     for name, model in models.items():

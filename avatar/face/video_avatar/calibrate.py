@@ -34,13 +34,15 @@ from avatar.face.video_avatar.contour import MOUTH_FIELDS, lip_basis, motion_wei
 from avatar.visemes import PARAM_NAMES
 
 RIDGE = 1.0  # the pull towards the shared fields (per eye distance of width drive). `avatar eval reenact --whole-sound`,
-# 13 clips, the video avatar's rendered width r on the tails (shared mapping 0.413): 0.396 / 0.453 / 0.453 / 0.540 /
-# 0.526 / 0.505 at RIDGE 0.01 / 0.1 / 0.3 / 1 / 3 / 10
+# 13 clips, the video avatar's rendered width r on the tails (shared mapping 0.413): 0.458 / 0.528 / 0.508 at RIDGE
+# 0.3 / 1 / 3 (this solver; scipy's least_squares, first tried: 0.396 / 0.453 / 0.453 / 0.540 / 0.526 / 0.505 at
+# 0.01 / 0.1 / 0.3 / 1 / 3 / 10)
 MIN_FRAMES = 25  # fewer usable frames (1 s at 25 fps) than this: no calibration
 MIN_JAW_RANGE = 0.15  # the network's jaw_open must range this much (p95 - p5) over the video: there is speech
 AMPLITUDE_LO, AMPLITUDE_HI = 5, 95
 WIDTH_POINTS = (LIP_INNER + LIP_OUTER).index(61), (LIP_INNER + LIP_OUTER).index(291)  # in the target contour
 DECIMALS = 4
+FIT_STEPS = 60  # Levenberg-Marquardt steps (the fits settle within 10-30)
 
 
 def _centred(x: np.ndarray) -> np.ndarray:
@@ -86,10 +88,18 @@ class WidthModel:
         self.base = drawn_widths(params, still, self.rest_lips, self.basis)
 
     def widths(self, theta: np.ndarray) -> np.ndarray:
+        return self.widths_and_slopes(theta)[0]
+
+    def widths_and_slopes(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) widths and (N, len(WIDTH_FIELDS)) their derivatives by the fields (0 where a weight is clipped)."""
         k = len(shape_map.WIDTH_FEATURES)
-        spread = _sideways(self.x @ theta[:k])
-        rounding = _sideways(_sideways(self.x @ theta[k:]) * self.open_share)
-        return self.base + self.per_spread * spread + self.per_round * rounding
+        z_spread, z_round = self.x @ theta[:k], self.x @ theta[k:]
+        inner = _sideways(z_round)
+        spread, rounding = _sideways(z_spread), _sideways(inner * self.open_share)
+        d_spread = self.per_spread * _active(z_spread)
+        d_round = self.per_round * _active(z_round) * _active(inner * self.open_share) * self.open_share
+        slopes = np.hstack([d_spread[:, None] * self.x, d_round[:, None] * self.x])
+        return self.base + self.per_spread * spread + self.per_round * rounding, slopes
 
 
 def _sideways(w: np.ndarray) -> np.ndarray:
@@ -97,12 +107,44 @@ def _sideways(w: np.ndarray) -> np.ndarray:
     return np.where(w < shape_map.MIN_SIDEWAYS_WEIGHT, 0.0, np.minimum(w, 1.0))
 
 
+def _active(w: np.ndarray) -> np.ndarray:
+    """1 where _sideways passes a weight through (its slope), 0 where it clips it."""
+    return ((w >= shape_map.MIN_SIDEWAYS_WEIGHT) & (w <= 1.0)).astype(np.float64)
+
+
+def least_squares(model: WidthModel, y: np.ndarray, theta0: np.ndarray, prior_scale: np.ndarray,
+                  steps: int = FIT_STEPS) -> np.ndarray:
+    """The fields minimising |centred drawn width - y|^2 + |prior_scale (theta - theta0)|^2: Levenberg-Marquardt
+    on the exact slopes (numpy only: scipy.optimize would add 60 MB to the desktop bundle)."""
+    def cost_of(theta):
+        w = model.widths(theta)
+        return float(np.sum((_centred(w) - y) ** 2) + np.sum((prior_scale * (theta - theta0)) ** 2))
+
+    theta, damping = theta0.copy(), 1e-3
+    cost = cost_of(theta)
+    for _ in range(steps):
+        w, slopes = model.widths_and_slopes(theta)
+        j = np.vstack([_centred(slopes), np.diag(prior_scale)])
+        r = np.r_[_centred(w) - y, prior_scale * (theta - theta0)]
+        jtj, g = j.T @ j, j.T @ r
+        while damping < 1e6:
+            step = np.linalg.solve(jtj + damping * (np.diag(np.diag(jtj)) + 1e-9 * np.eye(len(theta))), -g)
+            trial = cost_of(theta + step)
+            if trial < cost:
+                theta, cost, damping = theta + step, trial, max(damping / 3, 1e-7)
+                break
+            damping *= 4
+        else:
+            break  # no step lowers the cost: a minimum (or a clipped plateau)
+        if np.abs(step).max() < 1e-6:
+            break
+    return theta
+
+
 def fit_width(width: np.ndarray, params: np.ndarray, shapes: shape_map.ShapeMap, rest_points: np.ndarray,
               ridge: float = RIDGE) -> tuple[dict | None, dict]:
     """(ShapeMap field values, or None to keep the shared mapping; the evidence) for one network's parameter rows
     `params` (N, >= 4) paired with the person's real mouth width (N,) on the same frames."""
-    from scipy.optimize import least_squares
-
     ok = np.isfinite(width) & np.isfinite(params).all(axis=1)
     evidence = {"frames": int(ok.sum())}
     if ok.sum() < MIN_FRAMES:
@@ -123,10 +165,7 @@ def fit_width(width: np.ndarray, params: np.ndarray, shapes: shape_map.ShapeMap,
     prior_scale = np.sqrt(ridge) * np.r_[np.full(k, model.per_spread), np.full(k, -model.per_round)]  # in IOD
     y = _centred(width)
 
-    def residuals(theta):  # the centred width's misfit, then the pull to the shared fields (eye distances)
-        return np.r_[_centred(model.widths(theta)) - y, prior_scale * (theta - theta0)]
-
-    theta = least_squares(residuals, theta0, diff_step=1e-3).x
+    theta = least_squares(model, y, theta0, prior_scale)
     fields = {name: round(float(v), DECIMALS) for name, v in zip(WIDTH_FIELDS, theta)}
     personal = replace(shapes, **fields)
     shared = drawn_widths(params, shapes, model.rest_lips, model.basis)
