@@ -154,6 +154,7 @@ class Controller:
         self.last_error: str | None = None  # the last message said to the user
         self.last_recording: Path | None = None  # the last recording finished (or the file a failure left)
         self.last_export: Path | None = None  # the last export finished
+        self.last_avatar_note = ""  # what the last video avatar made says of its mouth (BuildReport.mouth_note)
         self.renderer = None  # the photo's renderer once one is built (the pipeline shows a blank square before)
         # hand-placed landmarks by photo (photo pixels): a photo whose face was placed by hand keeps its points when
         # its renderer is built again (a new size or frame, an export), where finding the face would fail again
@@ -870,9 +871,10 @@ class Controller:
         message (no face, too short, a cut, several people, unreadable)."""
         report = lambda done, total, stage: progress(done / max(total, 1)) if progress else None  # noqa: E731
         try:
-            build_video_avatar(video_path, out_path, progress=report, cancelled=cancelled)
+            built = build_video_avatar(video_path, out_path, progress=report, cancelled=cancelled)
         except InterruptedError:
             return None
+        self.last_avatar_note = built.mouth_note  # whether the mouth's width is the person's own (the window says it)
         return Path(out_path)
 
     # -- the display ----------------------------------------------------------------------------------

@@ -40,6 +40,9 @@ def test_new_avatar_from_video_opens_it_in_the_view(window, qtbot, tmp_path):
     assert out.is_file() and c.prefs.photo == str(out)
     assert "me.avatar" in window.windowTitle()
     qtbot.waitUntil(lambda: c.latest_frame is not None and c.latest_frame.image.shape[2] == 3, timeout=10000)
+    # the status line says the mouth's width was fitted to the speaker's own speech in the video
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Made me.avatar: mouth width fitted"),
+                    timeout=5000)
 
 
 @needs_clips

@@ -906,7 +906,8 @@ class MainWindow(QMainWindow):
         return self._with_progress(
             f"Making {Path(out_path).name} from {Path(video_path).name}…", "New avatar from video",
             lambda **kw: self.controller.make_avatar(video_path, out_path, **kw),
-            lambda path: self.open_photo(str(path)),
+            lambda path: self.open_photo(str(path), on_ready=lambda _: self.statusBar().showMessage(
+                f"Made {Path(path).name}: {self.controller.last_avatar_note}", 15000)),
             "New avatar cancelled", "Cannot make an avatar from this video")
 
     # -- drag and drop --------------------------------------------------------------------------------
