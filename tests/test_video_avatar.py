@@ -198,6 +198,23 @@ def test_the_video_avatar_draws_each_network_with_the_table_fitted_to_it(grid_av
     assert np.abs(live[y0:y1, x0:x1].astype(int) - files[y0:y1, x0:x1]).max() > 10  # another target lip contour
 
 
+@pytest.mark.parametrize("record", [[1, 2], "junk", {"lipsync_gru": "junk"}, {"lipsync_gru": {"fields": [3]}},
+                                    {"lipsync_gru": {"fields": {"spread_per_jaw_open": "wide"}}}])
+def test_a_damaged_mouth_calibration_record_draws_with_the_shared_mapping(grid_avatar, tmp_path, record):
+    from avatar.face import shapes
+
+    with np.load(grid_avatar, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta_json"}
+    meta = {k: v for k, v in fileformat.read_meta(grid_avatar).items() if k not in ("format", "version")}
+    damaged = tmp_path / "damaged.avatar"
+    fileformat.save(damaged, arrays, {**meta, "mouth_calibration": record})
+    renderer = open_video_avatar(damaged, liveliness={"enabled": False})
+    assert renderer.shapes == shapes.DEFAULT_SHAPES
+    renderer.use_network("lipsync_gru_live")
+    assert renderer.shapes == shapes.shapes_for("lipsync_gru_live")
+    assert renderer.render(mouth_params(jaw_open=0.5), 0.0).shape == (512, 512, 3)
+
+
 @needs_clips
 def test_open_renderer_and_render_cli_take_an_avatar_file(grid_avatar, tmp_path):
     from avatar.face.assemble import open_renderer

@@ -112,7 +112,8 @@ class VideoAvatarRenderer:
         self.expressions = ExpressionState()  # the expression menu: its smile / frown move the mouth's corners
         # the parameters -> motions table: the network's (once told, use_network), with the person's own width
         # where the video's speech calibrated it (avatar.face.video_avatar.calibrate)
-        self.calibration = data.meta.get("mouth_calibration") or {}
+        calibration = data.meta.get("mouth_calibration")
+        self.calibration = calibration if isinstance(calibration, dict) else {}  # a damaged record: none
         self.shapes = self.person_shapes(Path(DEFAULT_MODEL).stem, DEFAULT_SHAPES)
         crop = data.meta["crop"]
         self.crop_size = tuple(crop["size"])
