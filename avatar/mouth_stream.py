@@ -37,8 +37,8 @@ REST_SETTLE_FRAMES = 10  # silent frames in a row within REST_TOLERANCE before b
 # backwards (reflection padding, as an image filter pads an edge), up to the first pause, so the state at frame 0 is
 # that of someone already speaking: those tails 0.845 -> 0.899. A file that opens quietly (GRID's lead-ins, TTS with a
 # leading pause, silence) starts as before, from the settled quiet room.
-LEAD_IN_MAX = SAMPLE_RATE  # at most 1 s played backwards (0.25 / 0.5 / 1 s before the first pause: tails 0.828 /
-# 0.825 / 0.855 on all 13 speech clips, GRID's full sentences unchanged by the pause rule)
+LEAD_IN_MAX = SAMPLE_RATE  # at most 1 s played backwards (a fixed 0.25 / 0.5 / 1 s, no pause rule: tails 0.828 /
+# 0.825 / 0.855 on all 13 speech clips; with the rules below 0.855, and GRID's whole sentences unchanged)
 LEAD_IN_QUIET_DB = 20.0  # a 10 ms frame this far under the opening's loudest is quiet (30 dB let GRID's lead-in
 # noise count as sound on 2 of 11 clips: r 0.791 -> 0.732 on sbia1a)
 LEAD_IN_PAUSE_FRAMES = 10  # quiet frames in a row (100 ms) that make a pause: the lead-in stops there

@@ -11,13 +11,12 @@ people differ most in the width: some widen as they open, others narrow (r(width
    and sampling (avatar.live.offline.frame_params): the parameters `avatar render` would draw there.
 3. **What the shared mapping draws** on this face, per frame: the target lip contour (avatar.face.video_avatar
    .contour: the rest lips moved by the mapping's motion weights) and its width.
-4. **The fit**: the person's width, centred, as a ridge regression on the mapping's width features (the four
-   parameters and two squares, avatar.face.shapes.width_features) pulled towards the shared mapping's own drive on
-   this face (RIDGE: the sum of squares over the frames grows with the video, so a short video moves it little and
-   a long one all the way to the person); the
-   difference goes to the spread motion where it widens and to the rounding motion where it narrows (each
-   divided by that motion's width per unit weight on this face). Kept only where it draws the person's width
-   closer than the shared mapping does, on the frames it was fitted to.
+4. **The fit**: the mapping's spread and rounding fields (the weights those two motions take from the four
+   parameters and two squares, avatar.face.shapes.width_features) chosen so the drawn width, centred, follows the
+   person's: least squares through the mapping's own clipping (WidthModel, Levenberg-Marquardt), pulled towards
+   the shared fields by RIDGE (a sum over the frames against a fixed pull: a short video moves the mapping a
+   little, a long one to the person). Kept only where it draws the person's width closer than the shared mapping
+   does, on the frames it was fitted to.
 
 The result is a set of ShapeMap field values per network (calibrated(...) applies them); a video without speech
 (or without sound) keeps the shared mapping, with a note saying so.
@@ -74,7 +73,8 @@ class WidthModel:
     """The drawn width as a function of the mapping's spread and rounding fields (WIDTH_FIELDS), every other
     motion held as the mapping draws it: width = base + per_spread * spread weight + per_round * rounding weight,
     the weights as avatar.face.shapes.rig_weights makes them (sums over the width features, clipped, the rounding
-    shut by pressed lips). Exact for the target contour (it is linear in the motion weights)."""
+    shut by pressed lips). The target contour is linear in the motion weights and its corners move sideways, so this
+    is its width to within 2e-5 eye distances (a test)."""
 
     def __init__(self, params: np.ndarray, shapes: shape_map.ShapeMap, rest_points: np.ndarray):
         mouth = np.clip(np.asarray(params, np.float32)[:, :len(PARAM_NAMES)], 0, 1).astype(np.float64)
