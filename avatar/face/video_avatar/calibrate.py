@@ -201,7 +201,9 @@ def network_params(audio: np.ndarray, n_frames: int, fps: float, model) -> tuple
     from avatar.engine import create_engine
     from avatar.live.offline import frame_params
 
-    engine = create_engine("auto", model)
+    # ONNX Runtime on the CPU: every backend gives the same numbers, and a GPU's TensorRT engine may not be built
+    # yet (minutes, the first time); a minute of sound takes it well under a second
+    engine = create_engine("onnxruntime", model)
     try:
         return engine.model_name, frame_params(audio, engine, n_frames, fps)
     finally:
