@@ -295,6 +295,13 @@ def iter_audio(path: str | Path, block: int = SAMPLE_RATE, sr: int = SAMPLE_RATE
             pending, n_pending = [joined[block:]], max(0, n_pending - block)
 
 
+def delayed(audio: np.ndarray, seconds: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """`audio` played `seconds` later (silence before it), or earlier for a negative delay (its start cut): a
+    video's sound put on the clock of its first frame."""
+    shift = int(round(seconds * sr))
+    return np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
+
+
 def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     """A whole audio file as mono float32 at `sr` Hz."""
     blocks = list(iter_audio(path, block=sr * 30, sr=sr))

@@ -124,7 +124,8 @@ def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offse
     valid = [c for c in real.inner if np.isfinite(c).all()]
     frozen = contour_distance(real.inner, valid[0][None]) if valid else np.full(1, np.nan)
     result = {"clip": Path(path).name, "frames": n, "fps": fps, "build_frames": split,
-              "base_loop_frames": report.base_frames, "library": report.library, "av_offset_ms": av_offset_ms, "whole_sound": whole_sound,
+              "base_loop_frames": report.base_frames, "library": report.library, "av_offset_ms": av_offset_ms,
+              "whole_sound": whole_sound,
               "calibration": {name: entry.get("evidence") for name, entry in calibration.items()},
               "frozen_inner_lip_distance": float(np.nanmean(frozen) * CONTOUR_SCALE), **figures}
     if out_dir is not None:

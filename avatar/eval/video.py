@@ -27,7 +27,7 @@ import av
 import cv2
 import numpy as np
 
-from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, AudioError, load_audio
+from avatar.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, AudioError, delayed, load_audio
 from avatar.engine import EngineError, create_engine, default_model_path, live_model_path
 from avatar.face.assemble import open_renderer
 from avatar.face.landmarks import LIP_INNER, pinned_solution
@@ -214,8 +214,7 @@ def read_clip(path: str | Path, av_offset_ms: float = 0.0) -> Clip:
         raise ClipError(str(e)) from e
     t0 = times[0]
     # sample 0 of the audio track plays at audio_start; move it onto the clock whose zero is the first frame
-    shift = int(round((audio_start - t0 - av_offset_ms / 1000.0) * SAMPLE_RATE))
-    audio = np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
+    audio = delayed(audio, audio_start - t0 - av_offset_ms / 1000.0)
     return Clip(path, fps, np.array(times) - t0, first, audio.astype(np.float32))
 
 

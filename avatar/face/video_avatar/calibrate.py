@@ -195,7 +195,6 @@ def calibrated(shapes: shape_map.ShapeMap, fields: dict | None) -> shape_map.Sha
     return replace(shapes, **values)
 
 
-
 def network_params(audio: np.ndarray, n_frames: int, fps: float, model) -> tuple[str, np.ndarray]:
     """(the network's name, (n_frames, P) the parameters `avatar render` draws each frame with) for a model path."""
     from avatar.engine import create_engine

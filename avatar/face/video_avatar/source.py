@@ -137,7 +137,7 @@ def sound(info: VideoInfo, av_offset_ms: float = 0.0) -> np.ndarray | None:
     """The video's sound as 16 kHz mono on the delivered frames' clock (sample 0 plays with frame 0), None for a
     video without an audio track or one that does not decode. `av_offset_ms`: how far a badly muxed file's sound
     trails its picture (moved that much earlier), as `avatar eval video --av-offset` takes it."""
-    from avatar.audio import SAMPLE_RATE, AudioError, load_audio
+    from avatar.audio import AudioError, delayed, load_audio
 
     try:
         with av.open(str(info.path)) as container:
@@ -149,6 +149,4 @@ def sound(info: VideoInfo, av_offset_ms: float = 0.0) -> np.ndarray | None:
         audio = load_audio(info.path)
     except (av.error.FFmpegError, AudioError):
         return None
-    shift = int(round((audio_start - video_start - av_offset_ms / 1000.0) * SAMPLE_RATE))
-    audio = np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
-    return audio.astype(np.float32)
+    return delayed(audio, audio_start - video_start - av_offset_ms / 1000.0).astype(np.float32)
