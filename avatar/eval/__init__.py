@@ -37,7 +37,9 @@ def add_cli(subparsers) -> None:
     r.add_argument("--out", metavar="DIR", help="write reenact.md, reenact.json and a montage PNG per clip here "
                    "(the montages show the clips' pixels: never commit them)")
     r.add_argument("--av-offset", action="append", metavar="CLIP=MS",
-                   help="a clip whose sound trails its picture by MS in the file (repeatable), as `eval video`")
+                   help="a clip whose sound trails its picture by MS in the file (repeatable), as `eval video`: "
+                        "scored so, and its avatar built so; without it the build finds the offset itself, as "
+                        "`make-avatar` does, and the clip is scored as the file has it")
     r.add_argument("--no-calibration", dest="calibrate", action="store_false",
                    help="build the avatars without the person's own mouth width (the shared mapping only), "
                         "to compare")

@@ -90,12 +90,12 @@ def compare(real: MouthMeasure, rendered: MouthMeasure) -> dict:
             "frames": len(both)}
 
 
-def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offset_ms: float = 0.0,
+def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offset_ms: float | None = None,
                  calibrate_mouth: bool = True, whole_sound: bool = False) -> dict:
     """One clip's figures. whole_sound: the renderers are driven by the whole clip's sound and only their tail is
     scored (the network's state carried from the clip's start, as in continuous speech); by default the tail's
     sound alone drives them, from a fresh state, mid-sentence."""
-    clip = read_clip(path, av_offset_ms)
+    clip = read_clip(path, av_offset_ms or 0.0)
     n = len(clip.frame_times)
     split = int(round(BUILD_SHARE * n))
     fps = clip.fps
@@ -124,7 +124,8 @@ def reenact_clip(path: str | Path, engine, out_dir: Path | None = None, av_offse
     valid = [c for c in real.inner if np.isfinite(c).all()]
     frozen = contour_distance(real.inner, valid[0][None]) if valid else np.full(1, np.nan)
     result = {"clip": Path(path).name, "frames": n, "fps": fps, "build_frames": split,
-              "base_loop_frames": report.base_frames, "library": report.library, "av_offset_ms": av_offset_ms,
+              "base_loop_frames": report.base_frames, "library": report.library, "av_offset_ms": av_offset_ms or 0.0,
+              "sound_offset_found": report.sound_offset,
               "whole_sound": whole_sound,
               "calibration": {name: entry.get("evidence") for name, entry in calibration.items()},
               "frozen_inner_lip_distance": float(np.nanmean(frozen) * CONTOUR_SCALE), **figures}
@@ -166,7 +167,7 @@ def run(args) -> int:
     results = []
     for clip in args.clips:
         try:
-            results.append(reenact_clip(clip, engine, out_dir, offsets.get(Path(clip).name, 0.0),
+            results.append(reenact_clip(clip, engine, out_dir, offsets.get(Path(clip).name),
                                         getattr(args, "calibrate", True), getattr(args, "whole_sound", False)))
         except (ClipError, VideoAvatarError) as e:
             print(f"avatar eval reenact: {e}", file=sys.stderr)

@@ -34,6 +34,7 @@ from avatar.face.landmarks import LIP_INNER, pinned_solution
 from avatar.face.shapes import table_path
 from avatar.lipsync import track_audio
 from avatar.live.offline import render_offline
+from avatar.stats import pearson
 
 # ---- the ruler's definitions ----
 EYE_POINTS = (33, 263)  # mapped to (-0.5, 0) and (0.5, 0): inter-ocular distance 1
@@ -105,13 +106,6 @@ def eye_similarity(points: np.ndarray) -> np.ndarray:
 def align(points: np.ndarray) -> np.ndarray:
     m = eye_similarity(points)
     return points[:, :2] @ m[:, :2].T + m[:, 2]
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.std(x[ok]) < 1e-12 or np.std(y[ok]) < 1e-12:
-        return float("nan")
-    return float(np.corrcoef(x[ok], y[ok])[0, 1])
 
 
 def track_times(n_rows: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 
 from avatar.audio import HOP_LENGTH, load_audio
 from avatar.mouth_stream import MouthStream
+from avatar.stats import pearson
 from avatar.visemes import PARAM_NAMES, VISEME_INDEX, VISEME_POSE, VISEMES
 
 from .datagen import load_shard
@@ -107,12 +108,6 @@ def energy_baseline(audio: np.ndarray) -> Track:
 # metrics
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
@@ -124,7 +119,7 @@ def _best_lag(preds: list[np.ndarray], labels: list[np.ndarray]) -> int:
     for lag in range(-MAX_LAG, MAX_LAG + 1):
         a = np.concatenate([p[lag:] if lag >= 0 else p[:lag] for p in preds])
         b = np.concatenate([y[: len(y) - lag] if lag >= 0 else y[-lag:] for y in labels])
-        r = _pearson(a, b)
+        r = pearson(a, b)
         if r > best_r:
             best, best_r = lag, r
     return best
@@ -176,7 +171,7 @@ def mouth_metrics(tracks: list[Track], labels: list[Labels]) -> dict:
         frames=int(len(vis)),
         viseme_acc=float(np.mean(vis == lab_vis)),
         six_class_acc=float(np.mean(SIX_OF_INDEX[vis] == SIX_OF_INDEX[lab_vis])),
-        openness_r=_pearson(jaw, lab_jaw),
+        openness_r=pearson(jaw, lab_jaw),
         openness_mae=float(np.mean(np.abs(jaw - lab_jaw))),
         bilabial_closure_recall=float(shown / total) if total else float("nan"),
         bilabial_segments=int(total),

@@ -15,11 +15,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avatar.audio import delayed
 from avatar.face.landmarks import LIP_INNER, LIP_OUTER, NOSE_TIP, pinned_solution, quiet_native_logs
 from avatar.face.video_avatar import VideoInputError
 from avatar.face.video_avatar import fileformat
 from avatar.face.video_avatar.calibrate import calibrate
-from avatar.face.video_avatar.source import VideoInfo, iter_frames, probe, sound
+from avatar.face.video_avatar.source import iter_frames, probe, sound
+from avatar.face.video_avatar.sync import find_sound_offset
 from avatar.face.video_avatar.track import Track, invert_similarity, track_video
 
 MIN_SECONDS = 3.0  # a shorter video holds too few mouth shapes (the CLI refuses it; evaluation may ask for less)
@@ -54,10 +56,24 @@ class BuildReport:
     notes: list[str]
     calibration: dict | None = None  # network name -> {"fields", "evidence"} (avatar.face.video_avatar.calibrate);
     # None: not asked for
+    sound_offset: dict | None = None  # avatar.face.video_avatar.sync.sound_offset: how far the file's sound was found
+    # to trail its picture (None: not looked for)
 
     @property
     def mouth_note(self) -> str:
-        """A sentence on the mouth's width: the person's own (fitted on their speech) or the shared one, and why."""
+        """A sentence on the mouth's width: the person's own (fitted on their speech) or the shared one, and why;
+        and where the file's sound was found out of step with its picture, by how much."""
+        return self._width_note() + (f"; {self.sync_note}" if self.sync_note else "")
+
+    @property
+    def sync_note(self) -> str | None:
+        """Where the file's sound was found out of step with its picture (the width fit paired them corrected)."""
+        ms = (self.sound_offset or {}).get("offset_ms") or 0
+        if not ms:
+            return None
+        return f"the file's sound {'trails' if ms > 0 else 'leads'} its picture by {abs(ms)} ms, corrected for the fit"
+
+    def _width_note(self) -> str:
         if self.calibration is None:
             return "mouth width: the shared mapping (no calibration asked for)"
         kept = {name: e["evidence"] for name, e in self.calibration.items() if e.get("fields")}
@@ -181,11 +197,13 @@ def teeth_share(crop: np.ndarray, inner_px: np.ndarray) -> float:
 
 
 def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, stop: int | None = None,
-          progress=None, cancelled=None, calibrate_mouth: bool = True, av_offset_ms: float = 0.0) -> BuildReport:
+          progress=None, cancelled=None, calibrate_mouth: bool = True,
+          av_offset_ms: float | None = None) -> BuildReport:
     """Make the avatar file `out` from `video` (its first `stop` frames when given: evaluation builds from part of a
     clip). progress(done, total, stage); cancelled() -> True stops with InterruptedError. calibrate_mouth: fit the
-    person's own mouth width to the video's speech (avatar.face.video_avatar.calibrate; `av_offset_ms`: a badly
-    muxed file's sound delay)."""
+    person's own mouth width to the video's speech (avatar.face.video_avatar.calibrate), pairing sound and picture
+    `av_offset_ms` apart (a badly muxed file's sound delay; None: found from the video, avatar.face.video_avatar
+    .sync)."""
     info = probe(video)
     if stop is not None:
         info.picks = info.picks[:stop]
@@ -203,7 +221,13 @@ def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, 
     base_idx = np.arange(start, start + length)
     quiet = base_idx[opening[base_idx] <= np.percentile(opening[base_idx], 100 * QUIET_SHARE)]
     rest_points = np.median(np.stack([track.canonical(k) for k in quiet]), axis=0)
-    mouth_calibration = calibrate(sound(info, av_offset_ms), width, info.fps, rest_points) if calibrate_mouth else {}
+    mouth_calibration, found = {}, None
+    if calibrate_mouth:
+        audio = sound(info, av_offset_ms or 0.0)
+        if audio is not None and len(audio) and av_offset_ms is None:
+            found = find_sound_offset(audio, opening, info.fps)
+            audio = delayed(audio, -found["offset_ms"] / 1000.0)  # moved that much earlier (0: as it is)
+        mouth_calibration = calibrate(audio, width, info.fps, rest_points)
     crop = crop_geometry(rest_points)
     to_crop = crop_from_canon(crop)
     cw, ch = crop["size"]
@@ -250,7 +274,7 @@ def build(video: str | Path, out: str | Path, min_seconds: float = MIN_SECONDS, 
     meta = {"fps": info.fps, "canvas": CANVAS, "crop": crop, "base_frames": [int(start), int(length)],
             "source": {"name": info.path.name, "frames": m, "seconds": round(info.seconds, 3),
                        "size": list(info.size), "notes": info.notes},
-            "mouth_calibration": mouth_calibration}
+            "mouth_calibration": mouth_calibration, "sound_offset": found}
     fileformat.save(out, arrays, meta)
     return BuildReport(Path(out), m, info.fps, info.seconds, length, start / info.fps, len(crops), info.notes,
-                       mouth_calibration if calibrate_mouth else None)
+                       mouth_calibration if calibrate_mouth else None, found)

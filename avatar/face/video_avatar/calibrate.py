@@ -30,6 +30,7 @@ import numpy as np
 from avatar.face import shapes as shape_map
 from avatar.face.landmarks import LIP_INNER, LIP_OUTER
 from avatar.face.video_avatar.contour import MOUTH_FIELDS, lip_basis, motion_weights, target_lips
+from avatar.stats import pearson
 from avatar.visemes import PARAM_NAMES
 
 RIDGE = 1.0  # the pull towards the shared fields (per eye distance of width drive). `avatar eval reenact --whole-sound`,
@@ -170,17 +171,11 @@ def fit_width(width: np.ndarray, params: np.ndarray, shapes: shape_map.ShapeMap,
     personal = replace(shapes, **fields)
     shared = drawn_widths(params, shapes, model.rest_lips, model.basis)
     drawn = drawn_widths(params, personal, model.rest_lips, model.basis)
-    r_shared, r_person = _r(shared, y), _r(drawn, y)
+    r_shared, r_person = (float(np.nan_to_num(pearson(w, y))) for w in (shared, drawn))  # flat: 0
     evidence.update({"width_r_shared": round(r_shared, DECIMALS), "width_r_person": round(r_person, DECIMALS)})
     if not r_person > r_shared:
         return None, {**evidence, "kept": False, "why": "the person's fit draws their width no closer"}
     return fields, {**evidence, "kept": True}
-
-
-def _r(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    d = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / d) if d > 0 else 0.0
 
 
 def calibrated(shapes: shape_map.ShapeMap, fields: dict | None) -> shape_map.ShapeMap:

@@ -13,6 +13,7 @@ from avatar.face.video_avatar.build import MIN_SECONDS, build
 # exit codes, as `avatar render`'s
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NO_FACE, EXIT_CANNOT_WRITE = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
+MAX_AV_OFFSET_MS = 5000  # a file further out of step than this is not a muxing slip
 
 
 def add_cli(subparsers) -> None:
@@ -30,6 +31,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-calibration", dest="calibrate", action="store_false",
                    help="keep the shared mouth mapping (by default the mouth's width is fitted to the person's own "
                         "speech in the video)")
+    p.add_argument("--av-offset", type=float, default=None, metavar="MS",
+                   help="the file's sound trails its picture by MS (negative: leads it); by default found from the "
+                        "video, where the mouth the sound drives follows the person's clearly better off step")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -49,6 +53,8 @@ def run(args) -> int:
         return _fail(f"{out.parent}: no such folder", EXIT_CANNOT_WRITE)
     if not 0 < args.min_seconds <= 60:
         return _fail(f"--min-seconds must be between 0 and 60, got {args.min_seconds:g}", EXIT_USAGE)
+    if args.av_offset is not None and not abs(args.av_offset) <= MAX_AV_OFFSET_MS:
+        return _fail(f"--av-offset must be within +-{MAX_AV_OFFSET_MS} ms, got {args.av_offset:g}", EXIT_USAGE)
     bar = None if args.quiet else tqdm(total=1, unit="frame", file=sys.stderr, leave=False)
 
     def progress(done, total, stage):
@@ -61,7 +67,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     try:
         report = build(args.video, out, min_seconds=args.min_seconds, progress=progress,
-                       calibrate_mouth=args.calibrate)
+                       calibrate_mouth=args.calibrate, av_offset_ms=args.av_offset)
     except VideoNoFaceError as e:
         return _fail(str(e), EXIT_NO_FACE)
     except VideoInputError as e:
