@@ -158,3 +158,40 @@ def test_the_live_stage_loads_no_opencv_torch_or_qt():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout
     assert out.strip() == "[]"
+
+
+def test_each_parameter_can_have_its_own_rate_and_the_sampler_draws_the_width_slower():
+    """Per-parameter rates give each parameter the spring it would get alone; the sampler's width parameters
+    (lip_spread, lip_round) follow a jump more slowly than the jaw, which keeps the app's quick spring."""
+    from avatar.live.track import WIDTH_MAX_OMEGA, WIDTH_OMEGA, smoothing_rates
+
+    rng = np.random.default_rng(0)
+    targets = [(i / 100, rng.uniform(0, 1, N_PARAMS).astype(np.float32)) for i in range(60)]
+    rates = np.array([150.0, 75.0, 40.0, 300.0])[:N_PARAMS]
+    mixed = ParamSmoother(omega=rates, max_omega=rates * 2, adapt_span=0.1)
+    alone = [ParamSmoother(omega=w, max_omega=2 * w, adapt_span=0.1) for w in rates]
+    for t, target in targets:
+        for s in (mixed, *alone):
+            s.push(t, target)
+    for t in np.arange(0, 0.6, 1 / 60):
+        got = mixed.sample(t)
+        np.testing.assert_allclose(got, [s.sample(t)[k] for k, s in enumerate(alone)], atol=1e-7)
+    with pytest.raises(ValueError):
+        ParamSmoother(omega=rates, max_omega=rates / 2)
+
+    omega, max_omega = smoothing_rates()
+    spread = PARAM_NAMES.index("lip_spread")
+    assert omega[JAW] == SMOOTHING_OMEGA and max_omega[JAW] == SMOOTHING_MAX_OMEGA
+    assert omega[spread] == omega[ROUND] == WIDTH_OMEGA < SMOOTHING_OMEGA
+    assert max_omega[spread] == max_omega[ROUND] == WIDTH_MAX_OMEGA
+    track = ParamTrack()  # a mouth at rest, then opening, spreading and rounding at once
+    track.append(np.r_[np.zeros((5, N_PARAMS), np.float32),
+                       np.repeat(row(jaw_open=0.8, lip_spread=0.8, lip_round=0.8)[None], 25, 0)], 0)
+    sampler = ParamSampler(track)
+    halfway = {}
+    for t in np.arange(0, 0.3, 1 / 240):
+        value = sampler.at(t)
+        for k in (JAW, spread, ROUND):
+            if k not in halfway and value[k] >= 0.4:
+                halfway[k] = t
+    assert halfway[spread] > halfway[JAW] + 0.01 and halfway[ROUND] > halfway[JAW] + 0.01
