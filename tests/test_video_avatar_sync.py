@@ -115,12 +115,17 @@ def test_make_avatar_finds_a_real_clips_sound_delay_and_fits_the_width_on_frames
     build(GRID_CLIP, tmp_path / "as_is.avatar")
     as_is = fileformat.read_meta(tmp_path / "as_is.avatar")
     assert as_is["sound_offset"]["offset_ms"] == 0
-    # paired corrected, the late file's fit is the in-step file's (the same frames and sound, 300 ms moved back)
-    a, b = (m["mouth_calibration"]["lipsync_gru"]["evidence"] for m in (meta, as_is))
-    assert abs(a["width_r_person"] - b["width_r_person"]) <= 0.05
-    # told the offset, it looks for none
-    told = build(late, tmp_path / "told.avatar", av_offset_ms=300)
+    # told the offset, it looks for none, and pairs the frames as the offset it found did: the same fit
+    told = build(late, tmp_path / "told.avatar", av_offset_ms=meta["sound_offset"]["offset_ms"])
     assert told.sound_offset is None and "trails" not in told.mouth_note
+    assert fileformat.read_meta(tmp_path / "told.avatar")["mouth_calibration"] == meta["mouth_calibration"]
+    # paired as the file has it (told 0: what make-avatar did before), the shared mapping's width follows another
+    # frame's mouth; paired corrected, it follows the person as on the file in step
+    build(late, tmp_path / "as_muxed.avatar", av_offset_ms=0)
+    as_muxed = fileformat.read_meta(tmp_path / "as_muxed.avatar")
+    r = {name: m["mouth_calibration"]["lipsync_gru"]["evidence"]["width_r_shared"]
+         for name, m in (("found", meta), ("as_is", as_is), ("as_muxed", as_muxed))}
+    assert abs(r["found"] - r["as_is"]) <= 0.05 < abs(r["as_muxed"] - r["as_is"]) - 0.2, r
 
 
 @needs_clips
