@@ -9,7 +9,7 @@ against the tracked opening (every frame), over lags of +-SEARCH_MS; a lag is ta
 person clearly better than the file's own timing does. Measured on the real clips (files network, whole clips and
 their first 60 %): kim +100 ms (r 0.07 -> 0.51), d20 +280 ms (0.21 -> 0.72); on every GRID sentence the best lag
 lies within 20 ms of 0 and gains at most 0.08; on the four sung clips the jaw follows the voice too loosely to tell
-(best r 0.10-0.36).
+(best r 0.04-0.38).
 """
 from __future__ import annotations
 
