@@ -57,27 +57,48 @@ def _led_in(lipsync: LipSync, blocks):
     return blocks
 
 
+class _FrameRows:
+    """The parameter rows of frames 0, 1, ... in turn: frame k shows the audio at k / fps, so its row is the
+    smoother sampled `delay` later, which exists once the track holds rows past that time (a row to spare: the
+    interpolation and the spring). One clock for `render_offline` and `frame_params`."""
+
+    def __init__(self, lipsync: LipSync, fps: float, smooth: bool):
+        self.track, self.fps = lipsync.track, fps
+        self.sampler = ParamSampler(lipsync.track, smooth)
+        self.k = 0  # the next frame
+
+    @property
+    def time(self) -> float:
+        return self.k / self.fps
+
+    def ready(self) -> bool:
+        """Whether the next frame's row can be sampled yet (always, once the input is flushed and `ready` is not
+        asked)."""
+        latest = self.track.latest_time
+        return latest is not None and self.time + self.sampler.delay + SPRING_LEAD <= latest - 1.0 / FEATURE_RATE
+
+    def take(self) -> np.ndarray:
+        """The next frame's row (frame `k`, then k moves on)."""
+        row = self.sampler.at(self.time + self.sampler.delay)
+        self.k += 1
+        return row
+
+
 def frame_params(audio: np.ndarray, engine, n_frames: int, fps: float, smooth: bool = True) -> np.ndarray:
     """(n_frames, P): the parameter rows `render_offline` would draw frames 0 .. n_frames - 1 with at `fps` (its
     smoothing and sampling, frame k at k / fps), rendering nothing: what a calibration pairs with real frames."""
     if engine is not None:
         engine.reset()
     lipsync = LipSync(engine)
-    sampler = ParamSampler(lipsync.track, smooth)
+    frames = _FrameRows(lipsync, fps, smooth)
     rows = []
-    blocks = _led_in(lipsync, _blocks(np.asarray(audio, np.float32)))
-
-    def sample(ready: float) -> None:
-        while len(rows) < n_frames and len(rows) / fps + sampler.delay + SPRING_LEAD <= ready:
-            rows.append(np.array(sampler.at(len(rows) / fps + sampler.delay), np.float32))
-
-    for block in blocks:
+    for block in _led_in(lipsync, _blocks(np.asarray(audio, np.float32))):
         lipsync.push(block)
-        latest = lipsync.track.latest_time
-        if latest is not None:
-            sample(latest - 1.0 / FEATURE_RATE)  # a row to spare, as render_offline
+        while len(rows) < n_frames and frames.ready():
+            rows.append(np.array(frames.take(), np.float32))
     lipsync.flush()
-    sample(np.inf)
+    while len(rows) < n_frames:
+        rows.append(np.array(frames.take(), np.float32))
     return np.array(rows, np.float32).reshape(n_frames, -1) if rows else np.zeros((0, 0), np.float32)
 
 
@@ -106,30 +127,20 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
     draw_for_engine(renderer, engine)  # this network's parameters drawn with the table fitted to it
     lipsync = LipSync(engine)  # its ParamTrack keeps TRACK_SECONDS: frames take the rows soon after they come
     blocks = _led_in(lipsync, _blocks(audio))
-    sampler = ParamSampler(lipsync.track, smooth)
+    frames = _FrameRows(lipsync, fps, smooth)
     pending = _AudioWindow()
     sink = None
-    k = 0  # next frame
-
-    def rows_ready_until() -> float:
-        latest = lipsync.track.latest_time
-        return -np.inf if latest is None else latest - 1.0 / FEATURE_RATE  # a row to spare: interpolation, spring
 
     def render_frames(until_frame: int | None) -> None:
         """Frames whose parameters exist (all of them up to `until_frame` at the end, when every row is in)."""
-        nonlocal sink, k
-        while True:
-            t = k / fps
-            if until_frame is None:
-                if t + sampler.delay + SPRING_LEAD > rows_ready_until():
-                    return
-            elif k >= until_frame:
-                return
+        nonlocal sink
+        while frames.ready() if until_frame is None else frames.k < until_frame:
             if cancelled is not None and cancelled():
                 raise Cancelled("Export cancelled.")
             if interrupted is not None and interrupted():
                 raise KeyboardInterrupt
-            image = renderer.render(sampler.at(t + sampler.delay), t)
+            k, t = frames.k, frames.time
+            image = renderer.render(frames.take(), t)
             if sink is None:
                 sink = BackgroundRecorder(Recorder(partial, image.shape[1], image.shape[0], fps=fps, live=False,
                                                    fragmented=True), wait=True)
@@ -137,11 +148,10 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
             a, b = int(round(t * SAMPLE_RATE)), int(round((k + 1) / fps * SAMPLE_RATE))
             sink.add_audio(pending.take(a, b), a / SAMPLE_RATE)
             sink.add_frame(image, t)
-            k += 1
             if sink.error:
                 raise RecordError(sink.error)
             if progress is not None and total_samples:
-                progress(min(1.0, k / (total_samples / SAMPLE_RATE * fps)))
+                progress(min(1.0, frames.k / (total_samples / SAMPLE_RATE * fps)))
 
     try:
         for block in blocks:
