@@ -44,6 +44,7 @@ LEAD_IN_QUIET_DB = 20.0  # a 10 ms frame this far under the opening's loudest is
 LEAD_IN_PAUSE_FRAMES = 10  # quiet frames in a row (100 ms) that make a pause: the lead-in stops there
 LEAD_IN_ONSET_FRAMES = 1  # a file whose first frames (10 ms each) are quiet begins an utterance: no lead-in
 LEAD_IN_FLOOR_DBFS = -50.0  # an opening whose loudest frame is under this has no speech in it: no lead-in
+LEAD_IN_OPENING = LEAD_IN_MAX + LEAD_IN_PAUSE_FRAMES * HOP_LENGTH  # samples of a file's opening lead_in_audio reads
 
 
 @dataclass
@@ -60,8 +61,8 @@ class MouthRows:
 def lead_in_audio(opening: np.ndarray) -> np.ndarray:
     """What the stream hears before a file's first sample: the file's opening sound up to its first pause (at most
     LEAD_IN_MAX), reversed; empty where the file opens with a pause or holds no speech there. Whole hops only, so the
-    file's own frames keep their places. `opening`: the file's first LEAD_IN_MAX samples or more."""
-    head = np.asarray(opening, np.float64)[:LEAD_IN_MAX + LEAD_IN_PAUSE_FRAMES * HOP_LENGTH]
+    file's own frames keep their places. `opening`: the file's first LEAD_IN_OPENING samples (or all it has)."""
+    head = np.asarray(opening, np.float64)[:LEAD_IN_OPENING]
     n = len(head) // HOP_LENGTH
     if n == 0:
         return np.zeros(0, np.float32)
@@ -92,6 +93,14 @@ def opening_of(blocks: Iterable[np.ndarray], n: int) -> tuple[np.ndarray, Iterat
         have += len(block)
     head = np.concatenate(taken)[:n] if taken else np.zeros(0, np.float32)
     return head, itertools.chain(taken, blocks)
+
+
+def led_in(stream, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The blocks again, after `stream` (a MouthStream, or anything with its `lead_in`) has heard their opening's
+    lead_in_audio: a file that starts mid-sentence is followed from its first frame."""
+    head, blocks = opening_of(blocks, LEAD_IN_OPENING)
+    stream.lead_in(lead_in_audio(head))
+    return blocks
 
 
 def _closed_mouth(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,8 +195,7 @@ class MouthStream:
         file): the stream first hears lead_in_audio of the input's opening."""
         self.reset()
         if lead_in:
-            head, blocks = opening_of(blocks, LEAD_IN_MAX + LEAD_IN_PAUSE_FRAMES * HOP_LENGTH)
-            self.lead_in(lead_in_audio(head))
+            blocks = led_in(self, blocks)
         visemes = np.empty((FIRST_CAPACITY, N_VISEMES), np.float32)
         params = np.empty((FIRST_CAPACITY, N_PARAMS), np.float32)
         n = 0

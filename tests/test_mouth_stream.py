@@ -9,8 +9,7 @@ import pytest
 from avatar.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE, log_mel
 from avatar.engine import EngineOutput
 from avatar.lipsync import track_audio
-from avatar.mouth_stream import (LEAD_IN_MAX, LEAD_IN_PAUSE_FRAMES, MouthStream, lead_in_audio,
-                                 opening_of)
+from avatar.mouth_stream import LEAD_IN_MAX, LEAD_IN_OPENING, MouthStream, lead_in_audio, opening_of
 from avatar.live.pipeline import LipSync
 from avatar.visemes import N_PARAMS, N_VISEMES, VISEME_INDEX
 
@@ -288,7 +287,7 @@ def test_the_lead_in_does_not_depend_on_how_the_file_is_cut_into_blocks():
         blocks = [audio[i:i + size] for i in range(0, len(audio), size)]
         np.testing.assert_allclose(track_audio(blocks, engine).params, whole.params, atol=1e-5)
     assert not np.allclose(track_audio([audio], engine, lead_in=False).params[:20], whole.params[:20], atol=1e-4)
-    head, again = opening_of(iter(blocks), LEAD_IN_MAX + LEAD_IN_PAUSE_FRAMES * HOP_LENGTH)
+    head, again = opening_of(iter(blocks), LEAD_IN_OPENING)
     np.testing.assert_array_equal(head, audio[:len(head)])
     np.testing.assert_array_equal(np.concatenate(list(again)), audio)  # nothing lost or repeated
 

@@ -43,6 +43,7 @@ import numpy as np
 from avatar.engine import EngineError, create_engine
 from avatar.eval import video as ruler
 from avatar.face import shapes as shape_map
+from avatar.face.shapes import WIDTH_FEATURES, width_features
 from avatar.face.assemble import open_renderer
 from avatar.face.landmarks import pinned_solution
 from avatar.face.rig import HEAD_FIELDS, LOCAL_FIELDS
@@ -54,8 +55,6 @@ PROBE_WEIGHT = 1.0  # each motion is rendered alone at this weight (the response
 MIN_FACES = 0.8  # a clip whose real face FaceMesh finds on fewer frames than this share is left out
 AMPLITUDE_LO, AMPLITUDE_HI = 5, 95  # the range of motion the fit matches: p95 - p5, as the ruler's amplitude
 DECIMALS = 4  # the shipped table's precision
-WIDTH_FEATURES = shape_map.WIDTH_FEATURES
-width_features = shape_map.width_features
 JAW, ROUND, PRESS = (PARAM_NAMES.index(name) for name in ("jaw_open", "lip_round", "lip_press"))  # params columns
 QUIET_JAW = 0.05  # frames whose network jaw_open is under this (and lips not pressed) are the network's quiet
 QUIET_ROUND_PCT = 90  # ShapeMap.round_from: this percentile of the network's lip_round on its quiet frames, pooled

@@ -7,9 +7,9 @@ from typing import Callable
 
 import numpy as np
 
-from avatar.audio import HOP_LENGTH, SAMPLE_RATE
+from avatar.audio import SAMPLE_RATE
 from avatar.live.pipeline import LipSync, draw_for_engine
-from avatar.mouth_stream import LEAD_IN_MAX, LEAD_IN_PAUSE_FRAMES, lead_in_audio, opening_of
+from avatar.mouth_stream import led_in
 from avatar.live.track import FEATURE_RATE, SPRING_LEAD, ParamSampler
 from avatar.record import BackgroundRecorder, Recorder, RecordError, check_output_path, partial_path
 
@@ -49,14 +49,6 @@ class _AudioWindow:
         return out
 
 
-def _led_in(lipsync: LipSync, blocks):
-    """The blocks, after the lip-sync has heard the file's lead-in (avatar.mouth_stream.lead_in_audio: a file that
-    starts mid-sentence is followed from its first frame)."""
-    head, blocks = opening_of(blocks, LEAD_IN_MAX + LEAD_IN_PAUSE_FRAMES * HOP_LENGTH)
-    lipsync.lead_in(lead_in_audio(head))
-    return blocks
-
-
 class _FrameRows:
     """The parameter rows of frames 0, 1, ... in turn: frame k shows the audio at k / fps, so its row is the
     smoother sampled `delay` later, which exists once the track holds rows past that time (a row to spare: the
@@ -72,8 +64,8 @@ class _FrameRows:
         return self.k / self.fps
 
     def ready(self) -> bool:
-        """Whether the next frame's row can be sampled yet (always, once the input is flushed and `ready` is not
-        asked)."""
+        """Whether the next frame's row can be sampled yet, while the input streams in (once it is flushed, every
+        row can: the callers take the rest without asking)."""
         latest = self.track.latest_time
         return latest is not None and self.time + self.sampler.delay + SPRING_LEAD <= latest - 1.0 / FEATURE_RATE
 
@@ -92,7 +84,7 @@ def frame_params(audio: np.ndarray, engine, n_frames: int, fps: float, smooth: b
     lipsync = LipSync(engine)
     frames = _FrameRows(lipsync, fps, smooth)
     rows = []
-    for block in _led_in(lipsync, _blocks(np.asarray(audio, np.float32))):
+    for block in led_in(lipsync, _blocks(np.asarray(audio, np.float32))):
         lipsync.push(block)
         while len(rows) < n_frames and frames.ready():
             rows.append(np.array(frames.take(), np.float32))
@@ -126,7 +118,7 @@ def render_offline(audio, engine, renderer, path, fps: int = 30, smooth: bool = 
         engine.reset()
     draw_for_engine(renderer, engine)  # this network's parameters drawn with the table fitted to it
     lipsync = LipSync(engine)  # its ParamTrack keeps TRACK_SECONDS: frames take the rows soon after they come
-    blocks = _led_in(lipsync, _blocks(audio))
+    blocks = led_in(lipsync, _blocks(audio))
     frames = _FrameRows(lipsync, fps, smooth)
     pending = _AudioWindow()
     sink = None

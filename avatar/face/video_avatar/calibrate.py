@@ -28,8 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from avatar.face import shapes as shape_map
-from avatar.face.landmarks import LIP_INNER, LIP_OUTER
-from avatar.face.video_avatar.contour import MOUTH_FIELDS, lip_basis, motion_weights, target_lips
+from avatar.face.video_avatar.contour import LIP_POINTS, MOUTH_FIELDS, lip_basis, motion_weights, target_lips
 from avatar.stats import pearson
 from avatar.visemes import PARAM_NAMES
 
@@ -40,7 +39,7 @@ RIDGE = 1.0  # the pull towards the shared fields (per eye distance of width dri
 MIN_FRAMES = 25  # fewer usable frames (1 s at 25 fps) than this: no calibration
 MIN_JAW_RANGE = 0.15  # the network's jaw_open must range this much (p95 - p5) over the video: there is speech
 AMPLITUDE_LO, AMPLITUDE_HI = 5, 95
-WIDTH_POINTS = (LIP_INNER + LIP_OUTER).index(61), (LIP_INNER + LIP_OUTER).index(291)  # in the target contour
+WIDTH_POINTS = LIP_POINTS.index(61), LIP_POINTS.index(291)  # in the target contour
 DECIMALS = 4
 FIT_STEPS = 60  # Levenberg-Marquardt steps (the fits settle within 10-30)
 
@@ -81,7 +80,7 @@ class WidthModel:
         mouth = np.clip(np.asarray(params, np.float32)[:, :len(PARAM_NAMES)], 0, 1).astype(np.float64)
         self.x = shape_map.width_features(mouth, shapes.round_from)
         self.open_share = np.array([1.0 - shape_map._shut(p, shapes) for p in mouth[:, PARAM_NAMES.index("lip_press")]])
-        self.rest_lips = np.asarray(rest_points, np.float64)[list(LIP_INNER + LIP_OUTER)]
+        self.rest_lips = np.asarray(rest_points, np.float64)[list(LIP_POINTS)]
         self.basis = lip_basis(rest_points)
         self.per_spread = motion_width(self.basis, "lip_spread")
         self.per_round = motion_width(self.basis, "lip_round")  # < 0: it narrows
